@@ -1,0 +1,26 @@
+"""The Flask app factory: a flat list of set-up steps that fails fast on bad settings."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from services.api import errors
+from services.api.routes import credits, jobs, media, ops, video
+from services.worker.celery_app import make_celery
+from shared.config import Settings, load_settings
+from shared.runtime import Runtime, build_runtime
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    settings = settings or load_settings()
+    runtime: Runtime = build_runtime(settings)
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
+    app.json.sort_keys = False
+    app.extensions["naive"] = runtime
+    app.extensions["naive.celery"] = make_celery(settings)
+    errors.init_app(app)
+    for blueprint in (video.bp, jobs.bp, media.bp, credits.bp, ops.bp):
+        app.register_blueprint(blueprint)
+    runtime.db.ping()  # fail at start-up, not on the first request
+    return app

@@ -1,0 +1,31 @@
+"""Operations: liveness, readiness and metrics.
+
+/readyz checks the database only: the API keeps accepting jobs while the broker is
+down (the sweeper sends their messages later), so a broker outage must not take the
+API out of its load balancer.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, jsonify
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from services.api import context
+
+bp = Blueprint("ops", __name__)
+
+
+@bp.get("/healthz")
+def healthz() -> Response:
+    return jsonify({"status": "ok"})
+
+
+@bp.get("/readyz")
+def readyz() -> Response:
+    context.runtime().db.ping()
+    return jsonify({"status": "ready"})
+
+
+@bp.get("/metrics")
+def metrics() -> Response:
+    return Response(generate_latest(), mimetype=CONTENT_TYPE_LATEST)

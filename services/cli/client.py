@@ -1,0 +1,151 @@
+"""HTTP calls to the Naive API: base URL, bearer auth, and failures mapped to `Failure`."""
+
+import contextlib
+from collections.abc import Iterator, Mapping
+from importlib.metadata import version
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from services.cli.errors import ExitCode, Failure
+
+DEFAULT_API_URL = "http://127.0.0.1:8000"
+TIMEOUT_SECONDS = 30.0
+
+
+def segment(value: str) -> str:
+    """Quote one path segment, so an id can never reach another route."""
+    return quote(value, safe="")
+
+
+class ApiClient:
+    """A session with one Naive API; each call returns parsed JSON or raises `Failure`."""
+
+    def __init__(self, base_url: str, api_key: str | None) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._auth = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            timeout=httpx.Timeout(TIMEOUT_SECONDS, connect=10.0),
+            headers={"User-Agent": f"naive-cli/{version('naive-video')}"},
+        )
+
+    def close(self) -> None:
+        """Release the connection pool."""
+        self._http.close()
+
+    def get(self, path: str, params: Mapping[str, str | int | None] | None = None) -> Any:
+        """GET `path`; parameters that are None are left out."""
+        query = {k: v for k, v in (params or {}).items() if v is not None}
+        return self._call(self._http.build_request("GET", path, params=query, headers=self._auth))
+
+    def post(self, path: str, body: Any, headers: Mapping[str, str] | None = None) -> Any:
+        """POST `body` as JSON to `path`."""
+        request = self._http.build_request(
+            "POST", path, json=body, headers={**self._auth, **(headers or {})}
+        )
+        return self._call(request)
+
+    def delete(self, path: str) -> Any:
+        """DELETE `path`."""
+        return self._call(self._http.build_request("DELETE", path, headers=self._auth))
+
+    @contextlib.contextmanager
+    def stream(self, url: str) -> Iterator[httpx.Response]:
+        """GET `url` (relative to the API, or absolute) as a byte stream, following redirects.
+
+        The API key goes only to the API's own origin: a provider or storage URL must not see it
+        (and a presigned storage URL refuses a second form of authorization).
+        """
+        request = self._http.build_request("GET", url)
+        if _origin(request.url) == _origin(self._http.base_url):
+            request.headers.update(self._auth)
+        with self._transport_errors(request):
+            response = self._http.send(request, stream=True, follow_redirects=True)
+            try:
+                if response.is_error:
+                    response.read()
+                    raise _failure(response)
+                yield response
+            finally:
+                response.close()
+
+    def _call(self, request: httpx.Request) -> Any:
+        with self._transport_errors(request):
+            response = self._http.send(request)
+        if response.is_error:
+            raise _failure(response)
+        try:
+            return response.json()
+        except ValueError:
+            raise Failure(
+                {
+                    "code": "bad_response",
+                    "message": f"{request.method} {request.url} answered HTTP "
+                    f"{response.status_code} with a body that is not JSON.",
+                },
+                ExitCode.SERVICE_ERROR,
+            ) from None
+
+    @contextlib.contextmanager
+    def _transport_errors(self, request: httpx.Request) -> Iterator[None]:
+        """Turn network-level errors into failures that name the URL tried."""
+        try:
+            yield
+        except httpx.UnsupportedProtocol:
+            raise Failure(
+                {
+                    "code": "invalid_api_url",
+                    "message": f"{request.url} is not an http(s) URL; "
+                    f"check NAIVE_API_URL or --api-url (now {self.base_url!r}).",
+                },
+                ExitCode.USER_ERROR,
+            ) from None
+        except httpx.TimeoutException:
+            raise Failure(
+                {
+                    "code": "timeout",
+                    "message": f"{request.method} {request.url} did not answer within "
+                    f"{TIMEOUT_SECONDS:g} s.",
+                    "url": str(request.url),
+                },
+                ExitCode.SERVICE_ERROR,
+            ) from None
+        except httpx.TransportError as exc:
+            raise Failure(
+                {
+                    "code": "connection_error",
+                    "message": f"Could not reach {request.url}: {str(exc) or type(exc).__name__}.",
+                    "url": str(request.url),
+                },
+                ExitCode.SERVICE_ERROR,
+            ) from None
+
+
+def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    return url.scheme, url.host, url.port
+
+
+def _failure(response: httpx.Response) -> Failure:
+    """The API's error object, or one in its shape when the body is not the API's."""
+    try:
+        error = response.json()["error"]
+        if not isinstance(error, dict):
+            raise TypeError(error)
+    except (ValueError, KeyError, TypeError):
+        error = {
+            "code": f"http_{response.status_code}",
+            "message": f"{response.request.method} {response.request.url} answered HTTP "
+            f"{response.status_code} {response.reason_phrase}.",
+        }
+    exit_code = ExitCode.SERVICE_ERROR if response.status_code >= 500 else ExitCode.USER_ERROR
+    return Failure(error, exit_code, retry_after=_retry_after(response))
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """`Retry-After` in seconds, when given as a number (the API's form)."""
+    try:
+        return float(response.headers["Retry-After"])
+    except (KeyError, ValueError):
+        return None

@@ -1,0 +1,131 @@
+"""Advice: hints that explain an outcome, and the concrete `naive` commands to run next."""
+
+import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from services.cli.errors import ExitCode, Failure
+
+
+def command(*args: object) -> str:
+    """A `naive` command line, quoted for a POSIX shell."""
+    return shlex.join(["naive", *map(str, args)])
+
+
+def flags(*pairs: tuple[str, object]) -> list[str]:
+    """`--flag value` words for the options that are set, to repeat a filter in a next step."""
+    return [str(word) for flag, value in pairs if value is not None for word in (flag, value)]
+
+
+@dataclass
+class Advice:
+    """What to tell the user after a failure."""
+
+    hints: list[str] = field(default_factory=list)
+    next_steps: list[str] = field(default_factory=list)
+
+
+def advise(
+    failure: Failure,
+    action: str,
+    *,
+    api_url: str,
+    has_api_key: bool,
+    model: str | None = None,
+    duration: str | None = None,
+) -> Advice:
+    """Hints and next steps for `failure`, made concrete with what the command knew."""
+    error, advice = failure.error, Advice()
+    match failure.code:
+        case "insufficient_credits":
+            advice.hints.append(
+                f"This job needs about {error.get('estimated_credits', '?')} credits; "
+                f"{error.get('available_credits', '?')} are available."
+            )
+            advice.next_steps += [
+                command(
+                    "video", "pricing", "--model", model or "MODEL", "--duration", duration or 5
+                ),
+                command("credits"),
+            ]
+        case "invalid_model":
+            if suggestions := error.get("suggestions"):
+                advice.hints.append("Did you mean: " + ", ".join(map(str, suggestions)) + "?")
+            if models_url := error.get("models_url"):
+                advice.hints.append(f"The model catalog: {models_url}")
+            advice.next_steps.append(command("video", "models"))
+        case "invalid_input":
+            fields = error.get("fields")
+            if isinstance(fields, dict):
+                advice.hints += [f"{name}: {message}" for name, message in fields.items()]
+            advice.hints.append(
+                "`naive video models --json` lists each model's parameters, defaults and ranges."
+            )
+            advice.next_steps.append(command("video", "models", "--json"))
+        case "unauthorized":
+            if not has_api_key:
+                advice.hints.append("No API key is set.")
+            advice.hints.append(
+                f"Set NAIVE_API_KEY (or pass --api-key) to a key issued by {api_url}; "
+                "an operator creates keys with `naive admin`."
+            )
+        case "rate_limited":
+            wait = f"{failure.retry_after:g} s" if failure.retry_after is not None else "a moment"
+            advice.hints.append(f"Too many requests: retry in {wait}.")
+        case "not_found":
+            advice.hints.append("Nothing with that id in this account.")
+            advice.next_steps.append(
+                command("media", "list") if action.startswith("media") else command("jobs")
+            )
+        case "connection_error" | "timeout":
+            advice.hints.append(
+                f"Is the API running at {api_url}? Start the stack (the api, worker and beat "
+                "processes of the repository's Procfile), or point NAIVE_API_URL / --api-url "
+                "at a running API."
+            )
+        case "interrupted" | "wait_timeout":
+            job_id = error.get("job_id")
+            advice.hints.append(
+                "Credits are charged only if it completes; cancelling releases them."
+            )
+            advice.next_steps += [
+                command("video", "status", job_id),
+                command("jobs", "cancel", job_id),
+            ]
+        case "invalid_api_url":
+            advice.hints.append("Example: export NAIVE_API_URL=http://127.0.0.1:8000")
+        case _ if failure.exit_code is ExitCode.SERVICE_ERROR:
+            advice.hints.append(
+                "The service failed; retry shortly, and check its logs if it lasts."
+            )
+    return advice
+
+
+def job_next_steps(job: Mapping[str, Any]) -> list[str]:
+    """What to run next for a job, by its status."""
+    job_id, status = job.get("id"), job.get("status")
+    if status in ("queued", "processing"):
+        return [command("video", "status", job_id), command("jobs", "cancel", job_id)]
+    asset_id = (job.get("result") or {}).get("media_asset_id")
+    if status == "completed" and asset_id:
+        return [command("media", "download", asset_id), command("media", "get", asset_id)]
+    if status == "failed":
+        return [command("video", "models")]
+    return []
+
+
+def job_hints(job: Mapping[str, Any]) -> list[str]:
+    """What a person should know about a job, by its status."""
+    status, error = job.get("status"), job.get("error") or {}
+    if status in ("queued", "processing"):
+        return ["Credits are charged on completion only."]
+    if status not in ("failed", "cancelled"):
+        return []
+    hints = ["Nothing was charged: the credit hold was released."]
+    if error.get("code") == "provider_error":
+        hints.append(
+            "The provider rejected the request: check the model's parameters with "
+            "`naive video models --json`."
+        )
+    return hints

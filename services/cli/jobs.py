@@ -1,0 +1,84 @@
+"""`naive jobs`: list the account's jobs, show one, cancel one."""
+
+import click
+
+from services.cli import views
+from services.cli.client import segment
+from services.cli.hints import command, flags, job_hints, job_next_steps
+from services.cli.state import State, json_option, pass_state
+
+STATUSES = ("queued", "processing", "completed", "failed", "cancelled")
+
+
+@click.group(invoke_without_command=True)
+@click.option("--status", type=click.Choice(STATUSES), help="Only jobs in this status.")
+@click.option(
+    "--type", "job_type", metavar="TYPE", help="Only jobs of this type, e.g. video_generation."
+)
+@click.option("--limit", type=click.IntRange(min=1), metavar="N", help="At most N jobs.")
+@click.option("--cursor", metavar="CURSOR", help="The next page, from a previous next_cursor.")
+@json_option
+@pass_state
+@click.pass_context
+def jobs(
+    ctx: click.Context,
+    state: State,
+    status: str | None,
+    job_type: str | None,
+    limit: int | None,
+    cursor: str | None,
+) -> None:
+    """List your jobs, newest first; `get` or `cancel` one."""
+    if ctx.invoked_subcommand is not None:
+        return
+    with state.action("jobs.list") as out:
+        page = state.client.get(
+            "/v1/jobs", {"status": status, "type": job_type, "limit": limit, "cursor": cursor}
+        )
+        data = page.get("data") or []
+        next_steps = []
+        if page.get("has_more") and page.get("next_cursor"):
+            filters = flags(("--status", status), ("--type", job_type), ("--limit", limit))
+            next_steps.append(command("jobs", *filters, "--cursor", page["next_cursor"]))
+        if data:
+            next_steps.append(command("jobs", "get", data[0].get("id")))
+        else:
+            next_steps.append(command("video", "generate", "--model", "MODEL", "PROMPT", "--wait"))
+        out.success(
+            page,
+            view=lambda: views.jobs(data),
+            next_steps=next_steps,
+            hints=[] if data else ["No jobs match."],
+        )
+
+
+@jobs.command("get")
+@click.argument("job_id")
+@json_option
+@pass_state
+def get_job(state: State, job_id: str) -> None:
+    """Show one job: status, progress, result or error."""
+    with state.action("jobs.get") as out:
+        job = state.client.get(f"/v1/jobs/{segment(job_id)}")
+        out.success(
+            job,
+            view=lambda: views.job(job),
+            next_steps=job_next_steps(job),
+            hints=job_hints(job),
+        )
+
+
+@jobs.command("cancel")
+@click.argument("job_id")
+@json_option
+@pass_state
+def cancel_job(state: State, job_id: str) -> None:
+    """Cancel a queued or processing job; its credit hold is released."""
+    with state.action("jobs.cancel") as out:
+        job = state.client.delete(f"/v1/jobs/{segment(job_id)}")
+        out.success(
+            job,
+            view=lambda: views.job(job),
+            next_steps=[command("jobs", "--status", "cancelled")],
+            hints=job_hints(job),
+        )

@@ -1,0 +1,144 @@
+"""The `naive` command: the root group, its options, and the registration of every command."""
+
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import click
+
+from services.cli import views
+from services.cli.admin import admin
+from services.cli.client import DEFAULT_API_URL
+from services.cli.errors import ExitCode
+from services.cli.hints import command
+from services.cli.jobs import jobs
+from services.cli.media import media
+from services.cli.output import Reporter, wants_json
+from services.cli.state import State, json_option, pass_state
+from services.cli.video import video
+
+EPILOG = """\b
+Commands at a glance:
+  naive video models                              models, modes, prices
+  naive video pricing --model M --duration 5      preview a video's cost in credits
+  naive video generate --model M "PROMPT" --wait  generate a video and follow it
+  naive video status ID                           a video job's status and result
+  naive jobs [--status S]                         your jobs, newest first
+  naive jobs get ID | naive jobs cancel ID        one job; cancel a running one
+  naive media list --source video_generation      your media library
+  naive media get ID | naive media download ID    one asset; download its file
+  naive credits                                   balance, holds and ledger
+Add --help to any command for its options.
+
+\b
+Exit codes:
+  0    success
+  2    user error: bad usage, or the API refused the request (any 4xx)
+  3    service error: a 5xx, connection refused, a timeout (of a request or of --timeout)
+  4    the job ended failed or cancelled (with --wait)
+  130  interrupted (Ctrl-C)
+"""
+
+
+class NaiveGroup(click.Group):
+    """The root group: usage errors and Ctrl-C get the JSON envelope too, and exit 2 or 130."""
+
+    def main(  # type: ignore[override]
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        """Run the CLI; click's own errors are reported in the active output mode."""
+        argv = list(sys.argv[1:] if args is None else args)
+        json_mode = wants_json("--json" in argv)
+        try:
+            code = super().main(argv, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.ClickException as exc:
+            ctx = getattr(exc, "ctx", None)
+            path = ctx.command_path if ctx is not None else "naive"
+            if json_mode:
+                Reporter(_action(path), json_mode=True).failure(
+                    {"code": "usage_error", "message": exc.format_message()},
+                    message=exc.format_message(),
+                    next_steps=[f"{path} --help"],
+                )
+            else:
+                exc.show()
+            code = ExitCode.USER_ERROR
+        except click.Abort:
+            if json_mode:
+                Reporter("naive", json_mode=True).failure(
+                    {"code": "interrupted", "message": "Interrupted."}, message="Interrupted."
+                )
+            else:
+                click.echo("Interrupted.", err=True)
+            code = ExitCode.INTERRUPTED
+        if not standalone_mode:
+            return code
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def _action(command_path: str) -> str:
+    """`naive video generate` → `video.generate`."""
+    return ".".join(command_path.split()[1:]) or "naive"
+
+
+@click.group(
+    cls=NaiveGroup,
+    epilog=EPILOG,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
+@click.option(
+    "--api-url",
+    envvar="NAIVE_API_URL",
+    default=DEFAULT_API_URL,
+    show_default=True,
+    show_envvar=True,
+    help="The Naive API's base URL.",
+)
+@click.option(
+    "--api-key",
+    envvar="NAIVE_API_KEY",
+    show_envvar=True,
+    help="Your API key (nv_sk_…), sent as `Authorization: Bearer`.",
+)
+@click.option(
+    "--json",
+    "json_flag",
+    is_flag=True,
+    help="Print one JSON envelope {success, action, result, next_steps, hints}; "
+    "the default when stdout is not a terminal. Also accepted after any command.",
+)
+@click.version_option(package_name="naive-video", prog_name="naive")
+@click.pass_context
+def cli(ctx: click.Context, api_url: str, api_key: str | None, json_flag: bool) -> None:
+    """Naive Video: generate videos with AI models, follow the jobs, keep the results.
+
+    A thin client of the Naive HTTP API. At a terminal it prints tables; with --json, or when
+    stdout is not a terminal, it prints exactly one JSON envelope for scripts and agents.
+    """
+    ctx.obj = State(api_url, api_key, json_flag)
+
+
+@cli.command("credits")
+@json_option
+@pass_state
+def credits_command(state: State) -> None:
+    """Show your credit balance, what is held for running jobs, and the ledger."""
+    with state.action("credits") as out:
+        balance = state.client.get("/v1/credits")
+        out.success(
+            balance,
+            view=lambda: views.credits(balance),
+            next_steps=[command("video", "pricing", "--model", "MODEL", "--duration", 5)],
+            hints=["Held credits are released when a job fails or is cancelled."],
+        )
+
+
+cli.add_command(video)
+cli.add_command(jobs)
+cli.add_command(media)
+cli.add_command(admin)

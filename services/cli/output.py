@@ -1,0 +1,83 @@
+"""The two output modes: rich views for a person, one JSON envelope for scripts and agents."""
+
+import json
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from rich.console import Console, RenderableType
+from rich.text import Text
+
+
+def wants_json(flag: bool) -> bool:
+    """JSON when asked for, or whenever stdout is not a terminal."""
+    return flag or not sys.stdout.isatty()
+
+
+class Reporter:
+    """Reports one command's outcome, as an envelope `{success, action, result, next_steps,
+    hints}` in JSON mode, else as a rich view on stdout (failures on stderr)."""
+
+    def __init__(self, action: str, *, json_mode: bool) -> None:
+        self.action = action
+        self.json_mode = json_mode
+        self.console = Console()
+        self._stderr = Console(stderr=True)
+
+    def success(
+        self,
+        result: Any,
+        *,
+        view: Callable[[], RenderableType] | None = None,
+        next_steps: Sequence[str] = (),
+        hints: Sequence[str] = (),
+    ) -> None:
+        """Report success; `view` builds the rich rendering of `result` (human mode only)."""
+        if self.json_mode:
+            self._envelope(True, result, next_steps, hints)
+            return
+        if view is not None:
+            self.console.print(view())
+        self._advice(self.console, next_steps, hints)
+
+    def failure(
+        self,
+        result: Any,
+        *,
+        message: str,
+        next_steps: Sequence[str] = (),
+        hints: Sequence[str] = (),
+    ) -> None:
+        """Report failure; `result` is the error object (or the job that failed)."""
+        if self.json_mode:
+            self._envelope(False, result, next_steps, hints)
+            return
+        self._stderr.print(Text.assemble(("Error: ", "bold red"), message))
+        self._advice(self._stderr, next_steps, hints)
+
+    def note(self, message: str) -> None:
+        """A line of progress for a person; nothing in JSON mode, so the envelope stays alone."""
+        if not self.json_mode:
+            self.console.print(Text(message, style="dim"))
+
+    def _envelope(
+        self, success: bool, result: Any, next_steps: Sequence[str], hints: Sequence[str]
+    ) -> None:
+        envelope = {
+            "success": success,
+            "action": self.action,
+            "result": result,
+            "next_steps": list(next_steps),
+            "hints": list(hints),
+        }
+        sys.stdout.write(json.dumps(envelope, indent=2, ensure_ascii=False) + "\n")
+        sys.stdout.flush()
+
+    @staticmethod
+    def _advice(console: Console, next_steps: Sequence[str], hints: Sequence[str]) -> None:
+        for hint in hints:
+            console.print(Text(f"  {hint}", style="yellow"))
+        if next_steps:
+            console.print(Text("Next:", style="bold"))
+            for step in next_steps:
+                console.print(Text(f"  $ {step}", style="cyan"), soft_wrap=True)

@@ -1,0 +1,92 @@
+"""Following a job until it ends: poll our API every second, with a live bar at a terminal."""
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    Progress,
+    SpinnerColumn,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+from services.cli.client import ApiClient, segment
+from services.cli.errors import ExitCode, Failure
+
+TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
+POLL_SECONDS = 1.0
+# A blip in the network or a restarting API should not abandon a long wait.
+MAX_CONSECUTIVE_ERRORS = 5
+
+Job = dict[str, Any]
+
+
+def follow(
+    client: ApiClient, job_id: str, *, timeout: float | None, console: Console | None
+) -> Job:
+    """Poll `job_id` until it is completed, failed or cancelled, and return it.
+
+    With a `console`, show a live bar (status, progress, queue position, elapsed time). Raises
+    `Failure` (code `wait_timeout`) when `timeout` seconds pass first; the job keeps running.
+    """
+    if console is None:
+        return _poll(client, job_id, timeout, lambda job: None)
+    columns = (
+        SpinnerColumn(),
+        TextColumn("{task.description:<10}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[queue]}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console) as bar:
+        task = bar.add_task("queued", total=100, queue="")
+
+        def show(job: Job) -> None:
+            position = job.get("queue_position")
+            bar.update(
+                task,
+                description=str(job.get("status")),
+                completed=job.get("progress") or 0,
+                queue=f"queue #{position}" if position is not None else "",
+            )
+
+        return _poll(client, job_id, timeout, show)
+
+
+def _poll(
+    client: ApiClient, job_id: str, timeout: float | None, show: Callable[[Job], None]
+) -> Job:
+    deadline = None if timeout is None else time.monotonic() + timeout
+    errors = 0
+    while True:
+        pause = POLL_SECONDS
+        try:
+            job = client.get(f"/v1/jobs/{segment(job_id)}")
+        except Failure as failure:
+            if failure.code == "rate_limited":
+                pause = max(pause, failure.retry_after or 0)
+            elif failure.exit_code is ExitCode.SERVICE_ERROR and errors < MAX_CONSECUTIVE_ERRORS:
+                errors += 1
+            else:
+                raise
+        else:
+            errors = 0
+            show(job)
+            if job.get("status") in TERMINAL_STATUSES:
+                return job
+        if deadline is not None and time.monotonic() + pause > deadline:
+            raise Failure(
+                {
+                    "code": "wait_timeout",
+                    "message": f"Job {job_id} did not finish within {timeout:g} s; "
+                    "it keeps running.",
+                    "job_id": job_id,
+                },
+                ExitCode.SERVICE_ERROR,
+            )
+        time.sleep(pause)

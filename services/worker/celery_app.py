@@ -1,0 +1,62 @@
+"""The Celery app factory, shared by the worker, beat and the API (which only sends).
+
+Messages carry a job id and nothing else; PostgreSQL holds the job. Tasks are
+acknowledged late and rejected when their worker dies, so a killed task is delivered
+again; every task is safe to run twice.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery, chain
+
+from shared.config import Settings
+
+SUBMIT_JOB = "naive.submit_job"
+POLL_JOB = "naive.poll_job"
+SETTLE_CREDITS = "naive.settle_credits"
+INGEST_MEDIA = "naive.ingest_media"
+CANCEL_AT_PROVIDER = "naive.cancel_at_provider"
+SWEEP = "naive.sweep"
+
+
+def _transport_options(settings: Settings) -> dict[str, Any]:
+    if settings.broker_is_filesystem:
+        queue = str(settings.broker_folder / "queue")
+        return {
+            "data_folder_in": queue,
+            "data_folder_out": queue,
+            "processed_folder": str(settings.broker_folder / "processed"),
+            "store_processed": False,
+        }
+    # Redis redelivers a message not acknowledged within this window (countdowns included).
+    return {"visibility_timeout": settings.visibility_timeout_seconds}
+
+
+def make_celery(settings: Settings) -> Celery:
+    app = Celery("naive", broker=settings.broker_url, include=["services.worker.tasks"])
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        task_ignore_result=True,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options=_transport_options(settings),
+        worker_hijack_root_logger=False,
+        beat_schedule={
+            "sweep": {"task": SWEEP, "schedule": settings.sweep_interval_seconds},
+        },
+    )
+    app.naive_settings = settings  # read by the tasks' base class
+    return app
+
+
+def settle_and_ingest(app: Celery, job_id: str) -> chain:
+    """Settlement first, so a failure to ingest never loses the charge record."""
+    return chain(
+        app.signature(SETTLE_CREDITS, args=(job_id,), immutable=True),
+        app.signature(INGEST_MEDIA, args=(job_id,), immutable=True),
+    )

@@ -1,0 +1,238 @@
+"""Celery tasks: receive a job id, call a domain function, choose the next step.
+
+    submit_job → poll_job (self.retry with backoff, fenced by a poll token)
+               → chain(settle_credits, ingest_media)
+
+Each task may run twice, in parallel, or die half way: the domain's conditional
+updates decide who moves the job, and the sweeper revives what stopped moving.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from celery import Task, shared_task
+from celery.signals import worker_process_init
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
+
+from services.worker import celery_app as names
+from services.worker.pacing import backoff_seconds
+from services.worker.sweeper import run_sweep
+from shared import catalog, jobs
+from shared.config import Settings
+from shared.db import after_commit
+from shared.media import library
+from shared.media.ingest import IngestError, ingest_video
+from shared.models import Job, utcnow
+from shared.providers.base import ProviderError, ProviderUnavailable, provider_arguments
+from shared.runtime import Runtime, build_runtime
+
+log = logging.getLogger(__name__)
+
+INGEST_ATTEMPTS = 6
+
+
+@functools.cache
+def runtime_for(settings: Settings) -> Runtime:
+    return build_runtime(settings)
+
+
+@worker_process_init.connect
+def _fresh_connections_after_fork(**_: Any) -> None:
+    # A pool inherited from the parent process would share sockets across children.
+    runtime_for.cache_clear()
+
+
+class DbTask(Task):
+    """Owns the runtime and the transactions; task bodies never commit themselves."""
+
+    abstract = True
+
+    @property
+    def runtime(self) -> Runtime:
+        return runtime_for(self.app.naive_settings)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        with self.runtime.db.transaction() as session:
+            yield session
+
+    def backoff(self, attempt: int) -> float:
+        settings = self.runtime.settings
+        return backoff_seconds(
+            attempt, initial=settings.poll_initial_seconds, cap=settings.poll_max_seconds
+        )
+
+
+def _after_commit_send(session: Session, task: Task, *args: Any, countdown: float = 0) -> None:
+    after_commit(session, lambda: task.apply_async(args, countdown=countdown))
+
+
+@shared_task(base=DbTask, bind=True, name=names.SUBMIT_JOB, max_retries=None)
+def submit_job(self: DbTask, job_id: str) -> None:
+    """The one provider call that is not idempotent: the attempt is recorded before it."""
+    key = uuid.UUID(job_id)
+    with self.transaction() as session:
+        job = jobs.claim_submit(session=session, job_id=key)
+    if job is None:
+        return  # another delivery of this message has it, or the job moved on
+    model = catalog.get_model(job.model)
+    try:
+        request_id = self.runtime.provider.submit(model, provider_arguments(model, job.input))
+    except ProviderUnavailable as exc:
+        with self.transaction() as session:
+            jobs.forget_submit_attempt(session=session, job_id=key)
+        if utcnow() >= job.deadline_at:
+            with self.transaction() as session:
+                jobs.fail(session=session, job_id=key, code="provider_error", message=str(exc))
+            return
+        raise self.retry(countdown=self.backoff(self.request.retries), exc=exc) from exc
+    except ProviderError as exc:
+        with self.transaction() as session:
+            jobs.fail(session=session, job_id=key, code=exc.code, message=str(exc))
+        return
+    token = jobs.new_poll_token()
+    with self.transaction() as session:
+        if jobs.record_submitted(
+            session=session, job_id=key, request_id=request_id, poll_token=token
+        ):
+            _after_commit_send(session, poll_job, job_id, token, countdown=self.backoff(0))
+            log.info("job %s submitted as provider request %s", job_id, request_id)
+            return
+    # Cancelled while the provider call was in flight: stop the render we just started.
+    self.runtime.provider.cancel(model, request_id)
+
+
+@shared_task(base=DbTask, bind=True, name=names.POLL_JOB, max_retries=None)
+def poll_job(self: DbTask, job_id: str, token: str) -> None:
+    """Ask the provider once; store what it says; poll again later or hand on."""
+    key = uuid.UUID(job_id)
+    new_token = jobs.new_poll_token()
+    with self.transaction() as session:
+        job = jobs.claim_poll(session=session, job_id=key, token=token, new_token=new_token)
+    if job is None:
+        return  # a duplicate or fenced-out message: another loop owns this job
+    model = catalog.get_model(job.model)
+    request_id = job.provider_request_id or ""
+    if utcnow() >= job.deadline_at:
+        _fail_overdue(self, job)
+        return
+    try:
+        status = self.runtime.provider.status(model, request_id)
+        result = (
+            self.runtime.provider.result(model, request_id) if status.state == "completed" else None
+        )
+    except ProviderUnavailable:
+        log.warning("job %s: provider unavailable, polling again later", job_id)
+        raise self.retry(args=(job_id, new_token), countdown=self.backoff(job.poll_count)) from None
+    except ProviderError as exc:
+        with self.transaction() as session:
+            jobs.fail(
+                session=session,
+                job_id=key,
+                code=exc.code,
+                message=str(exc),
+                expected=jobs.ACTIVE_AT_PROVIDER,
+            )
+        return
+    with self.transaction() as session:
+        if result is not None:
+            if jobs.record_delivered(session=session, job_id=key, result=result):
+                after_commit(
+                    session, lambda: names.settle_and_ingest(self.app, job_id).apply_async()
+                )
+            return
+        if status.state == "failed":
+            jobs.fail(
+                session=session,
+                job_id=key,
+                code="provider_error",
+                message=status.error or "the provider failed the request",
+                expected=jobs.ACTIVE_AT_PROVIDER,
+            )
+            return
+        jobs.record_progress(session=session, job=job, status=status)
+    raise self.retry(args=(job_id, new_token), countdown=self.backoff(job.poll_count))
+
+
+def _fail_overdue(task: DbTask, job: Job) -> None:
+    with task.transaction() as session:
+        if (
+            jobs.fail(
+                session=session,
+                job_id=job.id,
+                code="timeout",
+                message="The provider did not deliver before the job's deadline.",
+            )
+            and job.provider_request_id
+        ):
+            _after_commit_send(session, cancel_at_provider, str(job.id))
+
+
+@shared_task(
+    base=DbTask,
+    bind=True,
+    name=names.SETTLE_CREDITS,
+    autoretry_for=(OperationalError,),
+    retry_backoff=True,
+    max_retries=10,
+)
+def settle_credits(self: DbTask, job_id: str) -> None:
+    with self.transaction() as session:
+        jobs.settle(session=session, job_id=uuid.UUID(job_id))
+
+
+@shared_task(base=DbTask, bind=True, name=names.INGEST_MEDIA, max_retries=INGEST_ATTEMPTS - 1)
+def ingest_media(self: DbTask, job_id: str) -> None:
+    """Copy the video into the library; after the last attempt the job completes anyway."""
+    key = uuid.UUID(job_id)
+    with self.transaction() as session:
+        job = session.get_one(Job, key)
+    if job.status != "ingesting":
+        return
+    url = (job.provider_result or {}).get("video", {}).get("url", "")
+    try:
+        video = ingest_video(
+            storage=self.runtime.storage,
+            url=url,
+            account_id=job.account_id,
+            job_id=key,
+            local_root=self.runtime.settings.simulator_root,
+        )
+    except IngestError as exc:
+        if self.request.retries < INGEST_ATTEMPTS - 1:
+            raise self.retry(countdown=self.backoff(self.request.retries), exc=exc) from exc
+        with self.transaction() as session:
+            jobs.complete(session=session, job_id=key, media_asset_id=None, ingest_error=str(exc))
+        log.error("ALERT job %s completed without ingest: %s", job_id, exc)
+        return
+    with self.transaction() as session:
+        job = session.get_one(Job, key)
+        asset = library.record_generated_video(session=session, job=job, video=video)
+        jobs.complete(session=session, job_id=key, media_asset_id=asset.id)
+
+
+@shared_task(base=DbTask, bind=True, name=names.CANCEL_AT_PROVIDER, max_retries=5)
+def cancel_at_provider(self: DbTask, job_id: str) -> None:
+    """Best effort: the job is already cancelled or failed here, whatever the provider says."""
+    with self.transaction() as session:
+        job = session.get_one(Job, uuid.UUID(job_id))
+    if not job.provider_request_id:
+        return
+    try:
+        self.runtime.provider.cancel(catalog.get_model(job.model), job.provider_request_id)
+    except ProviderUnavailable as exc:
+        raise self.retry(countdown=self.backoff(self.request.retries), exc=exc) from exc
+    except ProviderError as exc:
+        log.info("job %s: provider refused the cancel: %s", job_id, exc)
+
+
+@shared_task(base=DbTask, bind=True, name=names.SWEEP)
+def sweep(self: DbTask) -> None:
+    run_sweep(self.runtime, self.app, now=utcnow())

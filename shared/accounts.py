@@ -1,0 +1,61 @@
+"""Accounts and API keys. Keys are `nv_sk_…`, shown once, stored as SHA-256."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from dataclasses import dataclass
+from decimal import Decimal
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from shared import ledger
+from shared.errors import Unauthorized
+from shared.models import Account, ApiKey
+
+KEY_PREFIX = "nv_sk_"
+
+
+@dataclass(frozen=True)
+class NewAccount:
+    account_id: uuid.UUID
+    api_key: str
+
+
+def hash_key(api_key: str) -> str:
+    return hashlib.sha256(api_key.encode()).hexdigest()
+
+
+def create_account(*, session: Session, name: str, credits: Decimal) -> NewAccount:
+    """Create an account with its first key and a starting grant of credits."""
+    account = Account(name=name)
+    session.add(account)
+    session.flush()
+    if credits > 0:
+        ledger.top_up(session=session, account_id=account.id, credits=credits, note="grant")
+    return NewAccount(account.id, create_api_key(session=session, account_id=account.id))
+
+
+def create_api_key(*, session: Session, account_id: uuid.UUID) -> str:
+    api_key = KEY_PREFIX + secrets.token_urlsafe(32)
+    session.add(
+        ApiKey(account_id=account_id, key_hash=hash_key(api_key), display_prefix=api_key[:12])
+    )
+    session.flush()
+    return api_key
+
+
+def authenticate(*, session: Session, api_key: str | None) -> uuid.UUID:
+    """The account id the key belongs to, or `Unauthorized`."""
+    if not api_key or not api_key.startswith(KEY_PREFIX):
+        raise Unauthorized("Send 'Authorization: Bearer nv_sk_…' with a valid API key.")
+    account_id = session.scalar(
+        select(ApiKey.account_id).where(
+            ApiKey.key_hash == hash_key(api_key), ApiKey.revoked_at.is_(None)
+        )
+    )
+    if account_id is None:
+        raise Unauthorized("The API key is not valid or has been revoked.")
+    return account_id

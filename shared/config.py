@@ -1,0 +1,124 @@
+"""Settings, read once from the environment into one frozen object.
+
+With no environment at all the whole pipeline runs on one machine without servers:
+a SQLite file, kombu's filesystem broker and the simulator provider, all under
+`NAIVE_DATA_DIR` (default `./var`). Production sets `DATABASE_URL`
+(`postgresql+psycopg://…`) and `CELERY_BROKER_URL` (`redis://…`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+
+PROVIDERS = ("simulator",)  # "fal" arrives with the fal provider
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; raised at start-up, never mid-request."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    database_url: str
+    broker_url: str
+    media_root: Path
+    provider: str
+    public_base_url: str | None
+    secret_key: str
+    # Credits: 1 credit = credit_value_usd; estimate = price × duration × markup / credit value.
+    credit_value_usd: Decimal
+    credit_markup: Decimal
+    new_account_credits: Decimal
+    # Worker pacing: poll backoff starts at poll_initial_seconds and grows to poll_max_seconds.
+    poll_initial_seconds: float
+    poll_max_seconds: float
+    # A job that has not moved for this long is revived by the sweeper.
+    stale_after_seconds: float
+    sweep_interval_seconds: float
+    # Overrides every model's own deadline when set (operators and tests).
+    job_deadline_seconds: float | None
+    simulator_latency_seconds: float | None
+    max_request_bytes: int
+    visibility_timeout_seconds: int
+
+    @property
+    def broker_is_filesystem(self) -> bool:
+        return self.broker_url.startswith("filesystem://")
+
+    @property
+    def broker_folder(self) -> Path:
+        return self.data_dir / "broker"
+
+    @property
+    def simulator_root(self) -> Path:
+        return self.data_dir / "simulator"
+
+    def ensure_local_dirs(self) -> None:
+        """Create the folders the embedded default writes to."""
+        for path in (self.data_dir, self.media_root, self.simulator_root):
+            path.mkdir(parents=True, exist_ok=True)
+        if self.broker_is_filesystem:
+            (self.broker_folder / "queue").mkdir(parents=True, exist_ok=True)
+            (self.broker_folder / "processed").mkdir(parents=True, exist_ok=True)
+
+
+def _number(env: Mapping[str, str], name: str, default: str) -> Decimal:
+    raw = env.get(name, default)
+    try:
+        return Decimal(raw)
+    except ArithmeticError as exc:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from exc
+
+
+def _optional_float(env: Mapping[str, str], name: str) -> float | None:
+    raw = env.get(name)
+    return None if raw in (None, "") else float(_number(env, name, raw))
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Read and check the settings; `env` defaults to the process environment."""
+    env = os.environ if env is None else env
+    data_dir = Path(env.get("NAIVE_DATA_DIR", "var")).resolve()
+    provider = env.get("NAIVE_PROVIDER", "simulator")
+    if provider not in PROVIDERS:
+        raise ConfigError(f"NAIVE_PROVIDER must be one of {PROVIDERS}, got {provider!r}")
+    settings = Settings(
+        data_dir=data_dir,
+        database_url=env.get("DATABASE_URL") or f"sqlite:///{data_dir / 'naive.db'}",
+        broker_url=env.get("CELERY_BROKER_URL") or "filesystem://",
+        media_root=Path(env.get("MEDIA_ROOT") or data_dir / "media").resolve(),
+        provider=provider,
+        public_base_url=(env.get("PUBLIC_BASE_URL") or "").rstrip("/") or None,
+        secret_key=env.get("SECRET_KEY", "dev-only-not-secret"),
+        credit_value_usd=_number(env, "CREDIT_VALUE_USD", "0.50"),
+        credit_markup=_number(env, "CREDIT_MARKUP", "5"),
+        new_account_credits=_number(env, "NEW_ACCOUNT_CREDITS", "100"),
+        poll_initial_seconds=float(_number(env, "POLL_INITIAL_SECONDS", "2")),
+        poll_max_seconds=float(_number(env, "POLL_MAX_SECONDS", "15")),
+        stale_after_seconds=float(_number(env, "STALE_AFTER_SECONDS", "120")),
+        sweep_interval_seconds=float(_number(env, "SWEEP_INTERVAL_SECONDS", "30")),
+        job_deadline_seconds=_optional_float(env, "JOB_DEADLINE_SECONDS"),
+        simulator_latency_seconds=_optional_float(env, "SIMULATOR_LATENCY_SECONDS"),
+        max_request_bytes=int(_number(env, "MAX_REQUEST_BYTES", str(2 * 1024 * 1024))),
+        visibility_timeout_seconds=int(_number(env, "VISIBILITY_TIMEOUT_SECONDS", "3600")),
+    )
+    _validate(settings)
+    return settings
+
+
+def _validate(settings: Settings) -> None:
+    if settings.credit_value_usd <= 0:
+        raise ConfigError("CREDIT_VALUE_USD must be positive")
+    if settings.poll_max_seconds < settings.poll_initial_seconds:
+        raise ConfigError("POLL_MAX_SECONDS must be at least POLL_INITIAL_SECONDS")
+    # Redis redelivers anything unacknowledged after the visibility timeout, countdown
+    # retries included: a poll countdown near it would run every poll twice.
+    if settings.poll_max_seconds * 4 > settings.visibility_timeout_seconds:
+        raise ConfigError("POLL_MAX_SECONDS must stay far below VISIBILITY_TIMEOUT_SECONDS")
+    if settings.stale_after_seconds <= settings.poll_max_seconds * 2:
+        raise ConfigError("STALE_AFTER_SECONDS must exceed twice POLL_MAX_SECONDS")

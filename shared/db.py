@@ -1,0 +1,81 @@
+"""Engine, sessions and the one transaction helper that the API and the worker share.
+
+Domain functions take the session, flush and never commit; the request or the task
+owns the transaction through `Database.transaction()`. Work that must only happen
+once the rows are visible to others (sending a Celery task) is registered with
+`after_commit` and runs after the commit, never for a rollback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import create_engine, event, text
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+_CALLBACKS = "after_commit_callbacks"
+
+
+def make_engine(database_url: str) -> Engine:
+    """An engine for the URL; SQLite gets WAL, a busy timeout and write-locking transactions."""
+    if not database_url.startswith("sqlite"):
+        return create_engine(database_url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+
+    engine = create_engine(database_url, connect_args={"timeout": 30})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy, not pysqlite, decide when a transaction begins (SQLAlchemy docs).
+        dbapi_connection.isolation_level = None
+        dbapi_connection.execute("PRAGMA journal_mode=WAL")
+        dbapi_connection.execute("PRAGMA foreign_keys=ON")
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        # SQLite ignores SELECT … FOR UPDATE; taking the write lock at BEGIN serialises
+        # the credit check and the hold the way the row lock does on PostgreSQL.
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def after_commit(session: Session, callback: Callable[[], None]) -> None:
+    """Run `callback` once the session's current transaction has committed."""
+    session.info.setdefault(_CALLBACKS, []).append(callback)
+
+
+class Database:
+    def __init__(self, database_url: str) -> None:
+        self.url = database_url
+        self.engine = make_engine(database_url)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.engine.dialect.name == "postgresql"
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """A session whose work commits at the end of the block, or rolls back on error."""
+        session = self._sessions()
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            session.info.pop(_CALLBACKS, None)
+            raise
+        finally:
+            session.close()
+        for callback in session.info.pop(_CALLBACKS, []):
+            callback()
+
+    def ping(self) -> None:
+        with self.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+
+    def dispose(self) -> None:
+        self.engine.dispose()

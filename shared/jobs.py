@@ -1,0 +1,413 @@
+"""The job's life: creation with its credit hold, and every state transition.
+
+Each transition is a conditional update (`… WHERE id = :id AND status IN (:expected)`),
+so a task delivered twice, or two workers racing, move a job at most once; whoever
+loses the race sees `False`/`None` and stops. Functions flush, never commit.
+
+    queued ─submit─▶ submitted ─poll─▶ running ─poll─▶ settling ─▶ ingesting ─▶ completed
+       └────────────────┴─────────────────┴──▶ failed | cancelled (hold released)
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import secrets
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.orm import Session
+
+from shared import catalog, ledger, pricing
+from shared.config import Settings
+from shared.errors import Conflict, InvalidInput, NotFound
+from shared.models import IdempotencyKey, Job, utcnow
+from shared.providers.base import ProviderResult, ProviderStatus
+
+ACTIVE_AT_PROVIDER = ("submitted", "running")
+CANCELLABLE = ("queued", *ACTIVE_AT_PROVIDER)
+TERMINAL = ("completed", "failed", "cancelled")
+PUBLIC_STATUS = {
+    "queued": "queued",
+    "submitted": "processing",
+    "running": "processing",
+    "settling": "processing",
+    "ingesting": "processing",
+    "completed": "completed",
+    "failed": "failed",
+    "cancelled": "cancelled",
+}
+INTERNAL_STATUSES = {
+    public: tuple(s for s, p in PUBLIC_STATUS.items() if p == public)
+    for public in set(PUBLIC_STATUS.values())
+}
+MAX_LOG_LINES = 50
+
+
+def new_poll_token() -> str:
+    return secrets.token_hex(8)
+
+
+# ---- creation ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Submission:
+    job: Job
+    created: bool  # False when an Idempotency-Key replayed an earlier job
+
+
+def _request_hash(body: dict[str, Any]) -> str:
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def create_job(
+    *,
+    session: Session,
+    settings: Settings,
+    provider_name: str,
+    account_id: uuid.UUID,
+    body: Any,
+    idempotency_key: str | None,
+) -> Submission:
+    """Validate, quote, hold the estimate and write the job, all in the caller's transaction."""
+    if not isinstance(body, dict):
+        raise InvalidInput("The body must be a JSON object.", fields={"body": "must be an object"})
+    unknown = sorted(set(body) - {"model", "input", "metadata"})
+    if unknown:
+        raise InvalidInput(
+            "Unknown top-level fields: " + ", ".join(unknown) + ".",
+            fields={name: "is not accepted" for name in unknown},
+        )
+    model = catalog.get_model(body.get("model"))
+    normalized = catalog.normalize_input(model, body.get("input"))
+    metadata = body.get("metadata", {})
+    if not isinstance(metadata, dict):
+        raise InvalidInput(
+            "`metadata` must be an object.", fields={"metadata": "must be an object"}
+        )
+    quote = pricing.quote(model, model.output_seconds(normalized), settings)
+
+    # Lock the account before looking at idempotency keys and credits: concurrent submits
+    # of one account run this section one at a time, so neither a key nor a credit races.
+    ledger.lock_account(session=session, account_id=account_id)
+    request_hash = _request_hash(body)
+    if idempotency_key is not None:
+        earlier = session.get(IdempotencyKey, (account_id, idempotency_key))
+        if earlier is not None:
+            if earlier.request_hash != request_hash:
+                raise Conflict(
+                    "This Idempotency-Key was used with a different request body.",
+                    code="idempotency_conflict",
+                    job_id=str(earlier.job_id),
+                )
+            return Submission(session.get_one(Job, earlier.job_id), created=False)
+
+    now = utcnow()
+    deadline = settings.job_deadline_seconds or model.deadline_seconds
+    job = Job(
+        id=uuid.uuid4(),
+        account_id=account_id,
+        model=model.id,
+        input=normalized,
+        job_metadata=metadata,
+        provider=provider_name,
+        estimated_seconds=model.estimated_seconds,
+        estimated_credits=quote.units,
+        created_at=now,
+        updated_at=now,
+        deadline_at=now + timedelta(seconds=deadline),
+    )
+    session.add(job)
+    session.flush()
+    ledger.place_hold(session=session, account_id=account_id, job_id=job.id, amount=quote.units)
+    if idempotency_key is not None:
+        session.add(
+            IdempotencyKey(
+                account_id=account_id, key=idempotency_key, request_hash=request_hash, job_id=job.id
+            )
+        )
+        session.flush()
+    return Submission(job, created=True)
+
+
+# ---- reading -------------------------------------------------------------------------
+
+
+def get_job(*, session: Session, account_id: uuid.UUID, job_id: str) -> Job:
+    """The account's job; another account's job is not found, never forbidden."""
+    try:
+        key = uuid.UUID(job_id)
+    except ValueError:
+        raise NotFound(f"No job {job_id!r}.") from None
+    job = session.get(Job, key)
+    if job is None or job.account_id != account_id:
+        raise NotFound(f"No job {job_id!r}.")
+    return job
+
+
+def _encode_cursor(job: Job) -> str:
+    raw = f"{job.created_at.isoformat()}|{job.id}"
+    return base64.urlsafe_b64encode(raw.encode()).decode()
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        created, job_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
+        return datetime.fromisoformat(created), uuid.UUID(job_id)
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidInput("Bad cursor.", fields={"cursor": "use next_cursor as given"}) from None
+
+
+def list_jobs(
+    *,
+    session: Session,
+    account_id: uuid.UUID,
+    status: str | None,
+    job_type: str | None,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[Job], str | None]:
+    """The account's jobs, newest first, and the cursor of the next page (or None)."""
+    query = select(Job).where(Job.account_id == account_id)
+    if status is not None:
+        if status not in INTERNAL_STATUSES:
+            allowed = ", ".join(sorted(INTERNAL_STATUSES))
+            raise InvalidInput("Unknown status.", fields={"status": f"must be one of {allowed}"})
+        query = query.where(Job.status.in_(INTERNAL_STATUSES[status]))
+    if job_type is not None:
+        query = query.where(Job.type == job_type)
+    if cursor is not None:
+        created, job_id = _decode_cursor(cursor)
+        query = query.where(
+            or_(Job.created_at < created, and_(Job.created_at == created, Job.id < job_id))
+        )
+    rows = list(
+        session.scalars(query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1))
+    )
+    page = rows[:limit]
+    return page, (_encode_cursor(page[-1]) if len(rows) > limit else None)
+
+
+# ---- transitions ---------------------------------------------------------------------
+
+
+def _move(
+    session: Session,
+    job_id: uuid.UUID,
+    expected: Sequence[str],
+    *conditions: Any,
+    **values: Any,
+) -> bool:
+    """The one conditional update every transition goes through."""
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status.in_(expected), *conditions)
+        .values(updated_at=utcnow(), **values)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1
+
+
+def _load(session: Session, job_id: uuid.UUID) -> Job:
+    job = session.get_one(Job, job_id)
+    session.refresh(job)
+    return job
+
+
+def claim_submit(*, session: Session, job_id: uuid.UUID) -> Job | None:
+    """Record the submit attempt before calling the provider; None if someone else has."""
+    claimed = _move(
+        session,
+        job_id,
+        ["queued"],
+        Job.submit_attempted_at.is_(None),
+        submit_attempted_at=utcnow(),
+    )
+    return _load(session, job_id) if claimed else None
+
+
+def forget_submit_attempt(*, session: Session, job_id: uuid.UUID) -> None:
+    """The provider surely did not take the request (it answered with an error): allow a retry."""
+    _move(session, job_id, ["queued"], submit_attempted_at=None)
+
+
+def record_submitted(
+    *, session: Session, job_id: uuid.UUID, request_id: str, poll_token: str
+) -> bool:
+    """False if the job was cancelled while the provider call was in flight."""
+    return _move(
+        session,
+        job_id,
+        ["queued"],
+        status="submitted",
+        provider_request_id=request_id,
+        started_at=utcnow(),
+        poll_token=poll_token,
+    )
+
+
+def claim_poll(*, session: Session, job_id: uuid.UUID, token: str, new_token: str) -> Job | None:
+    """Take the poll loop's turn. A stale or duplicate poll message holds an old token."""
+    claimed = _move(
+        session,
+        job_id,
+        ACTIVE_AT_PROVIDER,
+        Job.poll_token == token,
+        poll_token=new_token,
+        poll_count=Job.poll_count + 1,
+    )
+    return _load(session, job_id) if claimed else None
+
+
+def record_progress(*, session: Session, job: Job, status: ProviderStatus) -> None:
+    values: dict[str, Any] = {"queue_position": status.queue_position}
+    if status.progress is not None:
+        values["progress"] = max(job.progress, status.progress)
+    if status.logs:
+        values["provider_logs"] = status.logs[-MAX_LOG_LINES:]
+    if status.state == "running":
+        values["status"] = "running"
+    _move(session, job.id, ACTIVE_AT_PROVIDER, **values)
+
+
+def record_delivered(*, session: Session, job_id: uuid.UUID, result: ProviderResult) -> bool:
+    """The provider finished: keep its result and move on to settlement."""
+    return _move(
+        session,
+        job_id,
+        ACTIVE_AT_PROVIDER,
+        status="settling",
+        progress=100,
+        queue_position=None,
+        provider_result=result.to_dict(),
+        provider_completed_at=utcnow(),
+    )
+
+
+def fail(
+    *,
+    session: Session,
+    job_id: uuid.UUID,
+    code: str,
+    message: str,
+    expected: Sequence[str] = CANCELLABLE,
+) -> bool:
+    """Fail the job and release its hold in one step; False if it had already moved on."""
+    moved = _move(
+        session,
+        job_id,
+        expected,
+        status="failed",
+        error={"code": code, "message": message},
+        completed_at=utcnow(),
+        queue_position=None,
+    )
+    if moved:
+        job = _load(session, job_id)
+        ledger.release(session=session, account_id=job.account_id, job_id=job_id)
+    return moved
+
+
+def cancel(*, session: Session, account_id: uuid.UUID, job_id: str) -> tuple[Job, bool]:
+    """Cancel a queued or processing job and release its hold.
+
+    Returns the job and whether it was at the provider (and so must be cancelled there).
+    Cancelling a cancelled job answers the same; a delivered job cannot be cancelled.
+    """
+    job = get_job(session=session, account_id=account_id, job_id=job_id)
+    was_at_provider = job.status in ACTIVE_AT_PROVIDER
+    moved = _move(
+        session,
+        job.id,
+        CANCELLABLE,
+        status="cancelled",
+        completed_at=utcnow(),
+        queue_position=None,
+    )
+    if moved:
+        ledger.release(session=session, account_id=account_id, job_id=job.id)
+        return _load(session, job.id), was_at_provider
+    job = _load(session, job.id)
+    if job.status == "cancelled":
+        return job, False
+    raise Conflict(
+        f"Job {job.id} is {PUBLIC_STATUS[job.status]} and can no longer be cancelled.",
+        code="not_cancellable",
+        status=PUBLIC_STATUS[job.status],
+    )
+
+
+def settle(*, session: Session, job_id: uuid.UUID) -> bool:
+    """Capture the job's cost exactly once and release the rest of its hold.
+
+    The cost is the estimate: prices are per requested second (or per video), which is
+    what the provider bills.
+    """
+    if not _move(session, job_id, ["settling"], status="ingesting"):
+        return False
+    job = _load(session, job_id)
+    charged = ledger.capture(
+        session=session, account_id=job.account_id, job_id=job_id, amount=job.estimated_credits
+    )
+    _move(session, job_id, ["ingesting"], credits_used=charged)
+    return True
+
+
+def complete(
+    *,
+    session: Session,
+    job_id: uuid.UUID,
+    media_asset_id: uuid.UUID | None,
+    ingest_error: str | None = None,
+) -> bool:
+    """Finish an ingested job; if ingestion failed for good it still completes (it was paid)."""
+    job = _load(session, job_id)
+    result = dict(job.provider_result or {})
+    result["media_asset_id"] = str(media_asset_id) if media_asset_id else None
+    return _move(
+        session,
+        job_id,
+        ["ingesting"],
+        status="completed",
+        result=result,
+        ingest_error=ingest_error,
+        completed_at=utcnow(),
+    )
+
+
+# ---- the sweeper's view --------------------------------------------------------------
+
+
+def overdue_jobs(*, session: Session, now: datetime) -> list[Job]:
+    """Jobs not yet delivered whose deadline has passed."""
+    return list(
+        session.scalars(
+            select(Job).where(Job.status.in_(CANCELLABLE), Job.deadline_at < now).limit(500)
+        )
+    )
+
+
+def stale_jobs(*, session: Session, now: datetime, stale_after_seconds: float) -> list[Job]:
+    """Unfinished jobs that have not moved for too long: their messages may be lost."""
+    cutoff = now - timedelta(seconds=stale_after_seconds)
+    return list(
+        session.scalars(
+            select(Job)
+            .where(Job.status.notin_(TERMINAL), Job.updated_at < cutoff)
+            .order_by(Job.updated_at)
+            .limit(500)
+        )
+    )
+
+
+def revive(*, session: Session, job: Job, **values: Any) -> bool:
+    """Claim a stale job for one revival: the update only wins if nobody moved it since it
+    was read, so a slow loop that wakes up, or a second sweeper, never doubles the work."""
+    return _move(session, job.id, [job.status], Job.updated_at == job.updated_at, **values)

@@ -1,0 +1,96 @@
+"""The account's media library: assets recorded from ingested jobs, listed and searched."""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from shared.errors import InvalidInput, NotFound
+from shared.media.ingest import IngestedVideo
+from shared.models import Job, MediaAsset
+
+SOURCE_TYPES = ("video_generation", "upload")
+
+
+def _filename(prompt: str, job_id: uuid.UUID) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", prompt.lower()).strip("-")[:48].rstrip("-")
+    return f"{slug or 'video'}-{str(job_id)[:8]}.mp4"
+
+
+def record_generated_video(*, session: Session, job: Job, video: IngestedVideo) -> MediaAsset:
+    """The job's asset, created once: a duplicate ingest finds the first one."""
+    existing = session.scalar(select(MediaAsset).where(MediaAsset.source_job_id == job.id))
+    if existing is not None:
+        return existing
+    prompt = str(job.input.get("prompt") or "")
+    asset = MediaAsset(
+        account_id=job.account_id,
+        storage_key=video.storage_key,
+        poster_key=video.poster_key,
+        filename=_filename(prompt, job.id),
+        content_type=video.info.content_type,
+        size_bytes=video.size_bytes,
+        duration_seconds=video.info.duration_seconds,
+        width=video.info.width,
+        height=video.info.height,
+        source_type="video_generation",
+        source_job_id=job.id,
+        source_url=(job.provider_result or {}).get("video", {}).get("url"),
+        title=prompt[:300] or None,
+        tags=[job.model],
+    )
+    try:
+        with session.begin_nested():
+            session.add(asset)
+    except IntegrityError:
+        # A parallel ingest of the same job won the insert.
+        return session.scalars(select(MediaAsset).where(MediaAsset.source_job_id == job.id)).one()
+    return asset
+
+
+def get_asset(*, session: Session, account_id: uuid.UUID, asset_id: str) -> MediaAsset:
+    try:
+        key = uuid.UUID(asset_id)
+    except ValueError:
+        raise NotFound(f"No media asset {asset_id!r}.") from None
+    asset = session.get(MediaAsset, key)
+    if asset is None or asset.account_id != account_id:
+        raise NotFound(f"No media asset {asset_id!r}.")
+    return asset
+
+
+def list_assets(
+    *,
+    session: Session,
+    account_id: uuid.UUID,
+    source_type: str | None,
+    search: str | None,
+    limit: int,
+    offset: int,
+) -> tuple[list[MediaAsset], int]:
+    """A page of the account's assets, newest first, and the total that match."""
+    query = select(MediaAsset).where(MediaAsset.account_id == account_id)
+    if source_type is not None:
+        if source_type not in SOURCE_TYPES:
+            raise InvalidInput(
+                "Unknown source_type.",
+                fields={"source_type": "must be one of " + ", ".join(SOURCE_TYPES)},
+            )
+        query = query.where(MediaAsset.source_type == source_type)
+    if search:
+        pattern = f"%{search.lower()}%"
+        query = query.where(
+            or_(
+                func.lower(MediaAsset.title).like(pattern),
+                func.lower(MediaAsset.filename).like(pattern),
+            )
+        )
+    total = session.scalar(select(func.count()).select_from(query.subquery()))
+    assets = session.scalars(
+        query.order_by(MediaAsset.created_at.desc(), MediaAsset.id).limit(limit).offset(offset)
+    )
+    return list(assets), total or 0
