@@ -23,7 +23,7 @@ HTTP_CODES = {
 }
 
 
-def error_response(status: int, code: str, message: str, **extra: object) -> Response:
+def error_response(status: int, code: str, message: str, /, **extra: object) -> Response:
     response = jsonify({"error": {"code": code, "message": message, **extra}})
     response.status_code = status
     return response

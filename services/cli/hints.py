@@ -41,7 +41,7 @@ def advise(
         case "insufficient_credits":
             advice.hints.append(
                 f"This job needs about {error.get('estimated_credits', '?')} credits; "
-                f"{error.get('available_credits', '?')} are available."
+                f"you have {error.get('available_credits', '?')} available."
             )
             advice.next_steps += [
                 command(

@@ -43,7 +43,7 @@ Exit codes:
 class NaiveGroup(click.Group):
     """The root group: usage errors and Ctrl-C get the JSON envelope too, and exit 2 or 130."""
 
-    def main(  # type: ignore[override]
+    def main(
         self,
         args: Sequence[str] | None = None,
         prog_name: str | None = None,

@@ -15,6 +15,7 @@ from services.cli.transfer import download
 
 
 @click.group()
+@json_option
 def media() -> None:
     """Browse your media library (finished videos land here); download files."""
 

@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from rich.console import Console, RenderableType
+from rich.padding import Padding
 from rich.text import Text
 
 
@@ -76,7 +77,7 @@ class Reporter:
     @staticmethod
     def _advice(console: Console, next_steps: Sequence[str], hints: Sequence[str]) -> None:
         for hint in hints:
-            console.print(Text(f"  {hint}", style="yellow"))
+            console.print(Padding(Text(hint, style="yellow"), (0, 0, 0, 2)))
         if next_steps:
             console.print(Text("Next:", style="bold"))
             for step in next_steps:

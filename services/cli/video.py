@@ -17,6 +17,7 @@ from services.cli.wait import follow
 
 
 @click.group()
+@json_option
 def video() -> None:
     """Generate videos; list models, preview prices, check a job."""
 
@@ -134,7 +135,8 @@ def generate(
             )
             return
         out.note(
-            f"Job {job_id} queued: about {views.number(accepted.get('estimated_credits'))} "
+            f"Job {job_id} {accepted.get('status')}: about "
+            f"{views.number(accepted.get('estimated_credits'))} "
             f"credits, ~{views.number(accepted.get('estimated_seconds'))} s. "
             "Ctrl-C stops waiting, not the job."
         )

@@ -142,7 +142,7 @@ def pricing(data: Mapping[str, Any]) -> RenderableType:
                 "Unit price",
                 cell(f"${number(data.get('unit_price_usd'))}/{data.get('unit', 'second')}"),
             ),
-            ("Credit value", cell(f"${number(data.get('credit_value_usd'))}")),
+            ("Credit value", cell(_usd(data.get("credit_value_usd")))),
         ]
     )
 
@@ -153,9 +153,9 @@ def jobs(data: Iterable[Mapping[str, Any]]) -> RenderableType:
     table.add_column("Job", no_wrap=True)
     table.add_column("Status")
     table.add_column("Progress", justify="right")
-    table.add_column("Model")
+    table.add_column("Model", overflow="fold")
     table.add_column("Credits", justify="right")
-    table.add_column("Created")
+    table.add_column("Created", overflow="fold")
     for item in data:
         progress = item.get("progress")
         table.add_row(
@@ -224,7 +224,7 @@ def credits(data: Mapping[str, Any]) -> RenderableType:
             ("Available", Text(number(available) + worth, style="bold green")),
             ("Held", cell(number(data.get("held")))),
             ("Balance", cell(number(data.get("balance")))),
-            ("1 credit", cell(f"${number(value)}")),
+            ("1 credit", cell(_usd(value))),
         ]
     )
     ledger = Table(box=box.SIMPLE_HEAD, title="Ledger", title_justify="left")
@@ -249,6 +249,10 @@ def _credits(data: Mapping[str, Any]) -> str:
     if data.get("estimated_credits") is not None:
         return f"~{number(data['estimated_credits'])} (est.)"
     return "—"
+
+
+def _usd(value: Any) -> str:
+    return f"${value:.2f}" if isinstance(value, int | float) else "—"
 
 
 def _seconds(value: Any) -> str | None:

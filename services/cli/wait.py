@@ -61,12 +61,12 @@ def follow(
 def _poll(
     client: ApiClient, job_id: str, timeout: float | None, show: Callable[[Job], None]
 ) -> Job:
-    deadline = None if timeout is None else time.monotonic() + timeout
+    started = time.monotonic()
     errors = 0
     while True:
         pause = POLL_SECONDS
         try:
-            job = client.get(f"/v1/jobs/{segment(job_id)}")
+            job: Job = client.get(f"/v1/jobs/{segment(job_id)}")
         except Failure as failure:
             if failure.code == "rate_limited":
                 pause = max(pause, failure.retry_after or 0)
@@ -79,7 +79,7 @@ def _poll(
             show(job)
             if job.get("status") in TERMINAL_STATUSES:
                 return job
-        if deadline is not None and time.monotonic() + pause > deadline:
+        if timeout is not None and time.monotonic() + pause > started + timeout:
             raise Failure(
                 {
                     "code": "wait_timeout",

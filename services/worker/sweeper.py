@@ -10,9 +10,11 @@ needed.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime
 
 from celery import Celery
+from sqlalchemy.orm import Session
 
 from services.worker import celery_app as names
 from shared import jobs
@@ -49,11 +51,11 @@ def run_sweep(runtime: Runtime, celery: Celery, *, now: datetime) -> int:
     return acted
 
 
-def _sender(celery: Celery, task_name: str, job: Job, *extra: str):
+def _sender(celery: Celery, task_name: str, job: Job, *extra: str) -> Callable[[], object]:
     return lambda: celery.send_task(task_name, args=(str(job.id), *extra))
 
 
-def _revive(session, celery: Celery, job: Job) -> int:
+def _revive(session: Session, celery: Celery, job: Job) -> int:
     job_id = str(job.id)
     if job.status == "queued" and job.submit_attempted_at is not None:
         # The worker stopped between recording the attempt and the provider's answer: we

@@ -63,6 +63,7 @@ def generate() -> tuple[Response, int]:
 
 @bp.get("/models")
 def models() -> Response:
+    context.authenticated_account()
     data = [model.to_dict() for model in catalog.all_models()]
     credit_value = float(context.runtime().settings.credit_value_usd)
     for entry in data:
@@ -72,6 +73,7 @@ def models() -> Response:
 
 @bp.get("/pricing")
 def price_preview() -> Response:
+    context.authenticated_account()
     model = catalog.get_model(request.args.get("model"))
     duration = request.args.get("duration") or request.args.get("dur")
     if model.fixed_duration_seconds is not None:

@@ -1,0 +1,205 @@
+"""Test fixtures: a real PostgreSQL database, real Redis, a real Celery worker.
+
+One database per test run (migrated once, dropped at the end), one Redis database
+number, one worker process for the session. Tests stay apart by using fresh accounts,
+not by rolling back: the worker must see what the API committed.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+
+import psycopg
+import pytest
+import redis
+from celery import Celery
+from flask import Flask
+from flask.testing import FlaskClient
+from werkzeug.serving import make_server
+
+from services.api.app import create_app
+from services.worker.celery_app import make_celery
+from shared import accounts
+from shared.config import Settings, load_settings
+from shared.migrate import upgrade
+from shared.runtime import Runtime, build_runtime
+from tests.waiting import wait_for
+
+ROOT = Path(__file__).resolve().parent.parent
+PG_ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_BASE_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
+WORKER_REDIS_DB = 11  # the worker's queue
+IDLE_REDIS_DB = 12  # a queue nobody consumes: jobs sent there stay queued
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    name = f"naive_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base = PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
+    url = f"{base}/{name}"
+    upgrade(url)
+    yield url
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _redis_url(db: int) -> str:
+    return f"{REDIS_BASE_URL}/{db}"
+
+
+@pytest.fixture(scope="session")
+def test_env(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The environment shared by the worker process and the in-test API."""
+    for db in (WORKER_REDIS_DB, IDLE_REDIS_DB):
+        redis.Redis.from_url(_redis_url(db)).flushdb()
+    return {
+        "NAIVE_DATA_DIR": str(tmp_path_factory.mktemp("naive-data")),
+        "DATABASE_URL": database_url,
+        "CELERY_BROKER_URL": _redis_url(WORKER_REDIS_DB),
+        "POLL_INITIAL_SECONDS": "0.2",
+        "POLL_MAX_SECONDS": "1",
+        "STALE_AFTER_SECONDS": "30",
+        "SIMULATOR_LATENCY_SECONDS": "2",
+        "SECRET_KEY": "test-secret",
+    }
+
+
+@pytest.fixture(scope="session")
+def settings(test_env: dict[str, str]) -> Settings:
+    return load_settings(test_env)
+
+
+@pytest.fixture(scope="session")
+def runtime(settings: Settings) -> Iterator[Runtime]:
+    built = build_runtime(settings)
+    yield built
+    built.db.dispose()
+
+
+@pytest.fixture(scope="session")
+def celery_sender(settings: Settings) -> Celery:
+    """Sends to the same queue the worker consumes (as the API and the sweeper do)."""
+    return make_celery(settings)
+
+
+@pytest.fixture(scope="session")
+def worker_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("worker") / "worker.log"
+
+
+@pytest.fixture(scope="session")
+def worker(test_env: dict[str, str], worker_log: Path) -> Iterator[None]:
+    """A real Celery worker (prefork, 4 processes) in its own process."""
+    log_path = worker_log
+    env = {**os.environ, **test_env}
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "services.worker.app",
+                "worker",
+                "--loglevel",
+                "INFO",
+                "--concurrency",
+                "4",
+                "--without-gossip",
+                "--without-mingle",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_for(
+            lambda: b"ready." in log_path.read_bytes(),
+            timeout=60,
+            message=lambda: log_path.read_text(),
+        )
+        yield
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def app(settings: Settings, worker: None) -> Iterator[Flask]:
+    flask_app = create_app(settings)
+    yield flask_app
+    flask_app.extensions["naive"].db.dispose()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture(scope="session")
+def make_app(test_env: dict[str, str], worker: None) -> Iterator[Callable[..., Flask]]:
+    """An API with some settings changed, e.g. a broker nobody consumes, or short deadlines."""
+    made: list[Flask] = []
+
+    def make(**overrides: str) -> Flask:
+        made.append(create_app(load_settings({**test_env, **overrides})))
+        return made[-1]
+
+    yield make
+    for flask_app in made:
+        flask_app.extensions["naive"].db.dispose()
+
+
+@pytest.fixture(scope="session")
+def idle_app(make_app: Callable[..., Flask]) -> Flask:
+    """Its messages go to a queue no worker reads, as if the broker had lost them."""
+    return make_app(CELERY_BROKER_URL=_redis_url(IDLE_REDIS_DB))
+
+
+@pytest.fixture(scope="session")
+def live_api(app: Flask) -> Iterator[str]:
+    """The API over real HTTP (threaded), for tests of concurrent clients."""
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    thread.join()
+
+
+@dataclass(frozen=True)
+class TestAccount:
+    id: uuid.UUID
+    key: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
+
+
+@pytest.fixture
+def make_account(runtime: Runtime) -> Callable[..., TestAccount]:
+    def make(credits: str = "100") -> TestAccount:
+        with runtime.db.transaction() as session:
+            created = accounts.create_account(
+                session=session, name="test", credits=Decimal(credits)
+            )
+        return TestAccount(created.account_id, created.api_key)
+
+    return make
+
+
+@pytest.fixture
+def account(make_account: Callable[..., TestAccount]) -> TestAccount:
+    return make_account()

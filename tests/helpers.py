@@ -1,0 +1,82 @@
+"""Small helpers the API tests share: submit a job, wait for it, read the ledger."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from pathlib import Path
+from typing import Any
+
+from flask.testing import FlaskClient
+from sqlalchemy import select
+
+from shared import ledger
+from shared.models import LedgerEntry
+from shared.runtime import Runtime
+from tests.waiting import wait_for
+
+KLING_T2V = "fal-ai/kling-video/v3/pro/text-to-video"
+KLING_I2V = "fal-ai/kling-video/v3/pro/image-to-video"
+FINAL = ("completed", "failed", "cancelled")
+
+
+def generate(
+    client: FlaskClient, account: Any, prompt: str, *, model: str = KLING_T2V, **inputs: Any
+) -> dict[str, Any]:
+    response = client.post(
+        "/v1/video/generate",
+        json={"model": model, "input": {"prompt": prompt, **inputs}},
+        headers=account.headers,
+    )
+    assert response.status_code == 202, response.json
+    return response.json
+
+
+def get_job(client: FlaskClient, account: Any, job_id: str) -> dict[str, Any]:
+    response = client.get(f"/v1/jobs/{job_id}", headers=account.headers)
+    assert response.status_code == 200, response.json
+    return response.json
+
+
+def wait_for_job(
+    client: FlaskClient,
+    account: Any,
+    job_id: str,
+    statuses: tuple[str, ...] = FINAL,
+    timeout: float = 60,
+) -> dict[str, Any]:
+    last: dict[str, Any] = {}
+
+    def reached() -> dict[str, Any] | None:
+        last.update(get_job(client, account, job_id))
+        return dict(last) if last["status"] in statuses else None
+
+    return wait_for(reached, timeout=timeout, interval=0.1, message=lambda: str(last))
+
+
+def job_entries(runtime: Runtime, job_id: str) -> dict[str, list[int]]:
+    """The job's ledger entries by kind, amounts in hundredths of a credit."""
+    with runtime.db.transaction() as session:
+        rows = session.execute(
+            select(LedgerEntry.kind, LedgerEntry.amount).where(
+                LedgerEntry.job_id == uuid.UUID(job_id)
+            )
+        ).all()
+    kinds: dict[str, list[int]] = {}
+    for kind, amount in rows:
+        kinds.setdefault(kind, []).append(amount)
+    return kinds
+
+
+def balance(runtime: Runtime, account: Any) -> ledger.Balance:
+    with runtime.db.transaction() as session:
+        return ledger.balance(session=session, account_id=account.id)
+
+
+def wait_task_done(worker_log: Path, task_id: str, timeout: float = 30) -> None:
+    """Wait until the worker logged the end of one task (however it ended)."""
+    wait_for(
+        lambda: re.search(rf"\[{task_id}\] (succeeded|retry|raised)", worker_log.read_text()),
+        timeout=timeout,
+        message=f"task {task_id} never finished",
+    )

@@ -1,0 +1,290 @@
+"""The API's contract: bad input of every kind is a 4xx in the one error shape and stores
+nothing; another account's things are not found; listing, media and catalog shapes."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import func, select
+
+from shared.models import Job
+from tests.helpers import KLING_T2V, balance, generate, wait_for_job
+
+GOOD_INPUT = {"prompt": "A fox in the snow", "duration": "5", "aspect_ratio": "16:9"}
+
+BAD_BODIES = [
+    ({"input": GOOD_INPUT}, 422, "invalid_input", "model"),
+    ({"model": "fal-ai/kling-video/v9/ultra", "input": GOOD_INPUT}, 404, "invalid_model", None),
+    ({"model": 42, "input": GOOD_INPUT}, 422, "invalid_input", "model"),
+    ({"model": KLING_T2V}, 422, "invalid_input", "input"),
+    ({"model": KLING_T2V, "input": ["prompt"]}, 422, "invalid_input", "input"),
+    ({"model": KLING_T2V, "input": {"duration": "5"}}, 422, "invalid_input", "input.prompt"),
+    (
+        {"model": KLING_T2V, "input": {**GOOD_INPUT, "duration": "2"}},
+        422,
+        "invalid_input",
+        "input.duration",
+    ),
+    (
+        {"model": KLING_T2V, "input": {**GOOD_INPUT, "duration": "five"}},
+        422,
+        "invalid_input",
+        "input.duration",
+    ),
+    (
+        {"model": KLING_T2V, "input": {**GOOD_INPUT, "duration": 5.5}},
+        422,
+        "invalid_input",
+        "input.duration",
+    ),
+    (
+        {"model": KLING_T2V, "input": {**GOOD_INPUT, "aspect_ratio": "4:3"}},
+        422,
+        "invalid_input",
+        "input.aspect_ratio",
+    ),
+    (
+        {"model": KLING_T2V, "input": {**GOOD_INPUT, "prompt": 123}},
+        422,
+        "invalid_input",
+        "input.prompt",
+    ),
+    (
+        {"model": KLING_T2V, "input": {**GOOD_INPUT, "prompt": ""}},
+        422,
+        "invalid_input",
+        "input.prompt",
+    ),
+    (
+        {"model": KLING_T2V, "input": {**GOOD_INPUT, "cfg_scale": "high"}},
+        422,
+        "invalid_input",
+        "input.cfg_scale",
+    ),
+    (
+        {"model": KLING_T2V, "input": {**GOOD_INPUT, "cfg_scale": 1.5}},
+        422,
+        "invalid_input",
+        "input.cfg_scale",
+    ),
+    (
+        {"model": KLING_T2V, "input": {**GOOD_INPUT, "generate_audio": "yes"}},
+        422,
+        "invalid_input",
+        "input.generate_audio",
+    ),
+    ({"model": KLING_T2V, "input": {**GOOD_INPUT, "seed": 7}}, 422, "invalid_input", "input.seed"),
+    (
+        {"model": "fal-ai/kling-video/v3/pro/image-to-video", "input": {"prompt": "x"}},
+        422,
+        "invalid_input",
+        "input.image_url",
+    ),
+    (
+        {"model": KLING_T2V, "input": GOOD_INPUT, "metadata": "tag"},
+        422,
+        "invalid_input",
+        "metadata",
+    ),
+    ({"model": KLING_T2V, "input": GOOD_INPUT, "webhook": "x"}, 422, "invalid_input", "webhook"),
+    ([KLING_T2V], 422, "invalid_input", "body"),
+]
+
+
+def _jobs_of(runtime, account) -> int:
+    with runtime.db.transaction() as session:
+        return session.scalar(select(func.count()).where(Job.account_id == account.id))
+
+
+@pytest.mark.parametrize(("body", "status", "code", "field"), BAD_BODIES)
+def test_bad_generate_bodies_are_refused_in_the_error_shape(
+    client, account, runtime, body, status, code, field
+):
+    response = client.post("/v1/video/generate", json=body, headers=account.headers)
+    assert response.status_code == status
+    error = response.json["error"]
+    assert error["code"] == code
+    assert error["message"]
+    if field is not None:
+        assert field in error["fields"], error
+    if code == "invalid_model":
+        assert error["models_url"] == "/v1/video/models"
+    assert _jobs_of(runtime, account) == 0
+    assert balance(runtime, account).available == 10000
+
+
+def test_unknown_model_suggests_close_ids(client, account):
+    body = {"model": "fal-ai/kling-video/v3/pro/text-to-vid", "input": GOOD_INPUT}
+    error = client.post("/v1/video/generate", json=body, headers=account.headers).json["error"]
+    assert KLING_T2V in error["suggestions"]
+
+
+def test_whole_number_duration_is_accepted(client, account):
+    body = {"model": KLING_T2V, "input": {**GOOD_INPUT, "duration": 5}}
+    response = client.post("/v1/video/generate", json=body, headers=account.headers)
+    assert response.status_code == 202
+    assert response.json["estimated_credits"] == 3.5
+
+
+@pytest.mark.parametrize(
+    ("data", "content_type"),
+    [("{not json", "application/json"), ("", "application/json"), ("model=x", "text/plain")],
+)
+def test_non_json_bodies_are_refused(client, account, runtime, data, content_type):
+    response = client.post(
+        "/v1/video/generate", data=data, content_type=content_type, headers=account.headers
+    )
+    assert response.status_code == 422
+    assert response.json["error"]["code"] == "invalid_input"
+    assert _jobs_of(runtime, account) == 0
+
+
+def test_oversized_body_is_refused(client, account, runtime):
+    huge = {"model": KLING_T2V, "input": {"prompt": "x" * (3 * 1024 * 1024)}}
+    response = client.post("/v1/video/generate", json=huge, headers=account.headers)
+    assert response.status_code == 413
+    assert response.json["error"]["code"] == "payload_too_large"
+    assert _jobs_of(runtime, account) == 0
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": "Bearer nv_sk_not-a-real-key"},
+        {"Authorization": "Bearer sk-something-else"},
+        {"Authorization": "Basic dXNlcjpwYXNz"},
+        {"Authorization": "Bearer"},
+    ],
+)
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("post", "/v1/video/generate"),
+        ("get", "/v1/jobs"),
+        ("get", "/v1/credits"),
+        ("get", "/v1/media"),
+    ],
+)
+def test_missing_or_bad_key_is_unauthorized(client, headers, method, path):
+    response = getattr(client, method)(path, headers=headers, json={})
+    assert response.status_code == 401
+    assert response.json["error"]["code"] == "unauthorized"
+
+
+def test_bad_idempotency_key_is_refused(client, account):
+    headers = {**account.headers, "Idempotency-Key": "k" * 201}
+    body = {"model": KLING_T2V, "input": GOOD_INPUT}
+    response = client.post("/v1/video/generate", json=body, headers=headers)
+    assert response.status_code == 422
+    assert "Idempotency-Key" in response.json["error"]["fields"]
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "code"),
+    [
+        ("/v1/jobs?limit=abc", 422, "invalid_input"),
+        ("/v1/jobs?limit=0", 422, "invalid_input"),
+        ("/v1/jobs?status=bogus", 422, "invalid_input"),
+        ("/v1/jobs?cursor=%%%", 422, "invalid_input"),
+        ("/v1/jobs/not-a-uuid", 404, "not_found"),
+        ("/v1/jobs/8a3f6a55-8b1b-4f59-9d5b-1f2a3b4c5d6e", 404, "not_found"),
+        ("/v1/video/8a3f6a55-8b1b-4f59-9d5b-1f2a3b4c5d6e", 404, "not_found"),
+        ("/v1/video/pricing?model=nope", 404, "invalid_model"),
+        ("/v1/video/pricing", 422, "invalid_input"),
+        (f"/v1/video/pricing?model={KLING_T2V}&duration=99", 422, "invalid_input"),
+        ("/v1/media?source_type=bogus", 422, "invalid_input"),
+        ("/v1/media?offset=-1", 422, "invalid_input"),
+        ("/v1/media/123", 404, "not_found"),
+        ("/v1/nothing-here", 404, "not_found"),
+    ],
+)
+def test_bad_queries_and_paths_answer_in_the_error_shape(client, account, path, status, code):
+    response = client.get(path, headers=account.headers)
+    assert response.status_code == status
+    assert response.json["error"]["code"] == code
+
+
+def test_wrong_method_answers_in_the_error_shape(client, account):
+    response = client.put("/v1/video/generate", headers=account.headers)
+    assert response.status_code == 405
+    assert response.json["error"]["code"] == "method_not_allowed"
+
+
+def test_another_accounts_job_and_media_are_not_found(client, make_account):
+    owner, stranger = make_account(), make_account()
+    accepted = generate(client, owner, "Private footage [sim latency=0.5]")
+    job = wait_for_job(client, owner, accepted["job_id"])
+    asset_id = job["result"]["media_asset_id"]
+    for method, path in [
+        ("get", f"/v1/jobs/{job['id']}"),
+        ("get", f"/v1/video/{job['id']}"),
+        ("delete", f"/v1/jobs/{job['id']}"),
+        ("get", f"/v1/media/{asset_id}"),
+        ("get", f"/v1/media/{asset_id}/content"),
+        ("get", f"/v1/media/{asset_id}/poster"),
+    ]:
+        response = getattr(client, method)(path, headers=stranger.headers)
+        assert response.status_code == 404, path
+        assert response.json["error"]["code"] == "not_found"
+    assert client.get("/v1/jobs", headers=stranger.headers).json["data"] == []
+    assert client.get("/v1/media", headers=stranger.headers).json["total"] == 0
+
+
+def test_media_content_supports_range_requests_and_signed_urls(client, account):
+    job = wait_for_job(
+        client, account, generate(client, account, "Seek me [sim latency=0.5]")["job_id"]
+    )
+    asset = client.get(f"/v1/media/{job['result']['media_asset_id']}", headers=account.headers).json
+    path = "/" + asset["url"].split("/", 3)[3]
+    with client.get(path, headers={"Range": "bytes=0-99"}) as partial:  # signed, no key
+        assert partial.status_code == 206
+        assert len(partial.data) == 100
+        assert partial.headers["Content-Range"] == f"bytes 0-99/{asset['size_bytes']}"
+        assert partial.headers["Accept-Ranges"] == "bytes"
+    tampered = path.replace("token=", "token=x")
+    assert client.get(tampered).status_code == 404
+    with client.get(f"/v1/media/{asset['id']}/poster", headers=account.headers) as poster:
+        assert poster.status_code == 200
+        assert poster.mimetype == "image/jpeg"
+        assert poster.data[:2] == b"\xff\xd8"
+
+
+def test_jobs_list_is_newest_first_filtered_and_paginated(idle_app, account):
+    client = idle_app.test_client()
+    ids = [generate(client, account, f"Page {i}")["job_id"] for i in range(3)]
+    first = client.get("/v1/jobs?limit=2", headers=account.headers).json
+    assert [job["id"] for job in first["data"]] == ids[::-1][:2]
+    assert first["has_more"] is True
+    second = client.get(
+        f"/v1/jobs?limit=2&cursor={first['next_cursor']}", headers=account.headers
+    ).json
+    assert [job["id"] for job in second["data"]] == [ids[0]]
+    assert second["has_more"] is False and second["next_cursor"] is None
+    queued = client.get(
+        "/v1/jobs?status=queued&type=video_generation", headers=account.headers
+    ).json
+    assert len(queued["data"]) == 3
+    assert client.get("/v1/jobs?status=completed", headers=account.headers).json["data"] == []
+
+
+def test_models_catalog_lists_the_spec_models(client, account):
+    catalog = client.get("/v1/video/models", headers=account.headers).json
+    ids = {model["id"] for model in catalog["data"]}
+    assert {
+        KLING_T2V,
+        "fal-ai/kling-video/v3/pro/image-to-video",
+        "fal-ai/kling-video/v3/standard/text-to-video",
+        "fal-ai/minimax-video/video-01-live",
+        "fal-ai/wan/v2.7/text-to-video",
+    } <= ids
+    kling = next(model for model in catalog["data"] if model["id"] == KLING_T2V)
+    assert kling["mode"] == "text-to-video"
+    assert kling["parameters"]["duration"]["default"] == "5"
+    assert kling["parameters"]["prompt"]["required"] is True
+    assert kling["pricing"] == {"unit_price_usd": 0.07, "unit": "second", "credit_value_usd": 0.5}
+
+
+def test_operations_endpoints(client):
+    assert client.get("/healthz").json == {"status": "ok"}
+    assert client.get("/readyz").json == {"status": "ready"}
+    assert client.get("/metrics").status_code == 200

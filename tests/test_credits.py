@@ -1,0 +1,123 @@
+"""Credits: hold at submit, 402 without a trace, no overdraw under concurrency, idempotency."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+from sqlalchemy import func, select
+
+from shared.models import Job, LedgerEntry
+from tests.helpers import KLING_T2V, balance, generate, job_entries
+
+BODY = {"model": KLING_T2V, "input": {"prompt": "A lighthouse at dusk", "duration": "5"}}
+
+
+def _count_jobs(runtime, account) -> int:
+    with runtime.db.transaction() as session:
+        return session.scalar(select(func.count()).where(Job.account_id == account.id))
+
+
+def test_insufficient_credits_stores_nothing(client, make_account, runtime):
+    poor = make_account("3.49")
+    response = client.post("/v1/video/generate", json=BODY, headers=poor.headers)
+    assert response.status_code == 402
+    error = response.json["error"]
+    assert error["code"] == "insufficient_credits"
+    assert error["estimated_credits"] == 3.5
+    assert error["available_credits"] == 3.49
+    assert _count_jobs(runtime, poor) == 0
+    with runtime.db.transaction() as session:
+        kinds = session.scalars(select(LedgerEntry.kind).where(LedgerEntry.account_id == poor.id))
+        assert list(kinds) == ["topup"]
+
+
+def test_submit_holds_the_estimate_until_completion(client, account, runtime):
+    job = generate(client, account, "A lighthouse [sim latency=5]")
+    held = balance(runtime, account)
+    assert (held.balance, held.held, held.available) == (10000, 350, 9650)
+    credits = client.get("/v1/credits", headers=account.headers).json
+    assert (credits["balance"], credits["held"], credits["available"]) == (100.0, 3.5, 96.5)
+    assert credits["credit_value_usd"] == 0.5
+    assert [e["kind"] for e in credits["entries"]] == ["hold", "topup"]
+    assert job_entries(runtime, job["job_id"]) == {"hold": [350]}
+
+
+def test_forty_concurrent_submits_with_credits_for_ten_accept_exactly_ten(
+    live_api, make_account, runtime
+):
+    funded = make_account("35")  # ten jobs at 3.5
+    start = threading.Barrier(40)
+
+    def submit(i: int) -> int:
+        body = {"model": KLING_T2V, "input": {"prompt": f"Race {i} [sim latency=1]"}}
+        with httpx.Client(base_url=live_api, headers=funded.headers, timeout=60) as http:
+            start.wait()
+            return http.post("/v1/video/generate", json=body).status_code
+
+    with ThreadPoolExecutor(max_workers=40) as pool:
+        codes = list(pool.map(submit, range(40)))
+
+    assert codes.count(202) == 10
+    assert codes.count(402) == 30
+    assert _count_jobs(runtime, funded) == 10
+    totals = balance(runtime, funded)
+    assert totals.available == 0
+    assert totals.held == 3500
+
+
+def test_idempotency_key_replays_the_first_job(client, account, runtime):
+    headers = {**account.headers, "Idempotency-Key": "intent-42"}
+    first = client.post("/v1/video/generate", json=BODY, headers=headers)
+    again = client.post("/v1/video/generate", json=BODY, headers=headers)
+    assert first.status_code == again.status_code == 202
+    assert again.json["job_id"] == first.json["job_id"]
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert _count_jobs(runtime, account) == 1
+    assert balance(runtime, account).held == 350
+
+
+def test_idempotency_key_with_another_body_is_refused(client, account, runtime):
+    headers = {**account.headers, "Idempotency-Key": "intent-43"}
+    first = client.post("/v1/video/generate", json=BODY, headers=headers)
+    other = {**BODY, "input": {"prompt": "Something else"}}
+    refused = client.post("/v1/video/generate", json=other, headers=headers)
+    assert refused.status_code == 409
+    assert refused.json["error"]["code"] == "idempotency_conflict"
+    assert refused.json["error"]["job_id"] == first.json["job_id"]
+    assert _count_jobs(runtime, account) == 1
+
+
+def test_the_same_idempotency_key_is_separate_per_account(client, make_account):
+    one, two = make_account(), make_account()
+    a = client.post(
+        "/v1/video/generate", json=BODY, headers={**one.headers, "Idempotency-Key": "k"}
+    )
+    b = client.post(
+        "/v1/video/generate", json=BODY, headers={**two.headers, "Idempotency-Key": "k"}
+    )
+    assert a.json["job_id"] != b.json["job_id"]
+
+
+def test_pricing_reproduces_the_spec_example(client, account):
+    response = client.get(
+        f"/v1/video/pricing?model={KLING_T2V}&duration=5", headers=account.headers
+    )
+    assert response.json == {
+        "model": KLING_T2V,
+        "duration": 5,
+        "estimated_credits": 3.5,
+        "unit_price_usd": 0.07,
+        "unit": "second",
+        "credit_value_usd": 0.5,
+    }
+
+
+def test_pricing_per_video_ignores_duration(client, account):
+    response = client.get(
+        "/v1/video/pricing?model=fal-ai/minimax-video/video-01-live&duration=5",
+        headers=account.headers,
+    )
+    assert response.json["estimated_credits"] == 5.0  # 0.50 per video × 5 / 0.50
+    assert response.json["unit"] == "video"
