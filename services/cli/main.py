@@ -5,6 +5,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from services.cli import views
 from services.cli.admin import admin
@@ -12,6 +13,7 @@ from services.cli.client import DEFAULT_API_URL
 from services.cli.errors import ExitCode
 from services.cli.hints import command
 from services.cli.jobs import jobs
+from services.cli.local import local, read_local_stack
 from services.cli.media import media
 from services.cli.output import Reporter, wants_json
 from services.cli.state import State, json_option, pass_state
@@ -28,6 +30,8 @@ Commands at a glance:
   naive media list --source video_generation      your media library
   naive media get ID | naive media download ID    one asset; download its file
   naive credits                                   balance, holds and ledger
+  naive local up | naive local down               run the whole stack on this machine
+  naive admin migrate | naive admin create-account operator commands (database access)
 Add --help to any command for its options.
 
 \b
@@ -120,6 +124,11 @@ def cli(ctx: click.Context, api_url: str, api_key: str | None, json_flag: bool) 
     A thin client of the Naive HTTP API. At a terminal it prints tables; with --json, or when
     stdout is not a terminal, it prints exactly one JSON envelope for scripts and agents.
     """
+    if api_key is None and (stack := read_local_stack()):
+        # `naive local up` made a stack here: talk to it unless told otherwise.
+        api_key = stack.get("api_key")
+        if ctx.get_parameter_source("api_url") == ParameterSource.DEFAULT:
+            api_url = stack.get("api_url", api_url)
     ctx.obj = State(api_url, api_key, json_flag)
 
 
@@ -142,3 +151,8 @@ cli.add_command(video)
 cli.add_command(jobs)
 cli.add_command(media)
 cli.add_command(admin)
+cli.add_command(local)
+
+
+if __name__ == "__main__":
+    cli()

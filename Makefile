@@ -1,0 +1,36 @@
+# One word per habit; CI runs `make test` through .ci/run.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+MODEL := fal-ai/kling-video/v3/pro/text-to-video
+PROMPT := A golden retriever running on a beach at sunset
+
+.PHONY: install demo down test lint services
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+# The main job: the whole stack on this machine, one real video out of it.
+demo: install
+	$(BIN)/naive local up
+	$(BIN)/naive video generate --model $(MODEL) "$(PROMPT)" --duration 5 --wait \
+		--output var/golden-retriever.mp4
+
+down: install
+	$(BIN)/naive local down
+
+# PostgreSQL and Redis for the tests, started if they are not running.
+services:
+	bash scripts/start-services.sh
+
+test: install services
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .

@@ -1,0 +1,173 @@
+"""`naive local up|down|status`: the whole stack on this machine, no servers needed.
+
+With no environment set this is the embedded default (a SQLite file, kombu's
+filesystem broker, the simulator) under `NAIVE_DATA_DIR` (default `./var`). `up` runs
+the migrations, makes a local account once, starts the API, a worker and beat in the
+background and writes `local-stack.json`, which the other commands read when no
+`NAIVE_API_KEY` is set.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import click
+import httpx
+
+from shared import accounts
+from shared.config import load_settings
+from shared.db import Database
+from shared.migrate import upgrade
+
+STACK_FILE = "local-stack.json"
+START_TIMEOUT = 60.0
+
+
+def stack_path() -> Path:
+    return load_settings().data_dir / STACK_FILE
+
+
+def read_local_stack() -> dict[str, Any] | None:
+    """The running local stack's API URL and key, if `naive local up` made one here."""
+    try:
+        return json.loads(stack_path().read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True
+
+
+def _healthy(api_url: str) -> bool:
+    try:
+        return httpx.get(f"{api_url}/healthz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _wait(what: str, ready: Any, log: Path) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while not ready():
+        if time.monotonic() > deadline:
+            raise click.ClickException(f"{what} did not start; see {log}")
+        time.sleep(0.2)
+
+
+def _start(name: str, argv: list[str], logs: Path) -> int:
+    log = logs / f"{name}.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    return process.pid
+
+
+@click.group()
+def local() -> None:
+    """Run the API, a worker and beat on this machine (embedded default: no servers)."""
+
+
+@local.command()
+@click.option("--port", default=8000, show_default=True, help="Port of the local API.")
+@click.option(
+    "--credits",
+    "credits_",
+    type=Decimal,
+    default=Decimal(100),
+    show_default=True,
+    help="Starting credits of the local account (made once).",
+)
+def up(port: int, credits_: Decimal) -> None:
+    """Start the local stack in the background (idempotent)."""
+    stack = read_local_stack() or {}
+    if stack.get("pids") and all(_alive(pid) for pid in stack["pids"].values()):
+        click.echo(f"local stack already running at {stack['api_url']}", err=True)
+        return
+    settings = load_settings()
+    settings.ensure_local_dirs()
+    upgrade(settings.database_url)
+    if "api_key" not in stack:
+        db = Database(settings.database_url)
+        with db.transaction() as session:
+            created = accounts.create_account(session=session, name="local", credits=credits_)
+        db.dispose()
+        stack.update(account_id=str(created.account_id), api_key=created.api_key)
+    logs = settings.data_dir / "logs"
+    logs.mkdir(exist_ok=True)
+    api_url = f"http://127.0.0.1:{port}"
+    celery = [sys.executable, "-m", "celery", "-A", "services.worker.app"]
+    pids = {
+        "api": _start(
+            "api",
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--workers",
+                "2",
+                "services.api.wsgi:app",
+            ],
+            logs,
+        ),
+        "worker": _start(
+            "worker", [*celery, "worker", "--loglevel", "INFO", "--concurrency", "2"], logs
+        ),
+        "beat": _start(
+            "beat",
+            [
+                *celery,
+                "beat",
+                "--loglevel",
+                "INFO",
+                "--schedule",
+                str(settings.data_dir / "celerybeat-schedule"),
+            ],
+            logs,
+        ),
+    }
+    stack.update(api_url=api_url, pids=pids)
+    stack_path().write_text(json.dumps(stack, indent=2))
+    _wait("the API", lambda: _healthy(api_url), logs / "api.log")
+    _wait(
+        "the worker", lambda: b"ready." in (logs / "worker.log").read_bytes(), logs / "worker.log"
+    )
+    click.echo(f"local stack up: API {api_url}, logs in {logs}", err=True)
+    click.echo("`naive local down` stops it.", err=True)
+
+
+@local.command()
+def down() -> None:
+    """Stop the local stack (the database and media stay)."""
+    stack = read_local_stack() or {}
+    for name, pid in (stack.pop("pids", None) or {}).items():
+        if _alive(pid):
+            os.killpg(pid, signal.SIGTERM)
+            click.echo(f"stopped {name} (pid {pid})", err=True)
+    if stack:
+        stack_path().write_text(json.dumps(stack, indent=2))
+
+
+@local.command()
+def status() -> None:
+    """Say whether the local stack is running, and where."""
+    stack = read_local_stack() or {}
+    pids = stack.get("pids") or {}
+    for name, pid in pids.items():
+        click.echo(f"{name}: {'running' if _alive(pid) else 'stopped'} (pid {pid})")
+    if not pids:
+        click.echo("local stack is not running; `naive local up` starts it")
