@@ -7,13 +7,16 @@ import secrets
 import uuid
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from shared import ledger
-from shared.errors import Unauthorized
-from shared.models import Account, ApiKey
+from shared.errors import NotFound, Unauthorized
+from shared.models import Account, ApiKey, Base
+
+Owned = TypeVar("Owned", bound=Base)
 
 KEY_PREFIX = "nv_sk_"
 
@@ -59,3 +62,17 @@ def authenticate(*, session: Session, api_key: str | None) -> uuid.UUID:
     if account_id is None:
         raise Unauthorized("The API key is not valid or has been revoked.")
     return account_id
+
+
+def get_owned(
+    *, session: Session, model: type[Owned], account_id: uuid.UUID, raw_id: str, noun: str
+) -> Owned:
+    """The account's row by id; another account's row is not found, never forbidden."""
+    try:
+        key = uuid.UUID(raw_id)
+    except ValueError:
+        raise NotFound(f"No {noun} {raw_id!r}.") from None
+    row = session.get(model, key)
+    if row is None or row.account_id != account_id:
+        raise NotFound(f"No {noun} {raw_id!r}.")
+    return row

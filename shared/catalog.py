@@ -125,6 +125,28 @@ def _kling(tier: str, mode: str, price: str, best_for: str, seconds: int) -> Vid
     )
 
 
+def _minimax(mode: str) -> VideoModel:
+    optimizer = _param("boolean", "Let the model rewrite the prompt", default=True)
+    image = mode == IMAGE_TO_VIDEO
+    return VideoModel(
+        id="fal-ai/minimax-video/video-01-live" + ("/image-to-video" if image else ""),
+        name="MiniMax Video-01 Live" + (" (image-to-video)" if image else ""),
+        mode=mode,
+        best_for="Fast image animation" if image else "Fast generation",
+        description=f"MiniMax Hailuo video-01-live, {mode}: about 6 s, priced per video.",
+        properties={
+            **({"image_url": IMAGE_URL} if image else {}),
+            "prompt": PROMPT,
+            "prompt_optimizer": optimizer,
+        },
+        required=("image_url", "prompt") if image else ("prompt",),
+        unit_price_usd=Decimal("0.50"),
+        price_unit="video",
+        estimated_seconds=30,
+        fixed_duration_seconds=6,
+    )
+
+
 BUILTIN_MODELS: tuple[VideoModel, ...] = (
     _kling("pro", TEXT_TO_VIDEO, "0.07", "Highest quality, native audio", 60),
     _kling("pro", IMAGE_TO_VIDEO, "0.07", "Animate still images", 60),
@@ -148,39 +170,8 @@ BUILTIN_MODELS: tuple[VideoModel, ...] = (
         price_unit="second",
         estimated_seconds=60,
     ),
-    VideoModel(
-        id="fal-ai/minimax-video/video-01-live",
-        name="MiniMax Video-01 Live",
-        mode=TEXT_TO_VIDEO,
-        best_for="Fast generation",
-        description="MiniMax Hailuo video-01-live: about 6 s of video, priced per video.",
-        properties={
-            "prompt": PROMPT,
-            "prompt_optimizer": _param("boolean", "Let the model rewrite the prompt", default=True),
-        },
-        required=("prompt",),
-        unit_price_usd=Decimal("0.50"),
-        price_unit="video",
-        estimated_seconds=30,
-        fixed_duration_seconds=6,
-    ),
-    VideoModel(
-        id="fal-ai/minimax-video/video-01-live/image-to-video",
-        name="MiniMax Video-01 Live (image-to-video)",
-        mode=IMAGE_TO_VIDEO,
-        best_for="Fast image animation",
-        description="MiniMax video-01-live animating an image: about 6 s, priced per video.",
-        properties={
-            "image_url": IMAGE_URL,
-            "prompt": PROMPT,
-            "prompt_optimizer": _param("boolean", "Let the model rewrite the prompt", default=True),
-        },
-        required=("image_url", "prompt"),
-        unit_price_usd=Decimal("0.50"),
-        price_unit="video",
-        estimated_seconds=30,
-        fixed_duration_seconds=6,
-    ),
+    _minimax(TEXT_TO_VIDEO),
+    _minimax(IMAGE_TO_VIDEO),
     VideoModel(
         id="fal-ai/wan/v2.7/text-to-video",
         name="Wan 2.7 (text-to-video)",

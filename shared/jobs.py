@@ -23,9 +23,9 @@ from typing import Any
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
-from shared import catalog, ledger, pricing
+from shared import accounts, catalog, ledger, pricing
 from shared.config import Settings
-from shared.errors import Conflict, InvalidInput, NotFound
+from shared.errors import Conflict, InvalidInput
 from shared.models import IdempotencyKey, Job, utcnow
 from shared.providers.base import ProviderResult, ProviderStatus
 
@@ -141,15 +141,9 @@ def create_job(
 
 
 def get_job(*, session: Session, account_id: uuid.UUID, job_id: str) -> Job:
-    """The account's job; another account's job is not found, never forbidden."""
-    try:
-        key = uuid.UUID(job_id)
-    except ValueError:
-        raise NotFound(f"No job {job_id!r}.") from None
-    job = session.get(Job, key)
-    if job is None or job.account_id != account_id:
-        raise NotFound(f"No job {job_id!r}.")
-    return job
+    return accounts.get_owned(
+        session=session, model=Job, account_id=account_id, raw_id=job_id, noun="job"
+    )
 
 
 def _encode_cursor(job: Job) -> str:

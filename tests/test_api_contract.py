@@ -288,3 +288,12 @@ def test_operations_endpoints(client):
     assert client.get("/healthz").json == {"status": "ok"}
     assert client.get("/readyz").json == {"status": "ready"}
     assert client.get("/metrics").status_code == 200
+
+
+def test_media_search_matches_title_words_and_treats_wildcards_literally(client, account):
+    job = generate(client, account, "An owl at midnight [sim latency=0.5]")
+    wait_for_job(client, account, job["job_id"])
+    found = client.get("/v1/media?search=OWL", headers=account.headers).json
+    assert [asset["source_job_id"] for asset in found["data"]] == [job["job_id"]]
+    assert client.get("/v1/media?search=%25", headers=account.headers).json["total"] == 0
+    assert client.get("/v1/media?search=eagle", headers=account.headers).json["total"] == 0

@@ -9,7 +9,8 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from shared.errors import InvalidInput, NotFound
+from shared import accounts
+from shared.errors import InvalidInput
 from shared.media.ingest import IngestedVideo
 from shared.models import Job, MediaAsset
 
@@ -53,14 +54,13 @@ def record_generated_video(*, session: Session, job: Job, video: IngestedVideo) 
 
 
 def get_asset(*, session: Session, account_id: uuid.UUID, asset_id: str) -> MediaAsset:
-    try:
-        key = uuid.UUID(asset_id)
-    except ValueError:
-        raise NotFound(f"No media asset {asset_id!r}.") from None
-    asset = session.get(MediaAsset, key)
-    if asset is None or asset.account_id != account_id:
-        raise NotFound(f"No media asset {asset_id!r}.")
-    return asset
+    return accounts.get_owned(
+        session=session,
+        model=MediaAsset,
+        account_id=account_id,
+        raw_id=asset_id,
+        noun="media asset",
+    )
 
 
 def list_assets(
@@ -82,11 +82,12 @@ def list_assets(
             )
         query = query.where(MediaAsset.source_type == source_type)
     if search:
-        pattern = f"%{search.lower()}%"
+        escaped = search.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        pattern = f"%{escaped}%"
         query = query.where(
             or_(
-                func.lower(MediaAsset.title).like(pattern),
-                func.lower(MediaAsset.filename).like(pattern),
+                func.lower(MediaAsset.title).like(pattern, escape="\\"),
+                func.lower(MediaAsset.filename).like(pattern, escape="\\"),
             )
         )
     total = session.scalar(select(func.count()).select_from(query.subquery()))
