@@ -144,3 +144,14 @@ def test_sweeper_fails_overdue_queued_jobs(make_app, account, runtime, celery_se
     assert job["status"] == "failed"
     assert job["error"]["code"] == "timeout"
     assert job_entries(runtime, accepted["job_id"]) == {"hold": [350], "release": [350]}
+
+
+def test_broker_down_at_submit_still_accepts_and_the_sweeper_sends_later(
+    make_app, client, account, runtime, celery_sender
+):
+    broken = make_app(CELERY_BROKER_URL="redis://127.0.0.1:1/0").test_client()
+    accepted = generate(broken, account, "Broker outage [sim latency=0.5]")
+    assert get_job(client, account, accepted["job_id"])["status"] == "queued"
+    later = utcnow() + timedelta(seconds=runtime.settings.stale_after_seconds + 1)
+    run_sweep(runtime, celery_sender, now=later)
+    assert wait_for_job(client, account, accepted["job_id"])["status"] == "completed"

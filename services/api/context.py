@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 
 from celery import Celery
 from flask import current_app, request
+from kombu.exceptions import KombuError
+from sqlalchemy.orm import Session
 
 from shared import accounts
+from shared.db import after_commit
 from shared.runtime import Runtime
+
+log = logging.getLogger(__name__)
 
 
 def runtime() -> Runtime:
@@ -17,6 +23,20 @@ def runtime() -> Runtime:
 
 def celery() -> Celery:
     return current_app.extensions["naive.celery"]
+
+
+def send_after_commit(session: Session, task_name: str, *args: str) -> None:
+    """Send a task once the transaction commits. A broker outage does not fail the request:
+    the job is stored, and the sweeper sends its message when the broker is back."""
+    sender = celery()
+
+    def send() -> None:
+        try:
+            sender.send_task(task_name, args=args)
+        except KombuError:
+            log.warning("broker unavailable: %s%s left to the sweeper", task_name, args)
+
+    after_commit(session, send)
 
 
 def base_url() -> str:

@@ -11,7 +11,6 @@ from services.api.params import int_arg, str_arg
 from services.api.serializers import job_to_dict
 from services.worker.celery_app import CANCEL_AT_PROVIDER
 from shared import jobs
-from shared.db import after_commit
 from shared.models import Job
 
 bp = Blueprint("jobs", __name__, url_prefix="/v1/jobs")
@@ -52,6 +51,5 @@ def cancel_job(job_id: str) -> Response:
     with context.runtime().db.transaction() as session:
         job, at_provider = jobs.cancel(session=session, account_id=account_id, job_id=job_id)
         if at_provider:
-            celery, key = context.celery(), str(job.id)
-            after_commit(session, lambda: celery.send_task(CANCEL_AT_PROVIDER, args=(key,)))
+            context.send_after_commit(session, CANCEL_AT_PROVIDER, str(job.id))
         return jsonify(render_job(job))

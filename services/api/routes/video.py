@@ -8,7 +8,6 @@ from services.api import context
 from services.api.routes.jobs import get_job, render_job
 from services.worker.celery_app import SUBMIT_JOB
 from shared import catalog, jobs, pricing
-from shared.db import after_commit
 from shared.errors import InvalidInput
 
 bp = Blueprint("video", __name__, url_prefix="/v1/video")
@@ -40,8 +39,7 @@ def generate() -> tuple[Response, int]:
         )
         job = submission.job
         if submission.created:
-            celery, job_id = context.celery(), str(job.id)
-            after_commit(session, lambda: celery.send_task(SUBMIT_JOB, args=(job_id,)))
+            context.send_after_commit(session, SUBMIT_JOB, str(job.id))
     payload = {
         "job_id": str(job.id),
         "status": jobs.PUBLIC_STATUS[job.status],
