@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
-PROVIDERS = ("simulator",)  # "fal" arrives with the fal provider
+PROVIDERS = ("simulator", "fal")
 
 
 class ConfigError(ValueError):
@@ -28,6 +28,14 @@ class Settings:
     broker_url: str
     media_root: Path
     provider: str
+    fal_key: str | None
+    # Where fal posts completion callbacks (our POST /v1/webhooks/fal); None: polling only.
+    fal_webhook_url: str | None
+    fal_jwks_url: str
+    fal_platform_url: str
+    fal_start_timeout_seconds: float | None
+    fal_priority: str | None
+    catalog_ttl_seconds: float
     public_base_url: str | None
     secret_key: str
     # Credits: 1 credit = credit_value_usd; estimate = price × duration × markup / credit value.
@@ -87,12 +95,25 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     provider = env.get("NAIVE_PROVIDER", "simulator")
     if provider not in PROVIDERS:
         raise ConfigError(f"NAIVE_PROVIDER must be one of {PROVIDERS}, got {provider!r}")
+    fal_key = env.get("FAL_KEY") or None
+    if provider == "fal" and not fal_key:
+        raise ConfigError("NAIVE_PROVIDER=fal needs FAL_KEY")
+    fal_priority = env.get("FAL_PRIORITY") or None
+    if fal_priority not in (None, "normal", "low"):
+        raise ConfigError("FAL_PRIORITY must be normal or low")
     settings = Settings(
         data_dir=data_dir,
         database_url=env.get("DATABASE_URL") or f"sqlite:///{data_dir / 'naive.db'}",
         broker_url=env.get("CELERY_BROKER_URL") or "filesystem://",
         media_root=Path(env.get("MEDIA_ROOT") or data_dir / "media").resolve(),
         provider=provider,
+        fal_key=fal_key,
+        fal_webhook_url=env.get("FAL_WEBHOOK_URL") or None,
+        fal_jwks_url=env.get("FAL_JWKS_URL", "https://rest.alpha.fal.ai/.well-known/jwks.json"),
+        fal_platform_url=env.get("FAL_PLATFORM_URL", "https://api.fal.ai/v1").rstrip("/"),
+        fal_start_timeout_seconds=_optional_float(env, "FAL_START_TIMEOUT_SECONDS"),
+        fal_priority=fal_priority,
+        catalog_ttl_seconds=float(_number(env, "CATALOG_TTL_SECONDS", "3600")),
         public_base_url=(env.get("PUBLIC_BASE_URL") or "").rstrip("/") or None,
         secret_key=env.get("SECRET_KEY", "dev-only-not-secret"),
         credit_value_usd=_number(env, "CREDIT_VALUE_USD", "0.50"),

@@ -285,6 +285,25 @@ def record_delivered(*, session: Session, job_id: uuid.UUID, result: ProviderRes
     )
 
 
+def _end_unpaid(
+    session: Session, job_id: uuid.UUID, expected: Sequence[str], status: str, **values: Any
+) -> bool:
+    """End the job without a charge: failed or cancelled, hold released, in one step."""
+    moved = _move(
+        session,
+        job_id,
+        expected,
+        status=status,
+        completed_at=utcnow(),
+        queue_position=None,
+        **values,
+    )
+    if moved:
+        job = _load(session, job_id)
+        ledger.release(session=session, account_id=job.account_id, job_id=job_id)
+    return moved
+
+
 def fail(
     *,
     session: Session,
@@ -293,49 +312,48 @@ def fail(
     message: str,
     expected: Sequence[str] = CANCELLABLE,
 ) -> bool:
-    """Fail the job and release its hold in one step; False if it had already moved on."""
-    moved = _move(
-        session,
-        job_id,
-        expected,
-        status="failed",
-        error={"code": code, "message": message},
-        completed_at=utcnow(),
-        queue_position=None,
+    """Fail the job and release its hold; False if it had already moved on."""
+    return _end_unpaid(
+        session, job_id, expected, "failed", error={"code": code, "message": message}
     )
-    if moved:
-        job = _load(session, job_id)
-        ledger.release(session=session, account_id=job.account_id, job_id=job_id)
-    return moved
+
+
+def confirm_cancelled(*, session: Session, job_id: uuid.UUID) -> bool:
+    """The provider stopped the request we asked it to cancel: nothing is charged."""
+    return _end_unpaid(session, job_id, ACTIVE_AT_PROVIDER, "cancelled")
 
 
 def cancel(*, session: Session, account_id: uuid.UUID, job_id: str) -> tuple[Job, bool]:
-    """Cancel a queued or processing job and release its hold.
+    """Cancel a job; returns the job and whether the provider must be asked to stop it.
 
-    Returns the job and whether it was at the provider (and so must be cancelled there).
-    Cancelling a cancelled job answers the same; a delivered job cannot be cancelled.
+    A queued job is cancelled at once and its hold released. A job at the provider gets
+    a cancel request: the provider may still finish it ("may still complete"), so the
+    job ends on what really happens there — cancelled and released, or delivered and
+    charged. Cancelling twice answers the same; a delivered job cannot be cancelled.
     """
     job = get_job(session=session, account_id=account_id, job_id=job_id)
-    was_at_provider = job.status in ACTIVE_AT_PROVIDER
-    moved = _move(
+    if _end_unpaid(session, job.id, ["queued"], "cancelled"):
+        return _load(session, job.id), False
+    if _move(
         session,
         job.id,
-        CANCELLABLE,
-        status="cancelled",
-        completed_at=utcnow(),
-        queue_position=None,
-    )
-    if moved:
-        ledger.release(session=session, account_id=account_id, job_id=job.id)
-        return _load(session, job.id), was_at_provider
+        ACTIVE_AT_PROVIDER,
+        Job.cancel_requested_at.is_(None),
+        cancel_requested_at=utcnow(),
+    ):
+        return _load(session, job.id), True
     job = _load(session, job.id)
-    if job.status == "cancelled":
+    if job.status == "cancelled" or job.cancel_requested_at is not None:
         return job, False
     raise Conflict(
         f"Job {job.id} is {PUBLIC_STATUS[job.status]} and can no longer be cancelled.",
         code="not_cancellable",
         status=PUBLIC_STATUS[job.status],
     )
+
+
+def find_by_provider_request(*, session: Session, request_id: str) -> Job | None:
+    return session.scalar(select(Job).where(Job.provider_request_id == request_id))
 
 
 def settle(*, session: Session, job_id: uuid.UUID) -> bool:

@@ -106,8 +106,10 @@ class Job(Base):
     queue_position: Mapped[int | None]
     provider_logs: Mapped[list[Any]] = mapped_column(JSON, default=list)
     provider: Mapped[str] = mapped_column(String(32))
-    provider_request_id: Mapped[str | None] = mapped_column(String(200))
+    provider_request_id: Mapped[str | None] = mapped_column(String(200), index=True)
     submit_attempted_at: Mapped[datetime | None]
+    # DELETE of a job at the provider asks it to cancel; the job ends on what really happens.
+    cancel_requested_at: Mapped[datetime | None]
     # Fencing token of the one live poll loop: a poll message with another token exits.
     poll_token: Mapped[str | None] = mapped_column(String(32))
     poll_count: Mapped[int] = mapped_column(Integer, default=0)
@@ -175,3 +177,17 @@ class IdempotencyKey(Base):
     request_hash: Mapped[str] = mapped_column(String(64))
     job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("jobs.id"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ModelPrice(Base):
+    """A model's listing and price as the provider's platform API last reported them."""
+
+    __tablename__ = "model_prices"
+
+    model_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    display_name: Mapped[str | None] = mapped_column(String(300))
+    description: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str | None] = mapped_column(String(32))
+    unit_price_usd: Mapped[float | None]
+    price_unit: Mapped[str | None] = mapped_column(String(32))
+    fetched_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from functools import cached_property
 
 from shared.config import Settings
 from shared.db import Database
@@ -11,19 +11,14 @@ from shared.providers import make_provider
 from shared.providers.base import VideoProvider
 
 
-@dataclass(frozen=True)
 class Runtime:
-    settings: Settings
-    db: Database
-    provider: VideoProvider
-    storage: MediaStorage
+    def __init__(self, settings: Settings) -> None:
+        settings.ensure_local_dirs()
+        self.settings = settings
+        self.db = Database(settings.database_url)
+        self.storage = MediaStorage(settings.media_root)
 
-
-def build_runtime(settings: Settings) -> Runtime:
-    settings.ensure_local_dirs()
-    return Runtime(
-        settings=settings,
-        db=Database(settings.database_url),
-        provider=make_provider(settings),
-        storage=MediaStorage(settings.media_root),
-    )
+    @cached_property
+    def provider(self) -> VideoProvider:
+        """Made on first use: only the worker talks to the provider."""
+        return make_provider(self.settings)

@@ -30,7 +30,7 @@ from services.worker.celery_app import make_celery
 from shared import accounts
 from shared.config import Settings, load_settings
 from shared.migrate import upgrade
-from shared.runtime import Runtime, build_runtime
+from shared.runtime import Runtime
 from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,7 +81,7 @@ def settings(test_env: dict[str, str]) -> Settings:
 
 @pytest.fixture(scope="session")
 def runtime(settings: Settings) -> Iterator[Runtime]:
-    built = build_runtime(settings)
+    built = Runtime(settings)
     yield built
     built.db.dispose()
 

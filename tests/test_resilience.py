@@ -80,14 +80,21 @@ def test_cancel_while_queued_releases_the_hold_and_never_submits(
     assert again.status_code == 200  # cancelling twice answers the same
 
 
-def test_cancel_while_running_cancels_at_the_provider(client, account, runtime, settings):
+def test_cancel_while_running_asks_the_provider_and_ends_cancelled(
+    client, account, runtime, settings
+):
     marker = f"cancel-running-{uuid.uuid4().hex[:8]}"
     accepted = generate(client, account, f"{marker} [sim latency=20]")
     wait_for(lambda: _job_row(runtime, accepted["job_id"]).status == "running", timeout=30)
 
-    cancelled = client.delete(f"/v1/jobs/{accepted['job_id']}", headers=account.headers)
-    assert cancelled.json["status"] == "cancelled"
+    requested = client.delete(f"/v1/jobs/{accepted['job_id']}", headers=account.headers)
+    assert requested.status_code == 202
+    assert requested.json["status"] == "processing"
+    assert requested.json["cancel_requested_at"] is not None
     wait_for(lambda: _simulator_requests(settings, marker)[0]["cancelled"], timeout=30)
+    job = wait_for_job(client, account, accepted["job_id"], timeout=30)
+    assert job["status"] == "cancelled"
+    assert job["credits_used"] is None
     assert job_entries(runtime, accepted["job_id"]) == {"hold": [350], "release": [350]}
     assert balance(runtime, account).available == 10000
 

@@ -8,12 +8,12 @@ from services.api import errors
 from services.api.routes import credits, jobs, media, ops, video
 from services.worker.celery_app import make_celery
 from shared.config import Settings, load_settings
-from shared.runtime import Runtime, build_runtime
+from shared.runtime import Runtime
 
 
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or load_settings()
-    runtime: Runtime = build_runtime(settings)
+    runtime: Runtime = Runtime(settings)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
     app.json.sort_keys = False

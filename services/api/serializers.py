@@ -59,6 +59,7 @@ def job_to_dict(job: Job, base_url: str, secret_key: str) -> dict[str, Any]:
         "estimated_credits": _credits(job.estimated_credits),
         "estimated_seconds": job.estimated_seconds,
         "provider_request_id": job.provider_request_id,
+        "cancel_requested_at": _iso(job.cancel_requested_at),
         "logs": job.provider_logs,
         "created_at": _iso(job.created_at),
         "started_at": _iso(job.started_at),

@@ -31,7 +31,7 @@ from shared.media import library
 from shared.media.ingest import IngestError, ingest_video
 from shared.models import Job, utcnow
 from shared.providers.base import ProviderError, ProviderUnavailable, provider_arguments
-from shared.runtime import Runtime, build_runtime
+from shared.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ INGEST_ATTEMPTS = 6
 
 @functools.cache
 def runtime_for(settings: Settings) -> Runtime:
-    return build_runtime(settings)
+    return Runtime(settings)
 
 
 @worker_process_init.connect
@@ -149,16 +149,24 @@ def poll_job(self: DbTask, job_id: str, token: str) -> None:
                 )
             return
         if status.state == "failed":
-            jobs.fail(
-                session=session,
-                job_id=key,
-                code="provider_error",
-                message=status.error or "the provider failed the request",
-                expected=jobs.ACTIVE_AT_PROVIDER,
-            )
+            end_at_provider_failure(session, job, status.error_code, status.error)
             return
         jobs.record_progress(session=session, job=job, status=status)
     raise self.retry(args=(job_id, new_token), countdown=self.backoff(job.poll_count))
+
+
+def end_at_provider_failure(session: Session, job: Job, code: str, message: str | None) -> None:
+    """A request that ended without a video: cancelled if we asked for that, else failed."""
+    if code == "cancelled" or job.cancel_requested_at is not None:
+        jobs.confirm_cancelled(session=session, job_id=job.id)
+    else:
+        jobs.fail(
+            session=session,
+            job_id=job.id,
+            code=code,
+            message=message or "the provider failed the request",
+            expected=jobs.ACTIVE_AT_PROVIDER,
+        )
 
 
 def _fail_overdue(task: DbTask, job: Job) -> None:

@@ -17,6 +17,8 @@ class ProviderStatus:
     queue_position: int | None = None
     logs: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
+    # For a failed request: our job error code ("provider_error", "cancelled", "timeout", …).
+    error_code: str = "provider_error"
 
 
 @dataclass(frozen=True)
@@ -44,11 +46,19 @@ class ProviderError(Exception):
 
 
 class ProviderUnavailable(Exception):
-    """A transient failure (network, 429, 5xx): try again later."""
+    """A transient failure (network, 429, 5xx) where the request surely did not take effect:
+    try again later."""
+
+
+class SubmitOutcomeUnknown(Exception):
+    """The submit call failed in a way that leaves open whether the provider took it (a read
+    timeout, a dropped connection): never retry blindly, the sweeper resolves the job."""
 
 
 class VideoProvider(Protocol):
     name: str
+    # True when the provider will call our webhook on completion: polling can slow down.
+    webhooks_enabled: bool
 
     def submit(self, model: VideoModel, arguments: dict[str, Any]) -> str:
         """Start a generation; returns the provider's request id."""

@@ -48,6 +48,7 @@ def parse_directives(prompt: str) -> tuple[str, dict[str, str]]:
 
 class SimulatorProvider:
     name = "simulator"
+    webhooks_enabled = False
 
     def __init__(self, root: Path, default_latency_seconds: float | None = None) -> None:
         self.root = root
@@ -94,7 +95,9 @@ class SimulatorProvider:
     def status(self, model: VideoModel, request_id: str) -> ProviderStatus:
         record = self._load(request_id)
         if record["cancelled"]:
-            return ProviderStatus("failed", error="cancelled at the provider")
+            return ProviderStatus(
+                "failed", error="cancelled at the provider", error_code="cancelled"
+            )
         elapsed = time.time() - record["submitted_at"]
         latency = record["latency"]
         queue_time = latency * QUEUE_FRACTION

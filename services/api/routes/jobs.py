@@ -46,10 +46,11 @@ def get_job(job_id: str) -> Response:
 
 
 @bp.delete("/<job_id>")
-def cancel_job(job_id: str) -> Response:
+def cancel_job(job_id: str) -> tuple[Response, int]:
+    """200 with the cancelled job, or 202 while the provider is asked to stop it."""
     account_id = context.authenticated_account()
     with context.runtime().db.transaction() as session:
         job, at_provider = jobs.cancel(session=session, account_id=account_id, job_id=job_id)
         if at_provider:
             context.send_after_commit(session, CANCEL_AT_PROVIDER, str(job.id))
-        return jsonify(render_job(job))
+        return jsonify(render_job(job)), 200 if job.status == "cancelled" else 202

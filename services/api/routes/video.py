@@ -32,7 +32,7 @@ def generate() -> tuple[Response, int]:
         submission = jobs.create_job(
             session=session,
             settings=runtime.settings,
-            provider_name=runtime.provider.name,
+            provider_name=runtime.settings.provider,
             account_id=account_id,
             body=body,
             idempotency_key=key,

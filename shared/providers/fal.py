@@ -1,0 +1,152 @@
+"""The fal.ai provider, through `fal-client`'s queue API and nothing else.
+
+fal-client reads its hosts (`FAL_RUN_HOST`, `FAL_QUEUE_RUN_HOST`) when it is imported,
+so it is imported here, in the worker, and never by the API. Every fal failure maps
+to one of three outcomes: a permanent `ProviderError` with our job error code, a
+transient `ProviderUnavailable` (retried with backoff), or, for a submit whose fate
+is unknown, `SubmitOutcomeUnknown`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import fal_client
+import httpx
+
+from shared.catalog import VideoModel
+from shared.config import Settings
+from shared.providers.base import (
+    ProviderError,
+    ProviderResult,
+    ProviderStatus,
+    ProviderUnavailable,
+    SubmitOutcomeUnknown,
+)
+
+TRANSIENT_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+PROGRESS_LOG = re.compile(r"(\d{1,3})\s*%")
+# fal's `error_type` of a finished request → our job error code.
+ERROR_TYPES = {
+    "request_timeout": "provider_timeout",
+    "request_cancelled": "cancelled",
+}
+REQUEST_TIMEOUT_TYPE_HEADER = "x-fal-request-timeout-type"
+
+
+class FalProvider:
+    name = "fal"
+
+    def __init__(self, settings: Settings) -> None:
+        self._client = fal_client.SyncClient(key=settings.fal_key, default_timeout=30.0)
+        self.webhook_url = settings.fal_webhook_url
+        self.webhooks_enabled = settings.fal_webhook_url is not None
+        self.start_timeout = settings.fal_start_timeout_seconds
+        self.priority = settings.fal_priority
+
+    def submit(self, model: VideoModel, arguments: dict[str, Any]) -> str:
+        try:
+            handle = self._client.submit(
+                model.id,
+                arguments,
+                webhook_url=self.webhook_url,
+                priority=self.priority,  # type: ignore[arg-type]
+                start_timeout=self.start_timeout,
+            )
+        except fal_client.client.FalClientHTTPError as exc:
+            raise http_error(exc) from exc
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            raise ProviderUnavailable(f"fal unreachable: {exc}") from exc
+        except httpx.HTTPError as exc:
+            raise SubmitOutcomeUnknown(f"fal submit interrupted: {exc}") from exc
+        return handle.request_id
+
+    def status(self, model: VideoModel, request_id: str) -> ProviderStatus:
+        status = self._call(self._client.status, model.id, request_id, with_logs=True)
+        if isinstance(status, fal_client.Queued):
+            return ProviderStatus("queued", queue_position=status.position)
+        logs = [_log_line(item) for item in (status.logs or [])]
+        if isinstance(status, fal_client.InProgress):
+            return ProviderStatus("running", progress=_progress(logs), logs=logs)
+        if isinstance(status, fal_client.Completed) and status.error:
+            code = ERROR_TYPES.get(status.error_type or "", "provider_error")
+            return ProviderStatus("failed", logs=logs, error=status.error, error_code=code)
+        return ProviderStatus("completed", progress=100, logs=logs)
+
+    def result(self, model: VideoModel, request_id: str) -> ProviderResult:
+        return parse_result(self._call(self._client.result, model.id, request_id))
+
+    def cancel(self, model: VideoModel, request_id: str) -> None:
+        try:
+            self._client.cancel(model.id, request_id)
+        except fal_client.client.FalClientHTTPError as exc:
+            if exc.status_code in (400, 404):  # already completed, or unknown: nothing to stop
+                return
+            raise http_error(exc) from exc
+        except httpx.HTTPError as exc:
+            raise ProviderUnavailable(f"fal unreachable: {exc}") from exc
+
+    def _call(self, method: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(*args, **kwargs)
+        except fal_client.client.FalClientHTTPError as exc:
+            raise http_error(exc) from exc
+        except httpx.HTTPError as exc:
+            raise ProviderUnavailable(f"fal unreachable: {exc}") from exc
+
+
+def http_error(exc: Any) -> Exception:
+    """Map a `FalClientHTTPError` (after fal-client's own retries) to our outcome."""
+    status = exc.status_code
+    headers = {key.lower(): value for key, value in (exc.response_headers or {}).items()}
+    if status == 504 and headers.get(REQUEST_TIMEOUT_TYPE_HEADER):
+        return ProviderError(
+            "fal could not start the request before its start deadline", code="provider_timeout"
+        )
+    if status in TRANSIENT_STATUS:
+        return ProviderUnavailable(f"fal answered {status}: {exc.message}")
+    if status == 422:
+        return ProviderError(
+            "The model refused the input: " + _validation_message(exc.message),
+            code="invalid_input",
+        )
+    if status in (401, 403):
+        return ProviderError("fal refused our credentials (FAL_KEY)")
+    return ProviderError(f"fal answered {status}: {exc.message}")
+
+
+def _validation_message(detail: Any) -> str:
+    """fal's 422 `detail` is a list of {loc, msg}: name each field."""
+    if not isinstance(detail, list):
+        return str(detail)
+    parts = []
+    for item in detail:
+        location = [str(part) for part in item.get("loc", []) if part != "body"]
+        parts.append(f"{'.'.join(location) or 'input'}: {item.get('msg', 'invalid')}")
+    return "; ".join(parts)
+
+
+def parse_result(data: Any) -> ProviderResult:
+    """The model's output `{"video": {url, content_type, file_size}}`."""
+    video = data.get("video") if isinstance(data, dict) else None
+    if not isinstance(video, dict) or not video.get("url"):
+        raise ProviderError("fal's result has no video")
+    return ProviderResult(
+        video_url=video["url"],
+        content_type=video.get("content_type") or "video/mp4",
+        file_size=video.get("file_size"),
+    )
+
+
+def _log_line(item: dict[str, Any]) -> dict[str, Any]:
+    return {key: item.get(key) for key in ("message", "level", "source", "timestamp")}
+
+
+def _progress(logs: list[dict[str, Any]]) -> int | None:
+    """fal reports no progress field; some models log a percentage."""
+    for line in reversed(logs):
+        match = PROGRESS_LOG.search(str(line.get("message") or ""))
+        if match:
+            return min(99, int(match.group(1)))
+    return None
