@@ -194,32 +194,42 @@ BUILTIN_MODELS: tuple[VideoModel, ...] = (
     ),
 )
 
-_BY_ID = {model.id: model for model in BUILTIN_MODELS}
+
+@dataclass(frozen=True)
+class Catalog:
+    """The models on offer, and where their listing and prices came from."""
+
+    models: tuple[VideoModel, ...]
+    source: str  # "builtin", or the provider whose platform API priced them
+
+    def get(self, model_id: Any) -> VideoModel:
+        if not isinstance(model_id, str) or not model_id:
+            raise InvalidInput(
+                "A model is required: there is no default.",
+                fields={"model": "required; pick an id from GET /v1/video/models"},
+                models_url="/v1/video/models",
+            )
+        by_id = {model.id: model for model in self.models}
+        if model_id not in by_id:
+            raise InvalidModel(
+                f"Unknown model {model_id!r}.",
+                models_url="/v1/video/models",
+                suggestions=difflib.get_close_matches(model_id, list(by_id), n=3, cutoff=0.5),
+            )
+        return by_id[model_id]
+
+
+BUILTIN = Catalog(BUILTIN_MODELS, "builtin")
 
 
 def all_models() -> tuple[VideoModel, ...]:
+    """The built-in models (what the live catalog overlays prices on)."""
     return BUILTIN_MODELS
 
 
 def get_model(model_id: Any) -> VideoModel:
-    if not isinstance(model_id, str) or not model_id:
-        raise InvalidInput(
-            "A model is required: there is no default.",
-            fields={"model": "required; pick an id from GET /v1/video/models"},
-            models_url="/v1/video/models",
-        )
-    model = _BY_ID.get(model_id)
-    if model is None:
-        raise InvalidModel(
-            f"Unknown model {model_id!r}.",
-            models_url="/v1/video/models",
-            suggestions=_close_ids(model_id),
-        )
-    return model
-
-
-def _close_ids(model_id: str) -> list[str]:
-    return difflib.get_close_matches(model_id, list(_BY_ID), n=3, cutoff=0.5)
+    """A model as the built-in catalog defines it (its parameters never come from outside)."""
+    return BUILTIN.get(model_id)
 
 
 def normalize_input(model: VideoModel, raw: Any) -> dict[str, Any]:

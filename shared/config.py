@@ -15,6 +15,8 @@ from decimal import Decimal
 from pathlib import Path
 
 PROVIDERS = ("simulator", "fal")
+# While provider webhooks are on, polling is a safety net and may wait this much longer.
+WEBHOOK_POLL_SLOWDOWN = 3
 
 
 class ConfigError(ValueError):
@@ -139,7 +141,10 @@ def _validate(settings: Settings) -> None:
         raise ConfigError("POLL_MAX_SECONDS must be at least POLL_INITIAL_SECONDS")
     # Redis redelivers anything unacknowledged after the visibility timeout, countdown
     # retries included: a poll countdown near it would run every poll twice.
-    if settings.poll_max_seconds * 4 > settings.visibility_timeout_seconds:
+    longest_poll_wait = settings.poll_max_seconds * (
+        WEBHOOK_POLL_SLOWDOWN if settings.fal_webhook_url else 1
+    )
+    if settings.poll_max_seconds * 4 > settings.visibility_timeout_seconds / WEBHOOK_POLL_SLOWDOWN:
         raise ConfigError("POLL_MAX_SECONDS must stay far below VISIBILITY_TIMEOUT_SECONDS")
-    if settings.stale_after_seconds <= settings.poll_max_seconds * 2:
-        raise ConfigError("STALE_AFTER_SECONDS must exceed twice POLL_MAX_SECONDS")
+    if settings.stale_after_seconds <= longest_poll_wait * 2:
+        raise ConfigError("STALE_AFTER_SECONDS must exceed twice the longest poll wait")

@@ -23,10 +23,12 @@ from typing import Any
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
-from shared import accounts, catalog, ledger, pricing
+from shared import accounts, ledger, pricing
+from shared.catalog import Catalog, normalize_input
 from shared.config import Settings
 from shared.errors import Conflict, InvalidInput
 from shared.models import IdempotencyKey, Job, utcnow
+from shared.providers import fal_protocol
 from shared.providers.base import ProviderResult, ProviderStatus
 
 ACTIVE_AT_PROVIDER = ("submitted", "running")
@@ -71,6 +73,7 @@ def create_job(
     *,
     session: Session,
     settings: Settings,
+    catalog: Catalog,
     provider_name: str,
     account_id: uuid.UUID,
     body: Any,
@@ -85,8 +88,8 @@ def create_job(
             "Unknown top-level fields: " + ", ".join(unknown) + ".",
             fields={name: "is not accepted" for name in unknown},
         )
-    model = catalog.get_model(body.get("model"))
-    normalized = catalog.normalize_input(model, body.get("input"))
+    model = catalog.get(body.get("model"))
+    normalized = normalize_input(model, body.get("input"))
     metadata = body.get("metadata", {})
     if not isinstance(metadata, dict):
         raise InvalidInput(
@@ -352,8 +355,41 @@ def cancel(*, session: Session, account_id: uuid.UUID, job_id: str) -> tuple[Job
     )
 
 
-def find_by_provider_request(*, session: Session, request_id: str) -> Job | None:
-    return session.scalar(select(Job).where(Job.provider_request_id == request_id))
+def record_provider_failure(*, session: Session, job: Job, code: str, message: str | None) -> str:
+    """A request that ended without a video: cancelled if we asked for that, else failed."""
+    if code == "cancelled" or job.cancel_requested_at is not None:
+        return "cancelled" if confirm_cancelled(session=session, job_id=job.id) else "ignored"
+    failed = fail(
+        session=session,
+        job_id=job.id,
+        code=code,
+        message=message or "the provider failed the request",
+        expected=ACTIVE_AT_PROVIDER,
+    )
+    return "failed" if failed else "ignored"
+
+
+def apply_provider_callback(
+    *, session: Session, request_id: str, ok: bool, payload: Any, error: str | None
+) -> tuple[str, Job | None]:
+    """Move a job on from a provider's completion callback.
+
+    Callbacks come at least once and in any order: whatever the job's state no longer
+    allows (a second delivery, an error after the result) is ignored, not an error.
+    Returns the outcome ("delivered", "failed", "cancelled", "ignored") and the job.
+    """
+    job = session.scalar(select(Job).where(Job.provider_request_id == request_id))
+    if job is None or job.status not in ACTIVE_AT_PROVIDER:
+        return "ignored", job
+    if ok:
+        delivered = record_delivered(
+            session=session, job_id=job.id, result=fal_protocol.parse_result(payload)
+        )
+        return ("delivered" if delivered else "ignored"), job
+    details = payload if isinstance(payload, dict) else {}
+    message = error or str(details.get("detail") or "the provider failed the request")
+    code = fal_protocol.error_code(details.get("error_type"))
+    return record_provider_failure(session=session, job=job, code=code, message=message), job
 
 
 def settle(*, session: Session, job_id: uuid.UUID) -> bool:

@@ -5,9 +5,10 @@ from __future__ import annotations
 from flask import Flask
 
 from services.api import errors
-from services.api.routes import credits, jobs, media, ops, video
+from services.api.routes import credits, jobs, media, ops, video, webhooks
 from services.worker.celery_app import make_celery
 from shared.config import Settings, load_settings
+from shared.providers.fal_protocol import WebhookVerifier
 from shared.runtime import Runtime
 
 
@@ -19,8 +20,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.json.sort_keys = False
     app.extensions["naive"] = runtime
     app.extensions["naive.celery"] = make_celery(settings)
+    app.extensions["naive.fal_webhooks"] = WebhookVerifier(settings.fal_jwks_url)
     errors.init_app(app)
-    for blueprint in (video.bp, jobs.bp, media.bp, credits.bp, ops.bp):
+    for blueprint in (video.bp, jobs.bp, media.bp, credits.bp, ops.bp, webhooks.bp):
         app.register_blueprint(blueprint)
     runtime.db.ping()  # fail at start-up, not on the first request
     return app

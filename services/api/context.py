@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 
 from celery import Celery
 from flask import current_app, request
@@ -25,18 +26,18 @@ def celery() -> Celery:
     return current_app.extensions["naive.celery"]
 
 
-def send_after_commit(session: Session, task_name: str, *args: str) -> None:
-    """Send a task once the transaction commits. A broker outage does not fail the request:
-    the job is stored, and the sweeper sends its message when the broker is back."""
+def send_after_commit(session: Session, send: Callable[[Celery], object], what: str) -> None:
+    """Send task messages once the transaction commits. A broker outage does not fail the
+    request: the job is stored, and the sweeper sends its message when the broker is back."""
     sender = celery()
 
-    def send() -> None:
+    def run() -> None:
         try:
-            sender.send_task(task_name, args=args)
+            send(sender)
         except KombuError:
-            log.warning("broker unavailable: %s%s left to the sweeper", task_name, args)
+            log.warning("broker unavailable: %s left to the sweeper", what)
 
-    after_commit(session, send)
+    after_commit(session, run)
 
 
 def base_url() -> str:

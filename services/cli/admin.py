@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import click
 
-from shared import accounts
+from shared import accounts, catalog_sync
 from shared.config import load_settings
 from shared.db import Database
 from shared.migrate import upgrade
@@ -50,3 +50,20 @@ def create_account(name: str, credits_: Decimal | None, as_json: bool) -> None:
         click.echo(f"account {created.account_id} with {grant} credits")
         click.echo(f"API key (shown once): {created.api_key}")
     db.dispose()
+
+
+@admin.command("refresh-catalog")
+def refresh_catalog() -> None:
+    """Fetch model listings and prices from fal's platform API now."""
+    settings = load_settings()
+    if not settings.fal_key:
+        raise click.ClickException("FAL_KEY is not set: the built-in catalog is in force")
+    db = Database(settings.database_url)
+    try:
+        with db.transaction() as session:
+            count = catalog_sync.refresh(session=session, settings=settings)
+    except catalog_sync.CatalogUnavailable as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        db.dispose()
+    click.echo(f"{count} models priced by the platform", err=True)

@@ -19,6 +19,7 @@ SETTLE_CREDITS = "naive.settle_credits"
 INGEST_MEDIA = "naive.ingest_media"
 CANCEL_AT_PROVIDER = "naive.cancel_at_provider"
 SWEEP = "naive.sweep"
+REFRESH_CATALOG = "naive.refresh_catalog"
 
 
 def _transport_options(settings: Settings) -> dict[str, Any]:
@@ -34,6 +35,18 @@ def _transport_options(settings: Settings) -> dict[str, Any]:
     return {"visibility_timeout": settings.visibility_timeout_seconds}
 
 
+def _beat_schedule(settings: Settings) -> dict[str, Any]:
+    schedule: dict[str, Any] = {
+        "sweep": {"task": SWEEP, "schedule": settings.sweep_interval_seconds},
+    }
+    if settings.fal_key:  # the live catalog needs fal's platform API
+        schedule["refresh-catalog"] = {
+            "task": REFRESH_CATALOG,
+            "schedule": settings.catalog_ttl_seconds / 2,
+        }
+    return schedule
+
+
 def make_celery(settings: Settings) -> Celery:
     app = Celery("naive", broker=settings.broker_url, include=["services.worker.tasks"])
     app.conf.update(
@@ -46,9 +59,7 @@ def make_celery(settings: Settings) -> Celery:
         broker_connection_retry_on_startup=True,
         broker_transport_options=_transport_options(settings),
         worker_hijack_root_logger=False,
-        beat_schedule={
-            "sweep": {"task": SWEEP, "schedule": settings.sweep_interval_seconds},
-        },
+        beat_schedule=_beat_schedule(settings),
     )
     app.naive_settings = settings  # read by the tasks' base class
     return app

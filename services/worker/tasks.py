@@ -22,9 +22,9 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from services.worker import celery_app as names
-from services.worker.pacing import backoff_seconds
+from services.worker.pacing import backoff_seconds, poll_wait
 from services.worker.sweeper import run_sweep
-from shared import catalog, jobs
+from shared import catalog, catalog_sync, jobs
 from shared.config import Settings
 from shared.db import after_commit
 from shared.media import library
@@ -69,6 +69,14 @@ class DbTask(Task):
             attempt, initial=settings.poll_initial_seconds, cap=settings.poll_max_seconds
         )
 
+    def poll_wait(self, job: Job) -> float:
+        return poll_wait(
+            job.poll_count,
+            self.runtime.settings,
+            estimated_seconds=job.estimated_seconds,
+            webhooks_enabled=self.runtime.provider.webhooks_enabled,
+        )
+
 
 def _after_commit_send(session: Session, task: Task, *args: Any, countdown: float = 0) -> None:
     after_commit(session, lambda: task.apply_async(args, countdown=countdown))
@@ -102,7 +110,7 @@ def submit_job(self: DbTask, job_id: str) -> None:
         if jobs.record_submitted(
             session=session, job_id=key, request_id=request_id, poll_token=token
         ):
-            _after_commit_send(session, poll_job, job_id, token, countdown=self.backoff(0))
+            _after_commit_send(session, poll_job, job_id, token, countdown=self.poll_wait(job))
             log.info("job %s submitted as provider request %s", job_id, request_id)
             return
     # Cancelled while the provider call was in flight: stop the render we just started.
@@ -130,7 +138,7 @@ def poll_job(self: DbTask, job_id: str, token: str) -> None:
         )
     except ProviderUnavailable:
         log.warning("job %s: provider unavailable, polling again later", job_id)
-        raise self.retry(args=(job_id, new_token), countdown=self.backoff(job.poll_count)) from None
+        raise self.retry(args=(job_id, new_token), countdown=self.poll_wait(job)) from None
     except ProviderError as exc:
         with self.transaction() as session:
             jobs.fail(
@@ -149,24 +157,12 @@ def poll_job(self: DbTask, job_id: str, token: str) -> None:
                 )
             return
         if status.state == "failed":
-            end_at_provider_failure(session, job, status.error_code, status.error)
+            jobs.record_provider_failure(
+                session=session, job=job, code=status.error_code, message=status.error
+            )
             return
         jobs.record_progress(session=session, job=job, status=status)
-    raise self.retry(args=(job_id, new_token), countdown=self.backoff(job.poll_count))
-
-
-def end_at_provider_failure(session: Session, job: Job, code: str, message: str | None) -> None:
-    """A request that ended without a video: cancelled if we asked for that, else failed."""
-    if code == "cancelled" or job.cancel_requested_at is not None:
-        jobs.confirm_cancelled(session=session, job_id=job.id)
-    else:
-        jobs.fail(
-            session=session,
-            job_id=job.id,
-            code=code,
-            message=message or "the provider failed the request",
-            expected=jobs.ACTIVE_AT_PROVIDER,
-        )
+    raise self.retry(args=(job_id, new_token), countdown=self.poll_wait(job))
 
 
 def _fail_overdue(task: DbTask, job: Job) -> None:
@@ -244,3 +240,15 @@ def cancel_at_provider(self: DbTask, job_id: str) -> None:
 @shared_task(base=DbTask, bind=True, name=names.SWEEP)
 def sweep(self: DbTask) -> None:
     run_sweep(self.runtime, self.app, now=utcnow())
+
+
+@shared_task(base=DbTask, bind=True, name=names.REFRESH_CATALOG)
+def refresh_catalog(self: DbTask) -> None:
+    """Beat: fetch listings and prices; on failure the last good ones stay in force."""
+    try:
+        with self.transaction() as session:
+            count = catalog_sync.refresh(session=session, settings=self.runtime.settings)
+    except catalog_sync.CatalogUnavailable as exc:
+        log.warning("catalog refresh failed: %s", exc)
+        return
+    log.info("catalog refreshed: %d models priced by the platform", count)

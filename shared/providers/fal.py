@@ -24,14 +24,10 @@ from shared.providers.base import (
     ProviderUnavailable,
     SubmitOutcomeUnknown,
 )
+from shared.providers.fal_protocol import error_code, parse_result
 
 TRANSIENT_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 PROGRESS_LOG = re.compile(r"(\d{1,3})\s*%")
-# fal's `error_type` of a finished request → our job error code.
-ERROR_TYPES = {
-    "request_timeout": "provider_timeout",
-    "request_cancelled": "cancelled",
-}
 REQUEST_TIMEOUT_TYPE_HEADER = "x-fal-request-timeout-type"
 
 
@@ -70,8 +66,9 @@ class FalProvider:
         if isinstance(status, fal_client.InProgress):
             return ProviderStatus("running", progress=_progress(logs), logs=logs)
         if isinstance(status, fal_client.Completed) and status.error:
-            code = ERROR_TYPES.get(status.error_type or "", "provider_error")
-            return ProviderStatus("failed", logs=logs, error=status.error, error_code=code)
+            return ProviderStatus(
+                "failed", logs=logs, error=status.error, error_code=error_code(status.error_type)
+            )
         return ProviderStatus("completed", progress=100, logs=logs)
 
     def result(self, model: VideoModel, request_id: str) -> ProviderResult:
@@ -125,18 +122,6 @@ def _validation_message(detail: Any) -> str:
         location = [str(part) for part in item.get("loc", []) if part != "body"]
         parts.append(f"{'.'.join(location) or 'input'}: {item.get('msg', 'invalid')}")
     return "; ".join(parts)
-
-
-def parse_result(data: Any) -> ProviderResult:
-    """The model's output `{"video": {url, content_type, file_size}}`."""
-    video = data.get("video") if isinstance(data, dict) else None
-    if not isinstance(video, dict) or not video.get("url"):
-        raise ProviderError("fal's result has no video")
-    return ProviderResult(
-        video_url=video["url"],
-        content_type=video.get("content_type") or "video/mp4",
-        file_size=video.get("file_size"),
-    )
 
 
 def _log_line(item: dict[str, Any]) -> dict[str, Any]:

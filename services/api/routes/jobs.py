@@ -52,5 +52,8 @@ def cancel_job(job_id: str) -> tuple[Response, int]:
     with context.runtime().db.transaction() as session:
         job, at_provider = jobs.cancel(session=session, account_id=account_id, job_id=job_id)
         if at_provider:
-            context.send_after_commit(session, CANCEL_AT_PROVIDER, str(job.id))
+            key = str(job.id)
+            context.send_after_commit(
+                session, lambda celery: celery.send_task(CANCEL_AT_PROVIDER, args=(key,)), key
+            )
         return jsonify(render_job(job)), 200 if job.status == "cancelled" else 202

@@ -7,7 +7,7 @@ from flask import Blueprint, Response, jsonify, request
 from services.api import context
 from services.api.routes.jobs import get_job, render_job
 from services.worker.celery_app import SUBMIT_JOB
-from shared import catalog, jobs, pricing
+from shared import catalog, catalog_sync, jobs, pricing
 from shared.errors import InvalidInput
 
 bp = Blueprint("video", __name__, url_prefix="/v1/video")
@@ -32,6 +32,7 @@ def generate() -> tuple[Response, int]:
         submission = jobs.create_job(
             session=session,
             settings=runtime.settings,
+            catalog=catalog_sync.load_catalog(session=session, settings=runtime.settings),
             provider_name=runtime.settings.provider,
             account_id=account_id,
             body=body,
@@ -39,7 +40,10 @@ def generate() -> tuple[Response, int]:
         )
         job = submission.job
         if submission.created:
-            context.send_after_commit(session, SUBMIT_JOB, str(job.id))
+            job_id = str(job.id)
+            context.send_after_commit(
+                session, lambda celery: celery.send_task(SUBMIT_JOB, args=(job_id,)), job_id
+            )
     payload = {
         "job_id": str(job.id),
         "status": jobs.PUBLIC_STATUS[job.status],
@@ -59,20 +63,27 @@ def generate() -> tuple[Response, int]:
     return response, 202
 
 
+def _catalog() -> catalog.Catalog:
+    runtime = context.runtime()
+    with runtime.db.transaction() as session:
+        return catalog_sync.load_catalog(session=session, settings=runtime.settings)
+
+
 @bp.get("/models")
 def models() -> Response:
     context.authenticated_account()
-    data = [model.to_dict() for model in catalog.all_models()]
+    offered = _catalog()
+    data = [model.to_dict() for model in offered.models]
     credit_value = float(context.runtime().settings.credit_value_usd)
     for entry in data:
         entry["pricing"]["credit_value_usd"] = credit_value
-    return jsonify({"data": data, "count": len(data), "source": "builtin"})
+    return jsonify({"data": data, "count": len(data), "source": offered.source})
 
 
 @bp.get("/pricing")
 def price_preview() -> Response:
     context.authenticated_account()
-    model = catalog.get_model(request.args.get("model"))
+    model = _catalog().get(request.args.get("model"))
     duration = request.args.get("duration") or request.args.get("dur")
     if model.fixed_duration_seconds is not None:
         seconds = model.fixed_duration_seconds
