@@ -54,6 +54,9 @@ class Settings:
     job_deadline_seconds: float | None
     simulator_latency_seconds: float | None
     max_request_bytes: int
+    # Each worker host serves its metrics on this port; the heartbeat file feeds liveness.
+    worker_metrics_port: int | None
+    worker_heartbeat_file: Path | None
     visibility_timeout_seconds: int
 
     @property
@@ -128,6 +131,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         job_deadline_seconds=_optional_float(env, "JOB_DEADLINE_SECONDS"),
         simulator_latency_seconds=_optional_float(env, "SIMULATOR_LATENCY_SECONDS"),
         max_request_bytes=int(_number(env, "MAX_REQUEST_BYTES", str(2 * 1024 * 1024))),
+        worker_metrics_port=int(env["WORKER_METRICS_PORT"])
+        if env.get("WORKER_METRICS_PORT")
+        else None,
+        worker_heartbeat_file=Path(env["WORKER_HEARTBEAT_FILE"])
+        if env.get("WORKER_HEARTBEAT_FILE")
+        else None,
         visibility_timeout_seconds=int(_number(env, "VISIBILITY_TIMEOUT_SECONDS", "3600")),
     )
     _validate(settings)

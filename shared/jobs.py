@@ -23,9 +23,10 @@ from typing import Any
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
-from shared import accounts, ledger, pricing
+from shared import accounts, ledger, metrics, pricing
 from shared.catalog import Catalog, normalize_input
 from shared.config import Settings
+from shared.db import after_commit
 from shared.errors import Conflict, InvalidInput
 from shared.models import IdempotencyKey, Job, utcnow
 from shared.providers import fal_protocol
@@ -239,15 +240,21 @@ def record_submitted(
     *, session: Session, job_id: uuid.UUID, request_id: str, poll_token: str
 ) -> bool:
     """False if the job was cancelled while the provider call was in flight."""
-    return _move(
+    started = utcnow()
+    submitted = _move(
         session,
         job_id,
         ["queued"],
         status="submitted",
         provider_request_id=request_id,
-        started_at=utcnow(),
+        started_at=started,
         poll_token=poll_token,
     )
+    if submitted:
+        job = _load(session, job_id)
+        waited = (started - job.created_at).total_seconds()
+        after_commit(session, lambda: metrics.QUEUE_WAIT.labels(job.model).observe(waited))
+    return submitted
 
 
 def claim_poll(*, session: Session, job_id: uuid.UUID, token: str, new_token: str) -> Job | None:
@@ -304,6 +311,7 @@ def _end_unpaid(
     if moved:
         job = _load(session, job_id)
         ledger.release(session=session, account_id=job.account_id, job_id=job_id)
+        after_commit(session, lambda: metrics.observe_finished(job))
     return moved
 
 
@@ -419,7 +427,7 @@ def complete(
     job = _load(session, job_id)
     result = dict(job.provider_result or {})
     result["media_asset_id"] = str(media_asset_id) if media_asset_id else None
-    return _move(
+    completed = _move(
         session,
         job_id,
         ["ingesting"],
@@ -428,6 +436,10 @@ def complete(
         ingest_error=ingest_error,
         completed_at=utcnow(),
     )
+    if completed:
+        finished = _load(session, job_id)
+        after_commit(session, lambda: metrics.observe_finished(finished))
+    return completed
 
 
 # ---- the sweeper's view --------------------------------------------------------------

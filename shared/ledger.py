@@ -16,6 +16,8 @@ from decimal import ROUND_HALF_UP, Decimal
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
+from shared import metrics
+from shared.db import after_commit
 from shared.errors import InsufficientCredits
 from shared.models import Account, LedgerEntry
 
@@ -40,6 +42,10 @@ class Balance:
     @property
     def available(self) -> int:
         return self.balance - self.held
+
+
+def _count(session: Session, kind: str, units: int) -> None:
+    after_commit(session, lambda: metrics.CREDITS.labels(kind).inc(units / UNITS_PER_CREDIT))
 
 
 def balance(*, session: Session, account_id: uuid.UUID) -> Balance:
@@ -84,6 +90,7 @@ def place_hold(*, session: Session, account_id: uuid.UUID, job_id: uuid.UUID, am
         )
     session.add(LedgerEntry(account_id=account_id, job_id=job_id, kind="hold", amount=amount))
     session.flush()
+    _count(session, "held", amount)
 
 
 def _hold_amount(session: Session, job_id: uuid.UUID) -> int:
@@ -105,7 +112,9 @@ def capture(*, session: Session, account_id: uuid.UUID, job_id: uuid.UUID, amoun
         session.add(
             LedgerEntry(account_id=account_id, job_id=job_id, kind="release", amount=held - charged)
         )
+        _count(session, "released", held - charged)
     session.flush()
+    _count(session, "captured", charged)
     return charged
 
 
@@ -114,6 +123,7 @@ def release(*, session: Session, account_id: uuid.UUID, job_id: uuid.UUID) -> No
     held = _hold_amount(session, job_id)
     session.add(LedgerEntry(account_id=account_id, job_id=job_id, kind="release", amount=held))
     session.flush()
+    _count(session, "released", held)
 
 
 def entries(*, session: Session, account_id: uuid.UUID, limit: int = 100) -> list[LedgerEntry]:

@@ -13,6 +13,7 @@ import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -97,11 +98,9 @@ def worker_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("worker") / "worker.log"
 
 
-@pytest.fixture(scope="session")
-def worker(test_env: dict[str, str], worker_log: Path) -> Iterator[None]:
-    """A real Celery worker (prefork, 4 processes) in its own process."""
-    log_path = worker_log
-    env = {**os.environ, **test_env}
+@contextmanager
+def running_worker(env: dict[str, str], log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A real Celery worker (prefork, 4 processes) in its own process, with `env` added."""
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [
@@ -119,7 +118,7 @@ def worker(test_env: dict[str, str], worker_log: Path) -> Iterator[None]:
                 "--without-mingle",
             ],
             cwd=ROOT,
-            env=env,
+            env={**os.environ, **env},
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -129,10 +128,16 @@ def worker(test_env: dict[str, str], worker_log: Path) -> Iterator[None]:
             timeout=60,
             message=lambda: log_path.read_text(),
         )
-        yield
+        yield process
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def worker(test_env: dict[str, str], worker_log: Path) -> Iterator[None]:
+    with running_worker(test_env, worker_log):
+        yield
 
 
 @pytest.fixture(scope="session")
@@ -167,15 +172,24 @@ def idle_app(make_app: Callable[..., Flask]) -> Flask:
     return make_app(CELERY_BROKER_URL=_redis_url(IDLE_REDIS_DB))
 
 
-@pytest.fixture(scope="session")
-def live_api(app: Flask) -> Iterator[str]:
-    """The API over real HTTP (threaded), for tests of concurrent clients."""
-    server = make_server("127.0.0.1", 0, app, threaded=True)
+@contextmanager
+def serving(flask_app: Flask, port: int = 0) -> Iterator[str]:
+    """`flask_app` over real HTTP (threaded) on 127.0.0.1; yields its base URL."""
+    server = make_server("127.0.0.1", port, flask_app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    thread.join()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join()
+
+
+@pytest.fixture(scope="session")
+def live_api(app: Flask) -> Iterator[str]:
+    """The API over real HTTP, for tests of concurrent clients and of the CLI."""
+    with serving(app) as url:
+        yield url
 
 
 @dataclass(frozen=True)

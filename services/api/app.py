@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from services.api import errors
+from services.api import errors, http_metrics
 from services.api.routes import credits, jobs, media, ops, video, webhooks
 from services.worker.celery_app import make_celery
 from shared.config import Settings, load_settings
@@ -22,6 +22,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["naive.celery"] = make_celery(settings)
     app.extensions["naive.fal_webhooks"] = WebhookVerifier(settings.fal_jwks_url)
     errors.init_app(app)
+    http_metrics.init_app(app)
     for blueprint in (video.bp, jobs.bp, media.bp, credits.bp, ops.bp, webhooks.bp):
         app.register_blueprint(blueprint)
     runtime.db.ping()  # fail at start-up, not on the first request

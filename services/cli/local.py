@@ -67,10 +67,14 @@ def _wait(what: str, ready: Any, log: Path) -> None:
 
 
 def _start(name: str, argv: list[str], logs: Path) -> int:
+    """Start one process in its own session, with its own metrics folder."""
     log = logs / f"{name}.log"
+    metrics_dir = logs.parent / "prometheus" / name
+    metrics_dir.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
     with log.open("wb") as out:
         process = subprocess.Popen(
-            argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env
         )
     return process.pid
 
@@ -116,6 +120,8 @@ def up(port: int, credits_: Decimal) -> None:
                 sys.executable,
                 "-m",
                 "gunicorn",
+                "--config",
+                "python:services.api.gunicorn_conf",
                 "--bind",
                 f"127.0.0.1:{port}",
                 "--workers",

@@ -12,9 +12,9 @@ from __future__ import annotations
 import functools
 import logging
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from celery import Task, shared_task
 from celery.signals import worker_process_init
@@ -24,18 +24,25 @@ from sqlalchemy.orm import Session
 from services.worker import celery_app as names
 from services.worker.pacing import backoff_seconds, poll_wait
 from services.worker.sweeper import run_sweep
-from shared import catalog, catalog_sync, jobs
+from shared import catalog, catalog_sync, jobs, metrics
 from shared.config import Settings
 from shared.db import after_commit
 from shared.media import library
 from shared.media.ingest import IngestError, ingest_video
 from shared.models import Job, utcnow
-from shared.providers.base import ProviderError, ProviderUnavailable, provider_arguments
+from shared.providers.base import (
+    ProviderError,
+    ProviderUnavailable,
+    SubmitOutcomeUnknown,
+    provider_arguments,
+)
 from shared.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
 INGEST_ATTEMPTS = 6
+SUBMIT_ATTEMPTS = 6
+T = TypeVar("T")
 
 
 @functools.cache
@@ -69,6 +76,23 @@ class DbTask(Task):
             attempt, initial=settings.poll_initial_seconds, cap=settings.poll_max_seconds
         )
 
+    def call_provider(self, operation: str, call: Callable[..., T], *args: Any) -> T:
+        """Call the provider, counting the call by operation and outcome."""
+        outcome = "ok"
+        try:
+            return call(*args)
+        except ProviderUnavailable:
+            outcome = "unavailable"
+            raise
+        except SubmitOutcomeUnknown:
+            outcome = "unknown"
+            raise
+        except ProviderError:
+            outcome = "error"
+            raise
+        finally:
+            metrics.PROVIDER_CALLS.labels(self.runtime.provider.name, operation, outcome).inc()
+
     def poll_wait(self, job: Job) -> float:
         return poll_wait(
             job.poll_count,
@@ -92,15 +116,22 @@ def submit_job(self: DbTask, job_id: str) -> None:
         return  # another delivery of this message has it, or the job moved on
     model = catalog.get_model(job.model)
     try:
-        request_id = self.runtime.provider.submit(model, provider_arguments(model, job.input))
+        request_id = self.call_provider(
+            "submit", self.runtime.provider.submit, model, provider_arguments(model, job.input)
+        )
     except ProviderUnavailable as exc:
         with self.transaction() as session:
             jobs.forget_submit_attempt(session=session, job_id=key)
-        if utcnow() >= job.deadline_at:
+        if self.request.retries + 1 >= SUBMIT_ATTEMPTS or utcnow() >= job.deadline_at:
             with self.transaction() as session:
                 jobs.fail(session=session, job_id=key, code="provider_error", message=str(exc))
             return
         raise self.retry(countdown=self.backoff(self.request.retries), exc=exc) from exc
+    except SubmitOutcomeUnknown as exc:
+        # The attempt stays recorded: the sweeper fails and releases the job once it is
+        # stale, rather than risk a second render the account would pay for.
+        log.error("job %s: submit outcome unknown, left to the sweeper: %s", job_id, exc)
+        return
     except ProviderError as exc:
         with self.transaction() as session:
             jobs.fail(session=session, job_id=key, code=exc.code, message=str(exc))
@@ -114,7 +145,7 @@ def submit_job(self: DbTask, job_id: str) -> None:
             log.info("job %s submitted as provider request %s", job_id, request_id)
             return
     # Cancelled while the provider call was in flight: stop the render we just started.
-    self.runtime.provider.cancel(model, request_id)
+    self.call_provider("cancel", self.runtime.provider.cancel, model, request_id)
 
 
 @shared_task(base=DbTask, bind=True, name=names.POLL_JOB, max_retries=None)
@@ -132,9 +163,11 @@ def poll_job(self: DbTask, job_id: str, token: str) -> None:
         _fail_overdue(self, job)
         return
     try:
-        status = self.runtime.provider.status(model, request_id)
+        status = self.call_provider("status", self.runtime.provider.status, model, request_id)
         result = (
-            self.runtime.provider.result(model, request_id) if status.state == "completed" else None
+            self.call_provider("result", self.runtime.provider.result, model, request_id)
+            if status.state == "completed"
+            else None
         )
     except ProviderUnavailable:
         log.warning("job %s: provider unavailable, polling again later", job_id)
@@ -210,7 +243,9 @@ def ingest_media(self: DbTask, job_id: str) -> None:
             local_root=self.runtime.settings.simulator_root,
         )
     except IngestError as exc:
-        if self.request.retries < INGEST_ATTEMPTS - 1:
+        final = self.request.retries >= INGEST_ATTEMPTS - 1
+        metrics.INGEST_FAILURES.labels(str(final).lower()).inc()
+        if not final:
             raise self.retry(countdown=self.backoff(self.request.retries), exc=exc) from exc
         with self.transaction() as session:
             jobs.complete(session=session, job_id=key, media_asset_id=None, ingest_error=str(exc))
@@ -230,7 +265,12 @@ def cancel_at_provider(self: DbTask, job_id: str) -> None:
     if not job.provider_request_id:
         return
     try:
-        self.runtime.provider.cancel(catalog.get_model(job.model), job.provider_request_id)
+        self.call_provider(
+            "cancel",
+            self.runtime.provider.cancel,
+            catalog.get_model(job.model),
+            job.provider_request_id,
+        )
     except ProviderUnavailable as exc:
         raise self.retry(countdown=self.backoff(self.request.retries), exc=exc) from exc
     except ProviderError as exc:

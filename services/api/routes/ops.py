@@ -8,9 +8,10 @@ API out of its load balancer.
 from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from services.api import context
+from shared.metrics import BrokerCollector, DatabaseCollector, registry
 
 bp = Blueprint("ops", __name__)
 
@@ -28,4 +29,10 @@ def readyz() -> Response:
 
 @bp.get("/metrics")
 def metrics() -> Response:
-    return Response(generate_latest(), mimetype=CONTENT_TYPE_LATEST)
+    """Every process's counters, plus what the database and the broker say right now."""
+    runtime = context.runtime()
+    live = CollectorRegistry()
+    live.register(DatabaseCollector(runtime.db))
+    live.register(BrokerCollector(runtime.settings.broker_url))
+    body = generate_latest(registry()) + generate_latest(live)
+    return Response(body, mimetype=CONTENT_TYPE_LATEST)

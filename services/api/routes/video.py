@@ -7,7 +7,8 @@ from flask import Blueprint, Response, jsonify, request
 from services.api import context
 from services.api.routes.jobs import get_job, render_job
 from services.worker.celery_app import SUBMIT_JOB
-from shared import catalog, catalog_sync, jobs, pricing
+from shared import catalog, catalog_sync, jobs, metrics, pricing
+from shared.db import after_commit
 from shared.errors import InvalidInput
 
 bp = Blueprint("video", __name__, url_prefix="/v1/video")
@@ -40,7 +41,8 @@ def generate() -> tuple[Response, int]:
         )
         job = submission.job
         if submission.created:
-            job_id = str(job.id)
+            job_id, model = str(job.id), job.model
+            after_commit(session, lambda: metrics.JOBS_SUBMITTED.labels(model).inc())
             context.send_after_commit(
                 session, lambda celery: celery.send_task(SUBMIT_JOB, args=(job_id,)), job_id
             )

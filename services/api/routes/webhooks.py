@@ -13,7 +13,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from services.api import context
 from services.api.errors import error_response
 from services.worker.celery_app import settle_and_ingest
-from shared import jobs
+from shared import jobs, metrics
 from shared.providers.fal_protocol import InvalidWebhook, WebhookVerifier
 
 bp = Blueprint("webhooks", __name__, url_prefix="/v1/webhooks")
@@ -32,6 +32,7 @@ def fal_callback() -> Response:
         if not isinstance(callback, dict) or callback.get("request_id") != request_id:
             raise InvalidWebhook("the body does not match the signed request id")
     except (InvalidWebhook, ValueError) as exc:
+        metrics.WEBHOOKS.labels("refused").inc()
         return error_response(401, "invalid_signature", f"Callback refused: {exc}.")
     with context.runtime().db.transaction() as session:
         outcome, job = jobs.apply_provider_callback(
@@ -46,4 +47,5 @@ def fal_callback() -> Response:
             context.send_after_commit(
                 session, lambda celery: settle_and_ingest(celery, job_id).apply_async(), job_id
             )
+    metrics.WEBHOOKS.labels(outcome).inc()
     return jsonify({"status": outcome})

@@ -1,0 +1,24 @@
+"""Request counts and latency by route template (never by raw path: ids would explode it)."""
+
+from __future__ import annotations
+
+import time
+
+from flask import Flask, Response, g, request
+
+from shared.metrics import HTTP_LATENCY, HTTP_REQUESTS
+
+
+def init_app(app: Flask) -> None:
+    @app.before_request
+    def _start_timer() -> None:
+        g.request_started = time.perf_counter()
+
+    @app.after_request
+    def _record(response: Response) -> Response:
+        route = request.url_rule.rule if request.url_rule else "unmatched"
+        HTTP_REQUESTS.labels(route, request.method, str(response.status_code)).inc()
+        started = g.get("request_started")
+        if started is not None:
+            HTTP_LATENCY.labels(route, request.method).observe(time.perf_counter() - started)
+        return response

@@ -1,0 +1,51 @@
+"""Worker process plumbing: the metrics port, the liveness heartbeat, dead children.
+
+The heartbeat is a file touched every few seconds by a thread of the worker's main
+process. Kubernetes' liveness probe checks its age, not `celery inspect ping`, which
+goes through the broker and would restart every worker during a broker outage.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+from celery.signals import worker_init, worker_process_shutdown
+from prometheus_client import start_http_server
+
+from shared import metrics
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_SECONDS = 10.0
+
+
+def _beat_forever(path: Path, stop: threading.Event) -> None:
+    while not stop.is_set():
+        path.touch()
+        stop.wait(HEARTBEAT_SECONDS)
+
+
+@worker_init.connect
+def _start_process_services(sender: Any = None, **_: Any) -> None:
+    settings = sender.app.naive_settings
+    metrics.reset_multiprocess_dir()
+    if settings.worker_metrics_port is not None:
+        start_http_server(settings.worker_metrics_port, registry=metrics.registry())
+        log.info("worker metrics on port %d", settings.worker_metrics_port)
+    if settings.worker_heartbeat_file is not None:
+        stop = threading.Event()
+        threading.Thread(
+            target=_beat_forever,
+            args=(settings.worker_heartbeat_file, stop),
+            daemon=True,
+            name="heartbeat",
+        ).start()
+
+
+@worker_process_shutdown.connect
+def _forget_dead_child(pid: int | None = None, **_: Any) -> None:
+    metrics.mark_process_dead(pid or os.getpid())

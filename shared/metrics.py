@@ -1,0 +1,184 @@
+"""Prometheus metrics, shared by the API and the worker.
+
+Counters and histograms live in each process; under gunicorn and Celery prefork they
+go through prometheus-client's multiprocess mode (`PROMETHEUS_MULTIPROC_DIR`, read when
+prometheus-client is imported), so a scrape counts every process once. What only the
+database knows (jobs in flight, the oldest one's age) is read at scrape time by
+`DatabaseCollector`, served by the API alone: queue length cannot see countdown tasks
+that workers hold.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+import redis
+from prometheus_client import CollectorRegistry, Counter, Histogram, multiprocess
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import REGISTRY, Collector
+from sqlalchemy import func, select
+
+from shared.db import Database
+from shared.models import Job, utcnow
+
+DURATION_BUCKETS = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 3600)
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+HTTP_REQUESTS = Counter(
+    "naive_http_requests", "HTTP requests answered", ["route", "method", "status"]
+)
+HTTP_LATENCY = Histogram(
+    "naive_http_request_duration_seconds",
+    "HTTP request latency",
+    ["route", "method"],
+    buckets=LATENCY_BUCKETS,
+)
+JOBS_SUBMITTED = Counter("naive_jobs_submitted", "Jobs accepted by the API", ["model"])
+JOBS_FINISHED = Counter(
+    "naive_jobs_finished", "Jobs that reached a final state", ["model", "status"]
+)
+QUEUE_WAIT = Histogram(
+    "naive_job_queue_wait_seconds",
+    "From submit to the provider taking the job",
+    ["model"],
+    buckets=DURATION_BUCKETS,
+)
+PROVIDER_TIME = Histogram(
+    "naive_job_provider_seconds",
+    "From the provider taking the job to its result",
+    ["model"],
+    buckets=DURATION_BUCKETS,
+)
+SETTLE_TO_INGEST = Histogram(
+    "naive_job_settle_to_ingest_seconds",
+    "From the provider's result to the job completed",
+    ["model"],
+    buckets=DURATION_BUCKETS,
+)
+SUBMIT_TO_COMPLETED = Histogram(
+    "naive_job_submit_to_completed_seconds",
+    "From submit to completed",
+    ["model"],
+    buckets=DURATION_BUCKETS,
+)
+POLLS_PER_JOB = Histogram(
+    "naive_job_polls",
+    "Provider status calls a finished job needed",
+    ["model"],
+    buckets=(0, 1, 2, 3, 5, 8, 13, 21, 34, 55, 89),
+)
+PROVIDER_CALLS = Counter(
+    "naive_provider_calls", "Calls to the provider", ["provider", "operation", "outcome"]
+)
+CREDITS = Counter("naive_credits", "Credits moved through the ledger", ["kind"])
+INGEST_FAILURES = Counter("naive_ingest_failures", "Ingest attempts that failed", ["final"])
+WEBHOOKS = Counter("naive_webhooks", "Provider callbacks received", ["outcome"])
+
+
+def registry() -> CollectorRegistry:
+    """The registry a scrape reads: every process's samples in multiprocess mode."""
+    if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        return REGISTRY
+    collected = CollectorRegistry()
+    multiprocess.MultiProcessCollector(collected)
+    return collected
+
+
+def reset_multiprocess_dir() -> None:
+    """Empty the multiprocess folder at start: files of a previous run would count again.
+
+    Only its files go, so the folder may be a volume's mount point."""
+    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not folder:
+        return
+    path = Path(folder)
+    path.mkdir(parents=True, exist_ok=True)
+    for leftover in path.glob("*.db"):
+        leftover.unlink(missing_ok=True)
+
+
+def mark_process_dead(pid: int) -> None:
+    """Drop a finished process's live gauges (prometheus-client's multiprocess contract)."""
+    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+        multiprocess.mark_process_dead(pid)
+
+
+def observe_finished(job: Job) -> None:
+    """Count a job that reached a final state and time its stages."""
+    JOBS_FINISHED.labels(job.model, _public(job.status)).inc()
+    POLLS_PER_JOB.labels(job.model).observe(job.poll_count)
+    if job.status != "completed" or job.completed_at is None:
+        return
+    SUBMIT_TO_COMPLETED.labels(job.model).observe(_seconds(job.created_at, job.completed_at))
+    if job.provider_completed_at is not None:
+        SETTLE_TO_INGEST.labels(job.model).observe(
+            _seconds(job.provider_completed_at, job.completed_at)
+        )
+        if job.started_at is not None:
+            PROVIDER_TIME.labels(job.model).observe(
+                _seconds(job.started_at, job.provider_completed_at)
+            )
+
+
+def _public(status: str) -> str:
+    return status if status in ("completed", "failed", "cancelled") else "processing"
+
+
+def _seconds(start: datetime, end: datetime) -> float:
+    return max(0.0, (end - start).total_seconds())
+
+
+class DatabaseCollector(Collector):
+    """Jobs in flight by state and the oldest one's age, read from the database."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        in_flight = GaugeMetricFamily(
+            "naive_jobs_in_flight", "Unfinished jobs by internal state", labels=["state"]
+        )
+        oldest = GaugeMetricFamily(
+            "naive_oldest_in_flight_job_age_seconds", "Age of the oldest unfinished job"
+        )
+        unfinished = Job.status.notin_(("completed", "failed", "cancelled"))
+        with self.db.transaction() as session:
+            counts = dict(
+                session.execute(
+                    select(Job.status, func.count()).where(unfinished).group_by(Job.status)
+                ).all()
+            )
+            first = session.scalar(select(func.min(Job.created_at)).where(unfinished))
+        for state in ("queued", "submitted", "running", "settling", "ingesting"):
+            in_flight.add_metric([state], counts.get(state, 0))
+        if first is not None and first.tzinfo is None:
+            first = first.replace(tzinfo=utcnow().tzinfo)
+        oldest.add_metric([], _seconds(first, utcnow()) if first else 0.0)
+        yield in_flight
+        yield oldest
+
+
+class BrokerCollector(Collector):
+    """The broker's queue length (Redis `LLEN`): messages not yet taken by any worker."""
+
+    def __init__(self, broker_url: str, queues: tuple[str, ...] = ("celery",)) -> None:
+        self.broker_url = broker_url
+        self.queues = queues
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        depth = GaugeMetricFamily(
+            "naive_broker_queue_depth", "Messages waiting in the broker", labels=["queue"]
+        )
+        if self.broker_url.startswith(("redis://", "rediss://")):
+            client = redis.Redis.from_url(self.broker_url, socket_timeout=2)
+            try:
+                for queue in self.queues:
+                    depth.add_metric([queue], client.llen(queue))
+            except redis.RedisError:
+                pass  # a broker outage shows as a missing sample, and in the API's logs
+            finally:
+                client.close()
+        yield depth
