@@ -7,66 +7,44 @@ not by rolling back: the worker must see what the API committed.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import threading
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
-import psycopg
 import pytest
 import redis
 from celery import Celery
 from flask import Flask
 from flask.testing import FlaskClient
-from werkzeug.serving import make_server
 
 from services.api.app import create_app
 from services.worker.celery_app import make_celery
 from shared import accounts
 from shared.config import Settings, load_settings
-from shared.migrate import upgrade
 from shared.runtime import Runtime
-from tests.waiting import wait_for
+from tests.stack import redis_url, running_worker, scratch_database, serving
 
-ROOT = Path(__file__).resolve().parent.parent
-PG_ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-REDIS_BASE_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
 WORKER_REDIS_DB = 11  # the worker's queue
 IDLE_REDIS_DB = 12  # a queue nobody consumes: jobs sent there stay queued
 
 
 @pytest.fixture(scope="session")
 def database_url() -> Iterator[str]:
-    name = f"naive_test_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    base = PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
-    url = f"{base}/{name}"
-    upgrade(url)
-    yield url
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def _redis_url(db: int) -> str:
-    return f"{REDIS_BASE_URL}/{db}"
+    with scratch_database() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
 def test_env(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """The environment shared by the worker process and the in-test API."""
     for db in (WORKER_REDIS_DB, IDLE_REDIS_DB):
-        redis.Redis.from_url(_redis_url(db)).flushdb()
+        redis.Redis.from_url(redis_url(db)).flushdb()
     return {
         "NAIVE_DATA_DIR": str(tmp_path_factory.mktemp("naive-data")),
         "DATABASE_URL": database_url,
-        "CELERY_BROKER_URL": _redis_url(WORKER_REDIS_DB),
+        "CELERY_BROKER_URL": redis_url(WORKER_REDIS_DB),
         "POLL_INITIAL_SECONDS": "0.2",
         "POLL_MAX_SECONDS": "1",
         "STALE_AFTER_SECONDS": "30",
@@ -96,42 +74,6 @@ def celery_sender(settings: Settings) -> Celery:
 @pytest.fixture(scope="session")
 def worker_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("worker") / "worker.log"
-
-
-@contextmanager
-def running_worker(env: dict[str, str], log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """A real Celery worker (prefork, 4 processes) in its own process, with `env` added."""
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "services.worker.app",
-                "worker",
-                "--loglevel",
-                "INFO",
-                "--concurrency",
-                "4",
-                "--without-gossip",
-                "--without-mingle",
-            ],
-            cwd=ROOT,
-            env={**os.environ, **env},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        wait_for(
-            lambda: b"ready." in log_path.read_bytes(),
-            timeout=60,
-            message=lambda: log_path.read_text(),
-        )
-        yield process
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 @pytest.fixture(scope="session")
@@ -169,20 +111,7 @@ def make_app(test_env: dict[str, str], worker: None) -> Iterator[Callable[..., F
 @pytest.fixture(scope="session")
 def idle_app(make_app: Callable[..., Flask]) -> Flask:
     """Its messages go to a queue no worker reads, as if the broker had lost them."""
-    return make_app(CELERY_BROKER_URL=_redis_url(IDLE_REDIS_DB))
-
-
-@contextmanager
-def serving(flask_app: Flask, port: int = 0) -> Iterator[str]:
-    """`flask_app` over real HTTP (threaded) on 127.0.0.1; yields its base URL."""
-    server = make_server("127.0.0.1", port, flask_app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join()
+    return make_app(CELERY_BROKER_URL=redis_url(IDLE_REDIS_DB))
 
 
 @pytest.fixture(scope="session")

@@ -25,8 +25,8 @@ from shared.config import Settings, load_settings
 from shared.media.probe import probe_video
 from shared.models import ModelPrice, utcnow
 from shared.runtime import Runtime
-from tests.conftest import running_worker, serving
 from tests.helpers import KLING_I2V, balance, generate, job_entries, wait_for_job
+from tests.stack import running_worker, serving
 from tests.test_pipeline import _png_data_url
 from tests.waiting import wait_for
 
