@@ -74,9 +74,14 @@ def main() -> None:
             "SSL_CERT_FILE": str(fake.ca_file),
         }
         modes = {}
-        for name, db, webhooks in (("polling", 5, False), ("webhooks", 6, True)):
+        for name, webhooks in (("polling", False), ("webhooks", True)):
             port = _free_port()
-            env = {**base, "CELERY_BROKER_URL": redis_url(db), "BENCH_PORT": str(port)}
+            env = {
+                **base,
+                "CELERY_BROKER_URL": redis_url(0),
+                "CELERY_QUEUE": f"bench-{name}",
+                "BENCH_PORT": str(port),
+            }
             if webhooks:
                 env["FAL_WEBHOOK_URL"] = f"http://127.0.0.1:{port}/v1/webhooks/fal"
             modes[name] = _run_mode(stack, name, env, work)

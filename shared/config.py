@@ -28,6 +28,7 @@ class Settings:
     data_dir: Path
     database_url: str
     broker_url: str
+    celery_queue: str
     media_root: Path
     provider: str
     fal_key: str | None
@@ -54,6 +55,8 @@ class Settings:
     job_deadline_seconds: float | None
     simulator_latency_seconds: float | None
     max_request_bytes: int
+    log_level: str
+    log_json: bool
     # Each worker host serves its metrics on this port; the heartbeat file feeds liveness.
     worker_metrics_port: int | None
     worker_heartbeat_file: Path | None
@@ -110,6 +113,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         data_dir=data_dir,
         database_url=env.get("DATABASE_URL") or f"sqlite:///{data_dir / 'naive.db'}",
         broker_url=env.get("CELERY_BROKER_URL") or "filesystem://",
+        celery_queue=env.get("CELERY_QUEUE") or "celery",
         media_root=Path(env.get("MEDIA_ROOT") or data_dir / "media").resolve(),
         provider=provider,
         fal_key=fal_key,
@@ -131,6 +135,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         job_deadline_seconds=_optional_float(env, "JOB_DEADLINE_SECONDS"),
         simulator_latency_seconds=_optional_float(env, "SIMULATOR_LATENCY_SECONDS"),
         max_request_bytes=int(_number(env, "MAX_REQUEST_BYTES", str(2 * 1024 * 1024))),
+        log_level=env.get("LOG_LEVEL", "INFO").upper(),
+        log_json=env.get("LOG_FORMAT", "json") == "json",
         worker_metrics_port=int(env["WORKER_METRICS_PORT"])
         if env.get("WORKER_METRICS_PORT")
         else None,

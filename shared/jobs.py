@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
 import secrets
 import uuid
 from collections.abc import Sequence
@@ -50,6 +51,7 @@ INTERNAL_STATUSES = {
     for public in set(PUBLIC_STATUS.values())
 }
 MAX_LOG_LINES = 50
+log = logging.getLogger(__name__)
 
 
 def new_poll_token() -> str:
@@ -210,7 +212,10 @@ def _move(
         .values(updated_at=utcnow(), **values)
         .execution_options(synchronize_session=False)
     )
-    return result.rowcount == 1
+    moved = result.rowcount == 1
+    if moved and "status" in values:
+        log.info("job is now %s", values["status"], extra={"job_id": str(job_id)})
+    return moved
 
 
 def _load(session: Session, job_id: uuid.UUID) -> Job:

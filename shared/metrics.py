@@ -164,7 +164,7 @@ class DatabaseCollector(Collector):
 class BrokerCollector(Collector):
     """The broker's queue length (Redis `LLEN`): messages not yet taken by any worker."""
 
-    def __init__(self, broker_url: str, queues: tuple[str, ...] = ("celery",)) -> None:
+    def __init__(self, broker_url: str, queues: tuple[str, ...]) -> None:
         self.broker_url = broker_url
         self.queues = queues
 

@@ -14,7 +14,6 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-import redis
 from celery import Celery
 from flask import Flask
 from flask.testing import FlaskClient
@@ -26,8 +25,8 @@ from shared.config import Settings, load_settings
 from shared.runtime import Runtime
 from tests.stack import redis_url, running_worker, scratch_database, serving
 
-WORKER_REDIS_DB = 11  # the worker's queue
-IDLE_REDIS_DB = 12  # a queue nobody consumes: jobs sent there stay queued
+# One queue per test run, so test runs side by side on one Redis never share messages.
+RUN_QUEUE = f"naive-test-{uuid.uuid4().hex[:8]}"
 
 
 @pytest.fixture(scope="session")
@@ -39,12 +38,11 @@ def database_url() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def test_env(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """The environment shared by the worker process and the in-test API."""
-    for db in (WORKER_REDIS_DB, IDLE_REDIS_DB):
-        redis.Redis.from_url(redis_url(db)).flushdb()
     return {
         "NAIVE_DATA_DIR": str(tmp_path_factory.mktemp("naive-data")),
         "DATABASE_URL": database_url,
-        "CELERY_BROKER_URL": redis_url(WORKER_REDIS_DB),
+        "CELERY_BROKER_URL": redis_url(11),
+        "CELERY_QUEUE": RUN_QUEUE,
         "POLL_INITIAL_SECONDS": "0.2",
         "POLL_MAX_SECONDS": "1",
         "STALE_AFTER_SECONDS": "30",
@@ -111,7 +109,7 @@ def make_app(test_env: dict[str, str], worker: None) -> Iterator[Callable[..., F
 @pytest.fixture(scope="session")
 def idle_app(make_app: Callable[..., Flask]) -> Flask:
     """Its messages go to a queue no worker reads, as if the broker had lost them."""
-    return make_app(CELERY_BROKER_URL=redis_url(IDLE_REDIS_DB))
+    return make_app(CELERY_QUEUE=f"{RUN_QUEUE}-idle")
 
 
 @pytest.fixture(scope="session")

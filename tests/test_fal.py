@@ -63,7 +63,7 @@ class FalStack:
     env: dict[str, str]
 
 
-def _fal_env(fake: FakeFalServer, broker_db: int, **extra: str) -> dict[str, str]:
+def _fal_env(fake: FakeFalServer, queue: str, **extra: str) -> dict[str, str]:
     return {
         "NAIVE_PROVIDER": "fal",
         "FAL_KEY": FAL_KEY,
@@ -73,7 +73,7 @@ def _fal_env(fake: FakeFalServer, broker_db: int, **extra: str) -> dict[str, str
         "FAL_JWKS_URL": fake.jwks_url,
         "FAL_PLATFORM_URL": fake.platform_url,
         "FAL_START_TIMEOUT_SECONDS": "3",
-        "CELERY_BROKER_URL": f"redis://127.0.0.1:6379/{broker_db}",
+        "CELERY_QUEUE": queue,
         **extra,
     }
 
@@ -86,7 +86,7 @@ def polling(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[FalStack]:
     """API and worker on fal, polling only."""
-    env = _fal_env(fake_fal, 13)
+    env = _fal_env(fake_fal, f"{test_env['CELERY_QUEUE']}-fal-polling")
     log = tmp_path_factory.mktemp("fal-worker") / "worker.log"
     with running_worker({**test_env, **env}, log):
         app = make_app(**env)
@@ -102,7 +102,9 @@ def webhooks(
 ) -> Iterator[FalStack]:
     """API and worker on fal with webhooks: the fake calls our API over real HTTP."""
     port = _free_port()
-    env = _fal_env(fake_fal, 14, FAL_WEBHOOK_URL=f"http://127.0.0.1:{port}/v1/webhooks/fal")
+    env = _fal_env(
+        fake_fal, "fal-webhooks", FAL_WEBHOOK_URL=f"http://127.0.0.1:{port}/v1/webhooks/fal"
+    )
     log = tmp_path_factory.mktemp("fal-webhook-worker") / "worker.log"
     with running_worker({**test_env, **env}, log):
         app = make_app(**env)
@@ -391,7 +393,9 @@ def test_a_new_signing_key_is_picked_up_from_the_jwks(webhooks, fake_fal, accoun
 
 @pytest.fixture
 def fal_settings(fake_fal: FakeFalServer, test_env: dict[str, str]) -> Settings:
-    return load_settings({**test_env, **_fal_env(fake_fal, 13)})
+    return load_settings(
+        {**test_env, **_fal_env(fake_fal, f"{test_env['CELERY_QUEUE']}-fal-polling")}
+    )
 
 
 @pytest.fixture

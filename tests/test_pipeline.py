@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 from pathlib import Path
 
 import av
@@ -116,3 +117,21 @@ def test_progress_is_stored_on_the_job_while_it_runs(client, account):
     assert running["started_at"] is not None
     seen = wait_for_job(client, account, accepted["job_id"])
     assert seen["status"] == "completed"
+
+
+def test_worker_logs_are_json_with_the_jobs_ids_and_no_api_key(client, account, worker_log):
+    accepted = generate(client, account, "Logged [sim latency=0.5]")
+    job = wait_for_job(client, account, accepted["job_id"])
+    text = worker_log.read_text()
+    assert account.key not in text
+    lines = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    mine = [line for line in lines if line.get("job_id") == job["id"]]
+    assert {"job is now submitted", "job is now settling", "job is now completed"} <= {
+        line["message"] for line in mine
+    }
+    after_submit = [line for line in mine if line["message"] != "job is now submitted"]
+    assert all(line["account_id"] == str(account.id) for line in mine)
+    assert any(
+        line.get("provider_request_id") == job["provider_request_id"] for line in after_submit
+    )
+    assert all({"time", "level", "logger"} <= set(line) for line in mine)

@@ -142,9 +142,7 @@ def test_sweeper_replaces_a_lost_poll_loop(client, account, runtime, celery_send
 
 
 def test_sweeper_fails_overdue_queued_jobs(make_app, account, runtime, celery_sender):
-    client = make_app(
-        JOB_DEADLINE_SECONDS="60", CELERY_BROKER_URL="redis://127.0.0.1:6379/12"
-    ).test_client()
+    client = make_app(JOB_DEADLINE_SECONDS="60", CELERY_QUEUE="nobody-reads-this").test_client()
     accepted = generate(client, account, "Never picked up")
     run_sweep(runtime, celery_sender, now=utcnow() + timedelta(seconds=61))
     job = get_job(client, account, accepted["job_id"])

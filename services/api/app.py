@@ -7,6 +7,7 @@ from flask import Flask
 from services.api import errors, http_metrics
 from services.api.routes import credits, jobs, media, ops, video, webhooks
 from services.worker.celery_app import make_celery
+from shared import logs
 from shared.config import Settings, load_settings
 from shared.providers.fal_protocol import WebhookVerifier
 from shared.runtime import Runtime
@@ -21,6 +22,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["naive"] = runtime
     app.extensions["naive.celery"] = make_celery(settings)
     app.extensions["naive.fal_webhooks"] = WebhookVerifier(settings.fal_jwks_url)
+    app.before_request(logs.reset)
     errors.init_app(app)
     http_metrics.init_app(app)
     for blueprint in (video.bp, jobs.bp, media.bp, credits.bp, ops.bp, webhooks.bp):

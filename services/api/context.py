@@ -11,7 +11,7 @@ from flask import current_app, request
 from kombu.exceptions import KombuError
 from sqlalchemy.orm import Session
 
-from shared import accounts
+from shared import accounts, logs
 from shared.db import after_commit
 from shared.runtime import Runtime
 
@@ -52,4 +52,6 @@ def bearer_key() -> str | None:
 def authenticated_account() -> uuid.UUID:
     """The caller's account id, or `Unauthorized` (rendered as 401 in the error shape)."""
     with runtime().db.transaction() as session:
-        return accounts.authenticate(session=session, api_key=bearer_key())
+        account_id = accounts.authenticate(session=session, api_key=bearer_key())
+    logs.bind(account_id=account_id)
+    return account_id

@@ -50,6 +50,7 @@ def _beat_schedule(settings: Settings) -> dict[str, Any]:
 def make_celery(settings: Settings) -> Celery:
     app = Celery("naive", broker=settings.broker_url, include=["services.worker.tasks"])
     app.conf.update(
+        task_default_queue=settings.celery_queue,
         task_serializer="json",
         accept_content=["json"],
         task_ignore_result=True,

@@ -13,10 +13,11 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from celery.signals import worker_init, worker_process_shutdown
+from celery.signals import setup_logging, worker_init, worker_process_shutdown
 from prometheus_client import start_http_server
 
-from shared import metrics
+from shared import logs, metrics
+from shared.config import load_settings
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,13 @@ def _beat_forever(path: Path, stop: threading.Event) -> None:
     while not stop.is_set():
         path.touch()
         stop.wait(HEARTBEAT_SECONDS)
+
+
+@setup_logging.connect
+def _json_logs(**_: Any) -> None:
+    """Replace Celery's own log set-up with ours (one JSON object per line)."""
+    settings = load_settings()
+    logs.configure(settings.log_level, json_format=settings.log_json)
 
 
 @worker_init.connect

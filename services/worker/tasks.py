@@ -18,13 +18,14 @@ from typing import Any, TypeVar
 
 from celery import Task, shared_task
 from celery.signals import worker_process_init
+from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from services.worker import celery_app as names
 from services.worker.pacing import backoff_seconds, poll_wait
 from services.worker.sweeper import run_sweep
-from shared import catalog, catalog_sync, jobs, metrics
+from shared import catalog, catalog_sync, jobs, logs, metrics
 from shared.config import Settings
 from shared.db import after_commit
 from shared.media import library
@@ -60,6 +61,22 @@ class DbTask(Task):
     """Owns the runtime and the transactions; task bodies never commit themselves."""
 
     abstract = True
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the task with the job's ids on every log line it writes."""
+        job_id = kwargs.get("job_id", args[0] if args else None)
+        with logs.job_context(**self._job_ids(job_id)):
+            return super().__call__(*args, **kwargs)
+
+    def _job_ids(self, job_id: str | None) -> dict[str, Any]:
+        if job_id is None:
+            return {}
+        with self.transaction() as session:
+            row = session.execute(
+                select(Job.account_id, Job.provider_request_id).where(Job.id == uuid.UUID(job_id))
+            ).first()
+        account_id, request_id = row if row else (None, None)
+        return {"job_id": job_id, "account_id": account_id, "provider_request_id": request_id}
 
     @property
     def runtime(self) -> Runtime:
@@ -142,7 +159,8 @@ def submit_job(self: DbTask, job_id: str) -> None:
             session=session, job_id=key, request_id=request_id, poll_token=token
         ):
             _after_commit_send(session, poll_job, job_id, token, countdown=self.poll_wait(job))
-            log.info("job %s submitted as provider request %s", job_id, request_id)
+            logs.bind(provider_request_id=request_id)
+            log.info("submitted to the provider")
             return
     # Cancelled while the provider call was in flight: stop the render we just started.
     self.call_provider("cancel", self.runtime.provider.cancel, model, request_id)
@@ -182,6 +200,11 @@ def poll_job(self: DbTask, job_id: str, token: str) -> None:
                 expected=jobs.ACTIVE_AT_PROVIDER,
             )
         return
+    log.info(
+        "provider status %s",
+        status.state,
+        extra={"progress": status.progress, "queue_position": status.queue_position},
+    )
     with self.transaction() as session:
         if result is not None:
             if jobs.record_delivered(session=session, job_id=key, result=result):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from flask import Blueprint, Response, jsonify
@@ -10,10 +11,11 @@ from services.api import context
 from services.api.params import int_arg, str_arg
 from services.api.serializers import job_to_dict
 from services.worker.celery_app import CANCEL_AT_PROVIDER
-from shared import jobs
+from shared import jobs, logs
 from shared.models import Job
 
 bp = Blueprint("jobs", __name__, url_prefix="/v1/jobs")
+log = logging.getLogger(__name__)
 
 
 def render_job(job: Job) -> dict[str, Any]:
@@ -51,6 +53,8 @@ def cancel_job(job_id: str) -> tuple[Response, int]:
     account_id = context.authenticated_account()
     with context.runtime().db.transaction() as session:
         job, at_provider = jobs.cancel(session=session, account_id=account_id, job_id=job_id)
+        logs.bind(job_id=job.id, provider_request_id=job.provider_request_id)
+        log.info("cancel requested at the provider" if at_provider else "job cancelled")
         if at_provider:
             key = str(job.id)
             context.send_after_commit(

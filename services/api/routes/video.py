@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import logging
+
 from flask import Blueprint, Response, jsonify, request
 
 from services.api import context
 from services.api.routes.jobs import get_job, render_job
 from services.worker.celery_app import SUBMIT_JOB
-from shared import catalog, catalog_sync, jobs, metrics, pricing
+from shared import catalog, catalog_sync, jobs, logs, metrics, pricing
 from shared.db import after_commit
 from shared.errors import InvalidInput
 
 bp = Blueprint("video", __name__, url_prefix="/v1/video")
+log = logging.getLogger(__name__)
 
 MAX_IDEMPOTENCY_KEY = 200
 
@@ -40,6 +43,11 @@ def generate() -> tuple[Response, int]:
             idempotency_key=key,
         )
         job = submission.job
+        logs.bind(job_id=job.id)
+        log.info(
+            "job accepted" if submission.created else "job replayed by Idempotency-Key",
+            extra={"model": job.model, "estimated_credits": job.estimated_credits / 100},
+        )
         if submission.created:
             job_id, model = str(job.id), job.model
             after_commit(session, lambda: metrics.JOBS_SUBMITTED.labels(model).inc())
