@@ -55,6 +55,10 @@ class Settings:
     job_deadline_seconds: float | None
     simulator_latency_seconds: float | None
     max_request_bytes: int
+    allow_private_image_urls: bool
+    # Per API key, in flask-limiter's notation; counted in Redis when the broker is Redis.
+    rate_limit: str
+    rate_limit_storage_url: str
     log_level: str
     log_json: bool
     # Each worker host serves its metrics on this port; the heartbeat file feeds liveness.
@@ -96,6 +100,11 @@ def _optional_float(env: Mapping[str, str], name: str) -> float | None:
     return None if raw in (None, "") else float(_number(env, name, raw))
 
 
+def _limit_storage(env: Mapping[str, str]) -> str:
+    broker = env.get("CELERY_BROKER_URL") or ""
+    return broker if broker.startswith(("redis://", "rediss://")) else "memory://"
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read and check the settings; `env` defaults to the process environment."""
     env = os.environ if env is None else env
@@ -135,6 +144,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         job_deadline_seconds=_optional_float(env, "JOB_DEADLINE_SECONDS"),
         simulator_latency_seconds=_optional_float(env, "SIMULATOR_LATENCY_SECONDS"),
         max_request_bytes=int(_number(env, "MAX_REQUEST_BYTES", str(2 * 1024 * 1024))),
+        allow_private_image_urls=env.get("ALLOW_PRIVATE_IMAGE_URLS", "") in ("1", "true", "yes"),
+        rate_limit=env.get("RATE_LIMIT", "600 per minute"),
+        rate_limit_storage_url=env.get("RATE_LIMIT_STORAGE_URL") or _limit_storage(env),
         log_level=env.get("LOG_LEVEL", "INFO").upper(),
         log_json=env.get("LOG_FORMAT", "json") == "json",
         worker_metrics_port=int(env["WORKER_METRICS_PORT"])

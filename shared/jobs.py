@@ -29,6 +29,7 @@ from shared.catalog import Catalog, normalize_input
 from shared.config import Settings
 from shared.db import after_commit
 from shared.errors import Conflict, InvalidInput
+from shared.media.url_policy import UnsafeUrl, check_fetchable
 from shared.models import IdempotencyKey, Job, utcnow
 from shared.providers import fal_protocol
 from shared.providers.base import ProviderResult, ProviderStatus
@@ -93,6 +94,15 @@ def create_job(
         )
     model = catalog.get(body.get("model"))
     normalized = normalize_input(model, body.get("input"))
+    if "image_url" in normalized:
+        try:
+            check_fetchable(
+                normalized["image_url"], allow_private=settings.allow_private_image_urls
+            )
+        except UnsafeUrl as exc:
+            raise InvalidInput(
+                f"input.image_url {exc}.", fields={"input.image_url": str(exc)}
+            ) from None
     metadata = body.get("metadata", {})
     if not isinstance(metadata, dict):
         raise InvalidInput(

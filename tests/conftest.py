@@ -48,6 +48,7 @@ def test_env(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> dic
         "STALE_AFTER_SECONDS": "30",
         "SIMULATOR_LATENCY_SECONDS": "2",
         "SECRET_KEY": "test-secret",
+        "RATE_LIMIT": "100000 per minute",
     }
 
 

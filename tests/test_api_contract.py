@@ -297,3 +297,45 @@ def test_media_search_matches_title_words_and_treats_wildcards_literally(client,
     assert [asset["source_job_id"] for asset in found["data"]] == [job["job_id"]]
     assert client.get("/v1/media?search=%25", headers=account.headers).json["total"] == 0
     assert client.get("/v1/media?search=eagle", headers=account.headers).json["total"] == 0
+
+
+def test_rate_limit_is_per_key_with_retry_after(make_app, make_account):
+    client = make_app(RATE_LIMIT="3 per minute").test_client()
+    busy, other = make_account(), make_account()
+    answers = [client.get("/v1/credits", headers=busy.headers) for _ in range(4)]
+    assert [answer.status_code for answer in answers] == [200, 200, 200, 429]
+    limited = answers[-1]
+    assert limited.json["error"]["code"] == "rate_limited"
+    assert 0 < int(limited.headers["Retry-After"]) <= 60
+    assert client.get("/v1/credits", headers=other.headers).status_code == 200
+    assert client.get("/healthz").status_code == 200  # operations are not limited
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8000/v1/credits",
+        "http://localhost/image.png",
+        "http://10.1.2.3/image.png",
+        "http://192.168.0.10/image.png",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[::1]/image.png",
+        "file:///etc/passwd",
+        "ftp://example.com/image.png",
+    ],
+)
+def test_image_urls_at_private_addresses_are_refused(client, account, runtime, url):
+    body = {"model": "fal-ai/kling-video/v3/pro/image-to-video", "input": {"image_url": url}}
+    response = client.post("/v1/video/generate", json=body, headers=account.headers)
+    assert response.status_code == 422
+    assert "input.image_url" in response.json["error"]["fields"]
+    assert _jobs_of(runtime, account) == 0
+
+
+def test_private_image_urls_can_be_allowed_for_a_closed_network(make_app, account):
+    client = make_app(ALLOW_PRIVATE_IMAGE_URLS="1").test_client()
+    body = {
+        "model": "fal-ai/kling-video/v3/pro/image-to-video",
+        "input": {"image_url": "http://127.0.0.1:9/image.png", "prompt": "x [sim latency=60]"},
+    }
+    assert client.post("/v1/video/generate", json=body, headers=account.headers).status_code == 202

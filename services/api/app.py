@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from services.api import errors, http_metrics
+from services.api import errors, http_metrics, ratelimit
 from services.api.routes import credits, jobs, media, ops, video, webhooks
 from services.worker.celery_app import make_celery
 from shared import logs
@@ -27,5 +27,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     http_metrics.init_app(app)
     for blueprint in (video.bp, jobs.bp, media.bp, credits.bp, ops.bp, webhooks.bp):
         app.register_blueprint(blueprint)
+    # Operations and signed provider callbacks are not the API's customers' traffic.
+    ratelimit.init_app(app, settings, exempt=[ops.bp, webhooks.bp])
     runtime.db.ping()  # fail at start-up, not on the first request
     return app

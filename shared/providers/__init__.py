@@ -11,4 +11,8 @@ def make_provider(settings: Settings) -> VideoProvider:
         from shared.providers.fal import FalProvider
 
         return FalProvider(settings)
-    return SimulatorProvider(settings.simulator_root, settings.simulator_latency_seconds)
+    return SimulatorProvider(
+        settings.simulator_root,
+        settings.simulator_latency_seconds,
+        allow_private_urls=settings.allow_private_image_urls,
+    )

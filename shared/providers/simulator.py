@@ -28,6 +28,7 @@ from typing import Any
 from shared.catalog import VideoModel
 from shared.media.fetch import ImageFetchError, load_image
 from shared.media.render import FRAME_SIZES, render_video
+from shared.media.url_policy import UnsafeUrl, check_fetchable
 from shared.providers.base import ProviderError, ProviderResult, ProviderStatus
 
 DIRECTIVE = re.compile(r"\[sim\b([^\]]*)\]")
@@ -50,9 +51,16 @@ class SimulatorProvider:
     name = "simulator"
     webhooks_enabled = False
 
-    def __init__(self, root: Path, default_latency_seconds: float | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        default_latency_seconds: float | None = None,
+        *,
+        allow_private_urls: bool = False,
+    ) -> None:
         self.root = root
         self.default_latency = default_latency_seconds or DEFAULT_LATENCY_SECONDS
+        self.allow_private_urls = allow_private_urls
 
     def _request_path(self, request_id: str) -> Path:
         if not re.fullmatch(r"[0-9a-f]{32}", request_id):
@@ -137,8 +145,9 @@ class SimulatorProvider:
         aspect_ratio = arguments.get("aspect_ratio", "16:9")
         if image_url:
             try:
+                check_fetchable(image_url, allow_private=self.allow_private_urls)
                 image = load_image(image_url)
-            except ImageFetchError as exc:
+            except (ImageFetchError, UnsafeUrl) as exc:
                 raise ProviderError(f"could not load image_url: {exc}") from exc
             aspect_ratio = nearest_aspect_ratio(image.width, image.height)
         render_video(
