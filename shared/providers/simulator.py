@@ -14,6 +14,7 @@ Behaviour is chosen per job by a directive in the prompt, e.g.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -127,7 +128,8 @@ class SimulatorProvider:
 
     def result(self, model: VideoModel, request_id: str) -> ProviderResult:
         record = self._load(request_id)
-        output = self.root / "outputs" / f"{request_id}.mp4"
+        # Renders are deterministic: requests that ask for the same video share one file.
+        output = self.root / "outputs" / f"{_render_key(record)}.mp4"
         if not output.exists():
             self._render(record, output)
         return ProviderResult(output.as_uri(), "video/mp4", output.stat().st_size)
@@ -157,6 +159,18 @@ class SimulatorProvider:
             aspect_ratio=aspect_ratio,
             image=image,
         )
+
+
+def _render_key(record: dict[str, Any]) -> str:
+    arguments = record["arguments"]
+    prompt, _ = parse_directives(str(arguments.get("prompt", "")))
+    what = {
+        "prompt": prompt,
+        "seconds": record["output_seconds"],
+        "aspect_ratio": arguments.get("aspect_ratio", "16:9"),
+        "image_url": arguments.get("start_image_url") or arguments.get("image_url"),
+    }
+    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:32]
 
 
 def nearest_aspect_ratio(width: int, height: int) -> str:
