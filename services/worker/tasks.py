@@ -192,13 +192,7 @@ def poll_job(self: DbTask, job_id: str, token: str) -> None:
         raise self.retry(args=(job_id, new_token), countdown=self.poll_wait(job)) from None
     except ProviderError as exc:
         with self.transaction() as session:
-            jobs.fail(
-                session=session,
-                job_id=key,
-                code=exc.code,
-                message=str(exc),
-                expected=jobs.ACTIVE_AT_PROVIDER,
-            )
+            jobs.record_provider_failure(session=session, job=job, code=exc.code, message=str(exc))
         return
     log.info(
         "provider status %s",
