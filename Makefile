@@ -24,9 +24,11 @@ demo: install
 down: install
 	$(BIN)/naive local down
 
-# PostgreSQL and Redis for the tests, started if they are not running.
+# PostgreSQL and Redis for the tests, started if they are not running; promtool and
+# Prometheus for the alert and scrape tests.
 services:
 	bash scripts/start-services.sh
+	bash scripts/install-prometheus.sh
 
 test: install services
 	$(BIN)/pytest
