@@ -40,8 +40,9 @@ def test_the_quick_start_makes_a_playable_video_with_no_servers(tmp_path: Path):
             [*naive, *args], env=env, capture_output=True, text=True, timeout=180, check=False
         )
 
-    assert run("local", "up", "--port", str(_free_port())).returncode == 0
     try:
+        started = run("local", "up", "--port", str(_free_port()))
+        assert started.returncode == 0, started.stdout + started.stderr
         output = tmp_path / "golden.mp4"
         generated = run(
             "video",

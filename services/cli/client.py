@@ -42,10 +42,17 @@ class ApiClient:
 
     def post(self, path: str, body: Any, headers: Mapping[str, str] | None = None) -> Any:
         """POST `body` as JSON to `path`."""
+        return self.post_with_headers(path, body, headers)[0]
+
+    def post_with_headers(
+        self, path: str, body: Any, headers: Mapping[str, str] | None = None
+    ) -> tuple[Any, httpx.Headers]:
+        """POST `body` as JSON to `path`; the parsed answer and the response's headers
+        (`Idempotent-Replayed` tells a replayed submission from a new one)."""
         request = self._http.build_request(
             "POST", path, json=body, headers={**self._auth, **(headers or {})}
         )
-        return self._call(request)
+        return self._exchange(request)
 
     def delete(self, path: str) -> Any:
         """DELETE `path`."""
@@ -72,12 +79,15 @@ class ApiClient:
                 response.close()
 
     def _call(self, request: httpx.Request) -> Any:
+        return self._exchange(request)[0]
+
+    def _exchange(self, request: httpx.Request) -> tuple[Any, httpx.Headers]:
         with self._transport_errors(request):
             response = self._http.send(request)
         if response.is_error:
             raise _failure(response)
         try:
-            return response.json()
+            return response.json(), response.headers
         except ValueError:
             raise Failure(
                 {

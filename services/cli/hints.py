@@ -40,8 +40,8 @@ def advise(
     match failure.code:
         case "insufficient_credits":
             advice.hints.append(
-                f"This job needs about {error.get('estimated_credits', '?')} credits; "
-                f"you have {error.get('available_credits', '?')} available."
+                f"This job needs about {_amount(error.get('estimated_credits'))} credits; "
+                f"you have {_amount(error.get('available_credits'))} available."
             )
             advice.next_steps += [
                 command(
@@ -73,6 +73,19 @@ def advise(
         case "rate_limited":
             wait = f"{failure.retry_after:g} s" if failure.retry_after is not None else "a moment"
             advice.hints.append(f"Too many requests: retry in {wait}.")
+        case "not_cancellable":
+            advice.hints.append(
+                f"The job is already {error.get('status', 'finished')}: only queued or "
+                "processing jobs can be cancelled."
+            )
+            advice.next_steps.append(command("jobs", "--status", error.get("status", "completed")))
+        case "idempotency_conflict":
+            advice.hints.append(
+                "This --idempotency-key was first used for a different request: reuse it only "
+                "to retry the identical request, or pick a new key for a new video."
+            )
+            if job_id := error.get("job_id"):
+                advice.next_steps.append(command("video", "status", job_id))
         case "not_found":
             advice.hints.append("Nothing with that id in this account.")
             advice.next_steps.append(
@@ -102,9 +115,18 @@ def advise(
     return advice
 
 
+def _amount(value: Any) -> str:
+    """Credits as people write them: 1, not 1.0; 3.5."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return f"{value:g}"
+    return "?" if value is None else str(value)
+
+
 def job_next_steps(job: Mapping[str, Any]) -> list[str]:
     """What to run next for a job, by its status."""
     job_id, status = job.get("id"), job.get("status")
+    if status in ("queued", "processing") and job.get("cancel_requested_at"):
+        return [command("video", "status", job_id)]
     if status in ("queued", "processing"):
         return [command("video", "status", job_id), command("jobs", "cancel", job_id)]
     asset_id = (job.get("result") or {}).get("media_asset_id")
@@ -118,6 +140,11 @@ def job_next_steps(job: Mapping[str, Any]) -> list[str]:
 def job_hints(job: Mapping[str, Any]) -> list[str]:
     """What a person should know about a job, by its status."""
     status, error = job.get("status"), job.get("error") or {}
+    if status in ("queued", "processing") and job.get("cancel_requested_at"):
+        return [
+            "Cancellation requested: the provider is stopping the job, and its hold is "
+            "released once it has. If the provider delivers first, the video is kept and charged."
+        ]
     if status in ("queued", "processing"):
         return ["Credits are charged on completion only."]
     if status not in ("failed", "cancelled"):

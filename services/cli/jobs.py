@@ -76,9 +76,15 @@ def cancel_job(state: State, job_id: str) -> None:
     """Cancel a queued or processing job; its credit hold is released."""
     with state.action("jobs.cancel") as out:
         job = state.client.delete(f"/v1/jobs/{segment(job_id)}")
+        # A job at the provider is not cancelled yet, only asked to stop: say which.
+        next_steps = (
+            [command("jobs", "--status", "cancelled")]
+            if job.get("status") == "cancelled"
+            else job_next_steps(job)
+        )
         out.success(
             job,
             view=lambda: views.job(job),
-            next_steps=[command("jobs", "--status", "cancelled")],
+            next_steps=next_steps,
             hints=job_hints(job),
         )

@@ -29,6 +29,7 @@ from shared.migrate import upgrade
 
 STACK_FILE = "local-stack.json"
 START_TIMEOUT = 60.0
+STOP_TIMEOUT = 30.0
 
 
 def stack_path() -> Path:
@@ -44,11 +45,13 @@ def read_local_stack() -> dict[str, Any] | None:
 
 
 def _alive(pid: int) -> bool:
+    """True while the process runs (a zombie, exited but not yet reaped, counts as gone)."""
     try:
         os.kill(pid, 0)
+        status = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
     except OSError:
         return False
-    return True
+    return status != "Z"
 
 
 def _healthy(api_url: str) -> bool:
@@ -160,9 +163,18 @@ def up(port: int, credits_: Decimal) -> None:
 def down() -> None:
     """Stop the local stack (the database and media stay)."""
     stack = read_local_stack() or {}
-    for name, pid in (stack.pop("pids", None) or {}).items():
+    pids = stack.pop("pids", None) or {}
+    for pid in pids.values():
         if _alive(pid):
-            os.killpg(pid, signal.SIGTERM)
+            os.killpg(pid, signal.SIGTERM)  # a warm shutdown: running tasks finish
+    deadline = time.monotonic() + STOP_TIMEOUT
+    while any(_alive(pid) for pid in pids.values()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for name, pid in pids.items():
+        if _alive(pid):
+            os.killpg(pid, signal.SIGKILL)
+            click.echo(f"killed {name} (pid {pid}): it did not stop in time", err=True)
+        else:
             click.echo(f"stopped {name} (pid {pid})", err=True)
     if stack:
         stack_path().write_text(json.dumps(stack, indent=2))

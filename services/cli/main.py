@@ -1,5 +1,6 @@
 """The `naive` command: the root group, its options, and the registration of every command."""
 
+import importlib
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -8,12 +9,10 @@ import click
 from click.core import ParameterSource
 
 from services.cli import views
-from services.cli.admin import admin
 from services.cli.client import DEFAULT_API_URL
 from services.cli.errors import ExitCode
 from services.cli.hints import command
 from services.cli.jobs import jobs
-from services.cli.local import local, read_local_stack
 from services.cli.media import media
 from services.cli.output import Reporter, wants_json
 from services.cli.state import State, json_option, pass_state
@@ -31,6 +30,7 @@ Commands at a glance:
   naive media get ID | naive media download ID    one asset; download its file
   naive credits                                   balance, holds and ledger
   naive local up | naive local down               run the whole stack on this machine
+  naive mcp [--budget 20]                         serve the agent tools (Model Context Protocol)
   naive admin migrate | naive admin create-account operator commands (database access)
 Add --help to any command for its options.
 
@@ -44,8 +44,28 @@ Exit codes:
 """
 
 
+# Commands whose modules are heavy (the database layer, the MCP SDK) load when they run, so
+# `naive video status ID` does not pay for SQLAlchemy, Alembic and Starlette at every start.
+LAZY_COMMANDS = {
+    "admin": "services.cli.admin:admin",
+    "local": "services.cli.local:local",
+    "mcp": "services.cli.mcp_command:mcp",
+}
+
+
 class NaiveGroup(click.Group):
     """The root group: usage errors and Ctrl-C get the JSON envelope too, and exit 2 or 130."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        """Every command, the lazily loaded ones included."""
+        return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        """A registered command, or a lazy one imported now."""
+        if cmd_name in LAZY_COMMANDS and cmd_name not in self.commands:
+            module_name, attribute = LAZY_COMMANDS[cmd_name].split(":")
+            self.add_command(getattr(importlib.import_module(module_name), attribute), cmd_name)
+        return super().get_command(ctx, cmd_name)
 
     def main(
         self,
@@ -124,12 +144,19 @@ def cli(ctx: click.Context, api_url: str, api_key: str | None, json_flag: bool) 
     A thin client of the Naive HTTP API. At a terminal it prints tables; with --json, or when
     stdout is not a terminal, it prints exactly one JSON envelope for scripts and agents.
     """
-    if api_key is None and (stack := read_local_stack()):
+    if api_key is None and (stack := _local_stack()):
         # `naive local up` made a stack here: talk to it unless told otherwise.
         api_key = stack.get("api_key")
         if ctx.get_parameter_source("api_url") == ParameterSource.DEFAULT:
             api_url = stack.get("api_url", api_url)
     ctx.obj = State(api_url, api_key, json_flag)
+
+
+def _local_stack() -> dict[str, Any] | None:
+    """What `naive local up` recorded, read only when no key is given (its module is heavy)."""
+    from services.cli.local import read_local_stack
+
+    return read_local_stack()
 
 
 @cli.command("credits")
@@ -150,8 +177,6 @@ def credits_command(state: State) -> None:
 cli.add_command(video)
 cli.add_command(jobs)
 cli.add_command(media)
-cli.add_command(admin)
-cli.add_command(local)
 
 
 if __name__ == "__main__":

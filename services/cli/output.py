@@ -38,7 +38,8 @@ class Reporter:
             self._envelope(True, result, next_steps, hints)
             return
         if view is not None:
-            self.console.print(view())
+            # Not cropped to the terminal's width: a URL printed unwrapped must stay whole.
+            self.console.print(view(), crop=False)
         self._advice(self.console, next_steps, hints)
 
     def failure(

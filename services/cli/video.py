@@ -124,16 +124,28 @@ def generate(
     headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
 
     with state.action("video.generate", model=model, duration=duration) as out:
-        accepted = state.client.post("/v1/video/generate", body, headers=headers)
+        accepted, answer_headers = state.client.post_with_headers(
+            "/v1/video/generate", body, headers=headers
+        )
         job_id = str(accepted["job_id"])
+        replayed = answer_headers.get("Idempotent-Replayed", "").lower() == "true"
+        replay_hint = (
+            f"Replayed: --idempotency-key {idempotency_key} was used before, so this is the "
+            "first job it made; nothing new was held or charged."
+        )
         if not wait:
             out.success(
                 accepted,
                 view=lambda: views.accepted(accepted),
                 next_steps=[command("video", "status", job_id), command("jobs", "cancel", job_id)],
-                hints=["Credits are charged on completion only."],
+                hints=[
+                    *([replay_hint] if replayed else []),
+                    "Credits are charged on completion only.",
+                ],
             )
             return
+        if replayed:
+            out.note(replay_hint)
         out.note(
             f"Job {job_id} {accepted.get('status')}: about "
             f"{views.number(accepted.get('estimated_credits'))} "

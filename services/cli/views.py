@@ -80,6 +80,8 @@ def job(data: Mapping[str, Any]) -> RenderableType:
     ]
     if data.get("queue_position") is not None:
         rows.append(("Queue position", cell(data["queue_position"])))
+    if data.get("cancel_requested_at") and data.get("status") in ("queued", "processing"):
+        rows.append(("Cancel requested", cell(data["cancel_requested_at"])))
     rows += [
         ("Type", cell(data.get("type"))),
         ("Model", cell(data.get("model"))),
@@ -90,15 +92,16 @@ def job(data: Mapping[str, Any]) -> RenderableType:
         ("Completed", cell(data.get("completed_at"))),
     ]
     if video:
-        rows += [
-            ("Video", Text(str(video.get("url")), overflow="fold")),
-            ("Size", cell(file_size(video.get("file_size")))),
-        ]
+        rows.append(("Video", cell(f"{file_size(video.get('file_size'))}, URL below")))
     if result.get("media_asset_id"):
         rows.append(("Media asset", cell(result["media_asset_id"])))
     if error:
         rows.append(("Error", Text(f"{error.get('message')} ({error.get('code')})", style="red")))
-    return Panel(fields(rows), title=f"Job {data.get('id')}", title_align="left", expand=False)
+    panel = Panel(fields(rows), title=f"Job {data.get('id')}", title_align="left", expand=False)
+    if not video.get("url"):
+        return panel
+    # Outside the panel and unwrapped: a URL folded between borders cannot be copied whole.
+    return Group(panel, Text(str(video["url"]), no_wrap=True, overflow="ignore"))
 
 
 def finished_video(data: Mapping[str, Any]) -> RenderableType:

@@ -1,0 +1,66 @@
+"""`naive mcp`: serve the agent tools over the Model Context Protocol (stdio or HTTP)."""
+
+from decimal import Decimal
+
+import click
+
+from services.cli.state import State, pass_state
+
+
+@click.command(
+    "mcp", short_help="Serve the agent tools over the Model Context Protocol (stdio or HTTP)."
+)
+@click.option(
+    "--transport",
+    type=click.Choice(["stdio", "http"]),
+    default="stdio",
+    show_default=True,
+    help="stdio for an agent that starts this process; http for streamable HTTP at /mcp.",
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="With --transport http.")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8765,
+    show_default=True,
+    help="With --transport http.",
+)
+@click.option(
+    "--budget",
+    metavar="CREDITS",
+    envvar="NAIVE_MCP_BUDGET",
+    show_envvar=True,
+    type=click.FloatRange(min=0),
+    help="Most credits the jobs submitted in one MCP session may be estimated at, in total; "
+    "a generation that would go over is refused before it is submitted. Default: no limit.",
+)
+@pass_state
+def mcp(state: State, transport: str, host: str, port: int, budget: float | None) -> None:
+    """Serve the agent tools (naive_generate_video, naive_video_models, naive_video_status,
+    naive_video_pricing, naive_media_list) over the Model Context Protocol.
+
+    A thin client of the same HTTP API as the other commands, with the same NAIVE_API_URL
+    and NAIVE_API_KEY.
+
+    \b
+    Examples:
+      naive mcp                                   # stdio, for an agent that runs this command
+      naive mcp --budget 20                       # refuse jobs past 20 credits per session
+      naive mcp --transport http --port 8765      # streamable HTTP at http://127.0.0.1:8765/mcp
+    """
+    # Imported here: the MCP SDK is heavy, and only this command needs it.
+    from services.mcp_server.server import serve
+
+    if not state.api_key:
+        click.echo(
+            "Warning: no API key (NAIVE_API_KEY or --api-key); every tool call will be refused.",
+            err=True,
+        )
+    serve(
+        api_url=state.api_url,
+        api_key=state.api_key,
+        transport=transport,
+        host=host,
+        port=port,
+        budget=None if budget is None else Decimal(str(budget)),
+    )

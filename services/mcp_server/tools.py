@@ -1,0 +1,515 @@
+"""What each agent tool does: thin calls of the HTTP API, plus the money guards.
+
+The guards run here, before anything is submitted: `max_credits` (per call) and the session
+budget (the sum of the estimates of the jobs this session submitted). Retries are made safe
+with the API's `Idempotency-Key`: the agent's `intent_key`, or a key derived from the session
+and the request, so an identical retry in one session is replayed instead of paid twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from functools import partial
+from typing import Any, TypeVar
+
+import anyio
+import anyio.to_thread
+
+from services.cli.client import ApiClient, segment
+from services.cli.errors import ExitCode, Failure
+from services.mcp_server import schemas
+
+T = TypeVar("T")
+Answer = dict[str, Any]
+
+TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
+POLL_SECONDS = 1.0
+CATALOG_TTL_SECONDS = 300.0
+MAX_CONSECUTIVE_POLL_ERRORS = 5
+MAX_SESSIONS = 1000
+
+
+class ToolError(Exception):
+    """A tool call that failed: reported to the agent as an MCP tool error (isError)."""
+
+    def __init__(
+        self,
+        error: Mapping[str, Any],
+        *,
+        next_steps: list[str] | None = None,
+        details: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(str(error.get("message", "")))
+        self.error = dict(error)
+        self.next_steps = next_steps or []
+        self.details = dict(details or {})
+
+    def payload(self) -> Answer:
+        """The error, what to do next, and the cost: none, since nothing was charged."""
+        return {
+            "error": self.error,
+            **self.details,
+            "next_steps": self.next_steps,
+            "cost": 0,
+        }
+
+
+@dataclass
+class AgentSession:
+    """One MCP session's spending: the estimates of the jobs it submitted."""
+
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    spent: Decimal = Decimal(0)
+    jobs: dict[str, Decimal] = field(default_factory=dict)
+    keys: dict[str, str] = field(default_factory=dict)  # idempotency key → job id
+    lock: anyio.Lock = field(default_factory=anyio.Lock)
+
+
+class NaiveTools:
+    """The tools of one server process; `session_key` tells MCP sessions apart."""
+
+    def __init__(self, client: ApiClient, *, budget: Decimal | None = None) -> None:
+        self.client = client
+        self.budget = budget
+        self._sessions: OrderedDict[str, AgentSession] = OrderedDict()
+        self._catalog: list[dict[str, Any]] | None = None
+        self._catalog_at = 0.0
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    async def _api(self, call: Callable[[], T]) -> T:
+        """Run one blocking API call off the event loop; API failures become tool errors."""
+        try:
+            return await anyio.to_thread.run_sync(call)
+        except Failure as failure:
+            raise api_error(failure, api_url=self.client.base_url) from None
+
+    def session(self, key: str) -> AgentSession:
+        """The session for `key`, made on first use (the oldest are forgotten past a bound)."""
+        session = self._sessions.get(key)
+        if session is None:
+            session = self._sessions[key] = AgentSession()
+            while len(self._sessions) > MAX_SESSIONS:
+                self._sessions.popitem(last=False)
+        self._sessions.move_to_end(key)
+        return session
+
+    async def catalog(self, *, refresh: bool = False) -> list[dict[str, Any]]:
+        """The model catalog's `data`, cached for a few minutes."""
+        fresh = time.monotonic() - self._catalog_at < CATALOG_TTL_SECONDS
+        if self._catalog is None or refresh or not fresh:
+            answer = await self._api(partial(self.client.get, "/v1/video/models"))
+            self._catalog = list(answer.get("data") or [])
+            self._catalog_at = time.monotonic()
+        return self._catalog
+
+    async def catalog_or_none(self) -> list[dict[str, Any]] | None:
+        """The catalog, or None when the API cannot give it (the tools are listed anyway)."""
+        try:
+            return await self.catalog()
+        except ToolError:
+            return None
+
+    # -- the tools ------------------------------------------------------------------------
+
+    async def video_models(self, arguments: Mapping[str, Any]) -> Answer:
+        _only(arguments, set())
+        models = await self.catalog(refresh=True)
+        data = [{k: v for k, v in model.items() if k != "input_schema"} for model in models]
+        example = data[0]["id"] if data else "MODEL"
+        return {
+            "models": data,
+            "count": len(data),
+            "next_steps": [
+                f'{schemas.PRICING} {{"model": "{example}", "duration": "5"}} previews a cost',
+                f'{schemas.GENERATE} {{"model": "{example}", "input": {{"prompt": "..."}}}} '
+                "makes a video",
+            ],
+            "cost": 0,
+        }
+
+    async def video_status(self, arguments: Mapping[str, Any]) -> Answer:
+        _only(arguments, {"job_id"})
+        job_id = _string(arguments, "job_id", required=True)
+        job = await self._api(partial(self.client.get, f"/v1/jobs/{segment(job_id)}"))
+        return {**job_summary(job), "next_steps": job_next_steps(job), "cost": 0}
+
+    async def video_pricing(self, arguments: Mapping[str, Any]) -> Answer:
+        _only(arguments, {"model", "duration"})
+        model = _string(arguments, "model", required=True)
+        duration = _duration(arguments.get("duration"))
+        quote = await self._quote(model, duration)
+        return {
+            **quote,
+            "next_steps": [
+                f"{schemas.GENERATE} with this model submits the job; the credits are held "
+                "then and charged only if it completes"
+            ],
+            "cost": 0,
+        }
+
+    async def media_list(self, arguments: Mapping[str, Any]) -> Answer:
+        _only(arguments, {"source_type", "search", "limit", "offset"})
+        source_type = _string(arguments, "source_type") or "video_generation"
+        search = _string(arguments, "search")
+        limit = _integer(arguments, "limit", minimum=1, maximum=100)
+        offset = _integer(arguments, "offset", minimum=0)
+        page = await self._api(
+            partial(
+                self.client.get,
+                "/v1/media",
+                {"source_type": source_type, "search": search, "limit": limit, "offset": offset},
+            )
+        )
+        data = page.get("data") or []
+        seen = (page.get("offset") or 0) + len(data)
+        next_steps = []
+        if isinstance(page.get("total"), int) and seen < page["total"]:
+            next_steps.append(f'{schemas.MEDIA_LIST} {{"offset": {seen}}} for the next page')
+        return {**page, "next_steps": next_steps, "cost": 0}
+
+    async def generate_video(
+        self,
+        arguments: Mapping[str, Any],
+        *,
+        session_key: str,
+        progress: Callable[[float, str], Any] | None = None,
+    ) -> Answer:
+        _only(arguments, {"model", "input", "max_credits", "intent_key", "wait_seconds"})
+        model = _string(arguments, "model", required=True)
+        model_input = arguments.get("input")
+        if not isinstance(model_input, dict):
+            raise invalid_arguments(
+                "`input` must be an object of the model's parameters, e.g. "
+                '{"prompt": "A cat on a skateboard", "duration": "5"}.',
+                field="input",
+            )
+        max_credits = _decimal(arguments, "max_credits")
+        intent_key = _string(arguments, "intent_key")
+        if intent_key is not None and len(intent_key) > schemas.MAX_INTENT_KEY:
+            raise invalid_arguments(
+                f"`intent_key` is at most {schemas.MAX_INTENT_KEY} characters.", field="intent_key"
+            )
+        wait_seconds = _decimal(arguments, "wait_seconds") or Decimal(0)
+        wait = float(min(wait_seconds, Decimal(schemas.MAX_WAIT_SECONDS)))
+
+        session = self.session(session_key)
+        key = intent_key or derived_intent_key(session.id, model, model_input)
+        async with session.lock:
+            # A key this session already submitted is replayed by the API: no new spending.
+            known = key in session.keys
+            estimate: Decimal | None = None
+            if max_credits is not None or (self.budget is not None and not known):
+                quote = await self._quote(model, _duration(model_input.get("duration")))
+                estimate = Decimal(str(quote["estimated_credits"]))
+            if max_credits is not None and estimate is not None and estimate > max_credits:
+                raise ToolError(
+                    {
+                        "code": "max_credits_exceeded",
+                        "message": f"This video is estimated at {_num(estimate)} credits, above "
+                        f"max_credits {_num(max_credits)}. Nothing was submitted.",
+                        "estimated_credits": float(estimate),
+                        "max_credits": float(max_credits),
+                    },
+                    next_steps=[
+                        "raise max_credits, or lower input.duration, or pick a cheaper model "
+                        f"({schemas.PRICING} previews each cost, {schemas.MODELS} lists prices)"
+                    ],
+                )
+            if self.budget is not None and not known and estimate is not None:
+                self._check_budget(session, estimate)
+            accepted, headers = await self._api(
+                partial(
+                    self.client.post_with_headers,
+                    "/v1/video/generate",
+                    {"model": model, "input": model_input},
+                    {"Idempotency-Key": key},
+                )
+            )
+            job_id = str(accepted["job_id"])
+            replayed = headers.get("Idempotent-Replayed", "").lower() == "true"
+            if not replayed and job_id not in session.jobs:
+                charged = Decimal(str(accepted.get("estimated_credits") or 0))
+                session.jobs[job_id] = charged
+                session.spent += charged
+            session.keys[key] = job_id
+
+        answer: Answer = {
+            "job_id": job_id,
+            "status": accepted.get("status"),
+            "model": accepted.get("model", model),
+            "estimated_credits": accepted.get("estimated_credits"),
+            "estimated_seconds": accepted.get("estimated_seconds"),
+            "credits_used": None,
+            "replayed": replayed,
+            "intent_key": key,
+            "hint": (
+                f"Credits are held now and charged only if the job completes. Call "
+                f'{schemas.STATUS} {{"job_id": "{job_id}"}} every 15-30 s until status is '
+                "completed (then video_url is set) or failed."
+            ),
+            "api_hint": accepted.get("hint"),
+            "session": self._session_view(session),
+        }
+        if wait <= 0:
+            return {**answer, "next_steps": [f'{schemas.STATUS} {{"job_id": "{job_id}"}}']}
+        job = await self._follow(job_id, wait, progress)
+        summary = job_summary(job)
+        if job.get("status") in ("failed", "cancelled"):
+            error = job.get("error") or {}
+            raise ToolError(
+                {
+                    "code": error.get("code") or f"job_{job.get('status')}",
+                    "message": f"Job {job_id} {job.get('status')}: "
+                    f"{error.get('message') or 'no reason given'}. Nothing was charged: the "
+                    "credit hold was released.",
+                },
+                next_steps=job_next_steps(job),
+                details={"job": summary},
+            )
+        answer.update(summary)
+        answer["hint"] = (
+            "Done: video_url is a playable MP4; the video is also in the media library."
+            if job.get("status") == "completed"
+            else f"Still {job.get('status')} after {wait:g} s; it keeps running. "
+            f'Call {schemas.STATUS} {{"job_id": "{job_id}"}} every 15-30 s.'
+        )
+        return {**answer, "next_steps": job_next_steps(job)}
+
+    # -- helpers --------------------------------------------------------------------------
+
+    async def _quote(self, model: str, duration: str | None) -> dict[str, Any]:
+        return await self._api(
+            partial(self.client.get, "/v1/video/pricing", {"model": model, "duration": duration})
+        )
+
+    def _check_budget(self, session: AgentSession, estimate: Decimal) -> None:
+        assert self.budget is not None
+        if session.spent + estimate <= self.budget:
+            return
+        remaining = max(self.budget - session.spent, Decimal(0))
+        raise ToolError(
+            {
+                "code": "budget_exceeded",
+                "message": f"Refused: this session's budget is {_num(self.budget)} credits, "
+                f"{_num(session.spent)} are already spent on {len(session.jobs)} job(s), and this "
+                f"video is estimated at {_num(estimate)} (it would total "
+                f"{_num(session.spent + estimate)}). Nothing was submitted.",
+                "budget": float(self.budget),
+                "spent": float(session.spent),
+                "estimated_credits": float(estimate),
+                "remaining": float(remaining),
+            },
+            next_steps=[
+                f"fit the remaining {_num(remaining)} credits: a shorter input.duration or a "
+                f"cheaper model ({schemas.PRICING} previews each cost)",
+                "or ask the user to raise the budget (naive mcp --budget N, or "
+                "NAIVE_MCP_BUDGET) and restart the server",
+            ],
+        )
+
+    def _session_view(self, session: AgentSession) -> dict[str, Any]:
+        view: dict[str, Any] = {"spent": float(session.spent), "jobs": len(session.jobs)}
+        if self.budget is not None:
+            view["budget"] = float(self.budget)
+            view["remaining"] = float(max(self.budget - session.spent, Decimal(0)))
+        return view
+
+    async def _follow(
+        self, job_id: str, wait: float, progress: Callable[[float, str], Any] | None
+    ) -> dict[str, Any]:
+        """Poll the job until it ends or `wait` seconds pass; return its last state."""
+        deadline = anyio.current_time() + wait
+        errors = 0
+        job: dict[str, Any] | None = None
+        while True:
+            try:
+                job = await self._api(partial(self.client.get, f"/v1/jobs/{segment(job_id)}"))
+                errors = 0
+            except ToolError as exc:
+                transient = exc.error.get("code") in ("connection_error", "timeout", "unavailable")
+                if job is None or not transient or errors >= MAX_CONSECUTIVE_POLL_ERRORS:
+                    raise
+                errors += 1
+            else:
+                if progress is not None:
+                    await progress(float(job.get("progress") or 0), str(job.get("status")))
+                if job.get("status") in TERMINAL_STATUSES:
+                    return job
+            remaining = deadline - anyio.current_time()
+            if remaining <= 0:
+                return job
+            await anyio.sleep(min(POLL_SECONDS, remaining))
+
+
+def derived_intent_key(session_id: str, model: str, model_input: Mapping[str, Any]) -> str:
+    """An idempotency key for (session, model, input): an identical retry is replayed."""
+    canonical = json.dumps(
+        {"session": session_id, "model": model, "input": model_input},
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+    return "mcp-" + hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def job_summary(job: Mapping[str, Any]) -> Answer:
+    """What an agent needs of a job, with the video's URL lifted to the top."""
+    result = job.get("result") or {}
+    video = result.get("video") or {}
+    return {
+        "job_id": job.get("id"),
+        "status": job.get("status"),
+        "progress": job.get("progress"),
+        "queue_position": job.get("queue_position"),
+        "model": job.get("model"),
+        "estimated_credits": job.get("estimated_credits"),
+        "credits_used": job.get("credits_used"),
+        "video_url": video.get("url"),
+        "media_asset_id": result.get("media_asset_id"),
+        "result": job.get("result"),
+        "error": job.get("error"),
+        "created_at": job.get("created_at"),
+        "completed_at": job.get("completed_at"),
+    }
+
+
+def job_next_steps(job: Mapping[str, Any]) -> list[str]:
+    job_id, status = job.get("id"), job.get("status")
+    if status in ("queued", "processing"):
+        return [f'{schemas.STATUS} {{"job_id": "{job_id}"}} again in 15-30 s']
+    if status == "completed":
+        return [
+            "give the user video_url (a playable MP4)",
+            f"{schemas.MEDIA_LIST} lists every finished video",
+        ]
+    if status == "failed":
+        return [
+            f"check the model's parameters with {schemas.MODELS}, then retry "
+            f"{schemas.GENERATE} with a new intent_key (nothing was charged)"
+        ]
+    return [f"{schemas.GENERATE} with a new intent_key to try again"]
+
+
+def api_error(failure: Failure, *, api_url: str) -> ToolError:
+    """The API's error code and message, with the tool calls that recover from it."""
+    error, steps = dict(failure.error), []
+    match failure.code:
+        case "insufficient_credits":
+            steps += [
+                f"preview cheaper options with {schemas.PRICING} (a shorter duration or a "
+                "cheaper model)",
+                "or ask the account owner to top up the credits",
+            ]
+        case "invalid_model":
+            if suggestions := error.get("suggestions"):
+                steps.append("did you mean: " + ", ".join(map(str, suggestions)) + "?")
+            steps.append(f"{schemas.MODELS} lists the valid model ids")
+        case "invalid_input":
+            if isinstance(fields := error.get("fields"), dict):
+                steps += [f"fix {name}: {problem}" for name, problem in fields.items()]
+            steps.append(f"{schemas.MODELS} lists each model's parameters and allowed values")
+        case "idempotency_conflict" | "conflict":
+            steps.append(
+                "this intent_key was used for a different request: resend the identical "
+                "request, or use a new intent_key for a new video"
+            )
+        case "not_found":
+            steps.append(f"check the job_id: it is the one {schemas.GENERATE} returned")
+        case "not_cancellable":
+            steps.append(f"{schemas.STATUS} shows the job's state")
+        case "unauthorized":
+            steps.append(
+                "the MCP server's API key is missing or wrong: set NAIVE_API_KEY for the "
+                "`naive mcp` process (the user must do this)"
+            )
+        case "rate_limited":
+            wait = f"{failure.retry_after:g} s" if failure.retry_after is not None else "a moment"
+            steps.append(f"retry the same call in {wait}")
+        case "connection_error" | "timeout" | "invalid_api_url":
+            steps.append(
+                f"the Naive API at {api_url} is unreachable: retry in a minute; if it lasts, "
+                "the user should check NAIVE_API_URL and that the API is running"
+            )
+        case _ if failure.exit_code is ExitCode.SERVICE_ERROR:
+            steps.append("the service failed: retry the same call shortly")
+    return ToolError(error, next_steps=steps)
+
+
+def invalid_arguments(message: str, *, field: str) -> ToolError:
+    return ToolError(
+        {"code": "invalid_arguments", "message": message, "fields": {field: message}},
+        next_steps=["fix the arguments (the tool's input schema describes them) and call again"],
+    )
+
+
+def _only(arguments: Mapping[str, Any], allowed: set[str]) -> None:
+    if unknown := sorted(set(arguments) - allowed):
+        names = ", ".join(sorted(allowed)) or "none"
+        raise invalid_arguments(
+            f"Unknown argument(s): {', '.join(unknown)}. Accepted: {names}.", field=unknown[0]
+        )
+
+
+def _string(arguments: Mapping[str, Any], name: str, *, required: bool = False) -> str | None:
+    value = arguments.get(name)
+    if value is None or value == "":
+        if required:
+            hint = (
+                f" (there is no default; {schemas.MODELS} lists the ids)" if name == "model" else ""
+            )
+            raise invalid_arguments(f"`{name}` is required{hint}.", field=name)
+        return None
+    if not isinstance(value, str):
+        raise invalid_arguments(f"`{name}` must be a string.", field=name)
+    return value
+
+
+def _decimal(arguments: Mapping[str, Any], name: str) -> Decimal | None:
+    value = arguments.get(name)
+    if value is None:
+        return None
+    try:
+        if isinstance(value, bool):
+            raise TypeError(value)
+        number = Decimal(str(value))
+    except (InvalidOperation, TypeError):
+        raise invalid_arguments(f"`{name}` must be a number.", field=name) from None
+    if not number.is_finite() or number < 0:
+        raise invalid_arguments(f"`{name}` must be a number, 0 or more.", field=name)
+    return number
+
+
+def _integer(
+    arguments: Mapping[str, Any], name: str, *, minimum: int, maximum: int | None = None
+) -> int | None:
+    value = arguments.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise invalid_arguments(f"`{name}` must be a whole number.", field=name)
+    if value < minimum or (maximum is not None and value > maximum):
+        bounds = f"{minimum} to {maximum}" if maximum is not None else f"{minimum} or more"
+        raise invalid_arguments(f"`{name}` must be {bounds}.", field=name)
+    return value
+
+
+def _num(value: Decimal) -> str:
+    """Credits for a message: 5, 3.5, 10 (no trailing zeros, no exponent)."""
+    return f"{value.normalize():f}"
+
+
+def _duration(value: Any) -> str | None:
+    """A duration as the API's query string takes it: "5" for 5 or "5"."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value)

@@ -1,0 +1,467 @@
+"""The `naive` CLI against the real stack: both output modes, exit codes, --wait, Ctrl-C.
+
+JSON mode runs the CLI as a subprocess with a pipe for stdout (so it prints one envelope);
+human mode runs it in a real pseudo-terminal with `pexpect` and checks the visible text.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pexpect
+import pytest
+
+from shared.media.probe import probe_video
+from tests.helpers import KLING_T2V, job_entries
+from tests.waiting import wait_for
+
+ROOT = Path(__file__).resolve().parent.parent
+NAIVE = [sys.executable, "-m", "services.cli.main"]
+ENVELOPE_KEYS = {"success", "action", "result", "next_steps", "hints"}
+# Colours, cursor moves and line clears: what a terminal shows is what is left.
+ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[()][0-9A-B]")
+JOB_ID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+
+
+def visible(output: str) -> str:
+    return ANSI.sub("", output).replace("\r", "")
+
+
+class Naive:
+    """Runs `naive` for one account: `json(...)` through a pipe, `tty(...)` in a terminal."""
+
+    def __init__(self, env: dict[str, str], cwd: Path) -> None:
+        self.env = env
+        self.cwd = cwd
+
+    def json(self, *args: str, timeout: float = 60) -> tuple[int, dict[str, Any]]:
+        proc = subprocess.run(
+            [*NAIVE, *args],
+            env=self.env,
+            cwd=self.cwd,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        envelope = json.loads(proc.stdout)
+        assert set(envelope) == ENVELOPE_KEYS, proc.stdout
+        assert isinstance(envelope["next_steps"], list)
+        assert isinstance(envelope["hints"], list)
+        return proc.returncode, envelope
+
+    def spawn(self, *args: str, timeout: float = 60, width: int = 160) -> pexpect.spawn:
+        return pexpect.spawn(
+            NAIVE[0],
+            [*NAIVE[1:], *args],
+            env=self.env,
+            cwd=str(self.cwd),
+            encoding="utf-8",
+            timeout=timeout,
+            dimensions=(50, width),
+        )
+
+    def tty(self, *args: str, timeout: float = 60, width: int = 160) -> tuple[int, str]:
+        child = self.spawn(*args, timeout=timeout, width=width)
+        output = child.read()
+        child.close()
+        return child.exitstatus, visible(output)
+
+
+def _env(api_url: str, key: str, data_dir: Path) -> dict[str, str]:
+    env = {name: value for name, value in os.environ.items() if not name.startswith("NAIVE_")}
+    return {
+        **env,
+        "NAIVE_API_URL": api_url,
+        "NAIVE_API_KEY": key,
+        "NAIVE_DATA_DIR": str(data_dir),  # no `naive local` stack file may interfere
+        "TERM": "xterm-256color",
+    }
+
+
+@pytest.fixture
+def make_naive(live_api, tmp_path) -> Callable[..., Naive]:
+    def make(account: Any, api_url: str = live_api) -> Naive:
+        return Naive(_env(api_url, account.key, tmp_path / "naive-data"), tmp_path)
+
+    return make
+
+
+@pytest.fixture
+def naive(make_naive, account) -> Naive:
+    return make_naive(account)
+
+
+def api_job(live_api: str, account: Any, job_id: str) -> dict[str, Any]:
+    response = httpx.get(f"{live_api}/v1/jobs/{job_id}", headers=account.headers, timeout=10)
+    response.raise_for_status()
+    return response.json()
+
+
+def wait_for_status(live_api: str, account: Any, job_id: str, *statuses: str) -> dict:
+    last: dict[str, Any] = {}
+
+    def reached() -> dict[str, Any] | None:
+        last.update(api_job(live_api, account, job_id))
+        return dict(last) if last["status"] in statuses else None
+
+    return wait_for(reached, timeout=60, interval=0.2, message=lambda: str(last))
+
+
+# --- catalog, prices, credits ------------------------------------------------------------
+
+
+def test_video_models_in_both_modes(naive):
+    code, envelope = naive.json("video", "models")
+    assert code == 0
+    assert (envelope["success"], envelope["action"]) == (True, "video.models")
+    ids = [model["id"] for model in envelope["result"]["data"]]
+    assert KLING_T2V in ids
+    assert envelope["next_steps"][0].startswith("naive video pricing --model ")
+
+    code, screen = naive.tty("video", "models")
+    assert code == 0
+    assert KLING_T2V in screen
+    assert "$0.07/second" in screen
+    assert "text-to-video" in screen and "image-to-video" in screen
+    assert "$ naive video pricing --model" in screen
+
+
+def test_video_pricing_of_the_spec_example_is_3_5_credits(naive):
+    args = ("video", "pricing", "--model", KLING_T2V, "--duration", "5")
+    code, envelope = naive.json(*args)
+    assert code == 0
+    assert (envelope["success"], envelope["action"]) == (True, "video.pricing")
+    quote = envelope["result"]
+    assert (quote["model"], quote["duration"], quote["estimated_credits"]) == (KLING_T2V, 5, 3.5)
+    assert (quote["unit_price_usd"], quote["credit_value_usd"]) == (0.07, 0.5)
+    assert envelope["next_steps"][0].startswith(f"naive video generate --model {KLING_T2V}")
+
+    code, screen = naive.tty(*args)
+    assert code == 0
+    assert re.search(r"Estimated credits\s+3\.5", screen)
+    assert "$0.07/second" in screen and "$0.50" in screen
+
+
+def test_credits_in_both_modes(naive):
+    code, envelope = naive.json("credits")
+    assert code == 0
+    assert (envelope["success"], envelope["action"]) == (True, "credits")
+    result = envelope["result"]
+    assert (result["balance"], result["held"], result["available"]) == (100, 0, 100)
+    assert [entry["kind"] for entry in result["entries"]] == ["topup"]
+
+    code, screen = naive.tty("credits")
+    assert code == 0
+    assert re.search(r"Available\s+100 \(\$50\.00\)", screen)
+    assert "topup" in screen
+
+
+# --- generating ---------------------------------------------------------------------------
+
+
+def test_generate_without_wait_returns_the_job_then_status_shows_it(naive, live_api, account):
+    code, envelope = naive.json(
+        "video", "generate", "--model", KLING_T2V, "A kite [sim latency=0.5]", "--duration", "5"
+    )
+    assert code == 0
+    assert (envelope["success"], envelope["action"]) == (True, "video.generate")
+    accepted = envelope["result"]
+    job_id = accepted["job_id"]
+    assert (accepted["status"], accepted["estimated_credits"]) == ("queued", 3.5)
+    assert accepted["hint"].startswith(f"Poll GET /v1/jobs/{job_id}")
+    assert envelope["next_steps"] == [f"naive video status {job_id}", f"naive jobs cancel {job_id}"]
+    wait_for_status(live_api, account, job_id, "completed")
+
+    code, envelope = naive.json("video", "status", job_id)
+    assert code == 0
+    assert (envelope["success"], envelope["action"]) == (True, "video.status")
+    assert envelope["result"]["status"] == "completed"
+    assert envelope["result"]["credits_used"] == 3.5
+    asset_id = envelope["result"]["result"]["media_asset_id"]
+    assert envelope["next_steps"][0] == f"naive media download {asset_id}"
+
+    code, screen = naive.tty("video", "status", job_id, width=100)
+    assert code == 0
+    assert f"Job {job_id}" in screen
+    assert re.search(r"Status\s+completed", screen)
+    assert re.search(r"Credits\s+3\.5", screen)
+    url = re.search(r"^(http://\S+/content\?token=\S+)$", screen, re.M).group(1)
+    assert httpx.get(url, timeout=30).status_code == 200  # printed whole, though > 100 chars
+    code, screen = naive.tty("jobs", "get", job_id)
+    assert code == 0 and re.search(r"Progress\s+100%", screen)
+
+
+def test_generate_wait_in_a_terminal_shows_progress_and_ends_with_url_and_cost(naive):
+    # Narrower than the URL: it must still be printed whole, so it can be copied.
+    child = naive.spawn(
+        "video",
+        "generate",
+        "--model",
+        KLING_T2V,
+        "A golden retriever running on a beach at sunset [sim latency=2]",
+        "--duration",
+        "5",
+        "--wait",
+        width=100,
+    )
+    child.expect(rf"Job ({JOB_ID}) queued: about 3\.5 credits")
+    job_id = child.match.group(1)
+    child.expect("processing")
+    child.expect(r"\d+%")
+    output = child.read()
+    child.close()
+    assert child.exitstatus == 0
+    screen = visible(output)
+    assert "━" in screen  # the bar
+    assert "100%" in screen
+    assert f"✓ Job {job_id} completed" in screen
+    url = re.search(r"^(http://\S+/v1/media/\S+/content\?token=\S+)$", screen, re.M).group(1)
+    assert len(url) > 100
+    assert re.search(r"KB, 3\.5 credits", screen)
+    video = httpx.get(url, timeout=30)  # the signed URL plays without a key, if whole
+    assert (video.status_code, video.headers["content-type"]) == (200, "video/mp4")
+
+
+def test_generate_wait_json_and_output_writes_a_playable_mp4(naive, runtime, tmp_path):
+    target = tmp_path / "out" / "retriever.mp4"
+    target.parent.mkdir()
+    code, envelope = naive.json(
+        "video",
+        "generate",
+        "--model",
+        KLING_T2V,
+        "A golden retriever [sim latency=1]",
+        "--duration",
+        "5",
+        "--output",
+        str(target),
+    )
+    assert code == 0, envelope
+    assert (envelope["success"], envelope["action"]) == (True, "video.generate")
+    job = envelope["result"]
+    assert (job["status"], job["credits_used"]) == ("completed", 3.5)
+    assert job["result"]["video"]["url"]
+    assert any(hint.startswith("Saved ") and str(target) in hint for hint in envelope["hints"])
+    assert envelope["next_steps"][0] == f"naive media download {job['result']['media_asset_id']}"
+    info = probe_video(target)
+    assert info.codec == "h264"
+    assert info.duration_seconds == pytest.approx(5.0, abs=0.1)
+    assert list(target.parent.iterdir()) == [target]  # no .part left behind
+    assert job_entries(runtime, job["id"]) == {"hold": [350], "capture": [350]}
+
+
+def test_a_job_that_fails_with_wait_exits_4(naive):
+    prompt = "A storm [sim fail='the provider melted'] [sim latency=0.3]"
+    code, envelope = naive.json("video", "generate", "-m", KLING_T2V, prompt, "--wait")
+    assert code == 4
+    assert (envelope["success"], envelope["action"]) == (False, "video.generate")
+    job = envelope["result"]
+    assert job["status"] == "failed"
+    assert job["error"] == {"code": "provider_error", "message": "the provider melted"}
+    assert "Nothing was charged: the credit hold was released." in envelope["hints"]
+    assert envelope["next_steps"][0] == f"naive video status {job['id']}"
+
+    code, screen = naive.tty("video", "generate", "-m", KLING_T2V, prompt, "--wait")
+    assert code == 4
+    assert re.search(rf"Error: Job {JOB_ID} failed: the provider melted \[provider_error\]", screen)
+    assert "Nothing was charged" in screen
+
+
+def test_ctrl_c_during_wait_exits_130_and_the_job_keeps_running(naive, live_api, account):
+    child = naive.spawn(
+        "video", "generate", "--model", KLING_T2V, "A slow sunrise [sim latency=3]", "--wait"
+    )
+    child.expect(rf"Job ({JOB_ID}) queued")
+    job_id = child.match.group(1)
+    child.expect(r"\d+%")  # the live bar is up
+    child.sendintr()
+    output = child.read()
+    child.close()
+    assert child.exitstatus == 130
+    screen = visible(output)
+    assert f"Stopped waiting; job {job_id} keeps running. [interrupted]" in screen
+    assert f"$ naive video status {job_id}" in screen
+    assert f"$ naive jobs cancel {job_id}" in screen
+    done = wait_for_status(live_api, account, job_id, "completed", "failed", "cancelled")
+    assert (done["status"], done["credits_used"]) == ("completed", 3.5)
+
+
+# --- refusals and exit codes -------------------------------------------------------------
+
+
+def test_an_unknown_model_exits_2_and_suggests_close_ids(naive, live_api, account):
+    typo = "fal-ai/kling-video/v3/pro/text-to-vido"
+    code, envelope = naive.json("video", "generate", "--model", typo, "A cat")
+    assert code == 2
+    assert (envelope["success"], envelope["action"]) == (False, "video.generate")
+    assert envelope["result"]["code"] == "invalid_model"
+    assert KLING_T2V in envelope["result"]["suggestions"]
+    assert any(
+        hint.startswith("Did you mean: ") and KLING_T2V in hint for hint in envelope["hints"]
+    )
+    assert envelope["next_steps"] == ["naive video models"]
+
+    code, screen = naive.tty("video", "generate", "--model", typo, "A cat", width=200)
+    assert code == 2
+    assert f"Error: Unknown model '{typo}'. [invalid_model]" in screen
+    assert f"Did you mean: {KLING_T2V}" in screen
+    assert "$ naive video models" in screen
+    jobs = httpx.get(f"{live_api}/v1/jobs", headers=account.headers).json()["data"]
+    assert jobs == []
+
+
+def test_insufficient_credits_exits_2_and_points_at_pricing(make_naive, make_account):
+    poor = make_naive(make_account("1"))
+    args = ("video", "generate", "--model", KLING_T2V, "A cat", "--duration", "5")
+    code, envelope = poor.json(*args)
+    assert code == 2
+    assert envelope["success"] is False
+    assert envelope["result"]["code"] == "insufficient_credits"
+    assert "This job needs about 3.5 credits; you have 1 available." in envelope["hints"]
+    pricing = f"naive video pricing --model {KLING_T2V} --duration 5"
+    assert envelope["next_steps"] == [pricing, "naive credits"]
+
+    code, screen = poor.tty(*args)
+    assert code == 2
+    assert "[insufficient_credits]" in screen
+    assert f"$ {pricing}" in screen
+
+
+def test_connection_refused_exits_3(make_naive, account):
+    down = make_naive(account, api_url="http://127.0.0.1:9")
+    code, envelope = down.json("video", "models")
+    assert code == 3
+    assert envelope["success"] is False
+    assert envelope["result"]["code"] == "connection_error"
+    assert any("Is the API running at http://127.0.0.1:9?" in hint for hint in envelope["hints"])
+
+    code, screen = down.tty("credits")
+    assert code == 3
+    assert "Error: Could not reach http://127.0.0.1:9/v1/credits" in screen
+    assert "Is the API running" in screen
+
+
+def test_usage_errors_exit_2_in_both_modes(naive):
+    code, envelope = naive.json("video", "generate", "A cat without a model")
+    assert code == 2
+    assert envelope["success"] is False
+    assert envelope["result"]["code"] == "usage_error"
+    assert "--model" in envelope["result"]["message"]
+
+    code, screen = naive.tty("video", "generate", "A cat without a model")
+    assert code == 2
+    assert "Missing option '--model'" in screen
+
+
+# --- jobs and media -------------------------------------------------------------------------
+
+
+def test_jobs_list_and_cancel(naive, live_api, account):
+    code, envelope = naive.json("video", "generate", "-m", KLING_T2V, "A stuck clock [sim stall]")
+    job_id = envelope["result"]["job_id"]
+
+    code, envelope = naive.json("jobs")
+    assert code == 0
+    assert (envelope["success"], envelope["action"]) == (True, "jobs.list")
+    assert [job["id"] for job in envelope["result"]["data"]] == [job_id]
+    code, screen = naive.tty("jobs", width=200)
+    assert code == 0 and job_id in screen
+
+    wait_for_status(live_api, account, job_id, "processing")
+    code, envelope = naive.json("jobs", "cancel", job_id)
+    assert code == 0
+    assert (envelope["success"], envelope["action"]) == (True, "jobs.cancel")
+    # At the provider: asked to stop, not stopped yet; the CLI says so.
+    assert envelope["result"]["id"] == job_id
+    assert envelope["result"]["cancel_requested_at"]
+    assert envelope["hints"][0].startswith("Cancellation requested")
+    assert envelope["next_steps"] == [f"naive video status {job_id}"]
+    cancelled = wait_for_status(live_api, account, job_id, "cancelled")
+    assert cancelled["credits_used"] is None
+
+    # Cancelling again answers the same; the list filters by status.
+    code, screen = naive.tty("jobs", "cancel", job_id)
+    assert code == 0
+    assert re.search(r"Status\s+cancelled", screen)
+    assert "Nothing was charged" in screen
+    code, screen = naive.tty("jobs", "--status", "cancelled", width=200)
+    assert code == 0 and job_id in screen and "cancelled" in screen
+    code, envelope = naive.json("jobs", "--status", "completed")
+    assert envelope["result"]["data"] == []
+    credits = httpx.get(f"{live_api}/v1/credits", headers=account.headers).json()
+    assert (credits["held"], credits["available"]) == (0, 100)
+
+
+def test_an_idempotency_key_replays_the_first_job(naive, live_api, account):
+    args = ("video", "generate", "-m", KLING_T2V, "Once [sim latency=0.3]")
+    _, first = naive.json(*args, "--idempotency-key", "cli-intent-1")
+    code, again = naive.json(*args, "--idempotency-key", "cli-intent-1")
+    assert code == 0
+    assert again["result"]["job_id"] == first["result"]["job_id"]
+    assert again["hints"][0].startswith("Replayed: --idempotency-key cli-intent-1 was used")
+    assert not first["hints"][0].startswith("Replayed")
+    code, clash = naive.json(
+        "video", "generate", "-m", KLING_T2V, "Another", "--idempotency-key", "cli-intent-1"
+    )
+    assert code == 2
+    assert clash["result"]["code"] == "idempotency_conflict"
+    assert clash["next_steps"] == [f"naive video status {first['result']['job_id']}"]
+    jobs = httpx.get(f"{live_api}/v1/jobs", headers=account.headers).json()["data"]
+    assert len(jobs) == 1
+
+
+def test_cancelling_a_completed_job_exits_2(naive, live_api, account):
+    code, envelope = naive.json("video", "generate", "-m", KLING_T2V, "Quick [sim latency=0.3]")
+    job_id = envelope["result"]["job_id"]
+    wait_for_status(live_api, account, job_id, "completed")
+    code, envelope = naive.json("jobs", "cancel", job_id)
+    assert code == 2
+    assert envelope["result"]["code"] == "not_cancellable"
+    assert envelope["next_steps"] == ["naive jobs --status completed"]
+
+
+def test_media_list_and_download(naive, live_api, account, tmp_path):
+    code, envelope = naive.json(
+        "video", "generate", "-m", KLING_T2V, "A red fox [sim latency=0.5]", "--duration", "3"
+    )
+    job_id = envelope["result"]["job_id"]
+    asset_id = wait_for_status(live_api, account, job_id, "completed")["result"]["media_asset_id"]
+
+    code, envelope = naive.json("media", "list", "--source", "video_generation")
+    assert code == 0
+    assert (envelope["success"], envelope["action"]) == (True, "media.list")
+    [asset] = envelope["result"]["data"]
+    assert (asset["id"], asset["source_job_id"]) == (asset_id, job_id)
+    assert (asset["source_type"], asset["content_type"]) == ("video_generation", "video/mp4")
+    assert envelope["next_steps"] == [f"naive media download {asset_id}"]
+    code, screen = naive.tty("media", "list", "--source", "video_generation", width=200)
+    assert code == 0
+    assert asset_id in screen and "video/mp4" in screen and "3 s" in screen
+
+    target = tmp_path / "fox.mp4"
+    code, envelope = naive.json("media", "download", asset_id, "--output", str(target))
+    assert code == 0
+    assert (envelope["success"], envelope["action"]) == (True, "media.download")
+    assert envelope["result"]["size_bytes"] == target.stat().st_size == asset["size_bytes"]
+    info = probe_video(target)
+    assert info.codec == "h264"
+    assert info.duration_seconds == pytest.approx(3.0, abs=0.1)
+
+    # Without --output: the asset's own filename, in the current directory.
+    code, screen = naive.tty("media", "download", asset_id)
+    assert code == 0
+    saved = tmp_path / asset["filename"]
+    assert f"Saved {asset['size_bytes'] / 1000:.1f} KB to {asset['filename']}" in screen
+    assert saved.read_bytes() == target.read_bytes()
+
+    code, envelope = naive.json("media", "download", "00000000-0000-0000-0000-000000000000")
+    assert code == 2
+    assert envelope["result"]["code"] == "not_found"

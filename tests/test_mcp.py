@@ -1,0 +1,462 @@
+"""The agent tools over the Model Context Protocol (`naive mcp`), end to end.
+
+Each test starts the real server process over stdio (or HTTP) through the `mcp` client SDK,
+against the real API, PostgreSQL and Celery worker of the session fixtures.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+import httpx
+import pytest
+from mcp import ClientSession, StdioServerParameters, stdio_client
+from mcp.client.streamable_http import streamable_http_client
+
+from tests.helpers import KLING_T2V, balance, job_entries
+from tests.waiting import wait_for
+
+ROOT = Path(__file__).resolve().parent.parent
+TOOLS = {
+    "naive_generate_video",
+    "naive_video_models",
+    "naive_video_status",
+    "naive_video_pricing",
+    "naive_media_list",
+}
+
+NAIVE_MCP = [sys.executable, "-m", "services.cli.main", "mcp"]
+
+T = TypeVar("T")
+
+
+def server_env(live_api: str, key: str, data_dir: Path, **extra: str) -> dict[str, str]:
+    return {
+        "NAIVE_API_URL": live_api,
+        "NAIVE_API_KEY": key,
+        "NAIVE_DATA_DIR": str(data_dir),
+        **extra,
+    }
+
+
+def with_mcp(env: dict[str, str], body: Callable[[ClientSession], Awaitable[T]], *args: str) -> T:
+    """Start `naive mcp ARGS` over stdio, run `body` with an initialized session, stop it."""
+    params = StdioServerParameters(
+        command=NAIVE_MCP[0],
+        args=[*NAIVE_MCP[1:], *args],
+        env=env,
+        cwd=str(ROOT),
+    )
+
+    async def main() -> T:
+        async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
+            await session.initialize()
+            return await body(session)
+
+    return anyio.run(main)
+
+
+async def call(
+    session: ClientSession, name: str, progress: list | None = None, **arguments: Any
+) -> tuple[bool, dict]:
+    """Call a tool; its error flag and its answer (the JSON text, same as structuredContent).
+    With a `progress` list, the progress notifications are appended to it."""
+
+    async def on_progress(value: float, total: float | None, message: str | None) -> None:
+        assert progress is not None
+        progress.append((value, total, message))
+
+    result = await session.call_tool(
+        name, arguments, progress_callback=on_progress if progress is not None else None
+    )
+    answer = json.loads(result.content[0].text)
+    assert result.structured_content == answer
+    return result.is_error, answer
+
+
+def jobs_of(live_api: str, account: Any) -> list[dict]:
+    response = httpx.get(f"{live_api}/v1/jobs", headers=account.headers, timeout=10)
+    response.raise_for_status()
+    return response.json()["data"]
+
+
+def test_lists_the_five_tools_with_schemas_from_the_catalog(live_api, account, tmp_path):
+    async def body(session: ClientSession) -> Any:
+        return (await session.list_tools()).tools
+
+    tools = {
+        tool.name: tool for tool in with_mcp(server_env(live_api, account.key, tmp_path), body)
+    }
+    assert set(tools) == TOOLS
+    for tool in tools.values():
+        assert tool.input_schema["type"] == "object"
+        assert tool.description
+    catalog = httpx.get(f"{live_api}/v1/video/models", headers=account.headers).json()["data"]
+    ids = [model["id"] for model in catalog]
+    generate = tools["naive_generate_video"]
+    assert generate.input_schema["required"] == ["model", "input"]
+    assert generate.input_schema["properties"]["model"]["enum"] == ids
+    assert tools["naive_video_pricing"].input_schema["properties"]["model"]["enum"] == ids
+    inputs = generate.input_schema["properties"]["input"]["properties"]
+    assert {"prompt", "duration", "aspect_ratio", "image_url", "negative_prompt"} <= set(inputs)
+    assert {"5", "10"} <= set(inputs["duration"]["enum"])
+    assert set(generate.input_schema["properties"]) == {
+        "model",
+        "input",
+        "max_credits",
+        "intent_key",
+        "wait_seconds",
+    }
+    # An agent that never read our docs learns from the description alone what to do.
+    text = generate.description
+    for needed in ("required", "no default", "naive_video_models", "naive_video_status", "job_id"):
+        assert needed in text
+    assert tools["naive_video_status"].input_schema["required"] == ["job_id"]
+
+
+def test_free_tools_answer_with_cost_zero(live_api, account, tmp_path):
+    async def body(session: ClientSession) -> dict[str, Any]:
+        return {
+            "models": await call(session, "naive_video_models"),
+            "pricing": await call(session, "naive_video_pricing", model=KLING_T2V, duration="5"),
+            "pricing_int": await call(session, "naive_video_pricing", model=KLING_T2V, duration=10),
+            "media": await call(session, "naive_media_list", limit=5),
+        }
+
+    answers = with_mcp(server_env(live_api, account.key, tmp_path), body)
+    for is_error, answer in answers.values():
+        assert not is_error
+        assert answer["cost"] == 0
+    models = answers["models"][1]
+    assert models["count"] == len(models["models"]) >= 5
+    kling = next(model for model in models["models"] if model["id"] == KLING_T2V)
+    assert kling["pricing"]["unit_price_usd"] == 0.07
+    assert kling["parameters"]["prompt"]["required"] is True
+    pricing = answers["pricing"][1]
+    assert (pricing["model"], pricing["duration"], pricing["estimated_credits"]) == (
+        KLING_T2V,
+        5,
+        3.5,
+    )
+    assert (pricing["unit_price_usd"], pricing["credit_value_usd"]) == (0.07, 0.5)
+    assert answers["pricing_int"][1]["estimated_credits"] == 7.0
+    assert answers["media"][1]["data"] == []
+
+
+def test_generate_with_wait_returns_the_video_url_and_credits_used(
+    live_api, account, runtime, tmp_path
+):
+    progress: list[tuple] = []
+
+    async def body(session: ClientSession) -> tuple:
+        generated = await call(
+            session,
+            "naive_generate_video",
+            progress,
+            model=KLING_T2V,
+            input={"prompt": "A golden retriever on a beach [sim latency=1]", "duration": "5"},
+            wait_seconds=60,
+        )
+        job_id = generated[1]["job_id"]
+        status = await call(session, "naive_video_status", job_id=job_id)
+        media = await call(session, "naive_media_list")
+        return generated, status, media
+
+    (is_error, answer), (_, status), (_, media) = with_mcp(
+        server_env(live_api, account.key, tmp_path), body
+    )
+    assert not is_error, answer
+    assert answer["status"] == "completed"
+    assert answer["estimated_credits"] == 3.5
+    assert answer["credits_used"] == 3.5
+    assert answer["video_url"].startswith(live_api)
+    assert answer["replayed"] is False
+    assert answer["hint"]
+    video = httpx.get(answer["video_url"], timeout=30)
+    assert video.status_code == 200
+    assert video.headers["content-type"] == "video/mp4"
+    assert status["status"] == "completed"
+    assert status["credits_used"] == 3.5
+    assert status["cost"] == 0
+    assert status["video_url"]
+    assert [asset["source_job_id"] for asset in media["data"]] == [answer["job_id"]]
+    assert job_entries(runtime, answer["job_id"]) == {"hold": [350], "capture": [350]}
+    # While it waited, the server reported the job's progress to the client.
+    assert progress[-1] == (100, 100, "completed")
+    assert all(total == 100 for _, total, _ in progress)
+
+
+def test_generate_returns_at_once_then_status_polls_to_completion(live_api, account, tmp_path):
+    async def body(session: ClientSession) -> tuple:
+        submitted = await call(
+            session,
+            "naive_generate_video",
+            model=KLING_T2V,
+            input={"prompt": "A lighthouse at dusk [sim latency=0.5]"},
+        )
+        job_id = submitted[1]["job_id"]
+        with anyio.fail_after(60):
+            while True:
+                status = await call(session, "naive_video_status", job_id=job_id)
+                if status[1]["status"] not in ("queued", "processing"):
+                    return submitted, status
+                await anyio.sleep(0.3)
+
+    (is_error, submitted), (_, status) = with_mcp(server_env(live_api, account.key, tmp_path), body)
+    assert not is_error
+    assert submitted["status"] == "queued"
+    assert submitted["estimated_credits"] == 3.5
+    assert submitted["credits_used"] is None
+    assert "naive_video_status" in submitted["hint"]
+    assert submitted["api_hint"].startswith("Poll GET /v1/jobs/")
+    assert status["status"] == "completed"
+    assert status["video_url"]
+    assert status["credits_used"] == 3.5
+
+
+def test_max_credits_below_the_estimate_refuses_and_submits_nothing(
+    live_api, account, runtime, tmp_path
+):
+    async def body(session: ClientSession) -> tuple:
+        return await call(
+            session,
+            "naive_generate_video",
+            model=KLING_T2V,
+            input={"prompt": "An expensive epic", "duration": "10"},
+            max_credits=5,
+        )
+
+    is_error, answer = with_mcp(server_env(live_api, account.key, tmp_path), body)
+    assert is_error
+    assert answer["error"]["code"] == "max_credits_exceeded"
+    assert answer["error"]["estimated_credits"] == 7.0
+    assert "7" in answer["error"]["message"] and "5" in answer["error"]["message"]
+    assert answer["next_steps"]
+    assert jobs_of(live_api, account) == []
+    assert balance(runtime, account).held == 0
+
+
+def test_session_budget_refuses_a_job_that_would_exceed_it(live_api, account, tmp_path):
+    async def body(session: ClientSession) -> tuple:
+        first = await call(
+            session,
+            "naive_generate_video",
+            model=KLING_T2V,
+            input={"prompt": "First [sim latency=1]"},
+        )
+        second = await call(
+            session,
+            "naive_generate_video",
+            model=KLING_T2V,
+            input={"prompt": "Second [sim latency=1]"},
+        )
+        return first, second
+
+    env = server_env(live_api, account.key, tmp_path, NAIVE_MCP_BUDGET="5")
+    (first_error, first), (second_error, second) = with_mcp(env, body)
+    assert not first_error
+    assert first["session"] == {"spent": 3.5, "jobs": 1, "budget": 5.0, "remaining": 1.5}
+    assert second_error
+    error = second["error"]
+    assert error["code"] == "budget_exceeded"
+    assert (error["budget"], error["spent"], error["estimated_credits"]) == (5.0, 3.5, 3.5)
+    assert "budget is 5 credits" in error["message"]
+    assert "3.5 are already spent" in error["message"]
+    assert "estimated at 3.5" in error["message"]
+    assert [job["id"] for job in jobs_of(live_api, account)] == [first["job_id"]]
+
+
+def test_budget_option_counts_each_job_once(live_api, account, tmp_path):
+    """With --budget 4 an identical retry still passes: it replays the job already counted."""
+
+    async def body(session: ClientSession) -> list:
+        arguments = {"model": KLING_T2V, "input": {"prompt": "Once [sim latency=1]"}}
+        return [await call(session, "naive_generate_video", **arguments) for _ in range(2)]
+
+    env = server_env(live_api, account.key, tmp_path)
+    (_, first), (again_error, again) = with_mcp(env, body, "--budget", "4")
+    assert not again_error, again
+    assert again["job_id"] == first["job_id"]
+    assert again["replayed"] is True
+    assert again["session"]["spent"] == 3.5
+
+
+def test_retry_with_the_same_intent_key_returns_the_same_job_charged_once(
+    live_api, account, runtime, tmp_path
+):
+    arguments = {
+        "model": KLING_T2V,
+        "input": {"prompt": "One intent [sim latency=1]", "duration": "5"},
+        "intent_key": "demo-video-for-acme-1",
+    }
+
+    async def body(session: ClientSession) -> list:
+        return [await call(session, "naive_generate_video", **arguments)]
+
+    env = server_env(live_api, account.key, tmp_path)
+    # Two separate sessions, as an agent that crashed and retried would open.
+    [(_, first)] = with_mcp(env, body)
+    [(again_error, again)] = with_mcp(env, body)
+    assert not again_error
+    assert again["job_id"] == first["job_id"]
+    assert (first["replayed"], again["replayed"]) == (False, True)
+    assert again["intent_key"] == "demo-video-for-acme-1"
+    assert [job["id"] for job in jobs_of(live_api, account)] == [first["job_id"]]
+    assert job_entries(runtime, first["job_id"])["hold"] == [350]
+
+
+def test_api_errors_come_back_as_tool_errors_with_what_to_do(live_api, make_account, tmp_path):
+    poor = make_account("1")
+
+    async def body(session: ClientSession) -> dict[str, tuple]:
+        return {
+            "model": await call(
+                session,
+                "naive_generate_video",
+                model="fal-ai/kling-video/v3/pro/text-to-vido",
+                input={"prompt": "Typo"},
+            ),
+            "no_model": await call(session, "naive_generate_video", input={"prompt": "x"}),
+            "credits": await call(
+                session, "naive_generate_video", model=KLING_T2V, input={"prompt": "Too dear"}
+            ),
+            "input": await call(
+                session,
+                "naive_generate_video",
+                model=KLING_T2V,
+                input={"prompt": "Bad", "duration": "7000"},
+            ),
+            "status": await call(
+                session, "naive_video_status", job_id="00000000-0000-0000-0000-000000000000"
+            ),
+        }
+
+    answers = with_mcp(server_env(live_api, poor.key, tmp_path), body)
+    for is_error, answer in answers.values():
+        assert is_error
+        assert answer["error"]["code"] and answer["error"]["message"]
+        assert answer["next_steps"]
+        assert answer["cost"] == 0
+    model = answers["model"][1]
+    assert model["error"]["code"] == "invalid_model"
+    assert KLING_T2V in model["error"]["suggestions"]
+    assert any("naive_video_models" in step for step in model["next_steps"])
+    assert answers["no_model"][1]["error"]["code"] == "invalid_arguments"
+    assert "no default" in answers["no_model"][1]["error"]["message"]
+    credits = answers["credits"][1]
+    assert credits["error"]["code"] == "insufficient_credits"
+    assert credits["error"]["estimated_credits"] == 3.5
+    assert any("naive_video_pricing" in step for step in credits["next_steps"])
+    assert answers["input"][1]["error"]["code"] == "invalid_input"
+    assert "input.duration" in answers["input"][1]["error"]["fields"]
+    assert answers["status"][1]["error"]["code"] == "not_found"
+    assert jobs_of(live_api, poor) == []
+
+
+def test_a_job_that_fails_while_waited_on_is_a_tool_error(live_api, account, runtime, tmp_path):
+    async def body(session: ClientSession) -> tuple:
+        return await call(
+            session,
+            "naive_generate_video",
+            model=KLING_T2V,
+            input={"prompt": "Doomed [sim fail='content policy'] [sim latency=0.3]"},
+            wait_seconds=60,
+        )
+
+    is_error, answer = with_mcp(server_env(live_api, account.key, tmp_path), body)
+    assert is_error
+    assert answer["error"]["code"] == "provider_error"
+    assert "content policy" in answer["error"]["message"]
+    assert "Nothing was charged" in answer["error"]["message"]
+    assert answer["job"]["status"] == "failed"
+    assert answer["job"]["credits_used"] in (None, 0)
+    assert "capture" not in job_entries(runtime, answer["job"]["job_id"])
+
+
+def test_an_unreachable_api_still_lists_tools_and_reports_the_error(tmp_path):
+    async def body(session: ClientSession) -> tuple:
+        tools = (await session.list_tools()).tools
+        return tools, await call(session, "naive_video_models")
+
+    env = server_env("http://127.0.0.1:9", "nv_sk_unused", tmp_path)
+    tools, (is_error, answer) = with_mcp(env, body)
+    assert {tool.name for tool in tools} == TOOLS
+    assert is_error
+    assert answer["error"]["code"] == "connection_error"
+    assert "127.0.0.1:9" in answer["next_steps"][0]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def http_server(live_api, account, tmp_path):
+    port = _free_port()
+    env = {**server_env(live_api, account.key, tmp_path), "PATH": "/usr/bin:/bin"}
+    log = tmp_path / "mcp-http.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [*NAIVE_MCP, "--transport", "http", "--port", str(port), "--budget", "20"],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_for(
+            lambda: b"Uvicorn running" in log.read_bytes(),
+            timeout=30,
+            message=lambda: log.read_text(),
+        )
+        yield f"http://127.0.0.1:{port}/mcp"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def test_streamable_http_transport_serves_the_same_tools_with_a_budget_per_session(
+    http_server, live_api, account
+):
+    arguments = {"model": KLING_T2V, "input": {"prompt": "Over HTTP [sim latency=1]"}}
+
+    async def one_session() -> tuple:
+        async with (
+            streamable_http_client(http_server) as (read, write),
+            ClientSession(read, write) as session,
+        ):
+            await session.initialize()
+            tools = (await session.list_tools()).tools
+            pricing = await call(session, "naive_video_pricing", model=KLING_T2V, duration="5")
+            generated = await call(session, "naive_generate_video", **arguments)
+            return tools, pricing, generated
+
+    async def main() -> list[tuple]:
+        return [await one_session(), await one_session()]
+
+    (tools, (is_error, pricing), (_, first)), (_, _, (_, second)) = anyio.run(main)
+    assert {tool.name for tool in tools} == TOOLS
+    assert not is_error
+    assert pricing["estimated_credits"] == 3.5
+    # Each MCP session has its own budget (and its own derived intent keys).
+    assert (
+        first["session"]
+        == second["session"]
+        == {
+            "spent": 3.5,
+            "jobs": 1,
+            "budget": 20.0,
+            "remaining": 16.5,
+        }
+    )
+    assert first["job_id"] != second["job_id"]
+    assert len(jobs_of(live_api, account)) == 2
