@@ -34,7 +34,11 @@ CFG_SCALE = _param(
 )
 GENERATE_AUDIO = _param("boolean", "Enable native audio", default=True)
 IMAGE_URL = _param(
-    "string", "Source image (https, or a data: URL)", minLength=1, maxLength=2_000_000
+    "string",
+    "Source image (https, or a data: URL)",
+    minLength=1,
+    maxLength=2_000_000,
+    pattern="^(https?://|data:image/)",
 )
 KLING_V3_DURATION = _param(
     "string", "Video length in seconds", enum=[str(s) for s in range(3, 16)], default="5"

@@ -170,7 +170,10 @@ def _encode_cursor(job: Job) -> str:
 def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
     try:
         created, job_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
-        return datetime.fromisoformat(created), uuid.UUID(job_id)
+        moment = datetime.fromisoformat(created)
+        if moment.tzinfo is None:
+            raise ValueError("cursor time without a zone")
+        return moment, uuid.UUID(job_id)
     except (ValueError, UnicodeDecodeError):
         raise InvalidInput("Bad cursor.", fields={"cursor": "use next_cursor as given"}) from None
 

@@ -339,3 +339,51 @@ def test_private_image_urls_can_be_allowed_for_a_closed_network(make_app, accoun
         "input": {"image_url": "http://127.0.0.1:9/image.png", "prompt": "x [sim latency=60]"},
     }
     assert client.post("/v1/video/generate", json=body, headers=account.headers).status_code == 202
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/media?search=%00",
+        "/v1/jobs?type=%00",
+        "/v1/jobs?limit=1_0",
+        # a cursor whose time has no zone
+        "/v1/jobs?cursor=MjAyMC0wMS0wMXwwMDAwMDAwMC0wMDAwLTAwMDAtMDAwMC0wMDAwMDAwMDAwMDA=",
+    ],
+)
+def test_hostile_query_values_are_invalid_input_not_500(client, account, path):
+    response = client.get(path, headers=account.headers)
+    assert response.status_code == 422
+    assert response.json["error"]["code"] == "invalid_input"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        '{"model":"fal-ai/kling-video/v3/pro/text-to-video","input":{"prompt":"ab","cfg_scale":NaN}}',
+        '{"model":"fal-ai/kling-video/v3/pro/text-to-video","input":{"prompt":"a"},'
+        '"metadata":{"x":Infinity}}',
+        '{"model":"fal-ai/kling-video/v3/pro/text-to-video","input":{"prompt":"a\\u0000b"}}',
+        '{"model":"fal-ai/kling-video/v3/pro/image-to-video","input":{"image_url":"http://["}}',
+    ],
+)
+def test_hostile_bodies_are_invalid_input_not_500(client, account, runtime, raw):
+    response = client.post(
+        "/v1/video/generate", data=raw, content_type="application/json", headers=account.headers
+    )
+    assert response.status_code == 422
+    assert response.json["error"]["code"] == "invalid_input"
+    assert _jobs_of(runtime, account) == 0
+
+
+def test_an_unsatisfiable_range_keeps_its_content_range(client, account):
+    job = wait_for_job(
+        client, account, generate(client, account, "Range [sim latency=0.5]")["job_id"]
+    )
+    asset_id = job["result"]["media_asset_id"]
+    response = client.get(
+        f"/v1/media/{asset_id}/content", headers={**account.headers, "Range": "bytes=999999999-"}
+    )
+    assert response.status_code == 416
+    assert response.json["error"]["code"] == "range_not_satisfiable"
+    assert response.headers["Content-Range"].startswith("bytes */")

@@ -19,6 +19,7 @@ HTTP_CODES = {
     405: "method_not_allowed",
     413: "payload_too_large",
     415: "unsupported_media_type",
+    416: "range_not_satisfiable",
     429: "rate_limited",
 }
 
@@ -37,7 +38,13 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def _http(error: HTTPException) -> Response:
         status = error.code or 500
-        return error_response(status, HTTP_CODES.get(status, "http_error"), error.description or "")
+        response = error_response(
+            status, HTTP_CODES.get(status, "http_error"), error.description or ""
+        )
+        for name, value in error.get_headers():  # e.g. Content-Range of a 416, Allow of a 405
+            if name.lower() != "content-type":
+                response.headers[name] = value
+        return response
 
     @app.errorhandler(OperationalError)
     def _database_down(error: OperationalError) -> Response:

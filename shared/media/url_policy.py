@@ -18,18 +18,22 @@ class UnsafeUrl(ValueError):
 
 
 def check_fetchable(url: str, *, allow_private: bool) -> None:
-    parsed = urlparse(url)
+    try:
+        parsed = urlparse(url)
+        hostname = parsed.hostname
+    except ValueError:
+        raise UnsafeUrl("is not a valid URL") from None
     if parsed.scheme == "data":
         return
-    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+    if parsed.scheme not in ("http", "https") or not hostname:
         raise UnsafeUrl("must be an https or http URL, or a data: URL")
     if allow_private:
         return
     try:
-        addresses = {ipaddress.ip_address(parsed.hostname)}
+        addresses = {ipaddress.ip_address(hostname)}
     except ValueError:
         try:
-            infos = socket.getaddrinfo(parsed.hostname, None, proto=socket.IPPROTO_TCP)
+            infos = socket.getaddrinfo(hostname, None, proto=socket.IPPROTO_TCP)
         except (socket.gaierror, UnicodeError):
             return
         addresses = {ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos}

@@ -10,7 +10,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from services.api import context
+from services.api import context, openapi
 from shared.metrics import BrokerCollector, DatabaseCollector, registry
 
 bp = Blueprint("ops", __name__)
@@ -25,6 +25,11 @@ def healthz() -> Response:
 def readyz() -> Response:
     context.runtime().db.ping()
     return jsonify({"status": "ready"})
+
+
+@bp.get("/openapi.json")
+def openapi_document() -> Response:
+    return jsonify(openapi.document())
 
 
 @bp.get("/metrics")

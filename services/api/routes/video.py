@@ -7,6 +7,7 @@ import logging
 from flask import Blueprint, Response, jsonify, request
 
 from services.api import context
+from services.api.params import json_body
 from services.api.routes.jobs import get_job, render_job
 from services.worker.celery_app import SUBMIT_JOB
 from shared import catalog, catalog_sync, jobs, logs, metrics, pricing
@@ -22,9 +23,7 @@ MAX_IDEMPOTENCY_KEY = 200
 @bp.post("/generate")
 def generate() -> tuple[Response, int]:
     account_id = context.authenticated_account()
-    body = request.get_json(force=True, silent=True)
-    if body is None:
-        raise InvalidInput("The body must be JSON.", fields={"body": "is not valid JSON"})
+    body = json_body()
     key = request.headers.get("Idempotency-Key")
     if key is not None and not 0 < len(key) <= MAX_IDEMPOTENCY_KEY:
         raise InvalidInput(
