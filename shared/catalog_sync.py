@@ -9,6 +9,8 @@ models we know: a model's parameters, and how our inputs map onto them, stay our
 from __future__ import annotations
 
 import dataclasses
+import threading
+import time
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -18,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from shared.catalog import BUILTIN, BUILTIN_MODELS, Catalog, VideoModel
 from shared.config import Settings
+from shared.db import Database
 from shared.models import ModelPrice, utcnow
 
 PRICING_BATCH = 50  # the platform API's limit of ids per pricing request
@@ -109,3 +112,29 @@ def _overlay(model: VideoModel, row: ModelPrice | None) -> VideoModel:
         unit_price_usd=Decimal(str(row.unit_price_usd)),
         price_unit=row.price_unit,
     )
+
+
+class CatalogCache:
+    """The catalog in force, read from the database at most every `ttl_seconds` per process
+    (one query less per submit; a refreshed price list reaches the API within the TTL)."""
+
+    def __init__(self, db: Database, settings: Settings) -> None:
+        self.db = db
+        self.settings = settings
+        self._catalog: Catalog | None = None
+        self._loaded_at = 0.0
+        self._lock = threading.Lock()
+
+    def get(self, session: Session | None = None) -> Catalog:
+        """The cached catalog; when stale, read with `session` if given (a caller inside a
+        transaction must not wait for a second pooled connection), else a fresh one."""
+        with self._lock:
+            fresh = time.monotonic() - self._loaded_at < self.settings.catalog_cache_seconds
+            if self._catalog is None or not fresh:
+                if session is not None:
+                    self._catalog = load_catalog(session=session, settings=self.settings)
+                else:
+                    with self.db.transaction() as own:
+                        self._catalog = load_catalog(session=own, settings=self.settings)
+                self._loaded_at = time.monotonic()
+            return self._catalog

@@ -39,6 +39,7 @@ class Settings:
     fal_start_timeout_seconds: float | None
     fal_priority: str | None
     catalog_ttl_seconds: float
+    catalog_cache_seconds: float
     public_base_url: str | None
     secret_key: str
     # Credits: 1 credit = credit_value_usd; estimate = price × duration × markup / credit value.
@@ -132,6 +133,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         fal_start_timeout_seconds=_optional_float(env, "FAL_START_TIMEOUT_SECONDS"),
         fal_priority=fal_priority,
         catalog_ttl_seconds=float(_number(env, "CATALOG_TTL_SECONDS", "3600")),
+        catalog_cache_seconds=float(_number(env, "CATALOG_CACHE_SECONDS", "30")),
         public_base_url=(env.get("PUBLIC_BASE_URL") or "").rstrip("/") or None,
         secret_key=env.get("SECRET_KEY", "dev-only-not-secret"),
         credit_value_usd=_number(env, "CREDIT_VALUE_USD", "0.50"),

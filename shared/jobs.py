@@ -232,9 +232,8 @@ def _move(
 
 
 def _load(session: Session, job_id: uuid.UUID) -> Job:
-    job = session.get_one(Job, job_id)
-    session.refresh(job)
-    return job
+    """The job as the database has it now (after conditional updates that bypass the ORM)."""
+    return session.get_one(Job, job_id, populate_existing=True)
 
 
 def claim_submit(*, session: Session, job_id: uuid.UUID) -> Job | None:

@@ -49,6 +49,7 @@ def test_env(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> dic
         "SIMULATOR_LATENCY_SECONDS": "2",
         "SECRET_KEY": "test-secret",
         "RATE_LIMIT": "100000 per minute",
+        "CATALOG_CACHE_SECONDS": "0",
     }
 
 

@@ -8,6 +8,7 @@ from services.api import errors, http_metrics, ratelimit
 from services.api.routes import credits, jobs, media, ops, video, webhooks
 from services.worker.celery_app import make_celery
 from shared import logs
+from shared.catalog_sync import CatalogCache
 from shared.config import Settings, load_settings
 from shared.providers.fal_protocol import WebhookVerifier
 from shared.runtime import Runtime
@@ -22,6 +23,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["naive"] = runtime
     app.extensions["naive.celery"] = make_celery(settings)
     app.extensions["naive.fal_webhooks"] = WebhookVerifier(settings.fal_jwks_url)
+    app.extensions["naive.catalog"] = CatalogCache(runtime.db, settings)
     app.before_request(logs.reset)
     errors.init_app(app)
     http_metrics.init_app(app)

@@ -10,7 +10,7 @@ from services.api import context
 from services.api.params import json_body
 from services.api.routes.jobs import get_job, render_job
 from services.worker.celery_app import SUBMIT_JOB
-from shared import catalog, catalog_sync, jobs, logs, metrics, pricing
+from shared import catalog, jobs, logs, metrics, pricing
 from shared.db import after_commit
 from shared.errors import InvalidInput
 
@@ -22,20 +22,20 @@ MAX_IDEMPOTENCY_KEY = 200
 
 @bp.post("/generate")
 def generate() -> tuple[Response, int]:
-    account_id = context.authenticated_account()
-    body = json_body()
-    key = request.headers.get("Idempotency-Key")
-    if key is not None and not 0 < len(key) <= MAX_IDEMPOTENCY_KEY:
-        raise InvalidInput(
-            "Bad Idempotency-Key.",
-            fields={"Idempotency-Key": f"must be 1 to {MAX_IDEMPOTENCY_KEY} characters"},
-        )
     runtime = context.runtime()
     with runtime.db.transaction() as session:
+        account_id = context.authenticated_account(session)
+        body = json_body()
+        key = request.headers.get("Idempotency-Key")
+        if key is not None and not 0 < len(key) <= MAX_IDEMPOTENCY_KEY:
+            raise InvalidInput(
+                "Bad Idempotency-Key.",
+                fields={"Idempotency-Key": f"must be 1 to {MAX_IDEMPOTENCY_KEY} characters"},
+            )
         submission = jobs.create_job(
             session=session,
             settings=runtime.settings,
-            catalog=catalog_sync.load_catalog(session=session, settings=runtime.settings),
+            catalog=context.catalog(session),
             provider_name=runtime.settings.provider,
             account_id=account_id,
             body=body,
@@ -72,16 +72,10 @@ def generate() -> tuple[Response, int]:
     return response, 202
 
 
-def _catalog() -> catalog.Catalog:
-    runtime = context.runtime()
-    with runtime.db.transaction() as session:
-        return catalog_sync.load_catalog(session=session, settings=runtime.settings)
-
-
 @bp.get("/models")
 def models() -> Response:
     context.authenticated_account()
-    offered = _catalog()
+    offered = context.catalog()
     data = [model.to_dict() for model in offered.models]
     credit_value = float(context.runtime().settings.credit_value_usd)
     for entry in data:
@@ -92,7 +86,7 @@ def models() -> Response:
 @bp.get("/pricing")
 def price_preview() -> Response:
     context.authenticated_account()
-    model = _catalog().get(request.args.get("model"))
+    model = context.catalog().get(request.args.get("model"))
     duration = request.args.get("duration") or request.args.get("dur")
     if model.fixed_duration_seconds is not None:
         seconds = model.fixed_duration_seconds
