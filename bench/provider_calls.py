@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import socket
 import statistics
 import tempfile
 import time
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import httpx
 
+from bench import harness
 from services.api.app import create_app
 from services.fake_fal import FakeFalServer
 from shared import accounts
@@ -34,12 +34,6 @@ from tests.stack import redis_url, running_worker, scratch_database, serving
 
 KEY = "bench-fal-key"
 MODEL = "fal-ai/kling-video/v3/pro/text-to-video"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _run_mode(stack: ExitStack, name: str, env: dict[str, str], work: Path) -> str:
@@ -54,6 +48,8 @@ def main() -> None:
     parser.add_argument("--render-seconds", type=float, default=60)
     args = parser.parse_args()
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    started = time.monotonic()
+    harness.print_machine()
 
     with ExitStack() as stack:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-")))
@@ -75,7 +71,7 @@ def main() -> None:
         }
         modes = {}
         for name, webhooks in (("polling", False), ("webhooks", True)):
-            port = _free_port()
+            port = harness.free_port()
             env = {
                 **base,
                 "CELERY_BROKER_URL": redis_url(0),
@@ -131,6 +127,7 @@ def main() -> None:
                 f"{name:<10} {statistics.mean(calls):>17.1f} "
                 f"{statistics.median(lags):>10.2f}s {max(lags):>7.2f}s"
             )
+    print(f"bench ran {time.monotonic() - started:.0f} s")
 
 
 if __name__ == "__main__":

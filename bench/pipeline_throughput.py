@@ -1,0 +1,283 @@
+"""Jobs per second through the whole worker pipeline, beside a plain Celery floor.
+
+    python -m bench.pipeline_throughput [--jobs 200] [--concurrency 4] [--poll-initial 2]
+
+Self-contained. For each worker concurrency K (comma-separated list), on this machine:
+  * naive: a scratch PostgreSQL database, Redis db 7 with a queue of this run, the real
+    worker (`celery -A services.worker.app worker --concurrency K`, the Procfile's flags)
+    and the simulator with an instant render (`[sim latency=0]`, one prompt, so after
+    the warm-up every result is the cached file). N jobs are written with their credit
+    holds (the domain's `create_job`, as the API does), then their submit messages are
+    sent at once; the clock runs from the first message to the last job `completed`
+    (submit → poll → settle_credits → ingest_media: the video copied, probed with PyAV,
+    its poster written, its media asset recorded).
+  * plain: `bench/plain_chain.py`, a Celery app with the same delivery settings whose
+    job is a chain of four no-op tasks, N chains sent at once, the same K.
+
+Reports jobs/s over the whole run (first message to last completion), when half the
+jobs were done, the CPU the worker processes used per job (from /proc: the figure least
+disturbed by other test runs on this machine), and naive/plain. The first poll of each
+job waits POLL_INITIAL_SECONDS (2 s in production) after its submit; with N jobs sent
+at once that wait overlaps other jobs' work and adds at most that much to the total.
+K worker processes share this machine's two cores with PostgreSQL, Redis and this client.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import signal
+import statistics
+import tempfile
+import time
+import uuid
+from contextlib import ExitStack
+from decimal import Decimal
+from pathlib import Path
+
+import psycopg
+import redis
+
+from bench import harness
+from services.worker.celery_app import SUBMIT_JOB, make_celery
+from shared import accounts, catalog, jobs
+from shared.config import load_settings
+from shared.db import Database
+
+REDIS_DB = 7
+PROMPT = "bench pipeline [sim latency=0]"  # one prompt: one render, cached for every job
+BODY = {"model": harness.MODEL, "input": {"prompt": PROMPT, "duration": "5"}}
+
+
+def _rates(t0: float, finished: list[float]) -> tuple[float, float, float]:
+    """Makespan (first message to last completion), jobs/s over it, and the median time
+    from the first message to a job's completion."""
+    makespan = max(finished) - t0
+    return makespan, len(finished) / makespan, statistics.median(finished) - t0
+
+
+def run_naive(
+    database_url: str, work: Path, concurrency: int, n: int, args: argparse.Namespace
+) -> dict[str, float]:
+    queue = harness.unique_queue("pipeline")
+    broker = harness.redis_url(REDIS_DB)
+    env = {
+        "DATABASE_URL": database_url,
+        "CELERY_BROKER_URL": broker,
+        "CELERY_QUEUE": queue,
+        "NAIVE_DATA_DIR": str(work / "data"),
+        "NAIVE_PROVIDER": "simulator",
+        "PROMETHEUS_MULTIPROC_DIR": str(work / f"prometheus-{concurrency}"),
+        "POLL_INITIAL_SECONDS": str(args.poll_initial),
+        "SECRET_KEY": "bench",
+    }
+    settings = load_settings(env)
+    settings.ensure_local_dirs()
+    celery = make_celery(settings)
+    db = Database(database_url)
+    plain_url = database_url.replace("postgresql+psycopg://", "postgresql://")
+    try:
+        with db.transaction() as session:
+            account_ids = [
+                accounts.create_account(
+                    session=session, name=f"bench-{i}", credits=Decimal(1_000_000)
+                ).account_id
+                for i in range(8)
+            ]
+
+        def create(count: int) -> list[str]:
+            ids = []
+            with db.transaction() as session:
+                for i in range(count):
+                    ids.append(
+                        str(
+                            jobs.create_job(
+                                session=session,
+                                settings=settings,
+                                catalog=catalog.BUILTIN,
+                                provider_name="simulator",
+                                account_id=account_ids[i % len(account_ids)],
+                                body=BODY,
+                                idempotency_key=None,
+                            ).job.id
+                        )
+                    )
+            return ids
+
+        def wait(ids: list[str], timeout: float) -> list[tuple]:
+            deadline = time.monotonic() + timeout
+            with psycopg.connect(plain_url, autocommit=True) as conn:
+                while True:
+                    rows = conn.execute(
+                        "SELECT status, extract(epoch FROM completed_at), poll_count "
+                        "FROM jobs WHERE id = ANY(%s::uuid[]) "
+                        "AND status IN ('completed', 'failed', 'cancelled')",
+                        (ids,),
+                    ).fetchall()
+                    if len(rows) == len(ids):
+                        return rows
+                    if time.monotonic() > deadline:
+                        raise SystemExit(f"naive: {len(rows)}/{len(ids)} jobs finished in time")
+                    time.sleep(0.2)
+
+        log = work / f"naive-worker-{concurrency}.log"
+        with harness.celery_worker("services.worker.app", env, log, concurrency) as worker:
+            warm = create(max(concurrency, 4))  # renders the one video, opens connections
+            for job_id in warm:
+                celery.send_task(SUBMIT_JOB, args=(job_id,))
+            wait(warm, 120)
+
+            ids = create(n)
+            raw = work / f"spy-worker-{concurrency}.txt"
+            spy = harness.py_spy(worker.pid, raw, None, gil=True) if args.py_spy else None
+            cpu, pg = harness.cpu_seconds(worker.pid), harness.postgres_cpu(database_url)
+            t0 = time.time()
+            for job_id in ids:
+                celery.send_task(SUBMIT_JOB, args=(job_id,))
+            sent = time.time() - t0
+            rows = wait(ids, args.timeout)
+            cpu = harness.cpu_seconds(worker.pid) - cpu
+            pg_cpu = harness.cpu_delta(pg, harness.postgres_cpu(database_url))
+            if spy is not None:
+                spy.send_signal(signal.SIGINT)
+                spy.wait(timeout=60)
+                title = f"naive worker CPU, K={concurrency} (py-spy --gil)"
+                harness.summarize_py_spy(raw, 250, n, title, unit="job")
+        failed = sum(1 for status, _, _ in rows if status != "completed")
+        makespan, rate, median = _rates(t0, [float(done) for _, done, _ in rows if done])
+        with psycopg.connect(plain_url) as conn:
+            assets = conn.execute(
+                "SELECT count(*) FROM media_assets WHERE source_job_id = ANY(%s::uuid[])", (ids,)
+            ).fetchone()[0]
+        return {
+            "makespan": makespan,
+            "rate": rate,
+            "median": median,
+            "cpu_ms": cpu * 1000 / n,
+            "pg_ms": pg_cpu * 1000 / n,
+            "sent": sent,
+            "failed": failed,
+            "assets": assets,
+            "polls": sum(polls for _, _, polls in rows) / len(rows),
+        }
+    finally:
+        db.dispose()
+        harness.delete_redis_keys(broker, queue)
+
+
+def run_plain(work: Path, concurrency: int, n: int, timeout: float) -> dict[str, float]:
+    queue = harness.unique_queue("plain")
+    done_key = f"{queue}-done"
+    broker = harness.redis_url(REDIS_DB)
+    env = {"CELERY_BROKER_URL": broker, "CELERY_QUEUE": queue, "BENCH_DONE_KEY": done_key}
+    plain = importlib.import_module("bench.plain_chain")
+    plain.app.conf.update(broker_url=broker, task_default_queue=queue)
+    client = redis.Redis.from_url(broker)
+    log = work / f"plain-worker-{concurrency}.log"
+    try:
+        with harness.celery_worker("bench.plain_chain", env, log, concurrency) as worker:
+
+            def wait(count: int) -> list[float]:
+                deadline = time.monotonic() + timeout
+                while client.llen(done_key) < count:
+                    if time.monotonic() > deadline:
+                        raise SystemExit(f"plain: {client.llen(done_key)}/{count} chains done")
+                    time.sleep(0.05)
+                return [float(x) for x in client.lrange(done_key, 0, -1)]
+
+            warm = max(concurrency, 4)
+            for _ in range(warm):
+                plain.job(uuid.uuid4().hex).apply_async()
+            wait(warm)
+            client.delete(done_key)
+
+            cpu = harness.cpu_seconds(worker.pid)
+            t0 = time.time()
+            for _ in range(n):
+                plain.job(uuid.uuid4().hex).apply_async()
+            sent = time.time() - t0
+            finished = wait(n)
+            cpu = harness.cpu_seconds(worker.pid) - cpu
+        makespan, rate, median = _rates(t0, finished)
+        return {
+            "makespan": makespan,
+            "rate": rate,
+            "median": median,
+            "cpu_ms": cpu * 1000 / n,
+            "sent": sent,
+        }
+    finally:
+        client.close()
+        harness.delete_redis_keys(broker, queue, done_key)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--jobs", type=int, default=200)
+    parser.add_argument("--concurrency", default="2,4", help="worker processes, e.g. 2,4")
+    parser.add_argument(
+        "--poll-initial", type=float, default=2.0, help="POLL_INITIAL_SECONDS (production: 2)"
+    )
+    parser.add_argument("--timeout", type=float, default=600)
+    parser.add_argument(
+        "--py-spy", action="store_true", help="also sample the naive worker's CPU with py-spy"
+    )
+    args = parser.parse_args()
+    levels = [int(k) for k in args.concurrency.split(",")]
+    started = time.monotonic()
+    harness.print_machine()
+
+    rows = []
+    with ExitStack() as stack:
+        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-pipeline-")))
+        database_url = stack.enter_context(harness.scratch_database("naive_bench"))
+        for k in levels:
+            naive = run_naive(database_url, work, k, args.jobs, args)
+            plain = run_plain(work, k, args.jobs, args.timeout)
+            if naive["failed"] or naive["assets"] != args.jobs:
+                print(f"warning: {naive['failed']} failed, {naive['assets']} assets")
+            rows.append(_row(k, "naive pipeline", naive, plain))
+            rows.append(_row(k, "plain 4-task chain", plain, plain))
+            print(
+                f"K={k}: naive sent {args.jobs} submit messages in {naive['sent']:.2f} s, "
+                f"{naive['polls']:.2f} polls/job, {naive['assets']} media assets; "
+                f"plain sent {args.jobs} chains in {plain['sent']:.2f} s"
+            )
+
+    print(
+        f"\n{args.jobs} jobs, instant provider, POLL_INITIAL_SECONDS={args.poll_initial:g}; "
+        f"{harness.load_average()}"
+    )
+    harness.print_table(
+        [
+            "worker procs",
+            "pipeline",
+            "first msg → last done s",
+            "half done s",
+            "jobs/s",
+            "worker CPU ms/job",
+            "PostgreSQL CPU ms/job",
+            "jobs/s vs plain",
+            "CPU/job vs plain",
+        ],
+        rows,
+    )
+    print(f"\nbench ran {time.monotonic() - started:.0f} s")
+
+
+def _row(k: int, name: str, result: dict[str, float], plain: dict[str, float]) -> list[object]:
+    return [
+        k,
+        name,
+        f"{result['makespan']:.2f}",
+        f"{result['median']:.2f}",
+        f"{result['rate']:.1f}",
+        f"{result['cpu_ms']:.1f}",
+        f"{result['pg_ms']:.1f}" if "pg_ms" in result else "-",
+        f"{result['rate'] / plain['rate']:.3f}",
+        f"{result['cpu_ms'] / plain['cpu_ms']:.1f}×",
+    ]
+
+
+if __name__ == "__main__":
+    main()

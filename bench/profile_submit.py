@@ -1,0 +1,386 @@
+"""Where a submit (POST /v1/video/generate) spends its time, with numbers.
+
+    python -m bench.profile_submit [--seconds 10] [--concurrency 8] [--requests 500]
+                                   [--ledger-sizes 0,10000,100000] [--no-py-spy]
+
+Four parts, all on this machine against a scratch PostgreSQL database and Redis db 8
+(a queue no worker reads, so nothing renders):
+
+1. py-spy on the real API (gunicorn, the Procfile's command line) under wrk load:
+   once sampling only threads that hold the GIL (the API's CPU), once every active
+   thread (wall time, waits on PostgreSQL and Redis included). Prints the share of
+   samples and the milliseconds per request of our own functions (inclusive) and of
+   each library (by the frame that was running).
+2. Round trips per submit (Flask test client, in process): SQL statements by kind,
+   database transactions (each checks a connection out of the pool, which pings it
+   first: pool_pre_ping), and Redis commands by name.
+3. The ledger: submit latency and the balance query for one account with 0, 10 000 and
+   100 000 earlier ledger entries (every submit sums the account's whole ledger).
+4. What-if: CPU per submit (in process, time.process_time) with candidate fixes patched
+   in by this bench only (the product code is not changed): A. the balance as one
+   prebuilt statement, B. the catalog read cached, C. authentication in the submit's
+   transaction, and A + B + C; variants interleaved over 10 rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import redis
+from psycopg._connection_base import BaseConnection
+from sqlalchemy import bindparam, case, event, func, select
+
+from bench import harness
+from services.api.app import create_app
+from shared import catalog_sync, ledger
+from shared.config import load_settings
+from shared.models import LedgerEntry
+
+PATH = "/v1/video/generate"
+BODY = {"model": harness.MODEL, "input": {"prompt": "bench [sim latency=1]", "duration": "5"}}
+REDIS_DB = 8
+
+
+# ---- 1. py-spy on the real server ------------------------------------------------------
+
+
+def spy_on_server(
+    api: harness.Server, keys: list[str], work: Path, args: argparse.Namespace, *, gil: bool
+) -> tuple[Path, int, float]:
+    raw = work / f"spy-{'cpu' if gil else 'wall'}.txt"
+    rate = 250
+    spy = harness.py_spy(api.pid, raw, args.seconds + 3, rate=rate, gil=gil)
+    cpu = api.cpu_seconds()
+    result = harness.load(
+        "wrk" if harness.wrk_available() else "httpx",
+        api.url,
+        PATH,
+        json.dumps(BODY),
+        keys,
+        args.concurrency,
+        args.seconds,
+    )
+    cpu = api.cpu_seconds() - cpu
+    spy.wait(timeout=args.seconds + 60)
+    print(
+        f"\nload: {result.requests} submits in {result.seconds:.1f} s at concurrency "
+        f"{args.concurrency} ({result.rps:.0f}/s, p50 {result.p50_ms:.0f} ms); gunicorn CPU "
+        f"{cpu * 1000 / max(1, result.requests):.1f} ms per submit (/proc)"
+    )
+    return raw, rate, result.requests
+
+
+def profile_server(database_url: str, env: dict[str, str], work: Path, args: Any) -> None:
+    keys = harness.create_accounts(database_url, 32)
+    with harness.gunicorn("services.api.wsgi:app", env, work / "api.log") as api:
+        harness.load("wrk" if harness.wrk_available() else "httpx", api.url, PATH,
+                     json.dumps(BODY), keys, 2, 1)  # fmt: skip
+        for gil, title in ((True, "CPU (py-spy --gil)"), (False, "wall (py-spy, active threads)")):
+            raw, rate, requests = spy_on_server(api, keys, work, args, gil=gil)
+            harness.summarize_py_spy(raw, rate, requests, title)
+
+
+# ---- 2. round trips ------------------------------------------------------------------
+
+
+@contextmanager
+def counting(engine: Any) -> Iterator[dict[str, Counter[str]]]:
+    counts: dict[str, Counter[str]] = {"sql": Counter(), "pool": Counter(), "redis": Counter()}
+
+    def on_execute(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        words = statement.split()
+        verb = words[0].upper()
+        table = ""
+        for marker in ("FROM", "INTO", "UPDATE"):
+            if marker in words:
+                table = words[words.index(marker) + 1]
+                break
+        if verb == "SELECT" and "FOR UPDATE" in statement:
+            verb = "SELECT … FOR UPDATE"
+        counts["sql"][f"{verb} {table}".strip()] += 1
+
+    def on_checkout(*_: Any) -> None:
+        counts["pool"]["pool checkouts (each pinged: SELECT 1)"] += 1
+
+    original = redis.client.Redis.execute_command
+    exec_command = BaseConnection._exec_command
+
+    def execute_command(self: Any, *args: Any, **options: Any) -> Any:
+        counts["redis"][str(args[0]).upper()] += 1
+        return original(self, *args, **options)
+
+    def count_command(self: Any, command: Any, *args: Any, **kwargs: Any) -> Any:
+        text = command if isinstance(command, str | bytes) else b"command"
+        text = text.decode() if isinstance(text, bytes) else text
+        counts["sql"][text.split()[0].upper() + " (psycopg's own round trip)"] += 1
+        return exec_command(self, command, *args, **kwargs)
+
+    event.listen(engine, "before_cursor_execute", on_execute)
+    event.listen(engine, "checkout", on_checkout)
+    redis.client.Redis.execute_command = execute_command
+    BaseConnection._exec_command = count_command
+    try:
+        yield counts
+    finally:
+        redis.client.Redis.execute_command = original
+        BaseConnection._exec_command = exec_command
+        event.remove(engine, "before_cursor_execute", on_execute)
+        event.remove(engine, "checkout", on_checkout)
+
+
+def submit(client: Any, key: str, idempotency_key: str | None = None) -> None:
+    headers = {"Authorization": f"Bearer {key}"}
+    if idempotency_key:
+        headers["Idempotency-Key"] = idempotency_key
+    response = client.post(PATH, json=BODY, headers=headers)
+    if response.status_code != 202:
+        raise SystemExit(f"submit failed: {response.status_code} {response.get_data(True)}")
+
+
+def round_trips(app: Any, key: str, n: int = 100) -> None:
+    client = app.test_client()
+    submit(client, key)
+    for label, idem in (("without Idempotency-Key", False), ("with Idempotency-Key", True)):
+        with counting(app.extensions["naive"].db.engine) as counts:
+            for _ in range(n):
+                submit(client, key, uuid.uuid4().hex if idem else None)
+        rows = [
+            [group, what, f"{count / n:g}"]
+            for group in ("pool", "sql", "redis")
+            for what, count in sorted(counts[group].items())
+        ]
+        total_pg = sum(counts["sql"].values()) + sum(counts["pool"].values())
+        print(f"\nround trips per submit, {label} ({n} submits)")
+        harness.print_table(["to", "what", "per submit"], rows)
+        print(
+            f"per submit: {total_pg / n:g} PostgreSQL round trips, "
+            f"{sum(counts['redis'].values()) / n:g} Redis round trips"
+        )
+
+
+# ---- 3. the ledger -------------------------------------------------------------------
+
+
+def ledger_scaling(app: Any, database_url: str, sizes: list[int], n: int = 40) -> None:
+    plain = database_url.replace("postgresql+psycopg://", "postgresql://")
+    client = app.test_client()
+    rows = []
+    for size in sizes:
+        key = harness.create_accounts(database_url, 1)[0]
+        with psycopg.connect(plain, autocommit=True) as conn:
+            account_id = conn.execute(
+                "SELECT account_id FROM api_keys WHERE display_prefix = %s", (key[:12],)
+            ).fetchone()[0]
+            if size:
+                conn.execute(
+                    "INSERT INTO ledger_entries (id, account_id, kind, amount, note, created_at) "
+                    "SELECT gen_random_uuid(), %s, 'topup', 1, 'bench', now() "
+                    "FROM generate_series(1, %s)",
+                    (account_id, size),
+                )
+            conn.execute("VACUUM ANALYZE ledger_entries")
+        for _ in range(3):
+            submit(client, key)
+        times = []
+        for _ in range(n):
+            started = time.perf_counter()
+            submit(client, key)
+            times.append(time.perf_counter() - started)
+        with psycopg.connect(plain) as conn:
+            plan = conn.execute(
+                "EXPLAIN (ANALYZE, FORMAT JSON) SELECT "
+                "coalesce(sum(CASE WHEN kind IN ('topup') THEN amount ELSE 0 END), 0), "
+                "coalesce(sum(CASE WHEN kind IN ('hold') THEN amount ELSE 0 END), 0), "
+                "coalesce(sum(CASE WHEN kind IN ('capture') THEN amount ELSE 0 END), 0), "
+                "coalesce(sum(CASE WHEN kind IN ('release') THEN amount ELSE 0 END), 0) "
+                "FROM ledger_entries WHERE account_id = %s",
+                (account_id,),
+            ).fetchone()[0][0]
+        rows.append(
+            [
+                f"{size:,}",
+                f"{statistics.median(times) * 1000:.1f}",
+                f"{plan['Execution Time']:.2f}",
+                plan["Plan"]["Plans"][0]["Node Type"] if plan["Plan"].get("Plans") else "",
+            ]
+        )
+    print(f"\nsubmit vs the account's ledger size (in process, {n} submits each, concurrency 1)")
+    harness.print_table(
+        ["ledger entries", "submit p50 ms", "balance query ms (EXPLAIN ANALYZE)", "scan"], rows
+    )
+
+
+# ---- 4. what-if ----------------------------------------------------------------------
+
+
+def _prebuilt_balance() -> Callable[..., ledger.Balance]:
+    """available = topups − holds + releases, one prebuilt statement (captures cancel)."""
+    statement = select(
+        func.coalesce(
+            func.sum(
+                case(
+                    (LedgerEntry.kind.in_(("topup", "release")), LedgerEntry.amount),
+                    (LedgerEntry.kind == "hold", -LedgerEntry.amount),
+                    else_=0,
+                )
+            ),
+            0,
+        )
+    ).where(LedgerEntry.account_id == bindparam("account_id"))
+
+    def balance(*, session: Any, account_id: uuid.UUID) -> ledger.Balance:
+        available = session.execute(statement, {"account_id": account_id}).scalar_one()
+        return ledger.Balance(balance=available, held=0)  # place_hold reads .available only
+
+    return balance
+
+
+def _cached_catalog() -> Callable[..., Any]:
+    original = catalog_sync.load_catalog
+    cache: dict[str, tuple[float, Any]] = {}
+
+    def load_catalog(*, session: Any, settings: Any, now: Any = None) -> Any:
+        hit = cache.get("catalog")
+        if hit is not None and time.monotonic() - hit[0] < 30:
+            return hit[1]
+        value = original(session=session, settings=settings, now=now)
+        cache["catalog"] = (time.monotonic(), value)
+        return value
+
+    return load_catalog
+
+
+@contextmanager
+def patched(place: Any, name: str, value: Any) -> Iterator[None]:
+    original = getattr(place, name)
+    setattr(place, name, value)
+    try:
+        yield
+    finally:
+        setattr(place, name, original)
+
+
+def _auth_in_submit_transaction() -> list[tuple[Any, str, Any]]:
+    """The route authenticates in the transaction that writes the job, not in its own."""
+    from services.api import context
+    from shared import accounts, jobs
+
+    create_job = jobs.create_job
+
+    def create_job_and_authenticate(*, session: Any, account_id: Any, **kwargs: Any) -> Any:
+        account_id = accounts.authenticate(session=session, api_key=context.bearer_key())
+        return create_job(session=session, account_id=account_id, **kwargs)
+
+    return [
+        (context, "authenticated_account", lambda: uuid.UUID(int=0)),
+        (jobs, "create_job", create_job_and_authenticate),
+    ]
+
+
+def what_if(app: Any, database_url: str, n: int, rounds: int = 10) -> None:
+    from services.api.routes import video
+
+    balance = [(ledger, "balance", _prebuilt_balance())]
+    cached = [(video.catalog_sync, "load_catalog", _cached_catalog())]
+    auth = _auth_in_submit_transaction()
+    variants: list[tuple[str, list[tuple[Any, str, Any]]]] = [
+        ("as is", []),
+        ("A. balance: one prebuilt statement", balance),
+        ("B. catalog read cached (30 s)", cached),
+        ("C. authenticate in the submit transaction", auth),
+        ("A + B + C", balance + cached + auth),
+    ]
+    client = app.test_client()
+    keys = [harness.create_accounts(database_url, 1)[0] for _ in variants]
+    cpu = [0.0] * len(variants)
+    wall = [0.0] * len(variants)
+    per_round = max(1, n // rounds)
+    for round_ in range(rounds + 1):  # round 0 warms up and is not counted
+        for i, (_, patches) in enumerate(variants):
+            with ExitStack() as stack:
+                for place, name, value in patches:
+                    stack.enter_context(patched(place, name, value))
+                started_cpu, started_wall = time.process_time(), time.perf_counter()
+                for _ in range(per_round if round_ else 10):
+                    submit(client, keys[i])
+                if round_:
+                    cpu[i] += time.process_time() - started_cpu
+                    wall[i] += time.perf_counter() - started_wall
+    count = per_round * rounds
+    rows = [
+        [
+            label,
+            f"{cpu[i] * 1000 / count:.2f}",
+            f"{wall[i] * 1000 / count:.2f}",
+            f"{100 * (1 - cpu[i] / cpu[0]):.0f}%",
+            f"{100 * (1 - wall[i] / wall[0]):.0f}%",
+        ]
+        for i, (label, _) in enumerate(variants)
+    ]
+    print(
+        f"\nwhat-if, in process (Flask test client, {count} submits per variant in {rounds} "
+        "interleaved rounds, one account each; patched by this bench only)"
+    )
+    harness.print_table(
+        ["variant", "CPU ms/submit", "wall ms/submit", "CPU saved", "wall saved"], rows
+    )
+
+
+# ---- main ----------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=10, help="wrk load per py-spy pass")
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--requests", type=int, default=500, help="what-if submits per variant")
+    parser.add_argument("--ledger-sizes", default="0,10000,100000")
+    parser.add_argument("--no-py-spy", action="store_true")
+    args = parser.parse_args()
+    started = time.monotonic()
+    harness.print_machine()
+
+    with ExitStack() as stack:
+        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-profile-")))
+        database_url = stack.enter_context(harness.scratch_database("naive_bench"))
+        queue = harness.unique_queue("profile")
+        broker = harness.redis_url(REDIS_DB)
+        stack.callback(harness.delete_redis_keys, broker, queue)
+        env = {
+            "DATABASE_URL": database_url,
+            "CELERY_BROKER_URL": broker,
+            "CELERY_QUEUE": queue,
+            "RATE_LIMIT": "100000000 per minute",
+            "NAIVE_DATA_DIR": str(work / "data"),
+            "PROMETHEUS_MULTIPROC_DIR": str(work / "prometheus"),
+            "SECRET_KEY": "bench",
+        }
+        if args.no_py_spy or not harness.py_spy_path():
+            print("\n(py-spy part skipped: `.venv/bin/pip install py-spy`)")
+        else:
+            profile_server(database_url, env, work, args)
+
+        app_env = {k: v for k, v in env.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+        app = create_app(load_settings({**os.environ, **app_env}))
+        round_trips(app, harness.create_accounts(database_url, 1)[0])
+        sizes = [int(size) for size in args.ledger_sizes.split(",")]
+        ledger_scaling(app, database_url, sizes)
+        what_if(app, database_url, args.requests)
+        app.extensions["naive"].db.dispose()
+    print(f"\nbench ran {time.monotonic() - started:.0f} s; {harness.load_average()}")
+
+
+if __name__ == "__main__":
+    main()
