@@ -1,9 +1,9 @@
 """Where a submit (POST /v1/video/generate) spends its time, with numbers.
 
-    python -m bench.profile_submit [--seconds 10] [--concurrency 8] [--requests 500]
+    python -m bench.profile_submit [--seconds 10] [--concurrency 8]
                                    [--ledger-sizes 0,10000,100000] [--no-py-spy]
 
-Four parts, all on this machine against a scratch PostgreSQL database and Redis db 8
+Three parts, all on this machine against a scratch PostgreSQL database and Redis db 8
 (a queue no worker reads, so nothing renders):
 
 1. py-spy on the real API (gunicorn, the Procfile's command line) under wrk load:
@@ -16,10 +16,6 @@ Four parts, all on this machine against a scratch PostgreSQL database and Redis 
    first: pool_pre_ping), and Redis commands by name.
 3. The ledger: submit latency and the balance query for one account with 0, 10 000 and
    100 000 earlier ledger entries (every submit sums the account's whole ledger).
-4. What-if: CPU per submit (in process, time.process_time) with candidate fixes patched
-   in by this bench only (the product code is not changed): A. the balance as one
-   prebuilt statement, B. the catalog read cached, C. authentication in the submit's
-   transaction, and A + B + C; variants interleaved over 10 rounds.
 """
 
 from __future__ import annotations
@@ -32,7 +28,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
@@ -40,13 +36,11 @@ from typing import Any
 import psycopg
 import redis
 from psycopg._connection_base import BaseConnection
-from sqlalchemy import bindparam, case, event, func, select
+from sqlalchemy import event
 
 from bench import harness
 from services.api.app import create_app
-from shared import catalog_sync, ledger
 from shared.config import load_settings
-from shared.models import LedgerEntry
 
 PATH = "/v1/video/generate"
 BODY = {"model": harness.MODEL, "input": {"prompt": "bench [sim latency=1]", "duration": "5"}}
@@ -222,130 +216,10 @@ def ledger_scaling(app: Any, database_url: str, sizes: list[int], n: int = 40) -
     )
 
 
-# ---- 4. what-if ----------------------------------------------------------------------
-
-
-def _prebuilt_balance() -> Callable[..., ledger.Balance]:
-    """available = topups − holds + releases, one prebuilt statement (captures cancel)."""
-    statement = select(
-        func.coalesce(
-            func.sum(
-                case(
-                    (LedgerEntry.kind.in_(("topup", "release")), LedgerEntry.amount),
-                    (LedgerEntry.kind == "hold", -LedgerEntry.amount),
-                    else_=0,
-                )
-            ),
-            0,
-        )
-    ).where(LedgerEntry.account_id == bindparam("account_id"))
-
-    def balance(*, session: Any, account_id: uuid.UUID) -> ledger.Balance:
-        available = session.execute(statement, {"account_id": account_id}).scalar_one()
-        return ledger.Balance(balance=available, held=0)  # place_hold reads .available only
-
-    return balance
-
-
-def _cached_catalog() -> Callable[..., Any]:
-    original = catalog_sync.load_catalog
-    cache: dict[str, tuple[float, Any]] = {}
-
-    def load_catalog(*, session: Any, settings: Any, now: Any = None) -> Any:
-        hit = cache.get("catalog")
-        if hit is not None and time.monotonic() - hit[0] < 30:
-            return hit[1]
-        value = original(session=session, settings=settings, now=now)
-        cache["catalog"] = (time.monotonic(), value)
-        return value
-
-    return load_catalog
-
-
-@contextmanager
-def patched(place: Any, name: str, value: Any) -> Iterator[None]:
-    original = getattr(place, name)
-    setattr(place, name, value)
-    try:
-        yield
-    finally:
-        setattr(place, name, original)
-
-
-def _auth_in_submit_transaction() -> list[tuple[Any, str, Any]]:
-    """The route authenticates in the transaction that writes the job, not in its own."""
-    from services.api import context
-    from shared import accounts, jobs
-
-    create_job = jobs.create_job
-
-    def create_job_and_authenticate(*, session: Any, account_id: Any, **kwargs: Any) -> Any:
-        account_id = accounts.authenticate(session=session, api_key=context.bearer_key())
-        return create_job(session=session, account_id=account_id, **kwargs)
-
-    return [
-        (context, "authenticated_account", lambda: uuid.UUID(int=0)),
-        (jobs, "create_job", create_job_and_authenticate),
-    ]
-
-
-def what_if(app: Any, database_url: str, n: int, rounds: int = 10) -> None:
-    from services.api.routes import video
-
-    balance = [(ledger, "balance", _prebuilt_balance())]
-    cached = [(video.catalog_sync, "load_catalog", _cached_catalog())]
-    auth = _auth_in_submit_transaction()
-    variants: list[tuple[str, list[tuple[Any, str, Any]]]] = [
-        ("as is", []),
-        ("A. balance: one prebuilt statement", balance),
-        ("B. catalog read cached (30 s)", cached),
-        ("C. authenticate in the submit transaction", auth),
-        ("A + B + C", balance + cached + auth),
-    ]
-    client = app.test_client()
-    keys = [harness.create_accounts(database_url, 1)[0] for _ in variants]
-    cpu = [0.0] * len(variants)
-    wall = [0.0] * len(variants)
-    per_round = max(1, n // rounds)
-    for round_ in range(rounds + 1):  # round 0 warms up and is not counted
-        for i, (_, patches) in enumerate(variants):
-            with ExitStack() as stack:
-                for place, name, value in patches:
-                    stack.enter_context(patched(place, name, value))
-                started_cpu, started_wall = time.process_time(), time.perf_counter()
-                for _ in range(per_round if round_ else 10):
-                    submit(client, keys[i])
-                if round_:
-                    cpu[i] += time.process_time() - started_cpu
-                    wall[i] += time.perf_counter() - started_wall
-    count = per_round * rounds
-    rows = [
-        [
-            label,
-            f"{cpu[i] * 1000 / count:.2f}",
-            f"{wall[i] * 1000 / count:.2f}",
-            f"{100 * (1 - cpu[i] / cpu[0]):.0f}%",
-            f"{100 * (1 - wall[i] / wall[0]):.0f}%",
-        ]
-        for i, (label, _) in enumerate(variants)
-    ]
-    print(
-        f"\nwhat-if, in process (Flask test client, {count} submits per variant in {rounds} "
-        "interleaved rounds, one account each; patched by this bench only)"
-    )
-    harness.print_table(
-        ["variant", "CPU ms/submit", "wall ms/submit", "CPU saved", "wall saved"], rows
-    )
-
-
-# ---- main ----------------------------------------------------------------------------
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=10, help="wrk load per py-spy pass")
     parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--requests", type=int, default=500, help="what-if submits per variant")
     parser.add_argument("--ledger-sizes", default="0,10000,100000")
     parser.add_argument("--no-py-spy", action="store_true")
     args = parser.parse_args()
@@ -377,7 +251,6 @@ def main() -> None:
         round_trips(app, harness.create_accounts(database_url, 1)[0])
         sizes = [int(size) for size in args.ledger_sizes.split(",")]
         ledger_scaling(app, database_url, sizes)
-        what_if(app, database_url, args.requests)
         app.extensions["naive"].db.dispose()
     print(f"\nbench ran {time.monotonic() - started:.0f} s; {harness.load_average()}")
 
