@@ -54,6 +54,8 @@ class Settings:
     sweep_interval_seconds: float
     # Overrides every model's own deadline when set (operators and tests).
     job_deadline_seconds: float | None
+    # How long a submit keeps retrying a provider that answers 429/5xx before giving up.
+    submit_retry_seconds: float
     simulator_latency_seconds: float | None
     max_request_bytes: int
     allow_private_image_urls: bool
@@ -144,6 +146,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         stale_after_seconds=float(_number(env, "STALE_AFTER_SECONDS", "120")),
         sweep_interval_seconds=float(_number(env, "SWEEP_INTERVAL_SECONDS", "30")),
         job_deadline_seconds=_optional_float(env, "JOB_DEADLINE_SECONDS"),
+        submit_retry_seconds=float(_number(env, "SUBMIT_RETRY_SECONDS", "300")),
         simulator_latency_seconds=_optional_float(env, "SIMULATOR_LATENCY_SECONDS"),
         max_request_bytes=int(_number(env, "MAX_REQUEST_BYTES", str(2 * 1024 * 1024))),
         allow_private_image_urls=env.get("ALLOW_PRIVATE_IMAGE_URLS", "") in ("1", "true", "yes"),

@@ -50,6 +50,7 @@ def test_env(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> dic
         "SECRET_KEY": "test-secret",
         "RATE_LIMIT": "100000 per minute",
         "CATALOG_CACHE_SECONDS": "0",
+        "SUBMIT_RETRY_SECONDS": "3",
     }
 
 

@@ -614,8 +614,8 @@ def _fal_env(fake: FakeFalServer) -> dict[str, str]:
         "SSL_CERT_FILE": str(fake.ca_file),
         "FAL_JWKS_URL": fake.jwks_url,
         "FAL_PLATFORM_URL": fake.platform_url,
-        # Submit gives up after 6 attempts spaced by the poll backoff: from 0.5 s growing
-        # ×1.6 to 3 s, at least 6.1 s in all (jitter included), longer than the outage.
+        # Submit keeps retrying (backoff 0.5 s growing ×1.6 to 3 s) for longer than the outage.
+        "SUBMIT_RETRY_SECONDS": "60",
         "POLL_INITIAL_SECONDS": "0.5",
         "POLL_MAX_SECONDS": "3",
         "STALE_AFTER_SECONDS": "10",

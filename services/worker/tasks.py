@@ -14,6 +14,7 @@ import logging
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from typing import Any, TypeVar
 
 from celery import Task, shared_task
@@ -42,7 +43,12 @@ from shared.runtime import Runtime
 log = logging.getLogger(__name__)
 
 INGEST_ATTEMPTS = 6
-SUBMIT_ATTEMPTS = 6
+# A database blip retries the task in place instead of leaving the job to the sweeper.
+DB_OUTAGE_RETRY: dict[str, Any] = {
+    "autoretry_for": (OperationalError,),
+    "retry_backoff": 1,
+    "retry_backoff_max": 30,
+}
 T = TypeVar("T")
 
 
@@ -71,10 +77,16 @@ class DbTask(Task):
     def _job_ids(self, job_id: str | None) -> dict[str, Any]:
         if job_id is None:
             return {}
-        with self.transaction() as session:
-            row = session.execute(
-                select(Job.account_id, Job.provider_request_id).where(Job.id == uuid.UUID(job_id))
-            ).first()
+        try:
+            with self.transaction() as session:
+                row = session.execute(
+                    select(Job.account_id, Job.provider_request_id).where(
+                        Job.id == uuid.UUID(job_id)
+                    )
+                ).first()
+        except OperationalError:
+            row = None  # the task itself meets the outage, and retries
+
         account_id, request_id = row if row else (None, None)
         return {"job_id": job_id, "account_id": account_id, "provider_request_id": request_id}
 
@@ -123,7 +135,7 @@ def _after_commit_send(session: Session, task: Task, *args: Any, countdown: floa
     after_commit(session, lambda: task.apply_async(args, countdown=countdown))
 
 
-@shared_task(base=DbTask, bind=True, name=names.SUBMIT_JOB, max_retries=None)
+@shared_task(base=DbTask, bind=True, name=names.SUBMIT_JOB, max_retries=None, **DB_OUTAGE_RETRY)
 def submit_job(self: DbTask, job_id: str) -> None:
     """The one provider call that is not idempotent: the attempt is recorded before it."""
     key = uuid.UUID(job_id)
@@ -139,7 +151,8 @@ def submit_job(self: DbTask, job_id: str) -> None:
     except ProviderUnavailable as exc:
         with self.transaction() as session:
             jobs.forget_submit_attempt(session=session, job_id=key)
-        if self.request.retries + 1 >= SUBMIT_ATTEMPTS or utcnow() >= job.deadline_at:
+        give_up_at = job.created_at + timedelta(seconds=self.runtime.settings.submit_retry_seconds)
+        if utcnow() >= min(give_up_at, job.deadline_at):
             with self.transaction() as session:
                 jobs.fail(session=session, job_id=key, code="provider_error", message=str(exc))
             return
@@ -166,7 +179,7 @@ def submit_job(self: DbTask, job_id: str) -> None:
     self.call_provider("cancel", self.runtime.provider.cancel, model, request_id)
 
 
-@shared_task(base=DbTask, bind=True, name=names.POLL_JOB, max_retries=None)
+@shared_task(base=DbTask, bind=True, name=names.POLL_JOB, max_retries=None, **DB_OUTAGE_RETRY)
 def poll_job(self: DbTask, job_id: str, token: str) -> None:
     """Ask the provider once; store what it says; poll again later or hand on."""
     key = uuid.UUID(job_id)
@@ -229,20 +242,19 @@ def _fail_overdue(task: DbTask, job: Job) -> None:
             _after_commit_send(session, cancel_at_provider, str(job.id))
 
 
-@shared_task(
-    base=DbTask,
-    bind=True,
-    name=names.SETTLE_CREDITS,
-    autoretry_for=(OperationalError,),
-    retry_backoff=True,
-    max_retries=10,
-)
+@shared_task(base=DbTask, bind=True, name=names.SETTLE_CREDITS, max_retries=10, **DB_OUTAGE_RETRY)
 def settle_credits(self: DbTask, job_id: str) -> None:
     with self.transaction() as session:
         jobs.settle(session=session, job_id=uuid.UUID(job_id))
 
 
-@shared_task(base=DbTask, bind=True, name=names.INGEST_MEDIA, max_retries=INGEST_ATTEMPTS - 1)
+@shared_task(
+    base=DbTask,
+    bind=True,
+    name=names.INGEST_MEDIA,
+    max_retries=INGEST_ATTEMPTS - 1,
+    **DB_OUTAGE_RETRY,
+)
 def ingest_media(self: DbTask, job_id: str) -> None:
     """Copy the video into the library; after the last attempt the job completes anyway."""
     key = uuid.UUID(job_id)
