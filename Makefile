@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 MODEL := fal-ai/kling-video/v3/pro/text-to-video
 PROMPT := A golden retriever running on a beach at sunset
 
-.PHONY: install demo down test lint services
+.PHONY: install demo down test load lint services
 
 install: $(VENV)/.installed
 
@@ -30,8 +30,12 @@ services:
 	bash scripts/start-services.sh
 	bash scripts/install-prometheus.sh
 
+# The load test runs with 200 jobs here to keep CI short; `make load` runs the 1,000.
 test: install services
-	$(BIN)/pytest
+	LOAD_JOBS=200 $(BIN)/pytest
+
+load: install services
+	LOAD_JOBS=1000 $(BIN)/pytest tests/test_load.py -s
 
 lint: install
 	$(BIN)/ruff check .
