@@ -45,7 +45,6 @@ __all__ = [
     "ROOT",
     "LoadResult",
     "Server",
-    "celery_worker",
     "cpu_delta",
     "cpu_seconds",
     "create_accounts",
@@ -239,45 +238,6 @@ def gunicorn(
         process.terminate()
         try:
             process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-@contextmanager
-def celery_worker(
-    app: str, env: dict[str, str], log: Path, concurrency: int
-) -> Iterator[subprocess.Popen[bytes]]:
-    """`celery -A app worker` with the Procfile's flags (prefork, `concurrency` children)."""
-    command = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        app,
-        "worker",
-        "--loglevel",
-        "INFO",
-        "--concurrency",
-        str(concurrency),
-        "--without-gossip",
-        "--without-mingle",
-    ]
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            command, cwd=ROOT, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT
-        )
-    try:
-        deadline = time.monotonic() + 60
-        while b"ready." not in log.read_bytes():
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"worker {app} did not start:\n{log.read_text()[-4000:]}")
-            time.sleep(0.1)
-        yield process
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=60)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()

@@ -43,6 +43,7 @@ from services.worker.celery_app import SUBMIT_JOB, make_celery
 from shared import accounts, catalog, jobs
 from shared.config import load_settings
 from shared.db import Database
+from tests.stack import running_worker
 
 REDIS_DB = 7
 PROMPT = "bench pipeline [sim latency=0]"  # one prompt: one render, cached for every job
@@ -121,7 +122,7 @@ def run_naive(
                     time.sleep(0.2)
 
         log = work / f"naive-worker-{concurrency}.log"
-        with harness.celery_worker("services.worker.app", env, log, concurrency) as worker:
+        with running_worker(env, log, concurrency) as worker:
             warm = create(max(concurrency, 4))  # renders the one video, opens connections
             for job_id in warm:
                 celery.send_task(SUBMIT_JOB, args=(job_id,))
@@ -175,7 +176,7 @@ def run_plain(work: Path, concurrency: int, n: int, timeout: float) -> dict[str,
     client = redis.Redis.from_url(broker)
     log = work / f"plain-worker-{concurrency}.log"
     try:
-        with harness.celery_worker("bench.plain_chain", env, log, concurrency) as worker:
+        with running_worker(env, log, concurrency, app="bench.plain_chain") as worker:
 
             def wait(count: int) -> list[float]:
                 deadline = time.monotonic() + timeout

@@ -16,6 +16,7 @@ import psycopg
 from flask import Flask
 from werkzeug.serving import make_server
 
+from services.fake_fal import FakeFalServer
 from shared.migrate import upgrade
 from tests.waiting import wait_for
 
@@ -46,9 +47,9 @@ def scratch_database(prefix: str = "naive_test") -> Iterator[str]:
 
 @contextmanager
 def running_worker(
-    env: dict[str, str], log_path: Path, concurrency: int = 4
+    env: dict[str, str], log_path: Path, concurrency: int = 4, app: str = "services.worker.app"
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """A real Celery worker (prefork) in its own process, with `env` added."""
+    """A real Celery worker (prefork, the Procfile's flags) in its own process, `env` added."""
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [
@@ -56,7 +57,7 @@ def running_worker(
                 "-m",
                 "celery",
                 "-A",
-                "services.worker.app",
+                app,
                 "worker",
                 "--loglevel",
                 "INFO",
@@ -93,3 +94,16 @@ def serving(flask_app: Flask, port: int = 0) -> Iterator[str]:
     finally:
         server.shutdown()
         thread.join()
+
+
+def fal_env(fake: FakeFalServer) -> dict[str, str]:
+    """Settings that point the fal provider, unpatched, at a fake fal server."""
+    return {
+        "NAIVE_PROVIDER": "fal",
+        "FAL_KEY": fake.key,
+        "FAL_QUEUE_RUN_HOST": fake.queue_host,
+        "FAL_RUN_HOST": fake.run_host,
+        "SSL_CERT_FILE": str(fake.ca_file),
+        "FAL_JWKS_URL": fake.jwks_url,
+        "FAL_PLATFORM_URL": fake.platform_url,
+    }

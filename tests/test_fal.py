@@ -26,7 +26,7 @@ from shared.media.probe import probe_video
 from shared.models import ModelPrice, utcnow
 from shared.runtime import Runtime
 from tests.helpers import KLING_I2V, balance, generate, job_entries, wait_for_job
-from tests.stack import running_worker, serving
+from tests.stack import fal_env, running_worker, serving
 from tests.test_pipeline import _png_data_url
 from tests.waiting import wait_for
 
@@ -65,13 +65,7 @@ class FalStack:
 
 def _fal_env(fake: FakeFalServer, queue: str, **extra: str) -> dict[str, str]:
     return {
-        "NAIVE_PROVIDER": "fal",
-        "FAL_KEY": FAL_KEY,
-        "FAL_QUEUE_RUN_HOST": fake.queue_host,
-        "FAL_RUN_HOST": fake.run_host,
-        "SSL_CERT_FILE": str(fake.ca_file),
-        "FAL_JWKS_URL": fake.jwks_url,
-        "FAL_PLATFORM_URL": fake.platform_url,
+        **fal_env(fake),
         "FAL_START_TIMEOUT_SECONDS": "3",
         "CELERY_QUEUE": queue,
         **extra,

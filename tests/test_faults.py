@@ -52,7 +52,7 @@ from shared.models import Job, utcnow
 from shared.runtime import Runtime
 from tests.helpers import KLING_T2V
 from tests.invariants import FINAL, Summary, assert_invariants, job_statuses, unfinished
-from tests.stack import running_worker
+from tests.stack import fal_env, running_worker
 from tests.waiting import wait_for
 
 AT_PROVIDER = ("submitted", "running")
@@ -607,13 +607,7 @@ def fake_fal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeFalServer
 
 def _fal_env(fake: FakeFalServer) -> dict[str, str]:
     return {
-        "NAIVE_PROVIDER": "fal",
-        "FAL_KEY": FAL_KEY,
-        "FAL_QUEUE_RUN_HOST": fake.queue_host,
-        "FAL_RUN_HOST": fake.run_host,
-        "SSL_CERT_FILE": str(fake.ca_file),
-        "FAL_JWKS_URL": fake.jwks_url,
-        "FAL_PLATFORM_URL": fake.platform_url,
+        **fal_env(fake),
         # Submit keeps retrying (backoff 0.5 s growing ×1.6 to 3 s) for longer than the outage.
         "SUBMIT_RETRY_SECONDS": "60",
         "POLL_INITIAL_SECONDS": "0.5",
