@@ -17,7 +17,6 @@ import shutil
 import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -33,6 +32,7 @@ import httpx
 import psycopg
 import redis
 
+from services.cli.local import gunicorn_argv
 from shared import accounts
 from shared.db import Database
 from tests.stack import PG_ADMIN_URL, redis_url, running_worker, scratch_database
@@ -212,20 +212,7 @@ def gunicorn(
     """
     port = free_port()
     count = workers or int(env.get("WEB_CONCURRENCY") or os.environ.get("WEB_CONCURRENCY") or 2)
-    command = [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        "--config",
-        "python:services.api.gunicorn_conf",
-        "--bind",
-        f"127.0.0.1:{port}",
-        "--workers",
-        str(count),
-        "--access-logfile",
-        "-",
-        app,
-    ]
+    command = gunicorn_argv(f"127.0.0.1:{port}", workers=count, app=app)
     with log.open("wb") as out:
         process = subprocess.Popen(
             command, cwd=ROOT, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT

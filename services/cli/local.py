@@ -44,6 +44,24 @@ def read_local_stack() -> dict[str, Any] | None:
         return None
 
 
+def gunicorn_argv(bind: str, *, workers: int, app: str = "services.api.wsgi:app") -> list[str]:
+    """The Procfile's `api` line as an argument list (bind address and workers given)."""
+    return [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "--config",
+        "python:services.api.gunicorn_conf",
+        "--bind",
+        bind,
+        "--workers",
+        str(workers),
+        "--access-logfile",
+        "-",
+        app,
+    ]
+
+
 def _alive(pid: int) -> bool:
     """True while the process runs (a zombie, exited but not yet reaped, counts as gone)."""
     try:
@@ -117,22 +135,7 @@ def up(port: int, credits_: Decimal) -> None:
     api_url = f"http://127.0.0.1:{port}"
     celery = [sys.executable, "-m", "celery", "-A", "services.worker.app"]
     pids = {
-        "api": _start(
-            "api",
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "--config",
-                "python:services.api.gunicorn_conf",
-                "--bind",
-                f"127.0.0.1:{port}",
-                "--workers",
-                "2",
-                "services.api.wsgi:app",
-            ],
-            logs,
-        ),
+        "api": _start("api", gunicorn_argv(f"127.0.0.1:{port}", workers=2), logs),
         "worker": _start(
             "worker", [*celery, "worker", "--loglevel", "INFO", "--concurrency", "2"], logs
         ),
