@@ -23,7 +23,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -61,6 +61,7 @@ __all__ = [
     "redis_url",
     "running_worker",
     "scratch_database",
+    "sink_env",
     "summarize_py_spy",
     "unique_queue",
 ]
@@ -243,6 +244,24 @@ def create_accounts(database_url: str, count: int, credits: int = 10_000_000) ->
             ]
     finally:
         db.dispose()
+
+
+def sink_env(stack: ExitStack, name: str, work: Path, redis_db: int) -> tuple[str, dict[str, str]]:
+    """A scratch database and an API environment whose task queue no worker reads (nothing
+    renders), rate limits out of the way; both cleaned up when `stack` closes."""
+    database_url = stack.enter_context(scratch_database("naive_bench"))
+    queue = unique_queue(name)
+    broker = redis_url(redis_db)
+    stack.callback(delete_redis_keys, broker, queue)
+    return database_url, {
+        "DATABASE_URL": database_url,
+        "CELERY_BROKER_URL": broker,
+        "CELERY_QUEUE": queue,
+        "RATE_LIMIT": "100000000 per minute",
+        "NAIVE_DATA_DIR": str(work / "data"),
+        "PROMETHEUS_MULTIPROC_DIR": str(work / "prometheus"),
+        "SECRET_KEY": "bench",
+    }
 
 
 def delete_redis_keys(url: str, *names: str) -> None:

@@ -17,18 +17,13 @@ import time
 import redis
 from celery import Celery, chain
 
+from services.worker.celery_app import DELIVERY_OPTIONS
+
 app = Celery("plain", broker=os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/7"))
 app.conf.update(
+    DELIVERY_OPTIONS,
     task_default_queue=os.environ.get("CELERY_QUEUE", "bench-plain"),
-    task_serializer="json",
-    accept_content=["json"],
-    task_ignore_result=True,
-    task_acks_late=True,
-    task_reject_on_worker_lost=True,
-    worker_prefetch_multiplier=1,
-    broker_connection_retry_on_startup=True,
     broker_transport_options={"visibility_timeout": 3600},
-    worker_hijack_root_logger=False,
 )
 _done: redis.Redis | None = None
 

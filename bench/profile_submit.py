@@ -228,19 +228,7 @@ def main() -> None:
 
     with ExitStack() as stack:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-profile-")))
-        database_url = stack.enter_context(harness.scratch_database("naive_bench"))
-        queue = harness.unique_queue("profile")
-        broker = harness.redis_url(REDIS_DB)
-        stack.callback(harness.delete_redis_keys, broker, queue)
-        env = {
-            "DATABASE_URL": database_url,
-            "CELERY_BROKER_URL": broker,
-            "CELERY_QUEUE": queue,
-            "RATE_LIMIT": "100000000 per minute",
-            "NAIVE_DATA_DIR": str(work / "data"),
-            "PROMETHEUS_MULTIPROC_DIR": str(work / "prometheus"),
-            "SECRET_KEY": "bench",
-        }
+        database_url, env = harness.sink_env(stack, "profile", work, REDIS_DB)
         if args.no_py_spy or not harness.py_spy_path():
             print("\n(py-spy part skipped: `.venv/bin/pip install py-spy`)")
         else:

@@ -65,19 +65,7 @@ def main() -> None:
 
     with ExitStack() as stack:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-submit-")))
-        database_url = stack.enter_context(harness.scratch_database("naive_bench"))
-        queue = harness.unique_queue("sink")
-        broker = harness.redis_url(REDIS_DB)
-        stack.callback(harness.delete_redis_keys, broker, queue)
-        env = {
-            "DATABASE_URL": database_url,
-            "CELERY_BROKER_URL": broker,
-            "CELERY_QUEUE": queue,  # no worker reads it: nothing renders
-            "RATE_LIMIT": "100000000 per minute",
-            "NAIVE_DATA_DIR": str(work / "data"),
-            "PROMETHEUS_MULTIPROC_DIR": str(work / "prometheus"),
-            "SECRET_KEY": "bench",
-        }
+        database_url, env = harness.sink_env(stack, "sink", work, REDIS_DB)
         api = stack.enter_context(
             harness.gunicorn("services.api.wsgi:app", env, work / "api.log", workers=args.workers)
         )

@@ -22,6 +22,20 @@ SWEEP = "naive.sweep"
 REFRESH_CATALOG = "naive.refresh_catalog"
 
 
+# How messages are delivered: JSON ids only, acknowledged late, redelivered when a worker
+# dies. The benchmarks' plain Celery baseline uses the same, so the comparison is fair.
+DELIVERY_OPTIONS: dict[str, Any] = {
+    "task_serializer": "json",
+    "accept_content": ["json"],
+    "task_ignore_result": True,
+    "task_acks_late": True,
+    "task_reject_on_worker_lost": True,
+    "worker_prefetch_multiplier": 1,
+    "broker_connection_retry_on_startup": True,
+    "worker_hijack_root_logger": False,
+}
+
+
 def _transport_options(settings: Settings) -> dict[str, Any]:
     if settings.broker_is_filesystem:
         queue = str(settings.broker_folder / "queue")
@@ -50,16 +64,9 @@ def _beat_schedule(settings: Settings) -> dict[str, Any]:
 def make_celery(settings: Settings) -> Celery:
     app = Celery("naive", broker=settings.broker_url, include=["services.worker.tasks"])
     app.conf.update(
+        DELIVERY_OPTIONS,
         task_default_queue=settings.celery_queue,
-        task_serializer="json",
-        accept_content=["json"],
-        task_ignore_result=True,
-        task_acks_late=True,
-        task_reject_on_worker_lost=True,
-        worker_prefetch_multiplier=1,
-        broker_connection_retry_on_startup=True,
         broker_transport_options=_transport_options(settings),
-        worker_hijack_root_logger=False,
         beat_schedule=_beat_schedule(settings),
     )
     app.naive_settings = settings  # read by the tasks' base class
