@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 from typing import Any
 
-from itsdangerous import URLSafeTimedSerializer
+from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 
 from shared import ledger
 from shared.jobs import PUBLIC_STATUS
 from shared.models import Job, MediaAsset
 
 MEDIA_URL_SALT = "media-content"
+URL_TIME_STEP = 3600
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -22,9 +24,17 @@ def _credits(units: int | None) -> float | None:
     return None if units is None else ledger.to_credits(units)
 
 
+class _HourSigner(TimestampSigner):
+    """Signs with the time rounded down to the hour, so an asset's URL stays the same for an
+    hour: repeated reads of a job agree, and browsers and CDNs can cache the video."""
+
+    def get_timestamp(self) -> int:
+        return int(time.time()) // URL_TIME_STEP * URL_TIME_STEP
+
+
 def media_signer(secret_key: str) -> URLSafeTimedSerializer:
     """Signs media content URLs, so a browser's <video src> can play without a header."""
-    return URLSafeTimedSerializer(secret_key, salt=MEDIA_URL_SALT)
+    return URLSafeTimedSerializer(secret_key, salt=MEDIA_URL_SALT, signer=_HourSigner)
 
 
 def content_url(asset_id: str, base_url: str, secret_key: str) -> str:
