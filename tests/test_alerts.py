@@ -2,7 +2,9 @@
 
 - promtool checks the rule file and the config and runs the rules' unit tests
   (deploy/prometheus/alerts_test.yml), which must fire each alert once and not another;
-- the Kubernetes PrometheusRule embeds exactly the groups of deploy/prometheus/alerts.yml;
+- the Kubernetes PrometheusRule is generated from deploy/prometheus/alerts.yml
+  (deploy/k8s/render_rules.py): the checked-in file is a fresh render, and embeds exactly
+  the rules' groups;
 - every metric name in the rules and in the dashboard is one the code exports (counters
   with prometheus-client's `_total`, histograms with `_bucket`/`_sum`/`_count`), with
   labels it has.
@@ -13,6 +15,7 @@ developer's machine, and fail in CI (CI set).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -36,6 +39,7 @@ ALERTS_TEST = PROMETHEUS_DIR / "alerts_test.yml"
 CONFIG = PROMETHEUS_DIR / "prometheus.yml"
 RUNBOOK = PROMETHEUS_DIR / "runbook.md"
 PROMETHEUS_RULE = ROOT / "deploy" / "k8s" / "base" / "prometheusrule.yaml"
+RENDER_RULES = ROOT / "deploy" / "k8s" / "render_rules.py"
 DASHBOARD = ROOT / "deploy" / "grafana" / "naive-dashboard.json"
 
 # Served by collectors that read the database and the broker at scrape time (the API's
@@ -314,13 +318,33 @@ def test_the_required_alerts_watch_what_they_should() -> None:
 # --- the Kubernetes PrometheusRule ----------------------------------------------------
 
 
-def test_the_prometheus_rule_embeds_exactly_the_alerts_groups() -> None:
-    prometheus_rule = load_yaml(PROMETHEUS_RULE)
-    assert prometheus_rule["kind"] == "PrometheusRule"
-    assert prometheus_rule["spec"]["groups"] == load_yaml(ALERTS)["groups"], (
-        "deploy/k8s/base/prometheusrule.yaml is out of date: re-embed the groups of "
-        "deploy/prometheus/alerts.yml (deploy/prometheus/README.md has the command)"
+def render_rules() -> Any:
+    """deploy/k8s/render_rules.py, a script rather than a package module."""
+    spec = importlib.util.spec_from_file_location("render_rules", RENDER_RULES)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_prometheus_rule_is_generated_from_the_rules_file() -> None:
+    assert PROMETHEUS_RULE.read_text() == render_rules().render(), (
+        "deploy/k8s/base/prometheusrule.yaml is out of date: "
+        "run `python deploy/k8s/render_rules.py`"
     )
+
+
+def test_the_prometheus_rule_embeds_exactly_the_alerts_groups() -> None:
+    """Guards the generator: the manifest's groups are the rule file's, as parsed."""
+    prometheus_rule = yaml.safe_load(render_rules().render())
+    assert prometheus_rule["kind"] == "PrometheusRule"
+    assert prometheus_rule["metadata"]["name"] == "naive-alerts"
+    assert prometheus_rule["spec"]["groups"] == load_yaml(ALERTS)["groups"]
+
+
+def test_the_rule_generator_refuses_a_file_without_one_groups_section() -> None:
+    with pytest.raises(ValueError, match="one top-level `groups:`"):
+        render_rules().render("rules:\n  - record: x\n")
 
 
 # --- the dashboard ------------------------------------------------------------------------
