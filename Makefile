@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 MODEL := fal-ai/kling-video/v3/pro/text-to-video
 PROMPT := A golden retriever running on a beach at sunset
 
-.PHONY: install demo down test load lint services
+.PHONY: install demo down test load lint services dashboard
 
 install: $(VENV)/.installed
 
@@ -40,3 +40,7 @@ load: install services
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# The Grafana dashboard is code (deploy/grafana/dashboard.py); its JSON is checked in.
+dashboard: install
+	$(BIN)/python deploy/grafana/dashboard.py
