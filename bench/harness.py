@@ -1,9 +1,9 @@
 """What the benches share: the machine's description, real processes started the way the
 Procfile starts them, accounts, HTTP load generators (wrk, or httpx in threads), CPU
-accounting from /proc, py-spy summaries and Markdown tables.
+accounting of process trees (psutil), py-spy summaries and Markdown tables.
 
-Nothing here is a fake of the product: the API runs under gunicorn from the Procfile's
-command line, the worker is `celery -A services.worker.app worker`, the database is a
+Nothing here is a fake of the product: the API runs under gunicorn and the worker under
+Celery with the Procfile's command lines (`services.processes`), the database is a
 scratch PostgreSQL database migrated to head (`tests.stack.scratch_database`).
 """
 
@@ -14,7 +14,6 @@ import os
 import platform
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import tempfile
@@ -29,13 +28,21 @@ from decimal import Decimal
 from pathlib import Path
 
 import httpx
+import psutil
 import psycopg
 import redis
 
-from services.cli.local import gunicorn_argv
+from services import processes
 from shared import accounts
 from shared.db import Database
-from tests.stack import PG_ADMIN_URL, redis_url, running_worker, scratch_database
+from tests.stack import (
+    PG_ADMIN_URL,
+    free_port,
+    redis_url,
+    running_worker,
+    scratch_database,
+    started,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = "fal-ai/kling-video/v3/pro/text-to-video"
@@ -110,66 +117,36 @@ def load_average() -> str:
 # ---- processes -----------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def unique_queue(name: str) -> str:
     """A Celery queue name of this run alone, so no other test's worker reads it."""
     return f"bench-{name}-{uuid.uuid4().hex[:8]}"
 
 
-def wait_http(url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"{url}: the server exited:\n{log.read_text()[-4000:]}")
-        try:
-            httpx.get(url, timeout=2)
-            return
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise SystemExit(f"{url} did not answer in {timeout}s:\n{log.read_text()[-4000:]}")
-
-
-def _stat(pid: int) -> list[str] | None:
+def process_tree(root: int) -> list[psutil.Process]:
+    """`root` and its live descendants."""
     try:
-        with open(f"/proc/{pid}/stat") as handle:
-            text = handle.read()
-    except OSError:
-        return None
-    return text[text.rindex(")") + 2 :].split()  # fields from the 3rd (state) on
+        process = psutil.Process(root)
+        return [process, *process.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
 
 
-def process_tree(root: int) -> list[int]:
-    """`root` and its descendants (from /proc: no psutil needed)."""
-    parents: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and (fields := _stat(int(entry))) is not None:
-            parents.setdefault(int(fields[1]), []).append(int(entry))
-    tree, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        tree.append(pid)
-        todo.extend(parents.get(pid, []))
-    return tree
+def _cpu(process: psutil.Process) -> float:
+    try:
+        times = process.cpu_times()
+    except psutil.NoSuchProcess:
+        return 0.0
+    return times.user + times.system
 
 
 def cpu_seconds(root: int) -> float:
     """User + system CPU time of `root` and its live descendants so far."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for pid in process_tree(root):
-        if (fields := _stat(pid)) is not None:
-            total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / ticks
+    return sum(_cpu(process) for process in process_tree(root))
 
 
 def postgres_cpu(database_url: str) -> dict[int, float]:
     """CPU seconds so far of each PostgreSQL backend connected to this database (from
-    pg_stat_activity and /proc: the server runs on this machine). Diff two snapshots
+    pg_stat_activity and psutil: the server runs on this machine). Diff two snapshots
     with `cpu_delta`."""
     name = database_url.rsplit("/", 1)[1]
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
@@ -188,8 +165,10 @@ def cpu_delta(before: dict[int, float], after: dict[int, float]) -> float:
 
 
 def cpu_seconds_of(pid: int) -> float:
-    fields = _stat(pid)
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK") if fields else 0.0
+    try:
+        return _cpu(psutil.Process(pid))
+    except psutil.NoSuchProcess:
+        return 0.0
 
 
 @dataclass(frozen=True)
@@ -213,22 +192,18 @@ def gunicorn(
     """
     port = free_port()
     count = workers or int(env.get("WEB_CONCURRENCY") or os.environ.get("WEB_CONCURRENCY") or 2)
-    command = gunicorn_argv(f"127.0.0.1:{port}", workers=count, app=app)
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            command, cwd=ROOT, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT
-        )
+    command = processes.python_m(processes.api(bind=f"127.0.0.1:{port}", workers=count, app=app))
     url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(f"{url}/healthz", process, log)
-        yield Server(url, process.pid)
-    finally:
-        process.terminate()
+
+    def answers() -> bool:
         try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+            httpx.get(f"{url}/healthz", timeout=2)  # any answer: bench apps may lack the route
+        except httpx.HTTPError:
+            return False
+        return True
+
+    with started(command, log, env=env, ready=answers) as process:
+        yield Server(url, process.pid)
 
 
 def create_accounts(database_url: str, count: int, credits: int = 10_000_000) -> list[str]:

@@ -26,10 +26,10 @@ import httpx
 
 from bench import harness
 from services.api.app import create_app
-from services.fake_fal import FakeFalServer
 from shared import accounts
 from shared.config import load_settings
 from shared.db import Database
+from tests.fake_fal import FakeFalServer
 from tests.stack import redis_url, running_worker, scratch_database, serving
 
 KEY = "bench-fal-key"

@@ -88,6 +88,7 @@ class Settings:
         if self.broker_is_filesystem:
             (self.broker_folder / "queue").mkdir(parents=True, exist_ok=True)
             (self.broker_folder / "processed").mkdir(parents=True, exist_ok=True)
+            (self.broker_folder / "control").mkdir(parents=True, exist_ok=True)
 
 
 def _number(env: Mapping[str, str], name: str, default: str) -> Decimal:

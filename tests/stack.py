@@ -1,23 +1,26 @@
 """Real processes for tests and benchmarks: a throw-away database, a Celery worker, an
-API over HTTP. No fakes of our own code: each is the production entry point."""
+API over HTTP, free ports, any server started and stopped with its whole process tree. No
+fakes of our own code: each is the production entry point (`services.processes`)."""
 
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
-import sys
 import threading
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
+import psutil
 import psycopg
 from flask import Flask
 from werkzeug.serving import make_server
 
-from services.fake_fal import FakeFalServer
+from services import processes
 from shared.migrate import upgrade
+from tests.fake_fal import FakeFalServer
 from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,42 +48,82 @@ def scratch_database(prefix: str = "naive_test") -> Iterator[str]:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now, chosen by the kernel. Another
+    process could take it before the caller binds it; on one test machine that is rare."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def kill_tree(pid: int) -> int:
+    """SIGKILL `pid` and every descendant, as an OOM kill or a lost node would; returns how
+    many processes were killed. The root is stopped first, so it cannot fork a replacement
+    child (a prefork pool would) between the listing and the kill."""
+    try:
+        root = psutil.Process(pid)
+        root.suspend()
+        tree = [*root.children(recursive=True), root]
+    except psutil.NoSuchProcess:
+        return 0
+    for process in tree:
+        with suppress(psutil.NoSuchProcess):
+            process.kill()
+    psutil.wait_procs(tree, timeout=30)
+    return len(tree)
+
+
 @contextmanager
-def running_worker(
-    env: dict[str, str], log_path: Path, concurrency: int = 4, app: str = "services.worker.app"
+def started(
+    argv: Sequence[str],
+    log_path: Path,
+    *,
+    ready: Callable[[], object],
+    env: dict[str, str] | None = None,
+    inherit_env: bool = True,
+    timeout: float = 60,
+    stop_timeout: float = 30,
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """A real Celery worker (prefork, the Procfile's flags) in its own process, `env` added."""
+    """`argv` running from the repository, its output in `log_path`, once `ready()` is true;
+    `env` is added to this process's environment (or is the whole of it if not
+    `inherit_env`). Stopped on exit with SIGTERM (a warm shutdown). A process that exits
+    before it is ready fails at once, with its log; one that does not stop within
+    `stop_timeout` is killed with its whole tree, and that is an error too."""
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                app,
-                "worker",
-                "--loglevel",
-                "INFO",
-                "--concurrency",
-                str(concurrency),
-                "--without-gossip",
-                "--without-mingle",
-            ],
+            list(argv),
             cwd=ROOT,
-            env={**os.environ, **env},
+            env={**(os.environ if inherit_env else {}), **(env or {})},
             stdout=log,
             stderr=subprocess.STDOUT,
         )
+
+    def up() -> object:
+        assert process.poll() is None, f"{argv[:3]} exited early:\n{log_path.read_text()}"
+        return ready()
+
     try:
-        wait_for(
-            lambda: b"ready." in log_path.read_bytes(),
-            timeout=60,
-            message=lambda: log_path.read_text(),
-        )
+        wait_for(up, timeout=timeout, interval=0.1, message=lambda: log_path.read_text())
         yield process
     finally:
         process.terminate()
-        process.wait(timeout=60)
+        try:
+            process.wait(timeout=stop_timeout)
+        except subprocess.TimeoutExpired:
+            kill_tree(process.pid)
+            raise AssertionError(f"{argv[:3]} did not stop within {stop_timeout}s")  # noqa: B904
+
+
+@contextmanager
+def running_worker(
+    env: dict[str, str], log_path: Path, concurrency: int = 4, app: str = processes.CELERY_APP
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A real Celery worker (the Procfile's command line) in its own process, `env` added."""
+    argv = processes.python_m(processes.worker(concurrency=concurrency, app=app))
+    with started(
+        argv, log_path, env=env, ready=lambda: b"ready." in log_path.read_bytes(), stop_timeout=60
+    ) as process:
+        yield process
 
 
 @contextmanager

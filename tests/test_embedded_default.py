@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 from shared.media.probe import probe_video
+from tests.stack import free_port
 
 PRODUCTION_VARIABLES = (
     "DATABASE_URL",
@@ -22,12 +22,6 @@ PRODUCTION_VARIABLES = (
     "NAIVE_API_KEY",
     "NAIVE_API_URL",
 )
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_the_quick_start_makes_a_playable_video_with_no_servers(tmp_path: Path):
@@ -41,7 +35,7 @@ def test_the_quick_start_makes_a_playable_video_with_no_servers(tmp_path: Path):
         )
 
     try:
-        started = run("local", "up", "--port", str(_free_port()))
+        started = run("local", "up", "--port", str(free_port()))
         assert started.returncode == 0, started.stdout + started.stderr
         output = tmp_path / "golden.mp4"
         generated = run(

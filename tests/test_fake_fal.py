@@ -1,6 +1,6 @@
 """The fake fal server: fal's protocol as the real fal-client sees it, faults, webhooks, platform.
 
-The server runs as a real subprocess (`python -m services.fake_fal`). fal-client reads its hosts
+The server runs as a real subprocess (`python -m tests.fake_fal`). fal-client reads its hosts
 when imported, so it is never imported here: `tests/fal_driver.py` runs it in a child process.
 """
 
@@ -26,9 +26,9 @@ import pytest
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from services.fake_fal import FakeFalServer, WebhookSigner
 from shared.catalog import all_models
 from shared.media.probe import probe_video
+from tests.fake_fal import FakeFalServer, WebhookSigner
 from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,7 +51,7 @@ def fake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     log = (data_dir / "server.log").open("w")
     options = ["--port", "0", "--data-dir", str(data_dir), "--key", KEY, "--latency", "2"]
     process = subprocess.Popen(
-        [sys.executable, "-m", "services.fake_fal", *options, "--webhook-retry-seconds", "0.2"],
+        [sys.executable, "-m", "tests.fake_fal", *options, "--webhook-retry-seconds", "0.2"],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=log,

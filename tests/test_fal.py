@@ -5,7 +5,6 @@ SSL_CERT_FILE), once polling only and once with signed webhooks."""
 from __future__ import annotations
 
 import json
-import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -19,25 +18,19 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import delete
 
-from services.fake_fal import FakeFalServer, WebhookSigner
 from shared import catalog_sync
 from shared.config import Settings, load_settings
 from shared.media.probe import probe_video
 from shared.models import ModelPrice, utcnow
 from shared.runtime import Runtime
+from tests.fake_fal import FakeFalServer, WebhookSigner
 from tests.helpers import KLING_I2V, balance, generate, job_entries, wait_for_job
-from tests.stack import fal_env, running_worker, serving
+from tests.stack import fal_env, free_port, running_worker, serving
 from tests.test_pipeline import _png_data_url
 from tests.waiting import wait_for
 
 FAL_KEY = "fal-test-key"
 WAN = "fal-ai/wan/v2.7/text-to-video"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +88,7 @@ def webhooks(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[FalStack]:
     """API and worker on fal with webhooks: the fake calls our API over real HTTP."""
-    port = _free_port()
+    port = free_port()
     env = _fal_env(
         fake_fal, "fal-webhooks", FAL_WEBHOOK_URL=f"http://127.0.0.1:{port}/v1/webhooks/fal"
     )

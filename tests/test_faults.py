@@ -17,13 +17,10 @@ it always runs).
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import os
 import re
-import signal
-import socket
 import subprocess
 import threading
 import time
@@ -37,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import pytest
 import redis
 from celery import Celery
@@ -44,15 +42,15 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
-from services.fake_fal import FakeFalServer
 from services.worker.celery_app import make_celery
 from services.worker.sweeper import run_sweep
 from shared.config import Settings, load_settings
 from shared.models import Job, utcnow
 from shared.runtime import Runtime
+from tests.fake_fal import FakeFalServer
 from tests.helpers import KLING_T2V
 from tests.invariants import FINAL, Summary, assert_invariants, job_statuses, unfinished
-from tests.stack import fal_env, running_worker
+from tests.stack import fal_env, free_port, kill_tree, running_worker
 from tests.waiting import wait_for
 
 AT_PROVIDER = ("submitted", "running")
@@ -68,12 +66,6 @@ FAST = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 # ---- processes ---------------------------------------------------------------------------
 
 
@@ -82,7 +74,7 @@ class PrivateRedis:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self.port = _free_port()
+        self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
         self.restarts = 0
 
@@ -144,44 +136,12 @@ class PrivateRedis:
         return keys
 
 
-def _proc_children() -> dict[int, list[int]]:
-    """Parent pid → child pids, from /proc (psutil is not installed)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(ppid, []).append(int(entry.name))
-    return children
-
-
-def descendants(pid: int) -> list[int]:
-    tree, found, todo = _proc_children(), [], [pid]
-    while todo:
-        for child in tree.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
 def kill_worker(process: subprocess.Popen[bytes]) -> int:
     """SIGKILL a Celery worker and its prefork children, as an OOM kill or a lost node would.
-
-    The main process is stopped first so it cannot fork a replacement child in between.
-    Returns how many processes were killed.
-    """
-    os.kill(process.pid, signal.SIGSTOP)
-    children = descendants(process.pid)
-    for pid in children:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    os.kill(process.pid, signal.SIGKILL)
+    Returns how many processes were killed."""
+    killed = kill_tree(process.pid)
     process.wait(timeout=30)
-    return 1 + len(children)
+    return killed
 
 
 # ---- one scenario's stack ------------------------------------------------------------------
@@ -655,23 +615,16 @@ def test_provider_outage_then_back(make_scenario, fake_fal):
 # ---- 4. PostgreSQL restarted (last: it stops the machine's cluster) --------------------------
 
 
-def _ancestors(pid: int) -> set[int]:
-    found = set()
-    while pid > 1:
-        found.add(pid)
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            break
-        pid = int(stat.rsplit(")", 1)[1].split()[1])
-    return found
-
-
 def _other_pytest_sessions() -> list[str]:
     """pytest processes that are not this session (nor its parents, nor its children)."""
-    mine = _ancestors(os.getpid()) | set(descendants(os.getpid()))
-    listed = subprocess.run(["pgrep", "-af", "pytest"], capture_output=True, text=True).stdout
-    return [line for line in listed.splitlines() if int(line.split()[0]) not in mine]
+    me = psutil.Process()
+    mine = {me.pid} | {p.pid for p in me.parents()} | {p.pid for p in me.children(True)}
+    others = []
+    for process in psutil.process_iter(["pid", "cmdline"]):
+        command = " ".join(process.info["cmdline"] or [])
+        if "pytest" in command and process.info["pid"] not in mine:
+            others.append(f"{process.info['pid']} {command}")
+    return others
 
 
 def _pg_cluster(action: str) -> None:

@@ -7,8 +7,6 @@ against the real API, PostgreSQL and Celery worker of the session fixtures.
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -21,7 +19,7 @@ from mcp import ClientSession, StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
 from tests.helpers import KLING_T2V, balance, job_entries
-from tests.waiting import wait_for
+from tests.stack import free_port, started
 
 ROOT = Path(__file__).resolve().parent.parent
 TOOLS = {
@@ -393,35 +391,21 @@ def test_an_unreachable_api_still_lists_tools_and_reports_the_error(tmp_path):
     assert "127.0.0.1:9" in answer["next_steps"][0]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def http_server(live_api, account, tmp_path):
-    port = _free_port()
+    port = free_port()
     env = {**server_env(live_api, account.key, tmp_path), "PATH": "/usr/bin:/bin"}
     log = tmp_path / "mcp-http.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [*NAIVE_MCP, "--transport", "http", "--port", str(port), "--budget", "20"],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        wait_for(
-            lambda: b"Uvicorn running" in log.read_bytes(),
-            timeout=30,
-            message=lambda: log.read_text(),
-        )
+    with started(
+        [*NAIVE_MCP, "--transport", "http", "--port", str(port), "--budget", "20"],
+        log,
+        env=env,
+        inherit_env=False,
+        ready=lambda: b"Uvicorn running" in log.read_bytes(),
+        timeout=30,
+        stop_timeout=10,
+    ):
         yield f"http://127.0.0.1:{port}/mcp"
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 def test_streamable_http_transport_serves_the_same_tools_with_a_budget_per_session(

@@ -14,8 +14,6 @@ counts it exports are then exactly the test's.
 
 from __future__ import annotations
 
-import socket
-import subprocess
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,7 +25,7 @@ import yaml
 from prometheus_client import REGISTRY
 
 from tests.helpers import KLING_T2V, generate, wait_for_job
-from tests.stack import running_worker, serving
+from tests.stack import free_port, running_worker, serving, started
 from tests.test_alerts import ALERTS, dashboard_exprs, require, rules
 from tests.waiting import wait_for
 
@@ -59,12 +57,6 @@ PANELS_WITH_DATA = [
 ]
 COMPLETING = 4
 FAILING = 1
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass(frozen=True)
@@ -143,37 +135,25 @@ def running_prometheus(
     )
     port = free_port()
     log = tmp_path / "prometheus.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [
-                binary,
-                f"--config.file={config}",
-                f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
     prometheus = Prometheus(f"http://127.0.0.1:{port}", log)
+
+    def ready() -> bool:
+        try:
+            return prometheus.http.get("/-/ready").status_code == 200
+        except httpx.TransportError:
+            return False
+
+    argv = [
+        binary,
+        f"--config.file={config}",
+        f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+    ]
     try:
-
-        def ready() -> bool:
-            assert process.poll() is None, log.read_text()
-            try:
-                return prometheus.http.get("/-/ready").status_code == 200
-            except httpx.TransportError:
-                return False
-
-        wait_for(ready, timeout=30, interval=0.1, message=lambda: log.read_text())
-        yield prometheus
+        with started(argv, log, ready=ready, timeout=30):
+            yield prometheus
     finally:
         prometheus.http.close()
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def test_prometheus_scrapes_the_api_and_a_worker_while_jobs_run(

@@ -13,7 +13,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 import click
 import httpx
 
+from services import processes
 from shared import accounts
 from shared.config import load_settings
 from shared.db import Database
@@ -42,24 +42,6 @@ def read_local_stack() -> dict[str, Any] | None:
         return json.loads(stack_path().read_text())
     except (OSError, ValueError):
         return None
-
-
-def gunicorn_argv(bind: str, *, workers: int, app: str = "services.api.wsgi:app") -> list[str]:
-    """The Procfile's `api` line as an argument list (bind address and workers given)."""
-    return [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        "--config",
-        "python:services.api.gunicorn_conf",
-        "--bind",
-        bind,
-        "--workers",
-        str(workers),
-        "--access-logfile",
-        "-",
-        app,
-    ]
 
 
 def _alive(pid: int) -> bool:
@@ -133,25 +115,13 @@ def up(port: int, credits_: Decimal) -> None:
     logs = settings.data_dir / "logs"
     logs.mkdir(exist_ok=True)
     api_url = f"http://127.0.0.1:{port}"
-    celery = [sys.executable, "-m", "celery", "-A", "services.worker.app"]
-    pids = {
-        "api": _start("api", gunicorn_argv(f"127.0.0.1:{port}", workers=2), logs),
-        "worker": _start(
-            "worker", [*celery, "worker", "--loglevel", "INFO", "--concurrency", "2"], logs
-        ),
-        "beat": _start(
-            "beat",
-            [
-                *celery,
-                "beat",
-                "--loglevel",
-                "INFO",
-                "--schedule",
-                str(settings.data_dir / "celerybeat-schedule"),
-            ],
-            logs,
-        ),
+    # The Procfile's command lines, sized for a laptop: two API workers, two task processes.
+    commands = {
+        "api": processes.api(bind=f"127.0.0.1:{port}", workers=2),
+        "worker": processes.worker(concurrency=2),
+        "beat": processes.beat(schedule=settings.data_dir / "celerybeat-schedule"),
     }
+    pids = {name: _start(name, processes.python_m(argv), logs) for name, argv in commands.items()}
     stack.update(api_url=api_url, pids=pids)
     stack_path().write_text(json.dumps(stack, indent=2))
     _wait("the API", lambda: _healthy(api_url), logs / "api.log")

@@ -44,6 +44,9 @@ def _transport_options(settings: Settings) -> dict[str, Any]:
             "data_folder_out": queue,
             "processed_folder": str(settings.broker_folder / "processed"),
             "store_processed": False,
+            # kombu keeps its exchange tables in `control_folder`, by default `control/` under
+            # the working directory: that would write broker state into the repository.
+            "control_folder": str(settings.broker_folder / "control"),
         }
     # Redis redelivers a message not acknowledged within this window (countdowns included).
     return {"visibility_timeout": settings.visibility_timeout_seconds}

@@ -10,13 +10,13 @@ from typing import Any
 
 from werkzeug.serving import make_server
 
-from services.fake_fal.app import create_app
-from services.fake_fal.notify import WebhookNotifier
-from services.fake_fal.platform import Platform
-from services.fake_fal.queue import FakeQueue
-from services.fake_fal.tls import server_tls
-from services.fake_fal.webhooks import WebhookSender, WebhookSigner
 from shared.providers.simulator import SimulatorProvider
+from tests.fake_fal.app import create_app
+from tests.fake_fal.notify import WebhookNotifier
+from tests.fake_fal.platform import Platform
+from tests.fake_fal.queue import FakeQueue
+from tests.fake_fal.tls import server_tls
+from tests.fake_fal.webhooks import WebhookSender, WebhookSigner
 
 
 class FakeFalServer:

@@ -1,4 +1,4 @@
-"""Run the fake fal: `python -m services.fake_fal --port 0 --data-dir DIR --key KEY`.
+"""Run the fake fal: `python -m tests.fake_fal --port 0 --data-dir DIR --key KEY`.
 
 Prints one JSON line with its facts (port, base_url, queue_host, run_host, ca_file, jwks_url,
 platform_url, key) once listening, then serves until SIGTERM or SIGINT.
@@ -13,11 +13,11 @@ import threading
 from pathlib import Path
 from types import FrameType
 
-from services.fake_fal.server import FakeFalServer
+from tests.fake_fal.server import FakeFalServer
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m services.fake_fal", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tests.fake_fal", description=__doc__)
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--data-dir", type=Path, required=True, help="CA, renders, state")

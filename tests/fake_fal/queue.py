@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from services.fake_fal.faults import Directives
 from shared.catalog import VideoModel
 from shared.providers.base import ProviderError, ProviderStatus
 from shared.providers.simulator import QUEUE_FRACTION, SimulatorProvider
 from shared.providers.simulator import parse_directives as parse_sim_directives
+from tests.fake_fal.faults import Directives
 
 
 @dataclass(frozen=True)

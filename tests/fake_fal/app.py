@@ -14,20 +14,20 @@ from typing import Any
 from flask import Flask, Response, g, request, send_file
 from werkzeug.exceptions import HTTPException
 
-from services.fake_fal.faults import DirectiveError, Directives, parse_directives
-from services.fake_fal.platform import Platform, PlatformError, split_ids
-from services.fake_fal.queue import FakeQueue, FalRequest
-from services.fake_fal.responses import (
+from shared.catalog import get_model
+from shared.errors import InvalidInput, InvalidModel
+from shared.providers.base import ProviderError
+from tests.fake_fal.faults import DirectiveError, Directives, parse_directives
+from tests.fake_fal.platform import Platform, PlatformError, split_ids
+from tests.fake_fal.queue import FakeQueue, FalRequest
+from tests.fake_fal.responses import (
     fault_response,
     json_error,
     json_response,
     validation_error,
 )
-from services.fake_fal.validation import argument_problems, with_defaults
-from services.fake_fal.webhooks import WebhookSigner
-from shared.catalog import get_model
-from shared.errors import InvalidInput, InvalidModel
-from shared.providers.base import ProviderError
+from tests.fake_fal.validation import argument_problems, with_defaults
+from tests.fake_fal.webhooks import WebhookSigner
 
 FILE_NAME = re.compile(r"(?P<id>[0-9a-f-]{36})\.mp4")
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import Response, jsonify
 
-from services.fake_fal.faults import Fault
+from tests.fake_fal.faults import Fault
 
 # What fal's gateway says for each status: the detail, and the error type (if any).
 REASONS: dict[int, tuple[str, str | None]] = {

@@ -5,8 +5,8 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from services.fake_fal.queue import FakeQueue, FalRequest
-from services.fake_fal.webhooks import WebhookSender
+from tests.fake_fal.queue import FakeQueue, FalRequest
+from tests.fake_fal.webhooks import WebhookSender
 
 POLL_SECONDS = 0.05
 
