@@ -33,7 +33,9 @@ import redis
 
 from bench import harness
 from services.worker.celery_app import SUBMIT_JOB, make_celery
-from shared import accounts, catalog, jobs
+from shared import accounts, catalog
+from shared.jobs import service as jobs
+from shared.jobs.schemas import JobCreate
 from shared.config import load_settings
 from shared.db import Database
 
@@ -129,7 +131,7 @@ def main() -> None:
                                 catalog=catalog.BUILTIN,
                                 provider_name="simulator",
                                 account_id=account_ids[(created + i) % len(account_ids)],
-                                body=BODY,
+                                request=JobCreate.model_validate(BODY),
                                 idempotency_key=uuid.uuid4().hex,
                             ).job.id
                         )

@@ -1,54 +1,147 @@
-"""Domain errors that carry the public error code of the API's one error shape."""
+"""The API's one error shape, `{"error": {"code", "message", ...}}`, and the domain errors
+that fill it.
+
+Each error class names its code, its HTTP status and the pydantic model of its `error`
+member (`Detail`), so the same class raises, renders and documents the error.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import uuid
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.jobs.status import PublicStatus
+
+
+class ErrorDetail(BaseModel):
+    """`error`: a code a program can switch on and a message a person can read."""
+
+    model_config = ConfigDict(extra="allow")
+
+    code: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    """The one error shape; `error` has more members for some codes."""
+
+    model_config = ConfigDict(extra="forbid", title="Error")
+
+    error: ErrorDetail
+
+
+def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
+    """The error shape as JSON, through its model."""
+    detail = ErrorDetail(code=code, message=message, **extra)
+    return ErrorBody(error=detail).model_dump(mode="json")
 
 
 class DomainError(Exception):
     """An error a client can act on: `code` and `extra` end up in `{"error": {...}}`."""
 
-    code = "error"
-    http_status = 400
+    code: ClassVar[str] = "error"
+    http_status: ClassVar[int] = 400
+    description: ClassVar[str] = "An error."
+    Detail: ClassVar[type[ErrorDetail]] = ErrorDetail
 
-    def __init__(self, message: str, *, code: str | None = None, **extra: Any) -> None:
+    def __init__(self, message: str, **extra: Any) -> None:
         super().__init__(message)
         self.message = message
         self.extra = extra
-        if code is not None:
-            self.code = code
 
     def to_dict(self) -> dict[str, Any]:
-        return {"code": self.code, "message": self.message, **self.extra}
+        """The `error` member, checked against this error's model."""
+        detail = self.Detail.model_validate(
+            {"code": self.code, "message": self.message, **self.extra}
+        )
+        return detail.model_dump(mode="json", exclude_none=True)
+
+
+class InvalidInputDetail(ErrorDetail):
+    code: Literal["invalid_input"] = "invalid_input"
+    fields: dict[str, str] = Field(
+        description="What is wrong with each named field (`input.duration`, `limit`, …)."
+    )
+    models_url: str | None = None
 
 
 class InvalidInput(DomainError):
     code = "invalid_input"
     http_status = 422
+    description = "Invalid input; each bad field is named."
+    Detail = InvalidInputDetail
+
+
+class InvalidModelDetail(ErrorDetail):
+    code: Literal["invalid_model"] = "invalid_model"
+    models_url: str
+    suggestions: list[str]
 
 
 class InvalidModel(DomainError):
     code = "invalid_model"
     http_status = 404
+    description = "Unknown model."
+    Detail = InvalidModelDetail
+
+
+class InsufficientCreditsDetail(ErrorDetail):
+    code: Literal["insufficient_credits"] = "insufficient_credits"
+    estimated_credits: float
+    available_credits: float
+    pricing_url: str
 
 
 class InsufficientCredits(DomainError):
     code = "insufficient_credits"
     http_status = 402
+    description = "Not enough available credits for the estimate."
+    Detail = InsufficientCreditsDetail
+
+
+class NotFoundDetail(ErrorDetail):
+    code: Literal["not_found"] = "not_found"
 
 
 class NotFound(DomainError):
     code = "not_found"
     http_status = 404
+    description = "Not found (another account's object is not found either)."
+    Detail = NotFoundDetail
+
+
+class UnauthorizedDetail(ErrorDetail):
+    code: Literal["unauthorized"] = "unauthorized"
 
 
 class Unauthorized(DomainError):
     code = "unauthorized"
     http_status = 401
+    description = "No valid API key."
+    Detail = UnauthorizedDetail
 
 
-class Conflict(DomainError):
-    """The request clashes with stored state (a reused idempotency key, a finished job)."""
+class IdempotencyConflictDetail(ErrorDetail):
+    code: Literal["idempotency_conflict"] = "idempotency_conflict"
+    job_id: uuid.UUID
 
-    code = "conflict"
+
+class IdempotencyConflict(DomainError):
+    code = "idempotency_conflict"
     http_status = 409
+    description = "This Idempotency-Key was used with another body."
+    Detail = IdempotencyConflictDetail
+
+
+class NotCancellableDetail(ErrorDetail):
+    code: Literal["not_cancellable"] = "not_cancellable"
+    status: PublicStatus
+
+
+class NotCancellable(DomainError):
+    code = "not_cancellable"
+    http_status = 409
+    description = "The job was delivered and can no longer be cancelled."
+    Detail = NotCancellableDetail

@@ -26,6 +26,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from shared.jobs.status import JobStatus, StatusColumn
+
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -101,7 +103,7 @@ class Job(Base):
     model: Mapped[str] = mapped_column(String(200))
     input: Mapped[dict[str, Any]]
     job_metadata: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
-    status: Mapped[str] = mapped_column(String(16), default="queued")
+    status: Mapped[JobStatus] = mapped_column(StatusColumn(), default=JobStatus.QUEUED)
     progress: Mapped[int] = mapped_column(Integer, default=0)
     queue_position: Mapped[int | None]
     provider_logs: Mapped[list[Any]] = mapped_column(JSON, default=list)

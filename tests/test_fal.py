@@ -18,7 +18,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import delete
 
-from shared import catalog_sync
+from shared.catalog import sync as catalog_sync
 from shared.config import Settings, load_settings
 from shared.media.probe import probe_video
 from shared.models import ModelPrice, utcnow

@@ -30,7 +30,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from services.api.openapi import document
+from services.api.contract import document
 from tests import conftest
 from tests.helpers import KLING_T2V
 from tests.stack import serving

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from services.worker.pacing import backoff_seconds
 from shared.config import ConfigError, load_settings
+from shared.jobs.pacing import backoff_seconds
 
 
 def test_poll_backoff_starts_short_grows_and_stops_at_the_cap():

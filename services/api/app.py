@@ -8,7 +8,7 @@ from services.api import errors, http_metrics, ratelimit
 from services.api.routes import credits, jobs, media, ops, video, webhooks
 from services.worker.celery_app import make_celery
 from shared import logs
-from shared.catalog_sync import CatalogCache
+from shared.catalog.sync import CatalogCache
 from shared.config import Settings, load_settings
 from shared.providers.fal_protocol import WebhookVerifier
 from shared.runtime import Runtime

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable
 
 from celery import Celery
 from flask import current_app, request
-from kombu.exceptions import KombuError
 from sqlalchemy.orm import Session
 
 from shared import accounts, logs
 from shared.catalog import Catalog
-from shared.db import after_commit
 from shared.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -25,20 +22,6 @@ def runtime() -> Runtime:
 
 def celery() -> Celery:
     return current_app.extensions["naive.celery"]
-
-
-def send_after_commit(session: Session, send: Callable[[Celery], object], what: str) -> None:
-    """Send task messages once the transaction commits. A broker outage does not fail the
-    request: the job is stored, and the sweeper sends its message when the broker is back."""
-    sender = celery()
-
-    def run() -> None:
-        try:
-            send(sender)
-        except KombuError:
-            log.warning("broker unavailable: %s left to the sweeper", what)
-
-    after_commit(session, run)
 
 
 def base_url() -> str:

@@ -8,7 +8,7 @@ from flask import Flask, Response, jsonify
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
-from shared.errors import DomainError
+from shared.errors import DomainError, error_body
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ HTTP_CODES = {
 
 
 def error_response(status: int, code: str, message: str, /, **extra: object) -> Response:
-    response = jsonify({"error": {"code": code, "message": message, **extra}})
+    response = jsonify(error_body(code, message, **extra))
     response.status_code = status
     return response
 
@@ -33,7 +33,9 @@ def error_response(status: int, code: str, message: str, /, **extra: object) -> 
 def init_app(app: Flask) -> None:
     @app.errorhandler(DomainError)
     def _domain(error: DomainError) -> Response:
-        return error_response(error.http_status, error.code, error.message, **error.extra)
+        response = jsonify({"error": error.to_dict()})
+        response.status_code = error.http_status
+        return response
 
     @app.errorhandler(HTTPException)
     def _http(error: HTTPException) -> Response:

@@ -7,7 +7,8 @@ from decimal import Decimal
 
 import click
 
-from shared import accounts, catalog_sync
+from shared import accounts
+from shared.catalog import sync as catalog_sync
 from shared.config import load_settings
 from shared.db import Database
 from shared.migrate import upgrade

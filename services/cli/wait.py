@@ -16,8 +16,9 @@ from rich.progress import (
 
 from services.cli.client import ApiClient, segment
 from services.cli.errors import ExitCode, Failure
+from shared.jobs.status import PublicStatus
 
-TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
+TERMINAL_STATUSES = frozenset(status for status in PublicStatus if status.is_final)
 POLL_SECONDS = 1.0
 # A blip in the network or a restarting API should not abandon a long wait.
 MAX_CONSECUTIVE_ERRORS = 5

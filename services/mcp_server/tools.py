@@ -25,11 +25,12 @@ import anyio.to_thread
 from services.cli.client import ApiClient, segment
 from services.cli.errors import ExitCode, Failure
 from services.mcp_server import schemas
+from shared.jobs.status import PublicStatus
 
 T = TypeVar("T")
 Answer = dict[str, Any]
 
-TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
+TERMINAL_STATUSES = frozenset(status for status in PublicStatus if status.is_final)
 POLL_SECONDS = 1.0
 CATALOG_TTL_SECONDS = 300.0
 MAX_CONSECUTIVE_POLL_ERRORS = 5

@@ -7,11 +7,18 @@ again; every task is safe to run twice.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from celery import Celery, chain
+from kombu.exceptions import KombuError
+from sqlalchemy.orm import Session
 
 from shared.config import Settings
+from shared.db import after_commit
+from shared.jobs.machine import Step
+
+log = logging.getLogger(__name__)
 
 SUBMIT_JOB = "naive.submit_job"
 POLL_JOB = "naive.poll_job"
@@ -76,9 +83,35 @@ def make_celery(settings: Settings) -> Celery:
     return app
 
 
-def settle_and_ingest(app: Celery, job_id: str) -> chain:
-    """Settlement first, so a failure to ingest never loses the charge record."""
-    return chain(
-        app.signature(SETTLE_CREDITS, args=(job_id,), immutable=True),
-        app.signature(INGEST_MEDIA, args=(job_id,), immutable=True),
-    )
+# The task that carries out each step of the job state machine.
+STEP_TASKS = {
+    Step.SUBMIT: SUBMIT_JOB,
+    Step.POLL: POLL_JOB,
+    Step.SETTLE: SETTLE_CREDITS,
+    Step.INGEST: INGEST_MEDIA,
+}
+
+
+def send_after_commit(
+    session: Session, celery: Celery, task: str, *args: str, countdown: float = 0
+) -> None:
+    """The one way to send a task: once the transaction commits, never for a rollback.
+
+    Settlement is always chained with ingestion, settlement first, so a failure to ingest
+    never loses the charge record. A broker outage does not fail the caller: the job is
+    stored, and the sweeper sends its message when the broker is back.
+    """
+
+    def send() -> None:
+        try:
+            if task == SETTLE_CREDITS:
+                chain(
+                    celery.signature(SETTLE_CREDITS, args=args, immutable=True),
+                    celery.signature(INGEST_MEDIA, args=args, immutable=True),
+                ).apply_async()
+            else:
+                celery.send_task(task, args=args, countdown=countdown)
+        except KombuError:
+            log.warning("broker unavailable: %s %s left to the sweeper", task, args[:1])
+
+    after_commit(session, send)

@@ -1,24 +1,24 @@
-"""The sweeper (beat): drives on every job that stopped moving, from its stored state.
+"""The sweeper (beat): carries out `machine.next_step` for every job that stopped moving.
 
 Losing every message in the broker loses no job: a job that has not moved for
 `STALE_AFTER_SECONDS` gets its next message again, and a job past its deadline is
 failed and released. Each revival is a conditional update on the job's `updated_at`,
 so two sweepers, or a sweep racing a slow task, revive a job at most once; no lock is
-needed.
+needed. The rules are the state machine's; this module only applies them.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from celery import Celery
 from sqlalchemy.orm import Session
 
 from services.worker import celery_app as names
-from shared import jobs
-from shared.db import after_commit
+from shared.jobs import machine
+from shared.jobs import service as jobs
+from shared.jobs.machine import Step
 from shared.models import Job
 from shared.runtime import Runtime
 
@@ -27,59 +27,39 @@ log = logging.getLogger(__name__)
 
 def run_sweep(runtime: Runtime, celery: Celery, *, now: datetime) -> int:
     """One pass; returns how many jobs it acted on."""
+    stale_after = timedelta(seconds=runtime.settings.stale_after_seconds)
+    with runtime.db.transaction() as session:
+        candidates = jobs.jobs_to_drive(session=session, now=now, stale_after=stale_after)
     acted = 0
-    with runtime.db.transaction() as session:
-        overdue = jobs.overdue_jobs(session=session, now=now)
-    for job in overdue:
+    for job in candidates:
+        step = machine.next_step(job, now=now, stale_after=stale_after)
+        if step is None:
+            continue
         with runtime.db.transaction() as session:
-            if jobs.fail(
-                session=session,
-                job_id=job.id,
-                code="timeout",
-                message="The job did not finish before its deadline.",
-            ):
-                acted += 1
-                if job.provider_request_id:
-                    after_commit(session, _sender(celery, names.CANCEL_AT_PROVIDER, job))
-    with runtime.db.transaction() as session:
-        stale = jobs.stale_jobs(
-            session=session, now=now, stale_after_seconds=runtime.settings.stale_after_seconds
-        )
-    for job in stale:
-        with runtime.db.transaction() as session:
-            acted += _revive(session, celery, job)
+            acted += _carry_out(session, celery, job, step)
     return acted
 
 
-def _sender(celery: Celery, task_name: str, job: Job, *extra: str) -> Callable[[], object]:
-    return lambda: celery.send_task(task_name, args=(str(job.id), *extra))
-
-
-def _revive(session: Session, celery: Celery, job: Job) -> int:
+def _carry_out(session: Session, celery: Celery, job: Job, step: Step) -> int:
     job_id = str(job.id)
-    if job.status == "queued" and job.submit_attempted_at is not None:
-        # The worker stopped between recording the attempt and the provider's answer: we
-        # cannot tell whether the provider took it, so fail and release rather than pay twice.
+    if step is Step.FAIL_TIMEOUT:
+        failed = jobs.fail(session=session, job_id=job.id, failure=machine.TIMED_OUT)
+        if failed is not None and failed.provider_request_id:
+            names.send_after_commit(session, celery, names.CANCEL_AT_PROVIDER, job_id)
+        return int(failed is not None)
+    if step is Step.FAIL_UNKNOWN_SUBMIT:
         failed = jobs.fail(
             session=session,
             job_id=job.id,
-            code="provider_error",
-            message="The submission's outcome is unknown (the worker stopped mid-call).",
-            expected=["queued"],
+            failure=machine.SUBMIT_OUTCOME_UNKNOWN,
+            expected=[job.status],
         )
-        return int(failed)
-    if job.status in jobs.ACTIVE_AT_PROVIDER:
-        token = jobs.new_poll_token()
-        if not jobs.revive(session=session, job=job, poll_token=token):
-            return 0
-        after_commit(session, _sender(celery, names.POLL_JOB, job, token))
-    elif not jobs.revive(session=session, job=job):
+        return int(failed is not None)
+    # A revived poll loop gets a new fencing token: a late message of the old loop exits.
+    token = jobs.new_poll_token() if step is Step.POLL else None
+    fence = {"poll_token": token} if token else {}
+    if jobs.revive(session=session, job=job, **fence) is None:
         return 0
-    elif job.status == "queued":
-        after_commit(session, _sender(celery, names.SUBMIT_JOB, job))
-    elif job.status == "settling":
-        after_commit(session, lambda: names.settle_and_ingest(celery, job_id).apply_async())
-    elif job.status == "ingesting":
-        after_commit(session, _sender(celery, names.INGEST_MEDIA, job))
+    names.send_after_commit(session, celery, names.STEP_TASKS[step], job_id, *fence.values())
     log.info("sweeper revived job %s in state %s", job_id, job.status)
     return 1

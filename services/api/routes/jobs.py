@@ -3,52 +3,82 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response
 
 from services.api import context
-from services.api.params import int_arg, str_arg
-from services.api.serializers import job_to_dict
-from services.worker.celery_app import CANCEL_AT_PROVIDER
-from shared import jobs, logs
-from shared.models import Job
+from services.api.contract import Reply, render, route
+from services.worker.celery_app import CANCEL_AT_PROVIDER, send_after_commit
+from shared import logs
+from shared.errors import InvalidInput, NotCancellable, NotFound
+from shared.jobs import service as jobs
+from shared.jobs.schemas import Job, JobListQuery, JobPage
+from shared.jobs.status import JobStatus
+from shared.media.urls import job_video_urls
+from shared.models import Job as JobRow
 
 bp = Blueprint("jobs", __name__, url_prefix="/v1/jobs")
 log = logging.getLogger(__name__)
 
-
-def render_job(job: Job) -> dict[str, Any]:
-    return job_to_dict(job, context.base_url(), context.runtime().settings.secret_key)
+JOB_REPLIES = {200: Reply("The job.", Job)}
 
 
-@bp.get("")
-def list_jobs() -> Response:
+def job_view(job: JobRow) -> Job:
+    """The job as the API shows it: its video's URL is our signed (or presigned) copy."""
+    runtime = context.runtime()
+    urls = job_video_urls(
+        job,
+        storage=runtime.storage,
+        base_url=context.base_url(),
+        secret_key=runtime.settings.secret_key,
+    )
+    return Job.of(job, urls.content if urls else None)
+
+
+@route(
+    bp,
+    "GET",
+    "",
+    summary="The account's jobs, newest first",
+    query=JobListQuery,
+    replies={200: Reply("A page of jobs.", JobPage)},
+    errors=(InvalidInput,),
+)
+def list_jobs(query: JobListQuery) -> JobPage:
     account_id = context.authenticated_account()
-    limit = int_arg("limit", 20, minimum=1, maximum=100)
     with context.runtime().db.transaction() as session:
         page, next_cursor = jobs.list_jobs(
             session=session,
             account_id=account_id,
-            status=str_arg("status"),
-            job_type=str_arg("type"),
-            limit=limit,
-            cursor=str_arg("cursor"),
+            status=query.status,
+            job_type=query.type,
+            limit=query.limit,
+            cursor=query.cursor,
         )
-        data = [render_job(job) for job in page]
-    return jsonify({"data": data, "next_cursor": next_cursor, "has_more": next_cursor is not None})
+        data = [job_view(job) for job in page]
+    return JobPage(data=data, next_cursor=next_cursor, has_more=next_cursor is not None)
 
 
-@bp.get("/<job_id>")
+@route(bp, "GET", "/<job_id>", summary="A job", replies=JOB_REPLIES, errors=(NotFound,))
 def get_job(job_id: str) -> Response:
     account_id = context.authenticated_account()
     with context.runtime().db.transaction() as session:
         job = jobs.get_job(session=session, account_id=account_id, job_id=job_id)
-        return jsonify(render_job(job))
+        return render(job_view(job))
 
 
-@bp.delete("/<job_id>")
-def cancel_job(job_id: str) -> tuple[Response, int]:
+@route(
+    bp,
+    "DELETE",
+    "/<job_id>",
+    summary="Cancel a queued or processing job",
+    replies={
+        200: Reply("Cancelled; its hold is released.", Job),
+        202: Reply("The provider is asked to stop it.", Job),
+    },
+    errors=(NotFound, NotCancellable),
+)
+def cancel_job(job_id: str) -> Response:
     """200 with the cancelled job, or 202 while the provider is asked to stop it."""
     account_id = context.authenticated_account()
     with context.runtime().db.transaction() as session:
@@ -56,8 +86,5 @@ def cancel_job(job_id: str) -> tuple[Response, int]:
         logs.bind(job_id=job.id, provider_request_id=job.provider_request_id)
         log.info("cancel requested at the provider" if at_provider else "job cancelled")
         if at_provider:
-            key = str(job.id)
-            context.send_after_commit(
-                session, lambda celery: celery.send_task(CANCEL_AT_PROVIDER, args=(key,)), key
-            )
-        return jsonify(render_job(job)), 200 if job.status == "cancelled" else 202
+            send_after_commit(session, context.celery(), CANCEL_AT_PROVIDER, str(job.id))
+        return render(job_view(job), 200 if job.status is JobStatus.CANCELLED else 202)

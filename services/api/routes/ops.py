@@ -7,32 +7,85 @@ API out of its load balancer.
 
 from __future__ import annotations
 
+from typing import Any, Literal
+
 from flask import Blueprint, Response, jsonify
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from pydantic import BaseModel, ConfigDict
 
-from services.api import context, openapi
+from services.api import context, contract
+from services.api.contract import Reply, route
 from shared.metrics import BrokerCollector, DatabaseCollector, registry
 
 bp = Blueprint("ops", __name__)
+PUBLIC = ()  # operations need no API key
 
 
-@bp.get("/healthz")
-def healthz() -> Response:
-    return jsonify({"status": "ok"})
+class Alive(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    status: Literal["ok"] = "ok"
 
 
-@bp.get("/readyz")
-def readyz() -> Response:
+class Ready(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    status: Literal["ready"] = "ready"
+
+
+class OpenApiDocument(BaseModel):
+    """This document (described by the OpenAPI 3.1 specification itself)."""
+
+    model_config = ConfigDict(extra="allow")
+    openapi: str
+    info: dict[str, Any]
+    paths: dict[str, Any]
+
+
+@route(
+    bp,
+    "GET",
+    "/healthz",
+    summary="Liveness",
+    replies={200: Reply("Alive.", Alive)},
+    security=PUBLIC,
+)
+def healthz() -> Alive:
+    return Alive()
+
+
+@route(
+    bp,
+    "GET",
+    "/readyz",
+    summary="Readiness (the database only)",
+    replies={200: Reply("Ready.", Ready), 503: contract.UNAVAILABLE},
+    security=PUBLIC,
+)
+def readyz() -> Ready:
     context.runtime().db.ping()
-    return jsonify({"status": "ready"})
+    return Ready()
 
 
-@bp.get("/openapi.json")
+@route(
+    bp,
+    "GET",
+    "/openapi.json",
+    summary="This document",
+    replies={200: Reply("OpenAPI 3.1.", OpenApiDocument)},
+    security=PUBLIC,
+    endpoint="openapi_document",
+)
 def openapi_document() -> Response:
-    return jsonify(openapi.document())
+    return jsonify(contract.document())
 
 
-@bp.get("/metrics")
+@route(
+    bp,
+    "GET",
+    "/metrics",
+    summary="Prometheus metrics",
+    replies={200: Reply("The Prometheus text format.", media_type="text/plain")},
+    security=PUBLIC,
+)
 def metrics() -> Response:
     """Every process's counters, plus what the database and the broker say right now."""
     runtime = context.runtime()

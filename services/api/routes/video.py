@@ -4,28 +4,72 @@ from __future__ import annotations
 
 import logging
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, request
 
 from services.api import context
-from services.api.params import json_body
-from services.api.routes.jobs import get_job, render_job
-from services.worker.celery_app import SUBMIT_JOB
-from shared import catalog, jobs, logs, metrics, pricing
+from services.api.contract import Param, Reply, parse_body, render, route
+from services.api.routes.jobs import JOB_REPLIES, get_job
+from services.worker.celery_app import SUBMIT_JOB, send_after_commit
+from shared import catalog, logs, metrics
+from shared.catalog import pricing
+from shared.catalog.schemas import ModelList, PriceQuote, PricingQuery
 from shared.db import after_commit
-from shared.errors import InvalidInput
+from shared.errors import (
+    IdempotencyConflict,
+    InsufficientCredits,
+    InvalidInput,
+    InvalidModel,
+    NotFound,
+)
+from shared.jobs import service as jobs
+from shared.jobs.schemas import MAX_IDEMPOTENCY_KEY, JobAccepted, JobCreate
 
 bp = Blueprint("video", __name__, url_prefix="/v1/video")
 log = logging.getLogger(__name__)
 
-MAX_IDEMPOTENCY_KEY = 200
+IDEMPOTENCY_KEY = Param(
+    "header",
+    "Idempotency-Key",
+    {"type": "string", "minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY},
+    "The same key and body return the first job; another body is refused.",
+)
+ACCEPTED = Reply(
+    "Accepted (or replayed by `Idempotency-Key`): poll the job.",
+    JobAccepted,
+    headers={
+        "Location": {
+            "required": True,
+            "description": "`/v1/jobs/{job_id}`",
+            "schema": {"type": "string"},
+        },
+        "Idempotent-Replayed": {
+            "description": "`true` when an earlier job is returned.",
+            "schema": {"type": "string", "enum": ["true"]},
+        },
+    },
+    links={
+        name: {"operationId": endpoint, "parameters": {"job_id": "$response.body#/job_id"}}
+        for name, endpoint in (("GetJob", "jobs.get_job"), ("CancelJob", "jobs.cancel_job"))
+    },
+)
 
 
-@bp.post("/generate")
-def generate() -> tuple[Response, int]:
+@route(
+    bp,
+    "POST",
+    "/generate",
+    summary="Submit a video generation job",
+    body=JobCreate,
+    parse=False,  # authenticated first, inside the submit's transaction
+    replies={202: ACCEPTED},
+    errors=(InsufficientCredits, InvalidModel, IdempotencyConflict, InvalidInput),
+    params=(IDEMPOTENCY_KEY,),
+)
+def generate() -> Response:
     runtime = context.runtime()
     with runtime.db.transaction() as session:
         account_id = context.authenticated_account(session)
-        body = json_body()
+        body = parse_body(JobCreate)
         key = request.headers.get("Idempotency-Key")
         if key is not None and not 0 < len(key) <= MAX_IDEMPOTENCY_KEY:
             raise InvalidInput(
@@ -38,7 +82,7 @@ def generate() -> tuple[Response, int]:
             catalog=context.catalog(session),
             provider_name=runtime.settings.provider,
             account_id=account_id,
-            body=body,
+            request=body,
             idempotency_key=key,
         )
         job = submission.job
@@ -48,61 +92,59 @@ def generate() -> tuple[Response, int]:
             extra={"model": job.model, "estimated_credits": job.estimated_credits / 100},
         )
         if submission.created:
-            job_id, model = str(job.id), job.model
+            model = job.model
             after_commit(session, lambda: metrics.JOBS_SUBMITTED.labels(model).inc())
-            context.send_after_commit(
-                session, lambda celery: celery.send_task(SUBMIT_JOB, args=(job_id,)), job_id
-            )
-    payload = {
-        "job_id": str(job.id),
-        "status": jobs.PUBLIC_STATUS[job.status],
-        "type": job.type,
-        "model": job.model,
-        "estimated_seconds": job.estimated_seconds,
-        "estimated_credits": render_job(job)["estimated_credits"],
-        "hint": (
-            f"Poll GET /v1/jobs/{job.id} or GET /v1/video/{job.id}. "
-            "Credits charged on completion only."
-        ),
-    }
-    response = jsonify(payload)
-    response.headers["Location"] = f"/v1/jobs/{job.id}"
+            send_after_commit(session, context.celery(), SUBMIT_JOB, str(job.id))
+    headers = {"Location": f"/v1/jobs/{job.id}"}
     if not submission.created:
-        response.headers["Idempotent-Replayed"] = "true"
-    return response, 202
+        headers["Idempotent-Replayed"] = "true"
+    return render(JobAccepted.of(job), 202, headers)
 
 
-@bp.get("/models")
-def models() -> Response:
+@route(
+    bp,
+    "GET",
+    "/models",
+    summary="The model catalog",
+    replies={200: Reply("The models on offer.", ModelList)},
+)
+def models() -> ModelList:
     context.authenticated_account()
-    offered = context.catalog()
-    data = [model.to_dict() for model in offered.models]
     credit_value = float(context.runtime().settings.credit_value_usd)
-    for entry in data:
-        entry["pricing"]["credit_value_usd"] = credit_value
-    return jsonify({"data": data, "count": len(data), "source": offered.source})
+    return ModelList.of(context.catalog(), credit_value)
 
 
-@bp.get("/pricing")
-def price_preview() -> Response:
+@route(
+    bp,
+    "GET",
+    "/pricing",
+    summary="The credits a job would cost",
+    query=PricingQuery,
+    replies={200: Reply("The quote.", PriceQuote)},
+    errors=(InvalidModel, InvalidInput),
+    endpoint="price_preview",
+)
+def price_preview(query: PricingQuery) -> PriceQuote:
     context.authenticated_account()
-    model = context.catalog().get(request.args.get("model"))
-    duration = request.args.get("duration") or request.args.get("dur")
+    model = context.catalog().get(query.model)
+    duration = query.duration if query.duration is not None else query.dur
     if model.fixed_duration_seconds is not None:
         seconds = model.fixed_duration_seconds
     else:
         normalized = catalog.normalize_input(model, _preview_input(model, duration))
         seconds = int(normalized["duration"])
-    return jsonify(pricing.quote(model, seconds, context.runtime().settings).to_dict())
+    return PriceQuote.of(pricing.quote(model, seconds, context.runtime().settings))
 
 
-def _preview_input(model: catalog.VideoModel, duration: str | None) -> dict[str, str]:
+def _preview_input(model: catalog.VideoModel, duration: int | None) -> dict[str, str]:
     """A minimal valid input around the duration, so the schema checks the duration alone."""
     stub = {name: "x" for name in model.required}
     if "image_url" in stub:
         stub["image_url"] = "https://example.com/image.png"
-    return stub if duration is None else {**stub, "duration": duration}
+    return stub if duration is None else {**stub, "duration": str(duration)}
 
 
 # Registered last, so `/models` and `/pricing` are not taken for job ids.
-bp.add_url_rule("/<job_id>", "get_video_job", get_job, methods=["GET"])
+@route(bp, "GET", "/<job_id>", summary="A job (alias)", replies=JOB_REPLIES, errors=(NotFound,))
+def get_video_job(job_id: str) -> Response:
+    return get_job(job_id=job_id)

@@ -1,10 +1,12 @@
-"""The append-only credit ledger: topup, hold, capture, release.
+"""The append-only credit ledger: topup, hold, capture, release, refund.
 
 Amounts are integers in hundredths of a credit. Balance, held and available are
 derived from the entries, never stored:
-    balance   = topups − captures
+    balance   = topups − captures + refunds
     held      = holds − captures − releases   (a settled hold is captured + released in full)
     available = balance − held
+A refund reverses a capture (a delivered video that could not be stored for good): the
+ledger stays append-only.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
+from enum import StrEnum
 
 from sqlalchemy import ColumnElement, bindparam, case, func, select
 from sqlalchemy.orm import Session
@@ -22,6 +25,14 @@ from shared.errors import InsufficientCredits
 from shared.models import Account, LedgerEntry
 
 UNITS_PER_CREDIT = 100
+
+
+class LedgerKind(StrEnum):
+    TOPUP = "topup"
+    HOLD = "hold"
+    CAPTURE = "capture"
+    RELEASE = "release"
+    REFUND = "refund"
 
 
 def to_units(credits: Decimal) -> int:
@@ -48,25 +59,33 @@ def _count(session: Session, kind: str, units: int) -> None:
     after_commit(session, lambda: metrics.CREDITS.labels(kind).inc(units / UNITS_PER_CREDIT))
 
 
-def _total(kind: str) -> ColumnElement[int]:
-    amount = case((LedgerEntry.kind == kind, LedgerEntry.amount), else_=0)
+def _total(kind: LedgerKind) -> ColumnElement[int]:
+    amount = case((LedgerEntry.kind == kind.value, LedgerEntry.amount), else_=0)
     return func.coalesce(func.sum(amount), 0)
 
 
 # Built once: rebuilding this expression on every submit was a sixth of the API's CPU.
-_TOTALS = select(_total("topup"), _total("hold"), _total("capture"), _total("release")).where(
-    LedgerEntry.account_id == bindparam("account_id")
-)
+_TOTALS = select(
+    _total(LedgerKind.TOPUP),
+    _total(LedgerKind.HOLD),
+    _total(LedgerKind.CAPTURE),
+    _total(LedgerKind.RELEASE),
+    _total(LedgerKind.REFUND),
+).where(LedgerEntry.account_id == bindparam("account_id"))
 
 
 def balance(*, session: Session, account_id: uuid.UUID) -> Balance:
-    topups, holds, captures, releases = session.execute(_TOTALS, {"account_id": account_id}).one()
-    return Balance(balance=topups - captures, held=holds - captures - releases)
+    topups, holds, captures, releases, refunds = session.execute(
+        _TOTALS, {"account_id": account_id}
+    ).one()
+    return Balance(balance=topups - captures + refunds, held=holds - captures - releases)
 
 
 def top_up(*, session: Session, account_id: uuid.UUID, credits: Decimal, note: str) -> None:
     session.add(
-        LedgerEntry(account_id=account_id, kind="topup", amount=to_units(credits), note=note)
+        LedgerEntry(
+            account_id=account_id, kind=LedgerKind.TOPUP.value, amount=to_units(credits), note=note
+        )
     )
     session.flush()
 
@@ -90,42 +109,46 @@ def place_hold(*, session: Session, account_id: uuid.UUID, job_id: uuid.UUID, am
             available_credits=to_credits(available),
             pricing_url="/v1/video/pricing",
         )
-    session.add(LedgerEntry(account_id=account_id, job_id=job_id, kind="hold", amount=amount))
+    session.add(_entry(account_id, job_id, LedgerKind.HOLD, amount))
     session.flush()
     _count(session, "held", amount)
 
 
-def _hold_amount(session: Session, job_id: uuid.UUID) -> int:
-    return session.scalar(
-        select(LedgerEntry.amount).where(LedgerEntry.job_id == job_id, LedgerEntry.kind == "hold")
-    )
-
-
-def capture(*, session: Session, account_id: uuid.UUID, job_id: uuid.UUID, amount: int) -> int:
+def capture(
+    *, session: Session, account_id: uuid.UUID, job_id: uuid.UUID, held: int, amount: int
+) -> int:
     """Charge up to the hold for a delivered job and release the rest; returns the charge.
 
     Callers make this run once per job by a conditional status update in the same
     transaction; the unique (job_id, kind) constraint is the last line of defence.
     """
-    held = _hold_amount(session, job_id)
     charged = min(amount, held)
-    session.add(LedgerEntry(account_id=account_id, job_id=job_id, kind="capture", amount=charged))
+    entries = [_entry(account_id, job_id, LedgerKind.CAPTURE, charged)]
     if held > charged:
-        session.add(
-            LedgerEntry(account_id=account_id, job_id=job_id, kind="release", amount=held - charged)
-        )
+        entries.append(_entry(account_id, job_id, LedgerKind.RELEASE, held - charged))
         _count(session, "released", held - charged)
+    session.add_all(entries)
     session.flush()
     _count(session, "captured", charged)
     return charged
 
 
-def release(*, session: Session, account_id: uuid.UUID, job_id: uuid.UUID) -> None:
+def release(*, session: Session, account_id: uuid.UUID, job_id: uuid.UUID, held: int) -> None:
     """Give back a job's whole hold (failed or cancelled: nothing is charged)."""
-    held = _hold_amount(session, job_id)
-    session.add(LedgerEntry(account_id=account_id, job_id=job_id, kind="release", amount=held))
+    session.add(_entry(account_id, job_id, LedgerKind.RELEASE, held))
     session.flush()
     _count(session, "released", held)
+
+
+def refund(*, session: Session, account_id: uuid.UUID, job_id: uuid.UUID, charged: int) -> None:
+    """Reverse a job's capture: the account is charged only for a video in its library."""
+    session.add(_entry(account_id, job_id, LedgerKind.REFUND, charged))
+    session.flush()
+    _count(session, "refunded", charged)
+
+
+def _entry(account_id: uuid.UUID, job_id: uuid.UUID, kind: LedgerKind, amount: int) -> LedgerEntry:
+    return LedgerEntry(account_id=account_id, job_id=job_id, kind=kind.value, amount=amount)
 
 
 def entries(*, session: Session, account_id: uuid.UUID, limit: int = 100) -> list[LedgerEntry]:

@@ -18,7 +18,7 @@ import httpx
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from shared.catalog import BUILTIN, BUILTIN_MODELS, Catalog, VideoModel
+from shared.catalog.builtin import BUILTIN, BUILTIN_MODELS, Catalog, VideoModel
 from shared.config import Settings
 from shared.db import Database
 from shared.models import ModelPrice, utcnow

@@ -1,11 +1,9 @@
-"""The job's life: creation with its credit hold, and every state transition.
+"""The job's life in the database: creation with its credit hold, and every transition.
 
-Each transition is a conditional update (`… WHERE id = :id AND status IN (:expected)`),
-so a task delivered twice, or two workers racing, move a job at most once; whoever
-loses the race sees `False`/`None` and stops. Functions flush, never commit.
-
-    queued ─submit─▶ submitted ─poll─▶ running ─poll─▶ settling ─▶ ingesting ─▶ completed
-       └────────────────┴─────────────────┴──▶ failed | cancelled (hold released)
+Each transition is one conditional `UPDATE … WHERE id = :id AND status IN (:expected)
+RETURNING *`, so a task delivered twice, or two workers racing, move a job at most once;
+whoever loses the race gets `None` and stops. What a transition may do is decided by
+`shared.jobs.machine`; this module only applies it. Functions flush, never commit.
 """
 
 from __future__ import annotations
@@ -24,33 +22,20 @@ from typing import Any
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
-from shared import accounts, ledger, metrics, pricing
-from shared.catalog import Catalog, normalize_input
+from shared import accounts, ledger, metrics
+from shared.catalog import Catalog, normalize_input, pricing
 from shared.config import Settings
 from shared.db import after_commit
-from shared.errors import Conflict, InvalidInput
+from shared.errors import IdempotencyConflict, InvalidInput, NotCancellable
+from shared.jobs import machine
+from shared.jobs.machine import Failure
+from shared.jobs.schemas import JobCreate
+from shared.jobs.status import ACTIVE_AT_PROVIDER, CANCELLABLE, TERMINAL, JobStatus, PublicStatus
 from shared.media.url_policy import UnsafeUrl, check_fetchable
 from shared.models import IdempotencyKey, Job, utcnow
 from shared.providers import fal_protocol
 from shared.providers.base import ProviderResult, ProviderStatus
 
-ACTIVE_AT_PROVIDER = ("submitted", "running")
-CANCELLABLE = ("queued", *ACTIVE_AT_PROVIDER)
-TERMINAL = ("completed", "failed", "cancelled")
-PUBLIC_STATUS = {
-    "queued": "queued",
-    "submitted": "processing",
-    "running": "processing",
-    "settling": "processing",
-    "ingesting": "processing",
-    "completed": "completed",
-    "failed": "failed",
-    "cancelled": "cancelled",
-}
-INTERNAL_STATUSES = {
-    public: tuple(s for s, p in PUBLIC_STATUS.items() if p == public)
-    for public in set(PUBLIC_STATUS.values())
-}
 MAX_LOG_LINES = 50
 log = logging.getLogger(__name__)
 
@@ -68,8 +53,8 @@ class Submission:
     created: bool  # False when an Idempotency-Key replayed an earlier job
 
 
-def _request_hash(body: dict[str, Any]) -> str:
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
+def _request_hash(request: JobCreate) -> str:
+    canonical = json.dumps(request.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -80,20 +65,15 @@ def create_job(
     catalog: Catalog,
     provider_name: str,
     account_id: uuid.UUID,
-    body: Any,
+    request: JobCreate,
     idempotency_key: str | None,
 ) -> Submission:
-    """Validate, quote, hold the estimate and write the job, all in the caller's transaction."""
-    if not isinstance(body, dict):
-        raise InvalidInput("The body must be a JSON object.", fields={"body": "must be an object"})
-    unknown = sorted(set(body) - {"model", "input", "metadata"})
-    if unknown:
-        raise InvalidInput(
-            "Unknown top-level fields: " + ", ".join(unknown) + ".",
-            fields={name: "is not accepted" for name in unknown},
-        )
-    model = catalog.get(body.get("model"))
-    normalized = normalize_input(model, body.get("input"))
+    """Quote, hold the estimate and write the job, all in the caller's transaction.
+
+    `request` has its shape checked already; the model's own input schema is checked here.
+    """
+    model = catalog.get(request.model)
+    normalized = normalize_input(model, request.input)
     if "image_url" in normalized:
         try:
             check_fetchable(
@@ -103,24 +83,19 @@ def create_job(
             raise InvalidInput(
                 f"input.image_url {exc}.", fields={"input.image_url": str(exc)}
             ) from None
-    metadata = body.get("metadata", {})
-    if not isinstance(metadata, dict):
-        raise InvalidInput(
-            "`metadata` must be an object.", fields={"metadata": "must be an object"}
-        )
+    metadata = request.metadata
     quote = pricing.quote(model, model.output_seconds(normalized), settings)
 
     # Lock the account before looking at idempotency keys and credits: concurrent submits
     # of one account run this section one at a time, so neither a key nor a credit races.
     ledger.lock_account(session=session, account_id=account_id)
-    request_hash = _request_hash(body)
+    request_hash = _request_hash(request)
     if idempotency_key is not None:
         earlier = session.get(IdempotencyKey, (account_id, idempotency_key))
         if earlier is not None:
             if earlier.request_hash != request_hash:
-                raise Conflict(
+                raise IdempotencyConflict(
                     "This Idempotency-Key was used with a different request body.",
-                    code="idempotency_conflict",
                     job_id=str(earlier.job_id),
                 )
             return Submission(session.get_one(Job, earlier.job_id), created=False)
@@ -133,6 +108,7 @@ def create_job(
         model=model.id,
         input=normalized,
         job_metadata=metadata,
+        status=JobStatus.QUEUED,
         provider=provider_name,
         estimated_seconds=model.estimated_seconds,
         estimated_credits=quote.units,
@@ -182,7 +158,7 @@ def list_jobs(
     *,
     session: Session,
     account_id: uuid.UUID,
-    status: str | None,
+    status: PublicStatus | None,
     job_type: str | None,
     limit: int,
     cursor: str | None,
@@ -190,10 +166,7 @@ def list_jobs(
     """The account's jobs, newest first, and the cursor of the next page (or None)."""
     query = select(Job).where(Job.account_id == account_id)
     if status is not None:
-        if status not in INTERNAL_STATUSES:
-            allowed = ", ".join(sorted(INTERNAL_STATUSES))
-            raise InvalidInput("Unknown status.", fields={"status": f"must be one of {allowed}"})
-        query = query.where(Job.status.in_(INTERNAL_STATUSES[status]))
+        query = query.where(Job.status.in_(status.internal))
     if job_type is not None:
         query = query.where(Job.type == job_type)
     if cursor is not None:
@@ -214,69 +187,66 @@ def list_jobs(
 def _move(
     session: Session,
     job_id: uuid.UUID,
-    expected: Sequence[str],
+    expected: Sequence[JobStatus],
     *conditions: Any,
     **values: Any,
-) -> bool:
-    """The one conditional update every transition goes through."""
-    result = session.execute(
+) -> Job | None:
+    """The one conditional update every transition goes through: the job as it is after
+    the update, or None if it was not in an expected state (someone else moved it)."""
+    target = values.get("status")
+    if target is not None:
+        machine.check_transition(tuple(expected), target)
+    job = session.scalars(
         update(Job)
         .where(Job.id == job_id, Job.status.in_(expected), *conditions)
         .values(updated_at=utcnow(), **values)
-        .execution_options(synchronize_session=False)
-    )
-    moved = result.rowcount == 1
-    if moved and "status" in values:
-        log.info("job is now %s", values["status"], extra={"job_id": str(job_id)})
-    return moved
-
-
-def _load(session: Session, job_id: uuid.UUID) -> Job:
-    """The job as the database has it now (after conditional updates that bypass the ORM)."""
-    return session.get_one(Job, job_id, populate_existing=True)
+        .returning(Job)
+        .execution_options(synchronize_session=False, populate_existing=True)
+    ).one_or_none()
+    if job is not None and target is not None:
+        log.info("job is now %s", target, extra={"job_id": str(job_id)})
+    return job
 
 
 def claim_submit(*, session: Session, job_id: uuid.UUID) -> Job | None:
     """Record the submit attempt before calling the provider; None if someone else has."""
-    claimed = _move(
+    return _move(
         session,
         job_id,
-        ["queued"],
+        [JobStatus.QUEUED],
         Job.submit_attempted_at.is_(None),
         submit_attempted_at=utcnow(),
     )
-    return _load(session, job_id) if claimed else None
 
 
 def forget_submit_attempt(*, session: Session, job_id: uuid.UUID) -> None:
     """The provider surely did not take the request (it answered with an error): allow a retry."""
-    _move(session, job_id, ["queued"], submit_attempted_at=None)
+    _move(session, job_id, [JobStatus.QUEUED], submit_attempted_at=None)
 
 
 def record_submitted(
     *, session: Session, job_id: uuid.UUID, request_id: str, poll_token: str
-) -> bool:
-    """False if the job was cancelled while the provider call was in flight."""
+) -> Job | None:
+    """None if the job was cancelled while the provider call was in flight."""
     started = utcnow()
-    submitted = _move(
+    job = _move(
         session,
         job_id,
-        ["queued"],
-        status="submitted",
+        [JobStatus.QUEUED],
+        status=JobStatus.SUBMITTED,
         provider_request_id=request_id,
         started_at=started,
         poll_token=poll_token,
     )
-    if submitted:
-        job = _load(session, job_id)
-        waited = (started - job.created_at).total_seconds()
-        after_commit(session, lambda: metrics.QUEUE_WAIT.labels(job.model).observe(waited))
-    return submitted
+    if job is not None:
+        waited, model = (started - job.created_at).total_seconds(), job.model
+        after_commit(session, lambda: metrics.QUEUE_WAIT.labels(model).observe(waited))
+    return job
 
 
 def claim_poll(*, session: Session, job_id: uuid.UUID, token: str, new_token: str) -> Job | None:
     """Take the poll loop's turn. A stale or duplicate poll message holds an old token."""
-    claimed = _move(
+    return _move(
         session,
         job_id,
         ACTIVE_AT_PROVIDER,
@@ -284,7 +254,6 @@ def claim_poll(*, session: Session, job_id: uuid.UUID, token: str, new_token: st
         poll_token=new_token,
         poll_count=Job.poll_count + 1,
     )
-    return _load(session, job_id) if claimed else None
 
 
 def record_progress(*, session: Session, job: Job, status: ProviderStatus) -> None:
@@ -293,30 +262,39 @@ def record_progress(*, session: Session, job: Job, status: ProviderStatus) -> No
         values["progress"] = max(job.progress, status.progress)
     if status.logs:
         values["provider_logs"] = status.logs[-MAX_LOG_LINES:]
-    if status.state == "running":
-        values["status"] = "running"
-    _move(session, job.id, ACTIVE_AT_PROVIDER, **values)
+    expected: Sequence[JobStatus] = ACTIVE_AT_PROVIDER
+    moved_to = machine.status_for_report(status.state)
+    if moved_to is not None and moved_to != job.status:
+        values["status"], expected = moved_to, [job.status]
+    _move(session, job.id, expected, **values)
 
 
 def record_delivered(*, session: Session, job_id: uuid.UUID, result: ProviderResult) -> bool:
     """The provider finished: keep its result and move on to settlement."""
-    return _move(
-        session,
-        job_id,
-        ACTIVE_AT_PROVIDER,
-        status="settling",
-        progress=100,
-        queue_position=None,
-        provider_result=result.to_dict(),
-        provider_completed_at=utcnow(),
+    return (
+        _move(
+            session,
+            job_id,
+            ACTIVE_AT_PROVIDER,
+            status=JobStatus.SETTLING,
+            progress=100,
+            queue_position=None,
+            provider_result=result.to_dict(),
+            provider_completed_at=utcnow(),
+        )
+        is not None
     )
 
 
 def _end_unpaid(
-    session: Session, job_id: uuid.UUID, expected: Sequence[str], status: str, **values: Any
-) -> bool:
+    session: Session,
+    job_id: uuid.UUID,
+    expected: Sequence[JobStatus],
+    status: JobStatus,
+    **values: Any,
+) -> Job | None:
     """End the job without a charge: failed or cancelled, hold released, in one step."""
-    moved = _move(
+    job = _move(
         session,
         job_id,
         expected,
@@ -325,30 +303,23 @@ def _end_unpaid(
         queue_position=None,
         **values,
     )
-    if moved:
-        job = _load(session, job_id)
-        ledger.release(session=session, account_id=job.account_id, job_id=job_id)
+    if job is not None:
+        ledger.release(
+            session=session, account_id=job.account_id, job_id=job_id, held=job.estimated_credits
+        )
         after_commit(session, lambda: metrics.observe_finished(job))
-    return moved
+    return job
 
 
 def fail(
     *,
     session: Session,
     job_id: uuid.UUID,
-    code: str,
-    message: str,
-    expected: Sequence[str] = CANCELLABLE,
-) -> bool:
-    """Fail the job and release its hold; False if it had already moved on."""
-    return _end_unpaid(
-        session, job_id, expected, "failed", error={"code": code, "message": message}
-    )
-
-
-def confirm_cancelled(*, session: Session, job_id: uuid.UUID) -> bool:
-    """The provider stopped the request we asked it to cancel: nothing is charged."""
-    return _end_unpaid(session, job_id, ACTIVE_AT_PROVIDER, "cancelled")
+    failure: Failure,
+    expected: Sequence[JobStatus] = CANCELLABLE,
+) -> Job | None:
+    """Fail the job and release its hold; None if it had already moved on."""
+    return _end_unpaid(session, job_id, expected, JobStatus.FAILED, error=failure.to_dict())
 
 
 def cancel(*, session: Session, account_id: uuid.UUID, job_id: str) -> tuple[Job, bool]:
@@ -360,38 +331,37 @@ def cancel(*, session: Session, account_id: uuid.UUID, job_id: str) -> tuple[Job
     charged. Cancelling twice answers the same; a delivered job cannot be cancelled.
     """
     job = get_job(session=session, account_id=account_id, job_id=job_id)
-    if _end_unpaid(session, job.id, ["queued"], "cancelled"):
-        return _load(session, job.id), False
-    if _move(
+    cancelled = _end_unpaid(session, job.id, [JobStatus.QUEUED], JobStatus.CANCELLED)
+    if cancelled is not None:
+        return cancelled, False
+    requested = _move(
         session,
         job.id,
         ACTIVE_AT_PROVIDER,
         Job.cancel_requested_at.is_(None),
         cancel_requested_at=utcnow(),
-    ):
-        return _load(session, job.id), True
-    job = _load(session, job.id)
-    if job.status == "cancelled" or job.cancel_requested_at is not None:
+    )
+    if requested is not None:
+        return requested, True
+    session.refresh(job)
+    if job.status is JobStatus.CANCELLED or job.cancel_requested_at is not None:
         return job, False
-    raise Conflict(
-        f"Job {job.id} is {PUBLIC_STATUS[job.status]} and can no longer be cancelled.",
-        code="not_cancellable",
-        status=PUBLIC_STATUS[job.status],
+    raise NotCancellable(
+        f"Job {job.id} is {job.status.public} and can no longer be cancelled.",
+        status=job.status.public.value,
     )
 
 
 def record_provider_failure(*, session: Session, job: Job, code: str, message: str | None) -> str:
-    """A request that ended without a video: cancelled if we asked for that, else failed."""
-    if code == "cancelled" or job.cancel_requested_at is not None:
-        return "cancelled" if confirm_cancelled(session=session, job_id=job.id) else "ignored"
-    failed = fail(
-        session=session,
-        job_id=job.id,
-        code=code,
-        message=message or "the provider failed the request",
-        expected=ACTIVE_AT_PROVIDER,
-    )
-    return "failed" if failed else "ignored"
+    """A request that ended without a video: cancelled if we asked for that, else failed.
+
+    Returns the outcome: "cancelled", "failed", or "ignored" if the job had moved on."""
+    ending = machine.ending_at_provider(job, code)
+    error = None
+    if ending is JobStatus.FAILED:
+        error = Failure(code, message or "the provider failed the request").to_dict()
+    ended = _end_unpaid(session, job.id, ACTIVE_AT_PROVIDER, ending, error=error)
+    return ending.value if ended is not None else "ignored"
 
 
 def apply_provider_callback(
@@ -421,70 +391,101 @@ def settle(*, session: Session, job_id: uuid.UUID) -> bool:
     """Capture the job's cost exactly once and release the rest of its hold.
 
     The cost is the estimate: prices are per requested second (or per video), which is
-    what the provider bills.
+    what the provider bills. The hold is the estimate too, so the charge is known before
+    the update and goes in with it.
     """
-    if not _move(session, job_id, ["settling"], status="ingesting"):
-        return False
-    job = _load(session, job_id)
-    charged = ledger.capture(
-        session=session, account_id=job.account_id, job_id=job_id, amount=job.estimated_credits
+    job = _move(
+        session,
+        job_id,
+        [JobStatus.SETTLING],
+        status=JobStatus.INGESTING,
+        credits_used=Job.estimated_credits,
     )
-    _move(session, job_id, ["ingesting"], credits_used=charged)
+    if job is None:
+        return False
+    ledger.capture(
+        session=session,
+        account_id=job.account_id,
+        job_id=job_id,
+        held=job.estimated_credits,
+        amount=job.estimated_credits,
+    )
     return True
 
 
-def complete(
-    *,
-    session: Session,
-    job_id: uuid.UUID,
-    media_asset_id: uuid.UUID | None,
-    ingest_error: str | None = None,
-) -> bool:
-    """Finish an ingested job; if ingestion failed for good it still completes (it was paid)."""
-    job = _load(session, job_id)
-    result = dict(job.provider_result or {})
-    result["media_asset_id"] = str(media_asset_id) if media_asset_id else None
+def claim_ingest(*, session: Session, job_id: uuid.UUID) -> Job | None:
+    """The job if it waits for its video to be stored (one read; ingest runs outside)."""
+    return session.scalars(
+        select(Job)
+        .where(Job.id == job_id, Job.status == JobStatus.INGESTING)
+        .execution_options(populate_existing=True)
+    ).one_or_none()
+
+
+def complete(*, session: Session, job: Job, media_asset_id: uuid.UUID) -> bool:
+    """Finish an ingested job: its video is in the library."""
+    result = {**(job.provider_result or {}), "media_asset_id": str(media_asset_id)}
     completed = _move(
         session,
-        job_id,
-        ["ingesting"],
-        status="completed",
+        job.id,
+        [JobStatus.INGESTING],
+        status=JobStatus.COMPLETED,
         result=result,
-        ingest_error=ingest_error,
         completed_at=utcnow(),
     )
-    if completed:
-        finished = _load(session, job_id)
-        after_commit(session, lambda: metrics.observe_finished(finished))
-    return completed
+    if completed is not None:
+        after_commit(session, lambda: metrics.observe_finished(completed))
+    return completed is not None
+
+
+def fail_ingest(*, session: Session, job_id: uuid.UUID, reason: str) -> bool:
+    """Ingestion failed for good: the job fails and its capture is refunded, so an account
+    is charged only for a video in its library. The ledger stays append-only."""
+    failed = _move(
+        session,
+        job_id,
+        [JobStatus.INGESTING],
+        status=JobStatus.FAILED,
+        error=machine.ingest_failed(reason).to_dict(),
+        ingest_error=reason,
+        credits_used=0,
+        completed_at=utcnow(),
+    )
+    if failed is None:
+        return False
+    ledger.refund(
+        session=session,
+        account_id=failed.account_id,
+        job_id=job_id,
+        charged=failed.estimated_credits,
+    )
+    after_commit(session, lambda: metrics.observe_finished(failed))
+    return True
 
 
 # ---- the sweeper's view --------------------------------------------------------------
 
 
-def overdue_jobs(*, session: Session, now: datetime) -> list[Job]:
-    """Jobs not yet delivered whose deadline has passed."""
-    return list(
-        session.scalars(
-            select(Job).where(Job.status.in_(CANCELLABLE), Job.deadline_at < now).limit(500)
-        )
-    )
-
-
-def stale_jobs(*, session: Session, now: datetime, stale_after_seconds: float) -> list[Job]:
-    """Unfinished jobs that have not moved for too long: their messages may be lost."""
-    cutoff = now - timedelta(seconds=stale_after_seconds)
+def jobs_to_drive(*, session: Session, now: datetime, stale_after: timedelta) -> list[Job]:
+    """Unfinished jobs past their deadline or not moved for `stale_after`: the candidates
+    for `machine.next_step`."""
     return list(
         session.scalars(
             select(Job)
-            .where(Job.status.notin_(TERMINAL), Job.updated_at < cutoff)
+            .where(
+                Job.status.notin_(TERMINAL),
+                or_(
+                    Job.updated_at < now - stale_after,
+                    and_(Job.status.in_(CANCELLABLE), Job.deadline_at < now),
+                ),
+            )
             .order_by(Job.updated_at)
             .limit(500)
         )
     )
 
 
-def revive(*, session: Session, job: Job, **values: Any) -> bool:
+def revive(*, session: Session, job: Job, **values: Any) -> Job | None:
     """Claim a stale job for one revival: the update only wins if nobody moved it since it
     was read, so a slow loop that wakes up, or a second sweeper, never doubles the work."""
     return _move(session, job.id, [job.status], Job.updated_at == job.updated_at, **values)

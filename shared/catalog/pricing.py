@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from shared import ledger
-from shared.catalog import VideoModel
+from shared.catalog.builtin import VideoModel
 from shared.config import Settings
 
 
@@ -25,16 +25,6 @@ class Quote:
     unit_price_usd: Decimal
     price_unit: str
     credit_value_usd: Decimal
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "model": self.model,
-            "duration": self.duration,
-            "estimated_credits": ledger.to_credits(self.units),
-            "unit_price_usd": float(self.unit_price_usd),
-            "unit": self.price_unit,
-            "credit_value_usd": float(self.credit_value_usd),
-        }
 
 
 def quote(model: VideoModel, duration_seconds: int, settings: Settings) -> Quote:

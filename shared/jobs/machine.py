@@ -1,0 +1,140 @@
+"""Every rule about a job, as pure functions of the job and the clock (no database).
+
+Which transitions exist, when a job is overdue, what to do next for each state, when
+submitting is given up, what a provider's answer means, and what happens when ingestion
+fails for good. The service applies these rules with conditional updates; the tasks, the
+sweeper and the routes ask them and hold no rule of their own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Protocol
+
+from shared.jobs.status import ACTIVE_AT_PROVIDER, CANCELLABLE, JobStatus
+
+S = JobStatus
+TRANSITIONS: Mapping[JobStatus, frozenset[JobStatus]] = {
+    S.QUEUED: frozenset({S.SUBMITTED, S.FAILED, S.CANCELLED}),
+    S.SUBMITTED: frozenset({S.RUNNING, S.SETTLING, S.FAILED, S.CANCELLED}),
+    S.RUNNING: frozenset({S.SETTLING, S.FAILED, S.CANCELLED}),
+    S.SETTLING: frozenset({S.INGESTING}),
+    # Failed from ingesting: the video could not be copied into the library for good.
+    S.INGESTING: frozenset({S.COMPLETED, S.FAILED}),
+    S.COMPLETED: frozenset(),
+    S.FAILED: frozenset(),
+    S.CANCELLED: frozenset(),
+}
+
+# Ingestion is retried this many times in all, with backoff, before the job fails.
+INGEST_ATTEMPTS = 6
+
+
+class IllegalTransition(ValueError):
+    """A programming error: code asked for a move the state machine does not have."""
+
+
+def check_transition(sources: tuple[JobStatus, ...], target: JobStatus) -> None:
+    illegal = [source for source in sources if target not in TRANSITIONS[source]]
+    if illegal:
+        raise IllegalTransition(f"no transition from {illegal} to {target}")
+
+
+@dataclass(frozen=True)
+class Failure:
+    """The error a job ends with: its public code and a message."""
+
+    code: str
+    message: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"code": self.code, "message": self.message}
+
+
+TIMED_OUT = Failure("timeout", "The job did not finish before its deadline.")
+# The worker stopped between recording the attempt and the provider's answer: we cannot
+# tell whether the provider took it, so fail and release rather than pay twice.
+SUBMIT_OUTCOME_UNKNOWN = Failure(
+    "provider_error", "The submission's outcome is unknown (the worker stopped mid-call)."
+)
+
+
+def ingest_failed(reason: str) -> Failure:
+    return Failure("ingest_failed", f"The video could not be stored in the library: {reason}")
+
+
+class Step(StrEnum):
+    """What must happen to a job next."""
+
+    SUBMIT = "submit"
+    POLL = "poll"
+    SETTLE = "settle"  # then ingest, in one chain
+    INGEST = "ingest"
+    FAIL_TIMEOUT = "fail_timeout"
+    FAIL_UNKNOWN_SUBMIT = "fail_unknown_submit"
+
+
+class JobState(Protocol):
+    """The fields of a job the rules read (a `Job` row satisfies it)."""
+
+    @property
+    def status(self) -> JobStatus: ...
+    @property
+    def created_at(self) -> datetime: ...
+    @property
+    def updated_at(self) -> datetime: ...
+    @property
+    def deadline_at(self) -> datetime: ...
+    @property
+    def submit_attempted_at(self) -> datetime | None: ...
+    @property
+    def cancel_requested_at(self) -> datetime | None: ...
+
+
+def is_overdue(job: JobState, now: datetime) -> bool:
+    """Past its deadline before the provider delivered: the job fails and is released."""
+    return job.status in CANCELLABLE and now >= job.deadline_at
+
+
+def next_step(job: JobState, *, now: datetime, stale_after: timedelta) -> Step | None:
+    """What the sweeper must do for the job now; None while it moves on its own.
+
+    A job that has not moved for `stale_after` has lost its message (a dead worker, a
+    flushed broker): it gets the message of its state again.
+    """
+    if job.status.is_terminal:
+        return None
+    if is_overdue(job, now):
+        return Step.FAIL_TIMEOUT
+    if now - job.updated_at < stale_after:
+        return None
+    if job.status is JobStatus.QUEUED:
+        return Step.FAIL_UNKNOWN_SUBMIT if job.submit_attempted_at else Step.SUBMIT
+    if job.status in ACTIVE_AT_PROVIDER:
+        return Step.POLL
+    return Step.SETTLE if job.status is JobStatus.SETTLING else Step.INGEST
+
+
+def gives_up_submitting(job: JobState, *, now: datetime, retry_for: timedelta) -> bool:
+    """A provider that keeps answering 429/5xx: stop retrying the submit at this point."""
+    return now >= min(job.created_at + retry_for, job.deadline_at)
+
+
+def ending_at_provider(job: JobState, error_code: str) -> JobStatus:
+    """A request that ended without a video: cancelled if that was asked for, else failed."""
+    if error_code == "cancelled" or job.cancel_requested_at is not None:
+        return JobStatus.CANCELLED
+    return JobStatus.FAILED
+
+
+def status_for_report(provider_state: str) -> JobStatus | None:
+    """The status a provider's progress report moves an active job to (None: unchanged)."""
+    return JobStatus.RUNNING if provider_state == "running" else None
+
+
+def ingest_gives_up(attempt: int) -> bool:
+    """Attempt numbers start at 0; the last one fails the job (and refunds its charge)."""
+    return attempt >= INGEST_ATTEMPTS - 1

@@ -1,0 +1,184 @@
+"""The job's wire shapes: one pydantic model each, which validates the request, renders the
+response and documents both (the OpenAPI document is built from these classes).
+
+The generate request's `input` is each catalog model's own JSON Schema, embedded as it is:
+the catalog validates it, and the document shows one closed branch per model.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import core_schema
+
+from shared.catalog import all_models
+from shared.jobs.status import PublicStatus
+from shared.ledger import to_credits
+from shared.models import Job as JobRow
+from shared.wire import Closed, QueryInt
+
+Metadata = dict[str, Any]
+MAX_IDEMPOTENCY_KEY = 200
+JOB_TYPE = "video_generation"
+
+
+class JobCreate(Closed):
+    """`POST /v1/video/generate`: a model id (there is no default) and its input."""
+
+    model_config = ConfigDict(title="GenerateRequest")
+
+    model: str = Field(description="A model id from GET /v1/video/models.")
+    input: dict[str, Any] = Field(description="The model's parameters.")
+    metadata: Metadata = Field(default_factory=dict, description="Free-form, returned as given.")
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, schema: core_schema.CoreSchema, handler: Callable[[Any], JsonSchemaValue]
+    ) -> JsonSchemaValue:
+        """One closed branch per catalog model, its input schema embedded as it is."""
+        return {
+            "title": "GenerateRequest",
+            "description": "`model` picks the branch; an unknown model answers 404 invalid_model.",
+            "oneOf": [
+                {
+                    "title": model.name,
+                    "type": "object",
+                    "properties": {
+                        "model": {"type": "string", "const": model.id},
+                        "input": {
+                            **model.input_schema,
+                            "description": f"Parameters of {model.id}.",
+                        },
+                        "metadata": {
+                            "type": "object",
+                            "description": "Free-form, returned as given.",
+                        },
+                    },
+                    "required": ["model", "input"],
+                    "additionalProperties": False,
+                }
+                for model in all_models()
+            ],
+        }
+
+
+class JobAccepted(Closed):
+    """202 to a submit: the job is queued; poll it."""
+
+    job_id: uuid.UUID
+    status: PublicStatus
+    type: str
+    model: str
+    estimated_seconds: int
+    estimated_credits: float = Field(description="Credits, to two decimals.")
+    hint: str
+
+    @classmethod
+    def of(cls, job: JobRow) -> JobAccepted:
+        return cls(
+            job_id=job.id,
+            status=job.status.public,
+            type=job.type,
+            model=job.model,
+            estimated_seconds=job.estimated_seconds,
+            estimated_credits=to_credits(job.estimated_credits),
+            hint=(
+                f"Poll GET /v1/jobs/{job.id} or GET /v1/video/{job.id}. "
+                "Credits charged on completion only."
+            ),
+        )
+
+
+class VideoFile(Closed):
+    url: str = Field(description="Our signed copy; the provider's if not ingested.")
+    content_type: str
+    file_size: int | None
+    provider_url: str | None = Field(default=None, description="The provider's URL, once ingested.")
+
+
+class JobResult(Closed):
+    video: VideoFile
+    media_asset_id: uuid.UUID | None = None
+
+
+class JobError(Closed):
+    code: str
+    message: str
+
+
+class Job(Closed):
+    """`GET /v1/jobs/{id}`: the job as the database has it (the provider is never called)."""
+
+    id: uuid.UUID
+    type: str = Field(examples=[JOB_TYPE])
+    status: PublicStatus
+    progress: int = Field(ge=0, le=100)
+    queue_position: int | None
+    model: str
+    input: dict[str, Any] = Field(description="The input, defaults filled in.")
+    result: JobResult | None
+    error: JobError | None
+    credits_used: float | None = Field(description="Credits charged, once settled.")
+    estimated_credits: float = Field(description="Credits, to two decimals.")
+    estimated_seconds: int
+    provider_request_id: str | None
+    cancel_requested_at: datetime | None
+    logs: list[dict[str, Any]]
+    created_at: datetime
+    started_at: datetime | None
+    completed_at: datetime | None
+    metadata: Metadata
+
+    @classmethod
+    def of(cls, job: JobRow, video_url: str | None) -> Job:
+        """The job's view; `video_url` is the URL of our copy of its video, once ingested."""
+        result = None
+        if job.result is not None:
+            video = dict(job.result.get("video") or {})
+            if video_url is not None:
+                video["provider_url"] = video.get("url")
+                video["url"] = video_url
+            result = JobResult.model_validate({**job.result, "video": video})
+        return cls(
+            id=job.id,
+            type=job.type,
+            status=job.status.public,
+            progress=job.progress,
+            queue_position=job.queue_position,
+            model=job.model,
+            input=job.input,
+            result=result,
+            error=JobError.model_validate(job.error) if job.error else None,
+            credits_used=None if job.credits_used is None else to_credits(job.credits_used),
+            estimated_credits=to_credits(job.estimated_credits),
+            estimated_seconds=job.estimated_seconds,
+            provider_request_id=job.provider_request_id,
+            cancel_requested_at=job.cancel_requested_at,
+            logs=job.provider_logs,
+            created_at=job.created_at,
+            started_at=job.started_at,
+            completed_at=job.completed_at,
+            metadata=job.job_metadata,
+        )
+
+
+class JobPage(Closed):
+    """`GET /v1/jobs`: newest first; follow `next_cursor` for the next page."""
+
+    model_config = ConfigDict(title="JobList")
+
+    data: list[Job]
+    next_cursor: str | None
+    has_more: bool
+
+
+class JobListQuery(BaseModel):
+    status: PublicStatus | None = Field(default=None, description="Only jobs in this status.")
+    type: str | None = Field(default=None, description="Only jobs of this type.")
+    limit: QueryInt = Field(default=20, ge=1, le=100, description="Page size.")
+    cursor: str | None = Field(default=None, description="`next_cursor` of the previous page.")

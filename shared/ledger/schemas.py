@@ -1,0 +1,62 @@
+"""The credits' wire shapes: the balances and the ledger entries they derive from."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.ledger.service import Balance, LedgerKind, to_credits
+from shared.models import LedgerEntry as LedgerRow
+from shared.wire import QueryInt
+
+CREDITS = "Credits, to two decimals."
+
+
+class LedgerEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: uuid.UUID
+    kind: LedgerKind
+    amount: float = Field(description=CREDITS)
+    job_id: uuid.UUID | None
+    note: str | None
+    created_at: datetime
+
+    @classmethod
+    def of(cls, entry: LedgerRow) -> LedgerEntry:
+        return cls(
+            id=entry.id,
+            kind=LedgerKind(entry.kind),
+            amount=to_credits(entry.amount),
+            job_id=entry.job_id,
+            note=entry.note,
+            created_at=entry.created_at,
+        )
+
+
+class Credits(BaseModel):
+    """`GET /v1/credits`: balance = top-ups − captures + refunds; available = balance − held."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    balance: float = Field(description=CREDITS)
+    held: float = Field(description=CREDITS)
+    available: float = Field(description=CREDITS)
+    credit_value_usd: float
+    entries: list[LedgerEntry]
+
+    @classmethod
+    def of(cls, totals: Balance, entries: list[LedgerRow], credit_value_usd: float) -> Credits:
+        return cls(
+            balance=to_credits(totals.balance),
+            held=to_credits(totals.held),
+            available=to_credits(totals.available),
+            credit_value_usd=credit_value_usd,
+            entries=[LedgerEntry.of(entry) for entry in entries],
+        )
+
+
+class CreditsQuery(BaseModel):
+    limit: QueryInt = Field(default=100, ge=1, le=1000, description="Ledger entries, newest first.")

@@ -1,0 +1,26 @@
+"""Building blocks of the wire shapes that every slice's `schemas` module uses."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict
+
+DIGITS = re.compile(r"-?[0-9]{1,12}")
+
+
+class Closed(BaseModel):
+    """A closed object: unknown members are refused in requests and absent in responses."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+def _plain_integer(value: Any) -> Any:
+    """Query strings carry text: only plain digits are a number ("1_0" and "1e3" are not)."""
+    if isinstance(value, str) and not DIGITS.fullmatch(value):
+        raise ValueError("must be an integer")
+    return value
+
+
+QueryInt = Annotated[int, BeforeValidator(_plain_integer)]
