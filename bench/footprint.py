@@ -34,10 +34,10 @@ import redis
 from bench import harness
 from services.worker.celery_app import SUBMIT_JOB, make_celery
 from shared import accounts, catalog
-from shared.jobs import service as jobs
-from shared.jobs.schemas import JobCreate
 from shared.config import load_settings
 from shared.db import Database
+from shared.jobs import service as jobs
+from shared.jobs.schemas import JobCreate
 
 REDIS_DB = 9
 TABLES = ("jobs", "ledger_entries", "idempotency_keys")
