@@ -19,7 +19,8 @@ import redis
 from prometheus_client import CollectorRegistry, Counter, Histogram, multiprocess
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import REGISTRY, Collector
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
+from sqlalchemy.engine import Engine
 
 from shared.db import Database
 from shared.models import Job, utcnow
@@ -76,6 +77,16 @@ PROVIDER_CALLS = Counter(
 CREDITS = Counter("naive_credits", "Credits moved through the ledger", ["kind"])
 INGEST_FAILURES = Counter("naive_ingest_failures", "Ingest attempts that failed", ["final"])
 WEBHOOKS = Counter("naive_webhooks", "Provider callbacks received", ["outcome"])
+DB_STATEMENTS = Counter("naive_db_statements", "SQL statements sent to the database")
+DB_TRANSACTIONS = Counter("naive_db_transactions", "Database transactions ended", ["outcome"])
+
+
+def count_database_work(engine: Engine) -> None:
+    """Count the statements and transactions this process sends: the database work per job
+    is what limits throughput, and a regression shows here before it shows in latency."""
+    event.listen(engine, "before_cursor_execute", lambda *_: DB_STATEMENTS.inc())
+    event.listen(engine, "commit", lambda _: DB_TRANSACTIONS.labels("commit").inc())
+    event.listen(engine, "rollback", lambda _: DB_TRANSACTIONS.labels("rollback").inc())
 
 
 def registry() -> CollectorRegistry:

@@ -122,8 +122,10 @@ def assert_invariants(
         found_balance = balances[account_id]
         if totals["topup"] != grant:
             problems.append(f"account {account_id}: topups {totals['topup']} != grant {grant}")
-        if found_balance.balance != totals["topup"] - totals["capture"]:
-            problems.append(f"account {account_id}: balance {found_balance} != topups − captures")
+        if found_balance.balance != totals["topup"] - totals["capture"] + totals["refund"]:
+            problems.append(
+                f"account {account_id}: balance {found_balance} != topups − captures + refunds"
+            )
         if found_balance.balance != grant - charged:
             problems.append(
                 f"account {account_id}: balance {found_balance.balance} != grant {grant} − "
@@ -148,11 +150,12 @@ def _job_problems(
     problems: list[str] = []
     if job.status not in FINAL:
         return [f"{name} is not final"]
-    unexpected = set(entries) - {"hold", "capture", "release"}
+    unexpected = set(entries) - {"hold", "capture", "release", "refund"}
     if unexpected:
         problems.append(f"{name}: unexpected ledger kinds {sorted(unexpected)}")
     holds, captures, releases = entries["hold"], entries["capture"], entries["release"]
-    if len(holds) != 1 or len(captures) > 1 or len(releases) > 1:
+    refunds = entries["refund"]
+    if len(holds) != 1 or len(captures) > 1 or len(releases) > 1 or len(refunds) > 1:
         problems.append(f"{name}: ledger entries {dict(entries)}")
         return problems
     hold = holds[0]
@@ -177,8 +180,14 @@ def _job_problems(
                 problems.append(f"{name}: result names asset {job.result}, not {asset.id}")
         if job.ingest_error:
             problems.append(f"{name}: completed without ingest: {job.ingest_error}")
+    elif (job.error or {}).get("code") == "ingest_failed":
+        # Delivered and paid, but its video could not be stored: the capture is refunded.
+        if captures != [hold] or refunds != captures:
+            problems.append(f"{name}: capture {captures} and refund {refunds} != hold {hold}")
+        if job.credits_used != 0 or assets:
+            problems.append(f"{name}: credits_used {job.credits_used}, {len(assets)} assets")
     else:
-        if captures:
+        if captures or refunds:
             problems.append(f"{name}: captured {captures} though not completed")
         if releases != [hold]:
             problems.append(f"{name}: release {releases} != hold {hold}")

@@ -1,0 +1,85 @@
+"""The job service on real PostgreSQL, without a worker: each transition is one conditional
+update, duplicates change nothing, and the ledger follows every ending."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from shared import catalog, ledger
+from shared.config import Settings
+from shared.jobs import machine
+from shared.jobs import service as jobs
+from shared.jobs.schemas import JobCreate
+from shared.jobs.status import JobStatus
+from shared.providers.base import ProviderResult
+from shared.runtime import Runtime
+from tests.helpers import KLING_T2V, job_entries
+
+REQUEST = JobCreate(model=KLING_T2V, input={"prompt": "A lighthouse in fog"})
+VIDEO = ProviderResult(video_url="https://example.com/v.mp4", content_type="video/mp4", file_size=9)
+
+
+def _delivered(runtime: Runtime, settings: Settings, account_id: uuid.UUID) -> uuid.UUID:
+    """A job the provider has delivered (settling), moved there by the service alone."""
+    with runtime.db.transaction() as session:
+        job = jobs.create_job(
+            session=session,
+            settings=settings,
+            catalog=catalog.BUILTIN,
+            provider_name="simulator",
+            account_id=account_id,
+            request=REQUEST,
+            idempotency_key=None,
+        ).job
+    with runtime.db.transaction() as session:
+        assert jobs.claim_submit(session=session, job_id=job.id) is not None
+        assert jobs.claim_submit(session=session, job_id=job.id) is None  # a duplicate
+        assert jobs.record_submitted(session=session, job_id=job.id, request_id="r", poll_token="t")
+        claimed = jobs.claim_poll(session=session, job_id=job.id, token="t", new_token="u")
+        assert claimed is not None and claimed.poll_count == 1
+        assert jobs.claim_poll(session=session, job_id=job.id, token="t", new_token="v") is None
+        assert jobs.record_delivered(session=session, job_id=job.id, result=VIDEO)
+        assert not jobs.record_delivered(session=session, job_id=job.id, result=VIDEO)
+    return job.id
+
+
+def test_settling_twice_captures_once(
+    runtime: Runtime, settings: Settings, make_account: Callable[..., Any]
+) -> None:
+    account = make_account()
+    job_id = _delivered(runtime, settings, account.id)
+    with runtime.db.transaction() as session:
+        assert jobs.settle(session=session, job_id=job_id)
+        assert not jobs.settle(session=session, job_id=job_id)
+    assert job_entries(runtime, str(job_id)) == {"hold": [350], "capture": [350]}
+
+
+def test_ingest_failed_for_good_fails_the_job_and_refunds_its_charge(
+    runtime: Runtime, settings: Settings, make_account: Callable[..., Any]
+) -> None:
+    account = make_account()
+    job_id = _delivered(runtime, settings, account.id)
+    with runtime.db.transaction() as session:
+        assert jobs.settle(session=session, job_id=job_id)
+        assert jobs.fail_ingest(session=session, job_id=job_id, reason="disk full")
+        assert not jobs.fail_ingest(session=session, job_id=job_id, reason="disk full")
+        job = jobs.get_job(session=session, account_id=account.id, job_id=str(job_id))
+        totals = ledger.balance(session=session, account_id=account.id)
+    assert job.status is JobStatus.FAILED and job.credits_used == 0
+    assert job.error == machine.ingest_failed("disk full").to_dict()
+    assert job_entries(runtime, str(job_id)) == {"hold": [350], "capture": [350], "refund": [350]}
+    assert (totals.balance, totals.held) == (10_000, 0)  # charged only for a video it has
+
+
+def test_a_failure_after_delivery_changes_nothing(
+    runtime: Runtime, settings: Settings, make_account: Callable[..., Any]
+) -> None:
+    account = make_account()
+    job_id = _delivered(runtime, settings, account.id)
+    with runtime.db.transaction() as session:
+        assert jobs.fail(session=session, job_id=job_id, failure=machine.TIMED_OUT) is None
+        job = jobs.get_job(session=session, account_id=account.id, job_id=str(job_id))
+    assert job.status is JobStatus.SETTLING
+    assert job_entries(runtime, str(job_id)) == {"hold": [350]}

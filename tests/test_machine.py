@@ -1,0 +1,143 @@
+"""The job state machine's rules, tested directly: no database, no worker, no broker."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from shared.jobs import machine
+from shared.jobs.machine import Step
+from shared.jobs.status import (
+    ACTIVE_AT_PROVIDER,
+    CANCELLABLE,
+    DELIVERED,
+    TERMINAL,
+    JobStatus,
+    PublicStatus,
+)
+
+NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+STALE = timedelta(seconds=120)
+
+
+@dataclass(frozen=True)
+class State:
+    """The fields of a job the rules read."""
+
+    status: JobStatus = JobStatus.QUEUED
+    created_at: datetime = NOW - timedelta(seconds=10)
+    updated_at: datetime = NOW - timedelta(seconds=5)
+    deadline_at: datetime = NOW + timedelta(minutes=10)
+    submit_attempted_at: datetime | None = None
+    cancel_requested_at: datetime | None = None
+
+
+def stale(**fields: object) -> State:
+    return replace(State(), updated_at=NOW - STALE - timedelta(seconds=1), **fields)  # type: ignore[arg-type]
+
+
+def test_every_status_has_exactly_one_public_name() -> None:
+    assert {status.public for status in JobStatus} == set(PublicStatus)
+    for public in PublicStatus:
+        assert all(status.public is public for status in public.internal)
+    assert [status for status in JobStatus if status.public is PublicStatus.PROCESSING] == [
+        JobStatus.SUBMITTED,
+        JobStatus.RUNNING,
+        JobStatus.SETTLING,
+        JobStatus.INGESTING,
+    ]
+
+
+def test_final_statuses_are_the_terminal_ones() -> None:
+    assert {status.public for status in TERMINAL} == {
+        public for public in PublicStatus if public.is_final
+    }
+
+
+def test_terminal_statuses_have_no_way_out() -> None:
+    for status in TERMINAL:
+        assert machine.TRANSITIONS[status] == frozenset()
+
+
+def test_a_delivered_job_can_no_longer_be_cancelled() -> None:
+    for status in DELIVERED:
+        assert JobStatus.CANCELLED not in machine.TRANSITIONS[status]
+
+
+def test_only_ingestion_that_failed_for_good_fails_a_delivered_job() -> None:
+    assert JobStatus.FAILED not in machine.TRANSITIONS[JobStatus.SETTLING]
+    assert JobStatus.FAILED in machine.TRANSITIONS[JobStatus.INGESTING]
+
+
+def test_every_cancellable_status_can_fail_or_be_cancelled() -> None:
+    for status in CANCELLABLE:
+        assert {JobStatus.FAILED, JobStatus.CANCELLED} <= machine.TRANSITIONS[status]
+
+
+def test_an_undeclared_transition_is_refused() -> None:
+    with pytest.raises(machine.IllegalTransition):
+        machine.check_transition((JobStatus.COMPLETED,), JobStatus.QUEUED)
+    with pytest.raises(machine.IllegalTransition):
+        machine.check_transition(ACTIVE_AT_PROVIDER, JobStatus.INGESTING)
+    machine.check_transition(ACTIVE_AT_PROVIDER, JobStatus.SETTLING)
+
+
+def test_every_status_is_reachable_from_queued() -> None:
+    reached, frontier = {JobStatus.QUEUED}, [JobStatus.QUEUED]
+    while frontier:
+        for target in machine.TRANSITIONS[frontier.pop()] - reached:
+            reached.add(target)
+            frontier.append(target)
+    assert reached == set(JobStatus)
+
+
+@pytest.mark.parametrize(
+    ("state", "step"),
+    [
+        (State(), None),  # moving on its own
+        (stale(), Step.SUBMIT),
+        (stale(submit_attempted_at=NOW - timedelta(minutes=3)), Step.FAIL_UNKNOWN_SUBMIT),
+        (stale(status=JobStatus.SUBMITTED), Step.POLL),
+        (stale(status=JobStatus.RUNNING), Step.POLL),
+        (stale(status=JobStatus.SETTLING), Step.SETTLE),
+        (stale(status=JobStatus.INGESTING), Step.INGEST),
+        (stale(status=JobStatus.COMPLETED), None),
+        (stale(status=JobStatus.CANCELLED), None),
+        (State(status=JobStatus.RUNNING, deadline_at=NOW), Step.FAIL_TIMEOUT),
+        (State(deadline_at=NOW - timedelta(seconds=1)), Step.FAIL_TIMEOUT),
+        # paid for: past the deadline it is still settled and ingested, never timed out
+        (stale(status=JobStatus.SETTLING, deadline_at=NOW - timedelta(hours=1)), Step.SETTLE),
+    ],
+)
+def test_next_step(state: State, step: Step | None) -> None:
+    assert machine.next_step(state, now=NOW, stale_after=STALE) is step
+
+
+def test_submitting_is_given_up_at_the_retry_window_or_the_deadline() -> None:
+    window = timedelta(seconds=300)
+    young = State(created_at=NOW - timedelta(seconds=299))
+    assert not machine.gives_up_submitting(young, now=NOW, retry_for=window)
+    assert machine.gives_up_submitting(
+        replace(young, created_at=NOW - window), now=NOW, retry_for=window
+    )
+    assert machine.gives_up_submitting(replace(young, deadline_at=NOW), now=NOW, retry_for=window)
+
+
+def test_a_provider_ending_is_a_cancel_only_when_one_was_asked_for() -> None:
+    assert machine.ending_at_provider(State(), "provider_error") is JobStatus.FAILED
+    assert machine.ending_at_provider(State(), "cancelled") is JobStatus.CANCELLED
+    asked = State(cancel_requested_at=NOW)
+    assert machine.ending_at_provider(asked, "provider_error") is JobStatus.CANCELLED
+
+
+def test_a_running_report_moves_the_job_to_running_and_others_leave_it() -> None:
+    assert machine.status_for_report("running") is JobStatus.RUNNING
+    assert machine.status_for_report("queued") is None
+
+
+def test_ingestion_gives_up_on_its_last_attempt_only() -> None:
+    attempts = [machine.ingest_gives_up(attempt) for attempt in range(machine.INGEST_ATTEMPTS)]
+    assert attempts == [False] * (machine.INGEST_ATTEMPTS - 1) + [True]
+    assert machine.ingest_failed("disk full").code == "ingest_failed"

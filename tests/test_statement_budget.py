@@ -1,0 +1,79 @@
+"""The database work of one job in the worker, counted and bounded: it fails if it grows.
+
+A private worker (its own queue and metrics folder) runs one job end to end; its
+`naive_db_statements_total` and `naive_db_transactions_total` (every process of the
+worker, summed by prometheus-client's multiprocess mode) are read before and after.
+Before the state machine used `UPDATE … RETURNING`, a 4-poll job cost the worker 37
+statements in 20 transactions; the figures now are in docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+from flask import Flask
+from prometheus_client.parser import text_string_to_metric_families
+
+from shared.models import Job
+from shared.runtime import Runtime
+from tests.helpers import generate, wait_for_job
+from tests.stack import free_port, running_worker
+
+# Per job: submit (claim; record) 2 + settle (update, capture) 2 + ingest (read; find the
+# asset, savepoint, insert, release, complete) 6, in 2 + 1 + 2 transactions.
+FIXED_STATEMENTS = 10
+FIXED_TRANSACTIONS = 5
+# Per poll: the claim, and the progress (or the delivery) it writes.
+STATEMENTS_PER_POLL = 2
+TRANSACTIONS_PER_POLL = 2
+
+
+def _counters(port: int) -> dict[str, float]:
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    totals: dict[str, float] = {"statements": 0.0, "transactions": 0.0}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "naive_db_statements_total":
+                totals["statements"] += sample.value
+            elif sample.name == "naive_db_transactions_total":
+                totals["transactions"] += sample.value
+    return totals
+
+
+def test_one_job_costs_the_worker_a_bounded_number_of_statements(
+    make_app: Callable[..., Flask],
+    make_account: Callable[..., Any],
+    test_env: dict[str, str],
+    runtime: Runtime,
+    tmp_path: Path,
+) -> None:
+    queue = f"{test_env['CELERY_QUEUE']}-budget"
+    client = make_app(CELERY_QUEUE=queue).test_client()
+    port = free_port()
+    multiproc = tmp_path / "metrics"
+    multiproc.mkdir()
+    env = {
+        **test_env,
+        "CELERY_QUEUE": queue,
+        "WORKER_METRICS_PORT": str(port),
+        "PROMETHEUS_MULTIPROC_DIR": str(multiproc),
+    }
+    account = make_account()
+    with running_worker(env, tmp_path / "worker.log", concurrency=1):
+        before = _counters(port)
+        job_id = generate(client, account, "A kite over dunes [sim latency=2]")["job_id"]
+        assert wait_for_job(client, account, job_id)["status"] == "completed"
+        after = _counters(port)
+
+    with runtime.db.transaction() as session:
+        polls = session.get_one(Job, uuid.UUID(job_id)).poll_count
+    statements = after["statements"] - before["statements"]
+    transactions = after["transactions"] - before["transactions"]
+    print(f"\n{polls} polls: {statements:.0f} statements in {transactions:.0f} transactions")
+    assert polls >= 1
+    assert statements <= FIXED_STATEMENTS + STATEMENTS_PER_POLL * polls
+    assert transactions <= FIXED_TRANSACTIONS + TRANSACTIONS_PER_POLL * polls
