@@ -15,6 +15,7 @@ from decimal import Decimal
 from pathlib import Path
 
 PROVIDERS = ("simulator", "fal")
+MEDIA_STORAGES = ("local", "s3")
 # While provider webhooks are on, polling is a safety net and may wait this much longer.
 WEBHOOK_POLL_SLOWDOWN = 3
 
@@ -68,6 +69,12 @@ class Settings:
     worker_metrics_port: int | None
     worker_heartbeat_file: Path | None
     visibility_timeout_seconds: int
+    # Media storage: `local` (the folder media_root) or `s3` (a bucket; see shared/media/storage).
+    media_storage: str = "local"
+    s3_bucket: str | None = None
+    s3_prefix: str = ""
+    s3_endpoint_url: str | None = None
+    s3_region: str = "us-east-1"
 
     @property
     def broker_is_filesystem(self) -> bool:
@@ -162,12 +169,21 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         if env.get("WORKER_HEARTBEAT_FILE")
         else None,
         visibility_timeout_seconds=int(_number(env, "VISIBILITY_TIMEOUT_SECONDS", "3600")),
+        media_storage=env.get("MEDIA_STORAGE") or "local",
+        s3_bucket=env.get("S3_BUCKET") or None,
+        s3_prefix=(env.get("S3_PREFIX") or "").strip("/"),
+        s3_endpoint_url=env.get("S3_ENDPOINT_URL") or None,
+        s3_region=env.get("S3_REGION") or "us-east-1",
     )
     _validate(settings)
     return settings
 
 
 def _validate(settings: Settings) -> None:
+    if settings.media_storage not in MEDIA_STORAGES:
+        raise ConfigError(f"MEDIA_STORAGE must be one of {MEDIA_STORAGES}")
+    if settings.media_storage == "s3" and not settings.s3_bucket:
+        raise ConfigError("MEDIA_STORAGE=s3 needs S3_BUCKET")
     if settings.credit_value_usd <= 0:
         raise ConfigError("CREDIT_VALUE_USD must be positive")
     if settings.poll_max_seconds < settings.poll_initial_seconds:

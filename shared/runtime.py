@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from functools import cached_property
 
+from shared import metrics
 from shared.config import Settings
 from shared.db import Database
-from shared.media.storage import MediaStorage
+from shared.media.storage import MediaStorage, make_storage
 from shared.providers import make_provider
 from shared.providers.base import VideoProvider
 
@@ -16,7 +17,8 @@ class Runtime:
         settings.ensure_local_dirs()
         self.settings = settings
         self.db = Database(settings.database_url)
-        self.storage = MediaStorage(settings.media_root)
+        metrics.count_database_work(self.db.engine)
+        self.storage: MediaStorage = make_storage(settings)
 
     @cached_property
     def provider(self) -> VideoProvider:

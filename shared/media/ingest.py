@@ -1,8 +1,9 @@
 """Copy a provider's output into media storage and read its facts (size, duration, frame).
 
 Provider result URLs expire within about an hour, so this runs as soon as a job is
-settled. Keys are derived from the job, so a duplicate ingest rewrites the same files
-with the same bytes instead of making a second copy.
+settled. Keys are derived from the job, so a duplicate ingest rewrites the same objects
+with the same bytes instead of making a second copy. Storage is the folder or the bucket
+that `MEDIA_STORAGE` names (shared/media/storage.py); the code here is the same for both.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from shared.media.storage import MediaStorage
 
 MAX_VIDEO_BYTES = 2 * 1024**3
 DOWNLOAD_TIMEOUT = httpx.Timeout(30.0, read=120.0)
+POSTER_CONTENT_TYPE = "image/jpeg"
 
 
 class IngestError(Exception):
@@ -32,6 +34,16 @@ class IngestedVideo:
     poster_key: str
     size_bytes: int
     info: VideoInfo
+
+
+def video_key(account_id: uuid.UUID, job_id: uuid.UUID) -> str:
+    """Where a generated job's video is stored."""
+    return f"videos/{account_id}/{job_id}.mp4"
+
+
+def poster_key(account_id: uuid.UUID, job_id: uuid.UUID) -> str:
+    """Where a generated job's poster frame is stored."""
+    return f"posters/{account_id}/{job_id}.jpg"
 
 
 def _download(url: str, destination: Path, local_root: Path) -> None:
@@ -73,8 +85,8 @@ def ingest_video(
     local_root: Path,
 ) -> IngestedVideo:
     """Download `url`, check it is a video, store it and its poster frame."""
-    video_key = f"videos/{account_id}/{job_id}.mp4"
-    poster_key = f"posters/{account_id}/{job_id}.jpg"
+    video = video_key(account_id, job_id)
+    poster_at = poster_key(account_id, job_id)
     with tempfile.TemporaryDirectory(prefix="ingest-") as scratch:
         downloaded = Path(scratch) / "video"
         _download(url, downloaded, local_root)
@@ -84,7 +96,8 @@ def ingest_video(
             write_poster(downloaded, poster)
         except InvalidVideo as exc:
             raise IngestError(f"the provider's output is not a playable video: {exc}") from exc
-        storage.put(video_key, downloaded)
-        storage.put(poster_key, poster)
+        # The poster first: once the video exists the asset is complete on every backend.
+        storage.put(poster_at, poster, POSTER_CONTENT_TYPE)
+        storage.put(video, downloaded, info.content_type)
         size = downloaded.stat().st_size
-    return IngestedVideo(video_key, poster_key, size, info)
+    return IngestedVideo(video, poster_at, size, info)

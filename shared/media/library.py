@@ -17,6 +17,11 @@ from shared.models import Job, MediaAsset
 SOURCE_TYPES = ("video_generation", "upload")
 
 
+def generated_filename(job: Job) -> str:
+    """The file name of a job's video: a slug of its prompt and the job id's start."""
+    return _filename(str(job.input.get("prompt") or ""), job.id)
+
+
 def _filename(prompt: str, job_id: uuid.UUID) -> str:
     slug = re.sub(r"[^a-z0-9]+", "-", prompt.lower()).strip("-")[:48].rstrip("-")
     return f"{slug or 'video'}-{str(job_id)[:8]}.mp4"
@@ -32,7 +37,7 @@ def record_generated_video(*, session: Session, job: Job, video: IngestedVideo) 
         account_id=job.account_id,
         storage_key=video.storage_key,
         poster_key=video.poster_key,
-        filename=_filename(prompt, job.id),
+        filename=generated_filename(job),
         content_type=video.info.content_type,
         size_bytes=video.size_bytes,
         duration_seconds=video.info.duration_seconds,

@@ -1,53 +1,73 @@
-"""The media library: list, get, the video's bytes (with HTTP Range) and its poster."""
+"""The media library: list, get, the video's bytes (with HTTP Range) and its poster.
+
+On local storage the API sends the file itself (Range and conditional requests answered by
+send_file); on S3 it redirects to a presigned GET of the object, which answers Range itself.
+"""
 
 from __future__ import annotations
 
 import uuid
 
-from flask import Blueprint, Response, jsonify, request, send_file
-from itsdangerous import BadSignature
+from flask import Blueprint, Response, request, send_file
 
 from services.api import context
-from services.api.params import int_arg, str_arg
-from services.api.serializers import asset_to_dict, media_signer
-from shared.errors import NotFound
-from shared.media import library
+from services.api.contract import Param, Reply, route
+from shared.errors import ErrorBody, InvalidInput, NotFound
+from shared.media import ingest, library, urls
+from shared.media.schemas import MediaAsset as MediaAssetView
+from shared.media.schemas import MediaPage, MediaQuery
 from shared.models import MediaAsset
 
 bp = Blueprint("media", __name__, url_prefix="/v1/media")
 
-SIGNED_URL_MAX_AGE = 7 * 24 * 3600
+
+def _view(asset: MediaAsset) -> MediaAssetView:
+    runtime = context.runtime()
+    media = urls.asset_urls(
+        asset,
+        storage=runtime.storage,
+        base_url=context.base_url(),
+        secret_key=runtime.settings.secret_key,
+    )
+    return MediaAssetView.of(asset, url=media.content, poster_url=media.poster)
 
 
-def _render(asset: MediaAsset) -> dict[str, object]:
-    return asset_to_dict(asset, context.base_url(), context.runtime().settings.secret_key)
-
-
-@bp.get("")
-def list_media() -> Response:
+@route(
+    bp,
+    "GET",
+    "",
+    summary="The media library, newest first",
+    query=MediaQuery,
+    replies={200: Reply("A page of assets.", MediaPage)},
+    errors=(InvalidInput,),
+)
+def list_media(query: MediaQuery) -> MediaPage:
     account_id = context.authenticated_account()
-    limit = int_arg("limit", 20, minimum=1, maximum=100)
-    offset = int_arg("offset", 0, minimum=0, maximum=1_000_000)
     with context.runtime().db.transaction() as session:
         assets, total = library.list_assets(
             session=session,
             account_id=account_id,
-            source_type=str_arg("source_type"),
-            search=str_arg("search"),
-            limit=limit,
-            offset=offset,
+            source_type=query.source_type,
+            search=query.search,
+            limit=query.limit,
+            offset=query.offset,
         )
-        data = [_render(asset) for asset in assets]
-    return jsonify({"data": data, "total": total, "limit": limit, "offset": offset})
+        data = [_view(asset) for asset in assets]
+    return MediaPage(data=data, total=total, limit=query.limit, offset=query.offset)
 
 
-@bp.get("/<asset_id>")
-def get_media(asset_id: str) -> Response:
+@route(
+    bp,
+    "GET",
+    "/<asset_id>",
+    summary="A media asset",
+    replies={200: Reply("The asset.", MediaAssetView)},
+    errors=(NotFound,),
+)
+def get_media(asset_id: str) -> MediaAssetView:
     account_id = context.authenticated_account()
     with context.runtime().db.transaction() as session:
-        return jsonify(
-            _render(library.get_asset(session=session, account_id=account_id, asset_id=asset_id))
-        )
+        return _view(library.get_asset(session=session, account_id=account_id, asset_id=asset_id))
 
 
 def _asset_for_download(asset_id: str) -> MediaAsset:
@@ -55,13 +75,7 @@ def _asset_for_download(asset_id: str) -> MediaAsset:
     token = request.args.get("token")
     runtime = context.runtime()
     if token and context.bearer_key() is None:
-        try:
-            signed_id = media_signer(runtime.settings.secret_key).loads(
-                token, max_age=SIGNED_URL_MAX_AGE
-            )
-        except BadSignature:
-            raise NotFound(f"No media asset {asset_id!r}.") from None
-        if signed_id != asset_id:
+        if not urls.token_grants(token, asset_id, runtime.settings.secret_key):
             raise NotFound(f"No media asset {asset_id!r}.")
         with runtime.db.transaction() as session:
             asset = session.get(MediaAsset, uuid.UUID(asset_id))
@@ -73,24 +87,70 @@ def _asset_for_download(asset_id: str) -> MediaAsset:
         return library.get_asset(session=session, account_id=account_id, asset_id=asset_id)
 
 
-@bp.get("/<asset_id>/content")
+def _send(key: str, *, content_type: str, filename: str | None) -> Response:
+    """The stored object: sent from the local file, or a redirect to its presigned URL."""
+    storage = context.runtime().storage
+    path = storage.local_path(key)
+    if path is not None:
+        # send_file answers Range requests (206) and conditional requests from the file itself.
+        return send_file(
+            path,
+            mimetype=content_type,
+            download_name=filename,
+            conditional=True,
+            max_age=3600,
+        )
+    url = urls.presigned_url(storage, key, filename=filename, content_type=content_type)
+    if url is None:
+        raise NotFound("This media is not available.")
+    # The bucket serves the bytes (and Range); the URL is the same for the hour, so it may be
+    # cached as long. A client's Authorization header is not sent on to another origin.
+    return Response(status=302, headers={"Location": url, "Cache-Control": "private, max-age=3600"})
+
+
+def _file_replies(media_type: str) -> dict[int, Reply]:
+    """The bytes, a range of them, or why not (406/416 in the one error shape)."""
+    content_range = {"Content-Range": {"required": True, "schema": {"type": "string"}}}
+    return {
+        200: Reply("The bytes.", media_type=media_type),
+        206: Reply("The requested range.", media_type=media_type, headers=content_range),
+        302: Reply("On object storage: the presigned URL of the object (it serves Range)."),
+        304: Reply("Not modified."),
+        416: Reply("The range is not satisfiable.", ErrorBody, headers=content_range),
+    }
+
+
+FILE_ACCESS = ("bearer", "signedUrl")
+RANGE = Param("header", "Range", {"type": "string"}, "A byte range, e.g. `bytes=0-1023`.")
+
+
+@route(
+    bp,
+    "GET",
+    "/<asset_id>/content",
+    summary="The video",
+    replies=_file_replies("video/mp4"),
+    errors=(NotFound,),
+    params=(RANGE,),
+    security=FILE_ACCESS,
+)
 def media_content(asset_id: str) -> Response:
     asset = _asset_for_download(asset_id)
-    path = context.runtime().storage.path(asset.storage_key)
-    # send_file answers Range requests (206) and conditional requests from the file itself.
-    return send_file(
-        path,
-        mimetype=asset.content_type,
-        download_name=asset.filename,
-        conditional=True,
-        max_age=3600,
-    )
+    return _send(asset.storage_key, content_type=asset.content_type, filename=asset.filename)
 
 
-@bp.get("/<asset_id>/poster")
+@route(
+    bp,
+    "GET",
+    "/<asset_id>/poster",
+    summary="The poster frame",
+    replies=_file_replies("image/jpeg"),
+    errors=(NotFound,),
+    params=(RANGE,),
+    security=FILE_ACCESS,
+)
 def media_poster(asset_id: str) -> Response:
     asset = _asset_for_download(asset_id)
     if not asset.poster_key:
         raise NotFound("This asset has no poster image.")
-    path = context.runtime().storage.path(asset.poster_key)
-    return send_file(path, mimetype="image/jpeg", conditional=True, max_age=3600)
+    return _send(asset.poster_key, content_type=ingest.POSTER_CONTENT_TYPE, filename=None)
