@@ -40,6 +40,7 @@ load: install services
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 # The Grafana dashboard is code (deploy/grafana/dashboard.py); its JSON is checked in.
 dashboard: install

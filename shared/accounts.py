@@ -14,9 +14,9 @@ from sqlalchemy.orm import Session
 
 from shared import ledger
 from shared.errors import NotFound, Unauthorized
-from shared.models import Account, ApiKey, Base
+from shared.models import Account, ApiKey, Job, MediaAsset
 
-Owned = TypeVar("Owned", bound=Base)
+Owned = TypeVar("Owned", Job, MediaAsset)  # the rows an account owns
 
 KEY_PREFIX = "nv_sk_"
 

@@ -23,6 +23,7 @@ from sqlalchemy import event, func, select
 from sqlalchemy.engine import Engine
 
 from shared.db import Database
+from shared.jobs.status import TERMINAL, JobStatus
 from shared.models import Job, utcnow
 
 DURATION_BUCKETS = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 3600)
@@ -119,9 +120,9 @@ def mark_process_dead(pid: int) -> None:
 
 def observe_finished(job: Job) -> None:
     """Count a job that reached a final state and time its stages."""
-    JOBS_FINISHED.labels(job.model, _public(job.status)).inc()
+    JOBS_FINISHED.labels(job.model, job.status.public.value).inc()
     POLLS_PER_JOB.labels(job.model).observe(job.poll_count)
-    if job.status != "completed" or job.completed_at is None:
+    if job.status is not JobStatus.COMPLETED or job.completed_at is None:
         return
     SUBMIT_TO_COMPLETED.labels(job.model).observe(_seconds(job.created_at, job.completed_at))
     if job.provider_completed_at is not None:
@@ -132,10 +133,6 @@ def observe_finished(job: Job) -> None:
             PROVIDER_TIME.labels(job.model).observe(
                 _seconds(job.started_at, job.provider_completed_at)
             )
-
-
-def _public(status: str) -> str:
-    return status if status in ("completed", "failed", "cancelled") else "processing"
 
 
 def _seconds(start: datetime, end: datetime) -> float:
@@ -155,16 +152,16 @@ class DatabaseCollector(Collector):
         oldest = GaugeMetricFamily(
             "naive_oldest_in_flight_job_age_seconds", "Age of the oldest unfinished job"
         )
-        unfinished = Job.status.notin_(("completed", "failed", "cancelled"))
+        unfinished = Job.status.notin_(TERMINAL)
         with self.db.transaction() as session:
-            counts = dict(
-                session.execute(
-                    select(Job.status, func.count()).where(unfinished).group_by(Job.status)
-                ).all()
-            )
+            rows = session.execute(
+                select(Job.status, func.count()).where(unfinished).group_by(Job.status)
+            ).all()
             first = session.scalar(select(func.min(Job.created_at)).where(unfinished))
-        for state in ("queued", "submitted", "running", "settling", "ingesting"):
-            in_flight.add_metric([state], counts.get(state, 0))
+        counts: dict[JobStatus, int] = {status: count for status, count in rows}
+        for state in JobStatus:
+            if not state.is_terminal:
+                in_flight.add_metric([state.value], counts.get(state, 0))
         if first is not None and first.tzinfo is None:
             first = first.replace(tzinfo=utcnow().tzinfo)
         oldest.add_metric([], _seconds(first, utcnow()) if first else 0.0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import Flask
+from flask.json.provider import DefaultJSONProvider
 
 from services.api import errors, http_metrics, ratelimit
 from services.api.routes import credits, jobs, media, ops, video, webhooks
@@ -14,12 +15,18 @@ from shared.providers.fal_protocol import WebhookVerifier
 from shared.runtime import Runtime
 
 
+class JsonInOrder(DefaultJSONProvider):
+    """Answers keep the order of their schema's fields (the order the docs show)."""
+
+    sort_keys = False
+
+
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or load_settings()
     runtime: Runtime = Runtime(settings)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
-    app.json.sort_keys = False
+    app.json = JsonInOrder(app)
     app.extensions["naive"] = runtime
     app.extensions["naive.celery"] = make_celery(settings)
     app.extensions["naive.fal_webhooks"] = WebhookVerifier(settings.fal_jwks_url)

@@ -14,7 +14,7 @@ import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, Literal, TypeVar
 
 from flask import Blueprint, Response, jsonify, request
 from pydantic import BaseModel, ValidationError
@@ -25,6 +25,7 @@ from shared.errors import DomainError, ErrorBody, InvalidInput, Unauthorized
 
 Schema = dict[str, Any]
 View = Callable[..., Any]
+M = TypeVar("M", bound=BaseModel)
 REF = "#/components/schemas/{model}"
 RETRY_AFTER: Schema = {"$ref": "#/components/headers/RetryAfter"}
 STRING: Schema = {"type": "string"}
@@ -86,7 +87,7 @@ def _invalid(error: ValidationError, prefix: str = "") -> InvalidInput:
     return InvalidInput("Invalid " + ", ".join(sorted(fields)) + ".", fields=fields)
 
 
-def parse_query(model: type[BaseModel]) -> BaseModel:
+def parse_query(model: type[M]) -> M:
     """The query string as `model`; empty values count as absent, NUL is refused."""
     values = {name: value for name, value in request.args.items() if value != ""}
     for name, value in values.items():
@@ -98,7 +99,7 @@ def parse_query(model: type[BaseModel]) -> BaseModel:
         raise _invalid(exc) from None
 
 
-def parse_body(model: type[BaseModel]) -> BaseModel:
+def parse_body(model: type[M]) -> M:
     try:
         return model.model_validate(json_body())
     except ValidationError as exc:
@@ -230,7 +231,9 @@ def _operation(route: Route, refs: Mapping[type[BaseModel], Schema], defs: Schem
     replies |= dict(route.replies)
     responses = {str(status): _reply(reply, refs) for status, reply in replies.items()}
     by_status: dict[int, list[type[DomainError]]] = defaultdict(list)
-    errors = (*route.errors, Unauthorized) if "bearer" in route.security else route.errors
+    errors: tuple[type[DomainError], ...] = route.errors
+    if "bearer" in route.security:
+        errors = (*errors, Unauthorized)
     for error in errors:
         by_status[error.http_status].append(error)
     for status, grouped in by_status.items():
@@ -279,7 +282,9 @@ def _operation(route: Route, refs: Mapping[type[BaseModel], Schema], defs: Schem
 
 def _models(routes: list[Route]) -> tuple[dict[type[BaseModel], Schema], Schema]:
     """Every model the routes name, as components; returns the refs and the definitions."""
-    used: dict[type[BaseModel], str] = {ErrorBody: "serialization"}
+    used: dict[type[BaseModel], Literal["validation", "serialization"]] = {
+        ErrorBody: "serialization"
+    }
     for each in routes:
         for reply in each.replies.values():
             if reply.model is not None:
@@ -287,11 +292,10 @@ def _models(routes: list[Route]) -> tuple[dict[type[BaseModel], Schema], Schema]
         for model in (each.body, each.query):
             if model is not None:
                 used.setdefault(model, "validation")
-        for error in (*each.errors, Unauthorized):
+        errors: tuple[type[DomainError], ...] = (*each.errors, Unauthorized)
+        for error in errors:
             used.setdefault(error.Detail, "serialization")
-    keys, schema = models_json_schema(
-        [(model, cast(Any, mode)) for model, mode in used.items()], ref_template=REF
-    )
+    keys, schema = models_json_schema(list(used.items()), ref_template=REF)
     refs = {model: keys[(model, mode)] for model, mode in used.items()}
     return refs, schema.get("$defs", {})
 

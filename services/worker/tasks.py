@@ -64,7 +64,7 @@ def _fresh_connections_after_fork(**_: Any) -> None:
     runtime_for.cache_clear()
 
 
-class DbTask(Task):  # type: ignore[misc]  # Celery's Task is untyped
+class DbTask(Task):
     """Owns the runtime and the transactions; task bodies never commit themselves.
 
     Log lines carry the job's id from the message; the account and the provider's request
@@ -220,7 +220,7 @@ def poll_job(self: DbTask, job_id: str, token: str) -> None:
 @shared_task(base=DbTask, bind=True, name=names.SETTLE_CREDITS, max_retries=10, **DB_OUTAGE_RETRY)
 def settle_credits(self: DbTask, job_id: str) -> None:
     with self.runtime.db.transaction() as session:
-        jobs.settle(session=session, job_id=uuid.UUID(job_id))
+        self.claimed(jobs.settle(session=session, job_id=uuid.UUID(job_id)))
 
 
 @shared_task(

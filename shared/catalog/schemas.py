@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.config import JsonDict
 
 from shared.catalog.builtin import Catalog, VideoModel, all_models
 from shared.catalog.pricing import Quote
@@ -102,7 +103,7 @@ class PriceQuote(Closed):
         )
 
 
-def _durations() -> dict[str, int]:
+def _durations() -> JsonDict:
     values = [
         int(value)
         for model in all_models()

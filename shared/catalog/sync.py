@@ -13,6 +13,7 @@ import threading
 import time
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import httpx
 from sqlalchemy import select
@@ -31,7 +32,7 @@ class CatalogUnavailable(Exception):
     """The platform API could not be read; the last good listing stays in force."""
 
 
-def _get(settings: Settings, path: str, params: dict[str, object]) -> dict:
+def _get(settings: Settings, path: str, params: dict[str, Any]) -> dict[str, Any]:
     try:
         response = httpx.get(
             f"{settings.fal_platform_url}{path}",

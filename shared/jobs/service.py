@@ -204,7 +204,8 @@ def _move(
         .execution_options(synchronize_session=False, populate_existing=True)
     ).one_or_none()
     if job is not None and target is not None:
-        log.info("job is now %s", target, extra={"job_id": str(job_id)})
+        ids = {"job_id": str(job_id), "account_id": str(job.account_id)}
+        log.info("job is now %s", target, extra=ids)
     return job
 
 
@@ -387,7 +388,7 @@ def apply_provider_callback(
     return record_provider_failure(session=session, job=job, code=code, message=message), job
 
 
-def settle(*, session: Session, job_id: uuid.UUID) -> bool:
+def settle(*, session: Session, job_id: uuid.UUID) -> Job | None:
     """Capture the job's cost exactly once and release the rest of its hold.
 
     The cost is the estimate: prices are per requested second (or per video), which is
@@ -401,16 +402,15 @@ def settle(*, session: Session, job_id: uuid.UUID) -> bool:
         status=JobStatus.INGESTING,
         credits_used=Job.estimated_credits,
     )
-    if job is None:
-        return False
-    ledger.capture(
-        session=session,
-        account_id=job.account_id,
-        job_id=job_id,
-        held=job.estimated_credits,
-        amount=job.estimated_credits,
-    )
-    return True
+    if job is not None:
+        ledger.capture(
+            session=session,
+            account_id=job.account_id,
+            job_id=job_id,
+            held=job.estimated_credits,
+            amount=job.estimated_credits,
+        )
+    return job
 
 
 def claim_ingest(*, session: Session, job_id: uuid.UUID) -> Job | None:

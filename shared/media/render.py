@@ -217,7 +217,9 @@ def _text_overlay(
     return _Overlay.from_layer(layer)
 
 
-def _wrap(text: str, font: ImageFont.FreeTypeFont, max_width: int, max_lines: int) -> list[str]:
+def _wrap(
+    text: str, font: ImageFont.FreeTypeFont | ImageFont.ImageFont, max_width: int, max_lines: int
+) -> list[str]:
     """Greedy pixel-width word wrap; overlong words are split, excess lines end in an ellipsis.
 
     Stops once the text overflows `max_lines`, so a huge prompt costs no more than a short one.
@@ -234,9 +236,8 @@ def _wrap(text: str, font: ImageFont.FreeTypeFont, max_width: int, max_lines: in
             lines.append(current)
         current = word
         while len(lines) <= max_lines and font.getlength(current) > max_width:
-            fits = bisect.bisect_right(
-                range(1, len(current) + 1), max_width, key=lambda n: font.getlength(current[:n])
-            )
+            widths = [font.getlength(current[:n]) for n in range(1, len(current) + 1)]
+            fits = bisect.bisect_right(widths, max_width)
             cut = max(1, fits)
             lines.append(current[:cut])
             current = current[cut:]

@@ -36,6 +36,6 @@ def check_fetchable(url: str, *, allow_private: bool) -> None:
             infos = socket.getaddrinfo(hostname, None, proto=socket.IPPROTO_TCP)
         except (socket.gaierror, UnicodeError):
             return
-        addresses = {ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos}
+        addresses = {ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos}
     if any(not address.is_global for address in addresses):
         raise UnsafeUrl("points at a private, loopback or otherwise non-public address")

@@ -15,6 +15,7 @@ MIGRATION_LOCK_ID = 72_114_501
 
 def run_migrations_online() -> None:
     url = context.config.get_main_option("sqlalchemy.url")
+    assert url, "sqlalchemy.url is set by shared.migrate"
     engine = create_engine(url)
     with engine.connect() as connection:
         is_postgres = connection.dialect.name == "postgresql"

@@ -12,7 +12,7 @@ import hashlib
 import threading
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 from cryptography.exceptions import InvalidSignature
@@ -49,6 +49,12 @@ class InvalidWebhook(ValueError):
     """A callback we must not act on: unsigned, forged, stale or malformed."""
 
 
+class Headers(Protocol):
+    """Request headers by name (a dict, or a framework's case-insensitive headers)."""
+
+    def __getitem__(self, name: str, /) -> str: ...
+
+
 class WebhookVerifier:
     """Checks fal's callback signatures against its JWKS, cached per process.
 
@@ -63,7 +69,7 @@ class WebhookVerifier:
         self._fetched_at = 0.0
         self._lock = threading.Lock()
 
-    def verify(self, headers: Mapping[str, str], body: bytes, *, now: float | None = None) -> str:
+    def verify(self, headers: Headers, body: bytes, *, now: float | None = None) -> str:
         """The callback's request id, or `InvalidWebhook`."""
         now = time.time() if now is None else now
         try:
