@@ -22,9 +22,9 @@ from prometheus_client.registry import REGISTRY, Collector
 from sqlalchemy import event, func, select
 from sqlalchemy.engine import Engine
 
-from shared.db import Database
+from shared.db import Database, utcnow
+from shared.jobs.models import Job
 from shared.jobs.status import TERMINAL, JobStatus
-from shared.models import Job, utcnow
 
 DURATION_BUCKETS = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 3600)
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)

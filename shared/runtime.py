@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import cached_property
 
-from shared import metrics
+from shared import metrics, tables  # noqa: F401  (the whole schema, for foreign keys)
 from shared.config import Settings
 from shared.db import Database
 from shared.media.storage import MediaStorage, make_storage

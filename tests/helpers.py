@@ -11,7 +11,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from shared import ledger
-from shared.models import LedgerEntry
+from shared.ledger.models import LedgerEntry
 from shared.runtime import Runtime
 from tests.waiting import wait_for
 

@@ -20,7 +20,9 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 
 from shared import ledger
-from shared.models import Job, LedgerEntry, MediaAsset
+from shared.jobs.models import Job
+from shared.ledger.models import LedgerEntry
+from shared.media.models import MediaAsset
 from shared.runtime import Runtime
 
 FINAL = ("completed", "failed", "cancelled")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import func, select
 
-from shared.models import Job
+from shared.jobs.models import Job
 from tests.helpers import KLING_T2V, balance, generate, wait_for_job
 
 GOOD_INPUT = {"prompt": "A fox in the snow", "duration": "5", "aspect_ratio": "16:9"}

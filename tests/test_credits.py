@@ -8,7 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 from sqlalchemy import func, select
 
-from shared.models import Job, LedgerEntry
+from shared.jobs.models import Job
+from shared.ledger.models import LedgerEntry
 from tests.helpers import KLING_T2V, balance, generate, job_entries
 
 BODY = {"model": KLING_T2V, "input": {"prompt": "A lighthouse at dusk", "duration": "5"}}

@@ -19,9 +19,10 @@ from flask.testing import FlaskClient
 from sqlalchemy import delete
 
 from shared.catalog import sync as catalog_sync
+from shared.catalog.models import ModelPrice
 from shared.config import Settings, load_settings
+from shared.db import utcnow
 from shared.media.probe import probe_video
-from shared.models import ModelPrice, utcnow
 from shared.runtime import Runtime
 from tests.fake_fal import FakeFalServer, WebhookSigner
 from tests.helpers import KLING_I2V, balance, generate, job_entries, wait_for_job

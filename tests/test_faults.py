@@ -45,7 +45,8 @@ from sqlalchemy import select
 from services.worker.celery_app import make_celery
 from services.worker.sweeper import run_sweep
 from shared.config import Settings, load_settings
-from shared.models import Job, utcnow
+from shared.db import utcnow
+from shared.jobs.models import Job
 from shared.runtime import Runtime
 from tests.fake_fal import FakeFalServer
 from tests.helpers import KLING_T2V

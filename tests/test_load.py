@@ -30,7 +30,7 @@ from flask import Flask
 from sqlalchemy import func, select
 
 from shared.config import load_settings
-from shared.models import Job
+from shared.jobs.models import Job
 from shared.runtime import Runtime
 from tests.helpers import KLING_T2V
 from tests.invariants import FINAL, assert_invariants

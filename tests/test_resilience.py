@@ -10,7 +10,9 @@ from sqlalchemy import func, select, update
 
 from services.worker import celery_app as names
 from services.worker.sweeper import run_sweep
-from shared.models import Job, MediaAsset, utcnow
+from shared.db import utcnow
+from shared.jobs.models import Job
+from shared.media.models import MediaAsset
 from tests.helpers import balance, generate, get_job, job_entries, wait_for_job, wait_task_done
 from tests.waiting import wait_for
 

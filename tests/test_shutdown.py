@@ -7,7 +7,7 @@ import signal
 import uuid
 
 from services.worker.celery_app import SUBMIT_JOB
-from shared.models import Job
+from shared.jobs.models import Job
 from tests.helpers import generate, job_entries, wait_for_job
 from tests.stack import running_worker
 from tests.waiting import wait_for

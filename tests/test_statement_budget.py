@@ -18,7 +18,7 @@ import httpx
 from flask import Flask
 from prometheus_client.parser import text_string_to_metric_families
 
-from shared.models import Job
+from shared.jobs.models import Job
 from shared.runtime import Runtime
 from tests.helpers import generate, wait_for_job
 from tests.stack import free_port, running_worker

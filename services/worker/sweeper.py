@@ -19,7 +19,7 @@ from services.worker import celery_app as names
 from shared.jobs import machine
 from shared.jobs import service as jobs
 from shared.jobs.machine import Step
-from shared.models import Job
+from shared.jobs.models import Job
 from shared.runtime import Runtime
 
 log = logging.getLogger(__name__)

@@ -27,13 +27,14 @@ from services.worker.sweeper import run_sweep
 from shared import catalog, logs, metrics
 from shared.catalog import sync as catalog_sync
 from shared.config import Settings
+from shared.db import utcnow
 from shared.jobs import machine
 from shared.jobs import service as jobs
 from shared.jobs.machine import Failure
+from shared.jobs.models import Job
 from shared.jobs.pacing import backoff_seconds, poll_wait
 from shared.media import library
 from shared.media.ingest import IngestError, ingest_video
-from shared.models import Job, utcnow
 from shared.providers.base import (
     ProviderError,
     ProviderUnavailable,

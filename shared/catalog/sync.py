@@ -20,9 +20,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from shared.catalog.builtin import BUILTIN, BUILTIN_MODELS, Catalog, VideoModel
+from shared.catalog.models import ModelPrice
 from shared.config import Settings
-from shared.db import Database
-from shared.models import ModelPrice, utcnow
+from shared.db import Database, utcnow
 
 PRICING_BATCH = 50  # the platform API's limit of ids per pricing request
 PRICE_UNITS = {"second": "second", "seconds": "second", "video": "video", "videos": "video"}

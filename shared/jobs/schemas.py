@@ -17,9 +17,9 @@ from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import core_schema
 
 from shared.catalog import all_models
+from shared.jobs.models import Job as JobRow
 from shared.jobs.status import PublicStatus
 from shared.ledger import to_credits
-from shared.models import Job as JobRow
 from shared.wire import Closed, QueryInt
 
 Metadata = dict[str, Any]

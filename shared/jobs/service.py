@@ -25,14 +25,14 @@ from sqlalchemy.orm import Session
 from shared import accounts, ledger, metrics
 from shared.catalog import Catalog, normalize_input, pricing
 from shared.config import Settings
-from shared.db import after_commit
+from shared.db import after_commit, utcnow
 from shared.errors import IdempotencyConflict, InvalidInput, NotCancellable
 from shared.jobs import machine
 from shared.jobs.machine import Failure
+from shared.jobs.models import IdempotencyKey, Job
 from shared.jobs.schemas import JobCreate
 from shared.jobs.status import ACTIVE_AT_PROVIDER, CANCELLABLE, TERMINAL, JobStatus, PublicStatus
 from shared.media.url_policy import UnsafeUrl, check_fetchable
-from shared.models import IdempotencyKey, Job, utcnow
 from shared.providers import fal_protocol
 from shared.providers.base import ProviderResult, ProviderStatus
 

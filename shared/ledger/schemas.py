@@ -7,8 +7,8 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.ledger.models import LedgerEntry as LedgerRow
 from shared.ledger.service import Balance, LedgerKind, to_credits
-from shared.models import LedgerEntry as LedgerRow
 from shared.wire import QueryInt
 
 CREDITS = "Credits, to two decimals."

@@ -20,9 +20,10 @@ from sqlalchemy import ColumnElement, bindparam, case, func, select
 from sqlalchemy.orm import Session
 
 from shared import metrics
+from shared.accounts.models import Account
 from shared.db import after_commit
 from shared.errors import InsufficientCredits
-from shared.models import Account, LedgerEntry
+from shared.ledger.models import LedgerEntry
 
 UNITS_PER_CREDIT = 100
 

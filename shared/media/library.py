@@ -11,8 +11,9 @@ from sqlalchemy.orm import Session
 
 from shared import accounts
 from shared.errors import InvalidInput
+from shared.jobs.models import Job
 from shared.media.ingest import IngestedVideo
-from shared.models import Job, MediaAsset
+from shared.media.models import MediaAsset
 
 SOURCE_TYPES = ("video_generation", "upload")
 

@@ -8,7 +8,7 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.media.library import SOURCE_TYPES
-from shared.models import MediaAsset as AssetRow
+from shared.media.models import MediaAsset as AssetRow
 from shared.wire import QueryInt
 
 SOURCE_TYPE = Field(json_schema_extra={"enum": list(SOURCE_TYPES)})

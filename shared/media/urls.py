@@ -16,9 +16,10 @@ from dataclasses import dataclass
 
 from itsdangerous import BadSignature, TimestampSigner, URLSafeTimedSerializer
 
+from shared.jobs.models import Job
 from shared.media import ingest, library
+from shared.media.models import MediaAsset
 from shared.media.storage import MAX_PRESIGN_SECONDS, MediaStorage
-from shared.models import Job, MediaAsset
 
 MEDIA_URL_SALT = "media-content"
 URL_TIME_STEP = 3600

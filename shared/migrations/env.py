@@ -8,7 +8,7 @@ long transaction while blocking every request behind itself.
 from alembic import context
 from sqlalchemy import create_engine, text
 
-from shared.models import Base
+from shared.tables import metadata
 
 MIGRATION_LOCK_ID = 72_114_501
 
@@ -25,7 +25,7 @@ def run_migrations_online() -> None:
             connection.commit()
         context.configure(
             connection=connection,
-            target_metadata=Base.metadata,
+            target_metadata=metadata,
             render_as_batch=not is_postgres,  # SQLite alters tables by copying them
             compare_type=True,
         )

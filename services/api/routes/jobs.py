@@ -12,10 +12,10 @@ from services.worker.celery_app import CANCEL_AT_PROVIDER, send_after_commit
 from shared import logs
 from shared.errors import InvalidInput, NotCancellable, NotFound
 from shared.jobs import service as jobs
+from shared.jobs.models import Job as JobRow
 from shared.jobs.schemas import Job, JobListQuery, JobPage
 from shared.jobs.status import JobStatus
 from shared.media.urls import job_video_urls
-from shared.models import Job as JobRow
 
 bp = Blueprint("jobs", __name__, url_prefix="/v1/jobs")
 log = logging.getLogger(__name__)

@@ -14,9 +14,9 @@ from services.api import context
 from services.api.contract import Param, Reply, route
 from shared.errors import ErrorBody, InvalidInput, NotFound
 from shared.media import ingest, library, urls
+from shared.media.models import MediaAsset
 from shared.media.schemas import MediaAsset as MediaAssetView
 from shared.media.schemas import MediaPage, MediaQuery
-from shared.models import MediaAsset
 
 bp = Blueprint("media", __name__, url_prefix="/v1/media")
 

@@ -13,8 +13,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from shared import ledger
+from shared.accounts.models import Account, ApiKey
 from shared.errors import NotFound, Unauthorized
-from shared.models import Account, ApiKey, Job, MediaAsset
+from shared.jobs.models import Job
+from shared.media.models import MediaAsset
 
 Owned = TypeVar("Owned", Job, MediaAsset)  # the rows an account owns
 

@@ -1,0 +1,75 @@
+"""The job row and the idempotency keys that point at jobs."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from shared.db import Base, utcnow
+from shared.jobs.status import JobStatus, StatusColumn
+
+
+class Job(Base):
+    """One generation job. `status` is the internal state machine of DESIGN.md."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        Index("ix_jobs_account_created", "account_id", "created_at", "id"),
+        Index("ix_jobs_status_updated", "status", "updated_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id"))
+    type: Mapped[str] = mapped_column(String(32), default="video_generation")
+    model: Mapped[str] = mapped_column(String(200))
+    input: Mapped[dict[str, Any]]
+    job_metadata: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+    status: Mapped[JobStatus] = mapped_column(StatusColumn(), default=JobStatus.QUEUED)
+    progress: Mapped[int] = mapped_column(Integer, default=0)
+    queue_position: Mapped[int | None]
+    provider_logs: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    provider: Mapped[str] = mapped_column(String(32))
+    provider_request_id: Mapped[str | None] = mapped_column(String(200), index=True)
+    submit_attempted_at: Mapped[datetime | None]
+    # DELETE of a job at the provider asks it to cancel; the job ends on what really happens.
+    cancel_requested_at: Mapped[datetime | None]
+    # Fencing token of the one live poll loop: a poll message with another token exits.
+    poll_token: Mapped[str | None] = mapped_column(String(32))
+    poll_count: Mapped[int] = mapped_column(Integer, default=0)
+    estimated_seconds: Mapped[int] = mapped_column(Integer)
+    estimated_credits: Mapped[int] = mapped_column(BigInteger)
+    credits_used: Mapped[int | None] = mapped_column(BigInteger)
+    provider_result: Mapped[dict[str, Any] | None]
+    result: Mapped[dict[str, Any] | None]
+    error: Mapped[dict[str, Any] | None]
+    ingest_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None]
+    provider_completed_at: Mapped[datetime | None]
+    completed_at: Mapped[datetime | None]
+    deadline_at: Mapped[datetime]
+
+
+class IdempotencyKey(Base):
+    """The first job made under an `Idempotency-Key`, with a hash of the request body."""
+
+    __tablename__ = "idempotency_keys"
+
+    account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    request_hash: Mapped[str] = mapped_column(String(64))
+    job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("jobs.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,0 +1,23 @@
+"""Every slice's tables on the one metadata, so foreign keys between slices resolve and
+Alembic sees the whole schema. Import this, not the slices' models one by one, where the
+whole schema matters."""
+
+from shared.accounts.models import Account, ApiKey
+from shared.catalog.models import ModelPrice
+from shared.db import Base
+from shared.jobs.models import IdempotencyKey, Job
+from shared.ledger.models import LedgerEntry
+from shared.media.models import MediaAsset
+
+metadata = Base.metadata
+
+__all__ = [
+    "Account",
+    "ApiKey",
+    "IdempotencyKey",
+    "Job",
+    "LedgerEntry",
+    "MediaAsset",
+    "ModelPrice",
+    "metadata",
+]
