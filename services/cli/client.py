@@ -3,12 +3,15 @@
 import contextlib
 from collections.abc import Iterator, Mapping
 from importlib.metadata import version
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import httpx
+from pydantic import BaseModel, ValidationError
 
 from services.cli.errors import ExitCode, Failure
+
+M = TypeVar("M", bound=BaseModel)
 
 DEFAULT_API_URL = "http://127.0.0.1:8000"
 TIMEOUT_SECONDS = 30.0
@@ -17,6 +20,26 @@ TIMEOUT_SECONDS = 30.0
 def segment(value: str) -> str:
     """Quote one path segment, so an id can never reach another route."""
     return quote(value, safe="")
+
+
+def read(model: type[M], answer: Any) -> M:
+    """The API's answer as its wire model (the one the API rendered it with).
+
+    An answer of another shape (an API of another version) is a service failure, not a crash.
+    """
+    try:
+        return model.model_validate(answer)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(map(str, first["loc"])) or "(root)"
+        raise Failure(
+            {
+                "code": "bad_response",
+                "message": f"The API's answer is not a {model.__name__}: {where}: {first['msg']} "
+                f"({exc.error_count()} error(s)).",
+            },
+            ExitCode.SERVICE_ERROR,
+        ) from None
 
 
 class ApiClient:
@@ -39,6 +62,12 @@ class ApiClient:
         """GET `path`; parameters that are None are left out."""
         query = {k: v for k, v in (params or {}).items() if v is not None}
         return self._call(self._http.build_request("GET", path, params=query, headers=self._auth))
+
+    def fetch(
+        self, model: type[M], path: str, params: Mapping[str, str | int | None] | None = None
+    ) -> M:
+        """GET `path` and read the answer as `model`."""
+        return read(model, self.get(path, params))
 
     def post(self, path: str, body: Any, headers: Mapping[str, str] | None = None) -> Any:
         """POST `body` as JSON to `path`."""

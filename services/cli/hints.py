@@ -1,11 +1,12 @@
 """Advice: hints that explain an outcome, and the concrete `naive` commands to run next."""
 
 import shlex
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from services.cli.errors import ExitCode, Failure
+from shared.jobs.schemas import Job
+from shared.jobs.status import PublicStatus
 
 
 def command(*args: object) -> str:
@@ -75,10 +76,12 @@ def advise(
             advice.hints.append(f"Too many requests: retry in {wait}.")
         case "not_cancellable":
             advice.hints.append(
-                f"The job is already {error.get('status', 'finished')}: only queued or "
-                "processing jobs can be cancelled."
+                f"The job is already {error.get('status', 'finished')}: only "
+                f"{PublicStatus.QUEUED} or {PublicStatus.PROCESSING} jobs can be cancelled."
             )
-            advice.next_steps.append(command("jobs", "--status", error.get("status", "completed")))
+            advice.next_steps.append(
+                command("jobs", "--status", error.get("status", PublicStatus.COMPLETED))
+            )
         case "idempotency_conflict":
             advice.hints.append(
                 "This --idempotency-key was first used for a different request: reuse it only "
@@ -122,35 +125,33 @@ def _amount(value: Any) -> str:
     return "?" if value is None else str(value)
 
 
-def job_next_steps(job: Mapping[str, Any]) -> list[str]:
+def job_next_steps(job: Job) -> list[str]:
     """What to run next for a job, by its status."""
-    job_id, status = job.get("id"), job.get("status")
-    if status in ("queued", "processing") and job.get("cancel_requested_at"):
-        return [command("video", "status", job_id)]
-    if status in ("queued", "processing"):
-        return [command("video", "status", job_id), command("jobs", "cancel", job_id)]
-    asset_id = (job.get("result") or {}).get("media_asset_id")
-    if status == "completed" and asset_id:
+    if not job.status.is_final and job.cancel_requested_at:
+        return [command("video", "status", job.id)]
+    if not job.status.is_final:
+        return [command("video", "status", job.id), command("jobs", "cancel", job.id)]
+    asset_id = job.result.media_asset_id if job.result else None
+    if job.status is PublicStatus.COMPLETED and asset_id:
         return [command("media", "download", asset_id), command("media", "get", asset_id)]
-    if status == "failed":
+    if job.status is PublicStatus.FAILED:
         return [command("video", "models")]
     return []
 
 
-def job_hints(job: Mapping[str, Any]) -> list[str]:
+def job_hints(job: Job) -> list[str]:
     """What a person should know about a job, by its status."""
-    status, error = job.get("status"), job.get("error") or {}
-    if status in ("queued", "processing") and job.get("cancel_requested_at"):
+    if not job.status.is_final and job.cancel_requested_at:
         return [
             "Cancellation requested: the provider is stopping the job, and its hold is "
             "released once it has. If the provider delivers first, the video is kept and charged."
         ]
-    if status in ("queued", "processing"):
+    if not job.status.is_final:
         return ["Credits are charged on completion only."]
-    if status not in ("failed", "cancelled"):
+    if job.status is PublicStatus.COMPLETED:
         return []
     hints = ["Nothing was charged: the credit hold was released."]
-    if error.get("code") == "provider_error":
+    if job.error and job.error.code == "provider_error":
         hints.append(
             "The provider rejected the request: check the model's parameters with "
             "`naive video models --json`."

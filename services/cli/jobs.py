@@ -3,11 +3,13 @@
 import click
 
 from services.cli import views
-from services.cli.client import segment
+from services.cli.client import read, segment
 from services.cli.hints import command, flags, job_hints, job_next_steps
 from services.cli.state import State, json_option, pass_state
+from shared.jobs.schemas import Job, JobPage
+from shared.jobs.status import PublicStatus
 
-STATUSES = ("queued", "processing", "completed", "failed", "cancelled")
+STATUSES = [status.value for status in PublicStatus]
 
 
 @click.group(invoke_without_command=True)
@@ -32,23 +34,24 @@ def jobs(
     if ctx.invoked_subcommand is not None:
         return
     with state.action("jobs.list") as out:
-        page = state.client.get(
-            "/v1/jobs", {"status": status, "type": job_type, "limit": limit, "cursor": cursor}
+        page = state.client.fetch(
+            JobPage,
+            "/v1/jobs",
+            {"status": status, "type": job_type, "limit": limit, "cursor": cursor},
         )
-        data = page.get("data") or []
         next_steps = []
-        if page.get("has_more") and page.get("next_cursor"):
+        if page.has_more and page.next_cursor:
             filters = flags(("--status", status), ("--type", job_type), ("--limit", limit))
-            next_steps.append(command("jobs", *filters, "--cursor", page["next_cursor"]))
-        if data:
-            next_steps.append(command("jobs", "get", data[0].get("id")))
+            next_steps.append(command("jobs", *filters, "--cursor", page.next_cursor))
+        if page.data:
+            next_steps.append(command("jobs", "get", page.data[0].id))
         else:
             next_steps.append(command("video", "generate", "--model", "MODEL", "PROMPT", "--wait"))
         out.success(
-            page,
-            view=lambda: views.jobs(data),
+            page.model_dump(mode="json"),
+            view=lambda: views.jobs(page.data),
             next_steps=next_steps,
-            hints=[] if data else ["No jobs match."],
+            hints=[] if page.data else ["No jobs match."],
         )
 
 
@@ -59,9 +62,9 @@ def jobs(
 def get_job(state: State, job_id: str) -> None:
     """Show one job: status, progress, result or error."""
     with state.action("jobs.get") as out:
-        job = state.client.get(f"/v1/jobs/{segment(job_id)}")
+        job = state.client.fetch(Job, f"/v1/jobs/{segment(job_id)}")
         out.success(
-            job,
+            job.model_dump(mode="json"),
             view=lambda: views.job(job),
             next_steps=job_next_steps(job),
             hints=job_hints(job),
@@ -75,15 +78,15 @@ def get_job(state: State, job_id: str) -> None:
 def cancel_job(state: State, job_id: str) -> None:
     """Cancel a queued or processing job; its credit hold is released."""
     with state.action("jobs.cancel") as out:
-        job = state.client.delete(f"/v1/jobs/{segment(job_id)}")
+        job = read(Job, state.client.delete(f"/v1/jobs/{segment(job_id)}"))
         # A job at the provider is not cancelled yet, only asked to stop: say which.
         next_steps = (
-            [command("jobs", "--status", "cancelled")]
-            if job.get("status") == "cancelled"
+            [command("jobs", "--status", PublicStatus.CANCELLED)]
+            if job.status is PublicStatus.CANCELLED
             else job_next_steps(job)
         )
         out.success(
-            job,
+            job.model_dump(mode="json"),
             view=lambda: views.job(job),
             next_steps=next_steps,
             hints=job_hints(job),

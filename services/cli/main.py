@@ -17,6 +17,7 @@ from services.cli.media import media
 from services.cli.output import Reporter, wants_json
 from services.cli.state import State, json_option, pass_state
 from services.cli.video import video
+from shared.ledger.schemas import Credits
 
 EPILOG = """\b
 Commands at a glance:
@@ -165,9 +166,9 @@ def _local_stack() -> dict[str, Any] | None:
 def credits_command(state: State) -> None:
     """Show your credit balance, what is held for running jobs, and the ledger."""
     with state.action("credits") as out:
-        balance = state.client.get("/v1/credits")
+        balance = state.client.fetch(Credits, "/v1/credits")
         out.success(
-            balance,
+            balance.model_dump(mode="json"),
             view=lambda: views.credits(balance),
             next_steps=[command("video", "pricing", "--model", "MODEL", "--duration", 5)],
             hints=["Held credits are released when a job fails or is cancelled."],

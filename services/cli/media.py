@@ -1,8 +1,10 @@
 """`naive media`: browse the media library and download assets."""
 
+from __future__ import annotations
+
 import mimetypes
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 from rich.text import Text
@@ -12,6 +14,9 @@ from services.cli.client import segment
 from services.cli.hints import command, flags
 from services.cli.state import State, json_option, pass_state
 from services.cli.transfer import download
+
+if TYPE_CHECKING:
+    from shared.media.schemas import MediaAsset
 
 
 @click.group()
@@ -33,24 +38,26 @@ def list_media(
     state: State, source: str | None, search: str | None, limit: int | None, offset: int | None
 ) -> None:
     """List media assets, newest first."""
+    from shared.media.schemas import MediaPage  # slow to import: only where used
+
     with state.action("media.list") as out:
-        page = state.client.get(
+        page = state.client.fetch(
+            MediaPage,
             "/v1/media",
             {"source_type": source, "search": search, "limit": limit, "offset": offset},
         )
-        data = page.get("data") or []
         next_steps = []
-        seen = (page.get("offset") or 0) + len(data)
-        if data and isinstance(page.get("total"), int) and seen < page["total"]:
+        seen = page.offset + len(page.data)
+        if page.data and seen < page.total:
             filters = flags(("--source", source), ("--search", search), ("--limit", limit))
             next_steps.append(command("media", "list", *filters, "--offset", seen))
-        if data:
-            next_steps.append(command("media", "download", data[0].get("id")))
+        if page.data:
+            next_steps.append(command("media", "download", page.data[0].id))
         out.success(
-            page,
-            view=lambda: views.media(data),
+            page.model_dump(mode="json"),
+            view=lambda: views.media(page.data),
             next_steps=next_steps,
-            hints=[f"{len(data)} of {page.get('total', len(data))} assets."],
+            hints=[f"{len(page.data)} of {page.total} assets."],
         )
 
 
@@ -60,10 +67,12 @@ def list_media(
 @pass_state
 def get_media(state: State, asset_id: str) -> None:
     """Show one media asset."""
+    from shared.media.schemas import MediaAsset
+
     with state.action("media.get") as out:
-        asset = state.client.get(f"/v1/media/{segment(asset_id)}")
+        asset = state.client.fetch(MediaAsset, f"/v1/media/{segment(asset_id)}")
         out.success(
-            asset,
+            asset.model_dump(mode="json"),
             view=lambda: views.asset(asset),
             next_steps=[command("media", "download", asset_id)],
         )
@@ -82,9 +91,12 @@ def get_media(state: State, asset_id: str) -> None:
 @pass_state
 def download_media(state: State, asset_id: str, output: Path | None) -> None:
     """Download a media asset's file."""
+    from shared.media.schemas import MediaAsset
+
     with state.action("media.download") as out:
         if output is None:
-            output = _local_name(state.client.get(f"/v1/media/{segment(asset_id)}"), asset_id)
+            asset = state.client.fetch(MediaAsset, f"/v1/media/{segment(asset_id)}")
+            output = _local_name(asset, asset_id)
         size = download(
             state.client,
             f"/v1/media/{segment(asset_id)}/content",
@@ -97,10 +109,10 @@ def download_media(state: State, asset_id: str, output: Path | None) -> None:
         )
 
 
-def _local_name(asset: dict[str, Any], asset_id: str) -> Path:
+def _local_name(asset: MediaAsset, asset_id: str) -> Path:
     """The server's filename as a bare name in the current directory, never a path elsewhere."""
-    name = Path(str(asset.get("filename") or "")).name
+    name = Path(asset.filename).name
     if name in ("", ".", ".."):
-        extension = mimetypes.guess_extension(str(asset.get("content_type") or "")) or ""
+        extension = mimetypes.guess_extension(asset.content_type) or ""
         name = segment(asset_id) + extension
     return Path(name)

@@ -7,13 +7,16 @@ from typing import Any
 import click
 
 from services.cli import views
-from services.cli.client import segment
+from services.cli.client import read, segment
 from services.cli.errors import ExitCode, Failure
 from services.cli.hints import command, job_hints, job_next_steps
 from services.cli.output import Reporter
 from services.cli.state import State, json_option, pass_state
 from services.cli.transfer import download
 from services.cli.wait import follow
+from shared.catalog.schemas import ModelList, PriceQuote
+from shared.jobs.schemas import Job, JobAccepted
+from shared.jobs.status import PublicStatus
 
 
 @click.group()
@@ -124,10 +127,11 @@ def generate(
     headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
 
     with state.action("video.generate", model=model, duration=duration) as out:
-        accepted, answer_headers = state.client.post_with_headers(
+        answer, answer_headers = state.client.post_with_headers(
             "/v1/video/generate", body, headers=headers
         )
-        job_id = str(accepted["job_id"])
+        accepted = read(JobAccepted, answer)
+        job_id = str(accepted.job_id)
         replayed = answer_headers.get("Idempotent-Replayed", "").lower() == "true"
         replay_hint = (
             f"Replayed: --idempotency-key {idempotency_key} was used before, so this is the "
@@ -135,7 +139,7 @@ def generate(
         )
         if not wait:
             out.success(
-                accepted,
+                accepted.model_dump(mode="json"),
                 view=lambda: views.accepted(accepted),
                 next_steps=[command("video", "status", job_id), command("jobs", "cancel", job_id)],
                 hints=[
@@ -147,9 +151,9 @@ def generate(
         if replayed:
             out.note(replay_hint)
         out.note(
-            f"Job {job_id} {accepted.get('status')}: about "
-            f"{views.number(accepted.get('estimated_credits'))} "
-            f"credits, ~{views.number(accepted.get('estimated_seconds'))} s. "
+            f"Job {job_id} {accepted.status}: about "
+            f"{views.number(accepted.estimated_credits)} "
+            f"credits, ~{views.number(accepted.estimated_seconds)} s. "
             "Ctrl-C stops waiting, not the job."
         )
         try:
@@ -171,31 +175,31 @@ def generate(
         _finish(state, out, job, output)
 
 
-def _finish(state: State, out: Reporter, job: dict[str, Any], output: Path | None) -> None:
+def _finish(state: State, out: Reporter, job: Job, output: Path | None) -> None:
     """Report a job that ended: the video (downloaded to `output` if given), or why not."""
-    job_id, status = job.get("id"), job.get("status")
-    if status != "completed":
-        error = job.get("error") or {}
-        reason = f": {error.get('message')} [{error.get('code')}]" if error else "."
+    job_id = job.id
+    if job.status is not PublicStatus.COMPLETED:
+        error = job.error
+        reason = f": {error.message} [{error.code}]" if error else "."
         out.failure(
-            job,
-            message=f"Job {job_id} {status}{reason}",
+            job.model_dump(mode="json"),
+            message=f"Job {job_id} {job.status}{reason}",
             next_steps=[command("video", "status", job_id), *job_next_steps(job)],
             hints=job_hints(job),
         )
         raise click.exceptions.Exit(ExitCode.JOB_FAILED)
     hints = []
     if output is not None:
-        url = ((job.get("result") or {}).get("video") or {}).get("url")
+        url = job.result.video.url if job.result else None
         if not url:
             raise Failure(
-                {"code": "no_video", "message": f"Job {job_id} completed without a video URL."},
+                {"code": "no_video", "message": f"Job {job_id} {job.status} without a video URL."},
                 ExitCode.SERVICE_ERROR,
             )
         size = download(state.client, url, output, console=None if out.json_mode else out.console)
         hints.append(f"Saved {views.file_size(size)} to {output}")
     out.success(
-        job,
+        job.model_dump(mode="json"),
         view=lambda: views.finished_video(job),
         next_steps=job_next_steps(job),
         hints=hints,
@@ -208,12 +212,11 @@ def _finish(state: State, out: Reporter, job: dict[str, Any], output: Path | Non
 def models(state: State) -> None:
     """List the available models: mode, best use, price and typical time."""
     with state.action("video.models") as out:
-        catalog = state.client.get("/v1/video/models")
-        data = catalog.get("data") or []
-        example = data[0].get("id", "MODEL") if data else "MODEL"
+        catalog = state.client.fetch(ModelList, "/v1/video/models")
+        example = catalog.data[0].id if catalog.data else "MODEL"
         out.success(
-            catalog,
-            view=lambda: views.models(data),
+            catalog.model_dump(mode="json"),
+            view=lambda: views.models(catalog.data),
             next_steps=[
                 command("video", "pricing", "--model", example, "--duration", 5),
                 command("video", "generate", "--model", example, "PROMPT", "--wait"),
@@ -229,9 +232,9 @@ def models(state: State) -> None:
 def status_command(state: State, job_id: str) -> None:
     """Show a video job's status, progress and result."""
     with state.action("video.status") as out:
-        job = state.client.get(f"/v1/video/{segment(job_id)}")
+        job = state.client.fetch(Job, f"/v1/video/{segment(job_id)}")
         out.success(
-            job,
+            job.model_dump(mode="json"),
             view=lambda: views.job(job),
             next_steps=job_next_steps(job),
             hints=job_hints(job),
@@ -248,9 +251,11 @@ def status_command(state: State, job_id: str) -> None:
 def pricing(state: State, model: str, duration: str | None) -> None:
     """Preview what a video will cost, in credits, before generating it."""
     with state.action("video.pricing", model=model, duration=duration) as out:
-        quote = state.client.get("/v1/video/pricing", {"model": model, "duration": duration})
+        quote = state.client.fetch(
+            PriceQuote, "/v1/video/pricing", {"model": model, "duration": duration}
+        )
         out.success(
-            quote,
+            quote.model_dump(mode="json"),
             view=lambda: views.pricing(quote),
             next_steps=[
                 command(
@@ -260,7 +265,7 @@ def pricing(state: State, model: str, duration: str | None) -> None:
                     model,
                     "PROMPT",
                     "--duration",
-                    quote.get("duration") or duration or 5,
+                    quote.duration or duration or 5,
                     "--wait",
                 ),
                 command("credits"),

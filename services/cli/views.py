@@ -1,26 +1,41 @@
-"""Rich renderings of the API's objects for a person at a terminal."""
+"""Rich renderings of the API's objects for a person at a terminal.
 
-from collections.abc import Iterable, Mapping
-from typing import Any
+Each view takes the wire model the API rendered the object with (`shared/*/schemas.py`).
+"""
 
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from pydantic_core import to_jsonable_python
 from rich import box
 from rich.console import Group, RenderableType
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-STATUS_STYLES = {
-    "queued": "yellow",
-    "processing": "cyan",
-    "completed": "green",
-    "failed": "red",
-    "cancelled": "magenta",
+from shared.catalog.schemas import Model, PriceQuote
+from shared.jobs.schemas import Job, JobAccepted
+from shared.jobs.status import PublicStatus
+from shared.ledger.schemas import Credits
+
+if TYPE_CHECKING:  # imported where used: the media library's module is slow to import
+    from shared.media.schemas import MediaAsset
+
+STATUS_STYLES: dict[PublicStatus, str] = {
+    PublicStatus.QUEUED: "yellow",
+    PublicStatus.PROCESSING: "cyan",
+    PublicStatus.COMPLETED: "green",
+    PublicStatus.FAILED: "red",
+    PublicStatus.CANCELLED: "magenta",
 }
 
 
 def cell(value: Any) -> Text:
-    """The API's data as plain text: never parsed as rich markup."""
-    return Text("—" if value is None or value == "" else str(value))
+    """The API's data as plain text, spelled as on the wire (an instant as its ISO string):
+    never parsed as rich markup."""
+    return Text("—" if value is None or value == "" else str(to_jsonable_python(value)))
 
 
 def number(value: Any) -> str:
@@ -40,9 +55,9 @@ def file_size(size: Any) -> str:
     return f"{size:.0f} B" if power == 0 else f"{size:.1f} {units[power]}"
 
 
-def status(value: Any) -> Text:
+def status(value: PublicStatus) -> Text:
     """A job status, coloured."""
-    return Text(str(value), style=STATUS_STYLES.get(str(value), ""))
+    return Text(value.value, style=STATUS_STYLES[value])
 
 
 def fields(rows: Iterable[tuple[str, RenderableType]]) -> Table:
@@ -55,66 +70,65 @@ def fields(rows: Iterable[tuple[str, RenderableType]]) -> Table:
     return grid
 
 
-def accepted(response: Mapping[str, Any]) -> RenderableType:
+def accepted(response: JobAccepted) -> RenderableType:
     """The answer to a submitted generation."""
     return fields(
         [
-            ("Job", cell(response.get("job_id"))),
-            ("Status", status(response.get("status"))),
-            ("Model", cell(response.get("model"))),
-            ("Estimated credits", cell(number(response.get("estimated_credits")))),
-            ("Estimated time", cell(f"{number(response.get('estimated_seconds'))} s")),
+            ("Job", cell(response.job_id)),
+            ("Status", status(response.status)),
+            ("Model", cell(response.model)),
+            ("Estimated credits", cell(number(response.estimated_credits))),
+            ("Estimated time", cell(f"{number(response.estimated_seconds)} s")),
         ]
     )
 
 
-def job(data: Mapping[str, Any]) -> RenderableType:
+def job(data: Job) -> RenderableType:
     """One job in full."""
-    result = data.get("result") or {}
-    video = result.get("video") or {}
-    error = data.get("error") or {}
-    progress = data.get("progress")
+    video = data.result.video if data.result else None
     rows: list[tuple[str, RenderableType]] = [
-        ("Status", status(data.get("status"))),
-        ("Progress", cell(f"{progress}%" if progress is not None else None)),
+        ("Status", status(data.status)),
+        ("Progress", cell(f"{data.progress}%")),
     ]
-    if data.get("queue_position") is not None:
-        rows.append(("Queue position", cell(data["queue_position"])))
-    if data.get("cancel_requested_at") and data.get("status") in ("queued", "processing"):
-        rows.append(("Cancel requested", cell(data["cancel_requested_at"])))
+    if data.queue_position is not None:
+        rows.append(("Queue position", cell(data.queue_position)))
+    if data.cancel_requested_at and not data.status.is_final:
+        rows.append(("Cancel requested", cell(data.cancel_requested_at)))
     rows += [
-        ("Type", cell(data.get("type"))),
-        ("Model", cell(data.get("model"))),
-        ("Prompt", cell((data.get("input") or {}).get("prompt"))),
+        ("Type", cell(data.type)),
+        ("Model", cell(data.model)),
+        ("Prompt", cell(data.input.get("prompt"))),
         ("Credits", cell(_credits(data))),
-        ("Created", cell(data.get("created_at"))),
-        ("Started", cell(data.get("started_at"))),
-        ("Completed", cell(data.get("completed_at"))),
+        ("Created", cell(data.created_at)),
+        ("Started", cell(data.started_at)),
+        ("Completed", cell(data.completed_at)),
     ]
     if video:
-        rows.append(("Video", cell(f"{file_size(video.get('file_size'))}, URL below")))
-    if result.get("media_asset_id"):
-        rows.append(("Media asset", cell(result["media_asset_id"])))
-    if error:
-        rows.append(("Error", Text(f"{error.get('message')} ({error.get('code')})", style="red")))
-    panel = Panel(fields(rows), title=f"Job {data.get('id')}", title_align="left", expand=False)
-    if not video.get("url"):
+        rows.append(("Video", cell(f"{file_size(video.file_size)}, URL below")))
+    if data.result and data.result.media_asset_id:
+        rows.append(("Media asset", cell(data.result.media_asset_id)))
+    if data.error:
+        rows.append(("Error", Text(f"{data.error.message} ({data.error.code})", style="red")))
+    panel = Panel(fields(rows), title=f"Job {data.id}", title_align="left", expand=False)
+    if not video or not video.url:
         return panel
     # Outside the panel and unwrapped: a URL folded between borders cannot be copied whole.
-    return Group(panel, Text(str(video["url"]), no_wrap=True, overflow="ignore"))
+    return Group(panel, Text(video.url, no_wrap=True, overflow="ignore"))
 
 
-def finished_video(data: Mapping[str, Any]) -> RenderableType:
+def finished_video(data: Job) -> RenderableType:
     """The end of `--wait`: the video's URL unwrapped (so it copies whole), size and cost."""
-    video = (data.get("result") or {}).get("video") or {}
+    video = data.result.video if data.result else None
     return Group(
-        Text.assemble(("✓ ", "green"), f"Job {data.get('id')} completed"),
-        Text(str(video.get("url")), no_wrap=True, overflow="ignore"),
-        Text(f"{file_size(video.get('file_size'))}, {number(data.get('credits_used'))} credits"),
+        Text.assemble(("✓ ", "green"), f"Job {data.id} {data.status}"),
+        Text(str(video.url if video else None), no_wrap=True, overflow="ignore"),
+        Text(
+            f"{file_size(video.file_size if video else None)}, {number(data.credits_used)} credits"
+        ),
     )
 
 
-def models(data: Iterable[Mapping[str, Any]]) -> RenderableType:
+def models(data: Iterable[Model]) -> RenderableType:
     """The model catalog."""
     table = Table(box=box.SIMPLE_HEAD)
     table.add_column("Model", no_wrap=True)
@@ -123,34 +137,30 @@ def models(data: Iterable[Mapping[str, Any]]) -> RenderableType:
     table.add_column("Price", justify="right")
     table.add_column("Est. time", justify="right")
     for model in data:
-        pricing = model.get("pricing") or {}
         table.add_row(
-            cell(model.get("id")),
-            cell(model.get("mode")),
-            cell(model.get("best_for")),
-            cell(f"${number(pricing.get('unit_price_usd'))}/{pricing.get('unit', '?')}"),
-            cell(f"{number(model.get('estimated_seconds'))} s"),
+            cell(model.id),
+            cell(model.mode),
+            cell(model.best_for),
+            cell(f"${number(model.pricing.unit_price_usd)}/{model.pricing.unit}"),
+            cell(f"{number(model.estimated_seconds)} s"),
         )
     return table
 
 
-def pricing(data: Mapping[str, Any]) -> RenderableType:
+def pricing(data: PriceQuote) -> RenderableType:
     """A cost preview."""
     return fields(
         [
-            ("Model", cell(data.get("model"))),
-            ("Duration", cell(f"{data.get('duration')} s")),
-            ("Estimated credits", Text(number(data.get("estimated_credits")), style="bold")),
-            (
-                "Unit price",
-                cell(f"${number(data.get('unit_price_usd'))}/{data.get('unit', 'second')}"),
-            ),
-            ("Credit value", cell(_usd(data.get("credit_value_usd")))),
+            ("Model", cell(data.model)),
+            ("Duration", cell(f"{data.duration} s")),
+            ("Estimated credits", Text(number(data.estimated_credits), style="bold")),
+            ("Unit price", cell(f"${number(data.unit_price_usd)}/{data.unit}")),
+            ("Credit value", cell(_usd(data.credit_value_usd))),
         ]
     )
 
 
-def jobs(data: Iterable[Mapping[str, Any]]) -> RenderableType:
+def jobs(data: Iterable[Job]) -> RenderableType:
     """A page of jobs."""
     table = Table(box=box.SIMPLE_HEAD)
     table.add_column("Job", no_wrap=True)
@@ -160,19 +170,18 @@ def jobs(data: Iterable[Mapping[str, Any]]) -> RenderableType:
     table.add_column("Credits", justify="right")
     table.add_column("Created", overflow="fold")
     for item in data:
-        progress = item.get("progress")
         table.add_row(
-            cell(item.get("id")),
-            status(item.get("status")),
-            cell(f"{progress}%" if progress is not None else None),
-            cell(item.get("model")),
+            cell(item.id),
+            status(item.status),
+            cell(f"{item.progress}%"),
+            cell(item.model),
             cell(_credits(item)),
-            cell(item.get("created_at")),
+            cell(item.created_at),
         )
     return table
 
 
-def media(data: Iterable[Mapping[str, Any]]) -> RenderableType:
+def media(data: Iterable[MediaAsset]) -> RenderableType:
     """A page of media assets."""
     table = Table(box=box.SIMPLE_HEAD)
     table.add_column("Asset", no_wrap=True)
@@ -182,52 +191,51 @@ def media(data: Iterable[Mapping[str, Any]]) -> RenderableType:
     table.add_column("Length", justify="right")
     table.add_column("Frame")
     table.add_column("Created")
-    for asset in data:
+    for item in data:
         table.add_row(
-            cell(asset.get("id")),
-            cell(asset.get("title") or asset.get("filename")),
-            cell(asset.get("content_type")),
-            cell(file_size(asset.get("size_bytes"))),
-            cell(_seconds(asset.get("duration_seconds"))),
-            cell(_frame(asset)),
-            cell(asset.get("created_at")),
+            cell(item.id),
+            cell(item.title or item.filename),
+            cell(item.content_type),
+            cell(file_size(item.size_bytes)),
+            cell(_seconds(item.duration_seconds)),
+            cell(_frame(item)),
+            cell(item.created_at),
         )
     return table
 
 
-def asset(data: Mapping[str, Any]) -> RenderableType:
+def asset(data: MediaAsset) -> RenderableType:
     """One media asset in full."""
     rows: list[tuple[str, RenderableType]] = [
-        ("Title", cell(data.get("title"))),
-        ("File", cell(data.get("filename"))),
-        ("Type", cell(data.get("content_type"))),
-        ("Size", cell(file_size(data.get("size_bytes")))),
-        ("Length", cell(_seconds(data.get("duration_seconds")))),
+        ("Title", cell(data.title)),
+        ("File", cell(data.filename)),
+        ("Type", cell(data.content_type)),
+        ("Size", cell(file_size(data.size_bytes))),
+        ("Length", cell(_seconds(data.duration_seconds))),
         ("Frame", cell(_frame(data))),
-        ("Source", cell(data.get("source_type"))),
-        ("Source job", cell(data.get("source_job_id"))),
-        ("Tags", cell(", ".join(map(str, data.get("tags") or [])))),
-        ("Created", cell(data.get("created_at"))),
-        ("URL", Text(str(data.get("url")), overflow="fold")),
+        ("Source", cell(data.source_type)),
+        ("Source job", cell(data.source_job_id)),
+        ("Tags", cell(", ".join(data.tags))),
+        ("Created", cell(data.created_at)),
+        ("URL", Text(data.url, overflow="fold")),
     ]
-    return Panel(fields(rows), title=f"Asset {data.get('id')}", title_align="left", expand=False)
+    return Panel(fields(rows), title=f"Asset {data.id}", title_align="left", expand=False)
 
 
-def credits(data: Mapping[str, Any]) -> RenderableType:
+def credits(data: Credits) -> RenderableType:
     """The balance and the ledger."""
-    value = data.get("credit_value_usd")
-    available = data.get("available")
-    worth = (
-        f" (${available * value:.2f})"
-        if isinstance(available, int | float) and isinstance(value, int | float)
-        else ""
-    )
     summary = fields(
         [
-            ("Available", Text(number(available) + worth, style="bold green")),
-            ("Held", cell(number(data.get("held")))),
-            ("Balance", cell(number(data.get("balance")))),
-            ("1 credit", cell(_usd(value))),
+            (
+                "Available",
+                Text(
+                    f"{number(data.available)} (${data.available * data.credit_value_usd:.2f})",
+                    style="bold green",
+                ),
+            ),
+            ("Held", cell(number(data.held))),
+            ("Balance", cell(number(data.balance))),
+            ("1 credit", cell(_usd(data.credit_value_usd))),
         ]
     )
     ledger = Table(box=box.SIMPLE_HEAD, title="Ledger", title_justify="left")
@@ -235,23 +243,21 @@ def credits(data: Mapping[str, Any]) -> RenderableType:
     ledger.add_column("Kind")
     ledger.add_column("Amount", justify="right")
     ledger.add_column("Job", no_wrap=True)
-    for entry in data.get("entries") or []:
+    for entry in data.entries:
         ledger.add_row(
-            cell(entry.get("created_at")),
-            cell(entry.get("kind")),
-            cell(number(entry.get("amount"))),
-            cell(entry.get("job_id")),
+            cell(entry.created_at),
+            cell(entry.kind),
+            cell(number(entry.amount)),
+            cell(entry.job_id),
         )
     return Group(summary, ledger)
 
 
-def _credits(data: Mapping[str, Any]) -> str:
+def _credits(data: Job) -> str:
     """Credits used once known, else the estimate."""
-    if data.get("credits_used") is not None:
-        return number(data["credits_used"])
-    if data.get("estimated_credits") is not None:
-        return f"~{number(data['estimated_credits'])} (est.)"
-    return "—"
+    if data.credits_used is not None:
+        return number(data.credits_used)
+    return f"~{number(data.estimated_credits)} (est.)"
 
 
 def _usd(value: Any) -> str:
@@ -262,6 +268,5 @@ def _seconds(value: Any) -> str | None:
     return f"{value:g} s" if isinstance(value, int | float) else None
 
 
-def _frame(data: Mapping[str, Any]) -> str | None:
-    width, height = data.get("width"), data.get("height")
-    return f"{width}×{height}" if width and height else None
+def _frame(data: MediaAsset) -> str | None:
+    return f"{data.width}×{data.height}" if data.width and data.height else None

@@ -2,7 +2,6 @@
 
 import time
 from collections.abc import Callable
-from typing import Any
 
 from rich.console import Console
 from rich.progress import (
@@ -16,20 +15,18 @@ from rich.progress import (
 
 from services.cli.client import ApiClient, segment
 from services.cli.errors import ExitCode, Failure
+from shared.jobs.schemas import Job
 from shared.jobs.status import PublicStatus
 
-TERMINAL_STATUSES = frozenset(status for status in PublicStatus if status.is_final)
 POLL_SECONDS = 1.0
 # A blip in the network or a restarting API should not abandon a long wait.
 MAX_CONSECUTIVE_ERRORS = 5
-
-Job = dict[str, Any]
 
 
 def follow(
     client: ApiClient, job_id: str, *, timeout: float | None, console: Console | None
 ) -> Job:
-    """Poll `job_id` until it is completed, failed or cancelled, and return it.
+    """Poll `job_id` until its status is final (completed, failed or cancelled), and return it.
 
     With a `console`, show a live bar (status, progress, queue position, elapsed time). Raises
     `Failure` (code `wait_timeout`) when `timeout` seconds pass first; the job keeps running.
@@ -45,14 +42,14 @@ def follow(
         TimeElapsedColumn(),
     )
     with Progress(*columns, console=console) as bar:
-        task = bar.add_task("queued", total=100, queue="")
+        task = bar.add_task(PublicStatus.QUEUED.value, total=100, queue="")
 
         def show(job: Job) -> None:
-            position = job.get("queue_position")
+            position = job.queue_position
             bar.update(
                 task,
-                description=str(job.get("status")),
-                completed=job.get("progress") or 0,
+                description=job.status.value,
+                completed=job.progress,
                 queue=f"queue #{position}" if position is not None else "",
             )
 
@@ -67,7 +64,7 @@ def _poll(
     while True:
         pause = POLL_SECONDS
         try:
-            job: Job = client.get(f"/v1/jobs/{segment(job_id)}")
+            job = client.fetch(Job, f"/v1/jobs/{segment(job_id)}")
         except Failure as failure:
             if failure.code == "rate_limited":
                 pause = max(pause, failure.retry_after or 0)
@@ -78,7 +75,7 @@ def _poll(
         else:
             errors = 0
             show(job)
-            if job.get("status") in TERMINAL_STATUSES:
+            if job.status.is_final:
                 return job
         if timeout is not None and time.monotonic() + pause > started + timeout:
             raise Failure(

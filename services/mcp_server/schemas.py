@@ -1,4 +1,5 @@
-"""The tools' names, descriptions and input schemas, built from the API's model catalog.
+"""The tools' names, descriptions, input schemas (built from the API's model catalog) and
+output schemas (built from the API's wire models, `shared/*/schemas.py`).
 
 The descriptions are written for an agent that has read none of our docs: each says what the
 tool costs, what to call before and after it, and how to get from a prompt to a video URL.
@@ -6,10 +7,18 @@ tool costs, what to call before and after it, and how to get from a prompt to a 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+import uuid
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any, Literal
 
 import mcp_types as types
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.catalog.schemas import Model, PriceQuote
+from shared.jobs.schemas import Job, JobError, JobResult
+from shared.jobs.status import PublicStatus
+from shared.media.schemas import MediaPage
 
 GENERATE = "naive_generate_video"
 MODELS = "naive_video_models"
@@ -21,12 +30,18 @@ TOOL_NAMES = (GENERATE, MODELS, STATUS, PRICING, MEDIA_LIST)
 MAX_WAIT_SECONDS = 600
 MAX_INTENT_KEY = 200
 
+COMPLETED = PublicStatus.COMPLETED.value
+FAILED = PublicStatus.FAILED.value
+CANCELLED = PublicStatus.CANCELLED.value
+STATUSES = ", ".join(status.value for status in PublicStatus)
+FINAL_STATUSES = ", ".join(status.value for status in PublicStatus if status.is_final)
+
 INSTRUCTIONS = f"""\
 Naive Video generates videos with AI models, asynchronously, for credits.
 Workflow: {MODELS} (pick a model; there is no default) → {PRICING} (preview the cost) →
 {GENERATE} (submit; returns a job_id at once, or waits up to wait_seconds) →
-{STATUS} every 15-30 s until status is "completed" (video_url is then set) or "failed".
-Credits are held at submission and charged only when a job completes; a failed or cancelled
+{STATUS} every 15-30 s until status is "{COMPLETED}" (video_url is then set) or "{FAILED}".
+Credits are held at submission and charged only when a job completes; a {FAILED} or {CANCELLED}
 job costs nothing. Finished videos are kept in the media library ({MEDIA_LIST}).
 """
 
@@ -45,9 +60,107 @@ _LOWER_BOUNDS = ("minimum", "minLength", "exclusiveMinimum", "minItems")
 _UPPER_BOUNDS = ("maximum", "maxLength", "exclusiveMaximum", "maxItems")
 
 
-def build_tools(models: Sequence[Mapping[str, Any]] | None) -> list[types.Tool]:
+# -- what the free tools answer: the API's wire models, plus what to do next and the cost --
+
+
+def _job_field(name: str) -> Any:
+    """A field described as the API's `Job` describes it."""
+    return Field(description=Job.model_fields[name].description)
+
+
+class JobSummary(BaseModel):
+    """What an agent needs of the API's `Job`, with the video's URL lifted to the top."""
+
+    job_id: uuid.UUID = Field(
+        description=f"The job's id (`id` of the API's job; {STATUS} takes it)."
+    )
+    status: PublicStatus
+    progress: int = Field(ge=0, le=100)
+    queue_position: int | None
+    model: str
+    estimated_credits: float = _job_field("estimated_credits")
+    credits_used: float | None = _job_field("credits_used")
+    video_url: str | None = Field(description="A playable MP4 URL, once completed.")
+    media_asset_id: uuid.UUID | None = Field(description="The video in the media library.")
+    result: JobResult | None
+    error: JobError | None = Field(description=f"Why the job {FAILED} (nothing is charged then).")
+    created_at: datetime
+    completed_at: datetime | None
+
+    @classmethod
+    def of(cls, job: Job, **more: Any) -> JobSummary:
+        return cls(
+            job_id=job.id,
+            status=job.status,
+            progress=job.progress,
+            queue_position=job.queue_position,
+            model=job.model,
+            estimated_credits=job.estimated_credits,
+            credits_used=job.credits_used,
+            video_url=job.result.video.url if job.result else None,
+            media_asset_id=job.result.media_asset_id if job.result else None,
+            result=job.result,
+            error=job.error,
+            created_at=job.created_at,
+            completed_at=job.completed_at,
+            **more,
+        )
+
+
+def _next_steps() -> Any:
+    return Field(description="The tool calls (or actions) that make sense next.")
+
+
+def _cost() -> Any:
+    return Field(default=0, description="Credits this call cost: none.")
+
+
+class StatusAnswer(JobSummary):
+    next_steps: list[str] = _next_steps()
+    cost: Literal[0] = _cost()
+
+
+class PricingAnswer(PriceQuote):
+    model_config = ConfigDict(title="PricingAnswer")
+
+    next_steps: list[str] = _next_steps()
+    cost: Literal[0] = _cost()
+
+
+class MediaListAnswer(MediaPage):
+    model_config = ConfigDict(title="MediaListAnswer")
+
+    next_steps: list[str] = _next_steps()
+    cost: Literal[0] = _cost()
+
+
+class ModelsAnswer(BaseModel):
+    models: list[dict[str, Any]] = Field(
+        description="The API's models, without `input_schema` (its `parameters` say the same)."
+    )
+    count: int
+    next_steps: list[str] = _next_steps()
+    cost: Literal[0] = _cost()
+
+    @classmethod
+    def output_schema(cls) -> dict[str, Any]:
+        """The schema, each of `models` described by the API's `Model`."""
+        schema = cls.model_json_schema(mode="serialization")
+        model = Model.model_json_schema(mode="serialization")
+        del model["properties"]["input_schema"]
+        model["required"].remove("input_schema")
+        schema["$defs"] = {**schema.get("$defs", {}), **model.pop("$defs", {})}
+        schema["properties"]["models"]["items"] = model
+        return schema
+
+
+def _output_schema(answer: type[BaseModel]) -> dict[str, Any]:
+    return answer.model_json_schema(mode="serialization")
+
+
+def build_tools(models: Sequence[Model] | None) -> list[types.Tool]:
     """The five tools; `models` is the catalog's `data`, or None when it could not be read."""
-    model_ids = [str(model["id"]) for model in models or () if model.get("id")]
+    model_ids = [model.id for model in models or ()]
     model_schema: dict[str, Any] = {
         "type": "string",
         "description": f"The model id (required; there is no default). {_models_hint(model_ids)}",
@@ -67,17 +180,17 @@ def build_tools(models: Sequence[Mapping[str, Any]] | None) -> list[types.Tool]:
                 "Free (cost: 0). Call this first when you do not know which model to use."
             ),
             input_schema={"type": "object", "properties": {}, "additionalProperties": False},
+            output_schema=ModelsAnswer.output_schema(),
             annotations=_read_only("List video models"),
         ),
         types.Tool(
             name=STATUS,
             title="Check a video job",
             description=(
-                f"Check a video job submitted with {GENERATE}: status (queued, processing, "
-                "completed, failed, cancelled), progress (0-100), and once completed "
-                "`video_url` (a playable MP4 URL) and `credits_used`; if failed, `error` "
-                "(nothing is charged then). Jobs are asynchronous and usually take 30-120 s: "
-                "call this every 15-30 s until the status is completed, failed or cancelled. "
+                f"Check a video job submitted with {GENERATE}: its status ({STATUSES}) and "
+                f"progress; once {COMPLETED}, `video_url` (a playable MP4 URL). The output "
+                "schema describes every field. Jobs are asynchronous and usually take 30-120 s: "
+                f"call this every 15-30 s until the status is final ({FINAL_STATUSES}). "
                 "Free (cost: 0)."
             ),
             input_schema={
@@ -92,6 +205,7 @@ def build_tools(models: Sequence[Mapping[str, Any]] | None) -> list[types.Tool]:
                 "required": ["job_id"],
                 "additionalProperties": False,
             },
+            output_schema=_output_schema(StatusAnswer),
             annotations=_read_only("Check a video job"),
         ),
         types.Tool(
@@ -116,6 +230,7 @@ def build_tools(models: Sequence[Mapping[str, Any]] | None) -> list[types.Tool]:
                 "required": ["model"],
                 "additionalProperties": False,
             },
+            output_schema=_output_schema(PricingAnswer),
             annotations=_read_only("Preview a video's cost"),
         ),
         types.Tool(
@@ -155,12 +270,13 @@ def build_tools(models: Sequence[Mapping[str, Any]] | None) -> list[types.Tool]:
                 },
                 "additionalProperties": False,
             },
+            output_schema=_output_schema(MediaListAnswer),
             annotations=_read_only("List the media library"),
         ),
     ]
 
 
-def _generate_tool(models: Sequence[Mapping[str, Any]], model_schema: dict[str, Any]) -> types.Tool:
+def _generate_tool(models: Sequence[Model], model_schema: dict[str, Any]) -> types.Tool:
     description = (
         "Generate a video with an AI model: from a text prompt (text-to-video models) or by "
         "animating an image (image-to-video models). Costs credits: the model's price x the "
@@ -171,9 +287,10 @@ def _generate_tool(models: Sequence[Mapping[str, Any]], model_schema: dict[str, 
         "`input`: `prompt` for text-to-video, `image_url` for image-to-video, optionally "
         '`duration` (seconds as a string, e.g. "5"), `aspect_ratio`, `negative_prompt` ...\n'
         "Jobs are asynchronous (usually 30-120 s). With wait_seconds 0 (the default) this "
-        f"returns at once with a job_id and status queued; then call {STATUS} with that "
-        "job_id every 15-30 s until status is completed (the answer then has video_url and "
-        "credits_used) or failed. Or pass wait_seconds (e.g. 180) to wait here for the video.\n"
+        f"returns at once with a job_id and status {PublicStatus.QUEUED.value}; then call "
+        f"{STATUS} with that job_id every 15-30 s until status is {COMPLETED} (the answer then "
+        f"has video_url and credits_used) or {FAILED}. Or pass wait_seconds (e.g. 180) to wait "
+        "here for the video.\n"
         "Retrying is safe: the same intent_key returns the first job instead of paying twice; "
         "without one, an identical call in the same session returns the same job (pass a new "
         "intent_key to make a second video from the same arguments). max_credits refuses a "
@@ -227,12 +344,12 @@ def _generate_tool(models: Sequence[Mapping[str, Any]], model_schema: dict[str, 
     )
 
 
-def _input_schema(models: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+def _input_schema(models: Sequence[Model]) -> dict[str, Any]:
     """The union of every model's parameters: each model accepts a subset (see the list)."""
     variants: dict[str, list[dict[str, Any]]] = {}
     for model in models:
-        for name, parameter in (model.get("parameters") or {}).items():
-            schema = {key: value for key, value in parameter.items() if key != "required"}
+        for name, parameter in model.parameters.items():
+            schema = parameter.model_dump(mode="json", exclude={"required"})
             if schema.get("default") is None:
                 schema.pop("default", None)
             variants.setdefault(name, []).append(schema)
@@ -265,29 +382,29 @@ def _union(schemas: Sequence[dict[str, Any]]) -> dict[str, Any]:
     merged: dict[str, Any] = {}
     for key in dict.fromkeys(key for schema in schemas for key in schema):
         values = [schema.get(key) for schema in schemas]
+        present = [value for value in values if value is not None]
+        everywhere = len(present) == len(values)
         if key == "enum":
-            if all(value is not None for value in values):
-                merged["enum"] = list(dict.fromkeys(item for value in values for item in value))
+            if everywhere:
+                merged["enum"] = list(dict.fromkeys(item for value in present for item in value))
         elif key == "description":
             merged[key] = "; ".join(dict.fromkeys(str(value) for value in values if value))
         elif key in _LOWER_BOUNDS or key in _UPPER_BOUNDS:
-            if all(value is not None for value in values):
-                merged[key] = min(values) if key in _LOWER_BOUNDS else max(values)
+            if everywhere:
+                merged[key] = min(present) if key in _LOWER_BOUNDS else max(present)
         elif all(value == values[0] for value in values):
             merged[key] = values[0]
     return merged
 
 
-def _model_line(model: Mapping[str, Any]) -> str:
-    parameters = model.get("parameters") or {}
-    required = [name for name, spec in parameters.items() if spec.get("required")]
-    pricing = model.get("pricing") or {}
-    duration = parameters.get("duration") or {}
-    choices = duration.get("enum")
+def _model_line(model: Model) -> str:
+    required = [name for name, parameter in model.parameters.items() if parameter.required]
+    duration = model.parameters.get("duration")
+    choices = (duration.model_extra or {}).get("enum") if duration else None
     length = f", duration {'/'.join(map(str, choices))} s" if choices else ""
     return (
-        f"- {model.get('id')}: {model.get('mode')}, {model.get('best_for')}; "
-        f"${pricing.get('unit_price_usd')}/{pricing.get('unit', 'second')}; "
+        f"- {model.id}: {model.mode}, {model.best_for}; "
+        f"${model.pricing.unit_price_usd}/{model.pricing.unit}; "
         f"needs {', '.join(required) or 'nothing'}{length}"
     )
 

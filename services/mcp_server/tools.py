@@ -22,15 +22,17 @@ from typing import Any, TypeVar
 import anyio
 import anyio.to_thread
 
-from services.cli.client import ApiClient, segment
+from services.cli.client import ApiClient, read, segment
 from services.cli.errors import ExitCode, Failure
 from services.mcp_server import schemas
+from shared.catalog.schemas import Model, ModelList, PriceQuote
+from shared.jobs.schemas import Job, JobAccepted
 from shared.jobs.status import PublicStatus
+from shared.media.schemas import MediaPage
 
 T = TypeVar("T")
 Answer = dict[str, Any]
 
-TERMINAL_STATUSES = frozenset(status for status in PublicStatus if status.is_final)
 POLL_SECONDS = 1.0
 CATALOG_TTL_SECONDS = 300.0
 MAX_CONSECUTIVE_POLL_ERRORS = 5
@@ -80,7 +82,7 @@ class NaiveTools:
         self.client = client
         self.budget = budget
         self._sessions: OrderedDict[str, AgentSession] = OrderedDict()
-        self._catalog: list[dict[str, Any]] | None = None
+        self._catalog: list[Model] | None = None
         self._catalog_at = 0.0
 
     # -- plumbing -------------------------------------------------------------------------
@@ -102,16 +104,16 @@ class NaiveTools:
         self._sessions.move_to_end(key)
         return session
 
-    async def catalog(self, *, refresh: bool = False) -> list[dict[str, Any]]:
+    async def catalog(self, *, refresh: bool = False) -> list[Model]:
         """The model catalog's `data`, cached for a few minutes."""
         fresh = time.monotonic() - self._catalog_at < CATALOG_TTL_SECONDS
         if self._catalog is None or refresh or not fresh:
-            answer = await self._api(partial(self.client.get, "/v1/video/models"))
-            self._catalog = list(answer.get("data") or [])
+            answer = await self._api(partial(self.client.fetch, ModelList, "/v1/video/models"))
+            self._catalog = answer.data
             self._catalog_at = time.monotonic()
         return self._catalog
 
-    async def catalog_or_none(self) -> list[dict[str, Any]] | None:
+    async def catalog_or_none(self) -> list[Model] | None:
         """The catalog, or None when the API cannot give it (the tools are listed anyway)."""
         try:
             return await self.catalog()
@@ -123,38 +125,36 @@ class NaiveTools:
     async def video_models(self, arguments: Mapping[str, Any]) -> Answer:
         _only(arguments, set())
         models = await self.catalog(refresh=True)
-        data = [{k: v for k, v in model.items() if k != "input_schema"} for model in models]
-        example = data[0]["id"] if data else "MODEL"
-        return {
-            "models": data,
-            "count": len(data),
-            "next_steps": [
+        example = models[0].id if models else "MODEL"
+        return schemas.ModelsAnswer(
+            models=[model.model_dump(mode="json", exclude={"input_schema"}) for model in models],
+            count=len(models),
+            next_steps=[
                 f'{schemas.PRICING} {{"model": "{example}", "duration": "5"}} previews a cost',
                 f'{schemas.GENERATE} {{"model": "{example}", "input": {{"prompt": "..."}}}} '
                 "makes a video",
             ],
-            "cost": 0,
-        }
+        ).model_dump(mode="json")
 
     async def video_status(self, arguments: Mapping[str, Any]) -> Answer:
         _only(arguments, {"job_id"})
-        job_id = _string(arguments, "job_id", required=True)
-        job = await self._api(partial(self.client.get, f"/v1/jobs/{segment(job_id)}"))
-        return {**job_summary(job), "next_steps": job_next_steps(job), "cost": 0}
+        job_id = _required_string(arguments, "job_id")
+        job = await self._job(job_id)
+        answer = schemas.StatusAnswer.of(job, next_steps=job_next_steps(job))
+        return answer.model_dump(mode="json")
 
     async def video_pricing(self, arguments: Mapping[str, Any]) -> Answer:
         _only(arguments, {"model", "duration"})
-        model = _string(arguments, "model", required=True)
+        model = _required_string(arguments, "model")
         duration = _duration(arguments.get("duration"))
         quote = await self._quote(model, duration)
-        return {
-            **quote,
-            "next_steps": [
+        return schemas.PricingAnswer(
+            **dict(quote),
+            next_steps=[
                 f"{schemas.GENERATE} with this model submits the job; the credits are held "
                 "then and charged only if it completes"
             ],
-            "cost": 0,
-        }
+        ).model_dump(mode="json")
 
     async def media_list(self, arguments: Mapping[str, Any]) -> Answer:
         _only(arguments, {"source_type", "search", "limit", "offset"})
@@ -164,17 +164,17 @@ class NaiveTools:
         offset = _integer(arguments, "offset", minimum=0)
         page = await self._api(
             partial(
-                self.client.get,
+                self.client.fetch,
+                MediaPage,
                 "/v1/media",
                 {"source_type": source_type, "search": search, "limit": limit, "offset": offset},
             )
         )
-        data = page.get("data") or []
-        seen = (page.get("offset") or 0) + len(data)
+        seen = page.offset + len(page.data)
         next_steps = []
-        if isinstance(page.get("total"), int) and seen < page["total"]:
+        if seen < page.total:
             next_steps.append(f'{schemas.MEDIA_LIST} {{"offset": {seen}}} for the next page')
-        return {**page, "next_steps": next_steps, "cost": 0}
+        return schemas.MediaListAnswer(**dict(page), next_steps=next_steps).model_dump(mode="json")
 
     async def generate_video(
         self,
@@ -184,7 +184,7 @@ class NaiveTools:
         progress: Callable[[float, str], Any] | None = None,
     ) -> Answer:
         _only(arguments, {"model", "input", "max_credits", "intent_key", "wait_seconds"})
-        model = _string(arguments, "model", required=True)
+        model = _required_string(arguments, "model")
         model_input = arguments.get("input")
         if not isinstance(model_input, dict):
             raise invalid_arguments(
@@ -209,7 +209,7 @@ class NaiveTools:
             estimate: Decimal | None = None
             if max_credits is not None or (self.budget is not None and not known):
                 quote = await self._quote(model, _duration(model_input.get("duration")))
-                estimate = Decimal(str(quote["estimated_credits"]))
+                estimate = Decimal(str(quote.estimated_credits))
             if max_credits is not None and estimate is not None and estimate > max_credits:
                 raise ToolError(
                     {
@@ -228,49 +228,45 @@ class NaiveTools:
                 self._check_budget(session, estimate)
             accepted, headers = await self._api(
                 partial(
-                    self.client.post_with_headers,
-                    "/v1/video/generate",
-                    {"model": model, "input": model_input},
-                    {"Idempotency-Key": key},
+                    self._submit, {"model": model, "input": model_input}, {"Idempotency-Key": key}
                 )
             )
-            job_id = str(accepted["job_id"])
+            job_id = str(accepted.job_id)
             replayed = headers.get("Idempotent-Replayed", "").lower() == "true"
             if not replayed and job_id not in session.jobs:
-                charged = Decimal(str(accepted.get("estimated_credits") or 0))
+                charged = Decimal(str(accepted.estimated_credits))
                 session.jobs[job_id] = charged
                 session.spent += charged
             session.keys[key] = job_id
 
         answer: Answer = {
             "job_id": job_id,
-            "status": accepted.get("status"),
-            "model": accepted.get("model", model),
-            "estimated_credits": accepted.get("estimated_credits"),
-            "estimated_seconds": accepted.get("estimated_seconds"),
+            "status": accepted.status.value,
+            "model": accepted.model,
+            "estimated_credits": accepted.estimated_credits,
+            "estimated_seconds": accepted.estimated_seconds,
             "credits_used": None,
             "replayed": replayed,
             "intent_key": key,
             "hint": (
                 f"Credits are held now and charged only if the job completes. Call "
                 f'{schemas.STATUS} {{"job_id": "{job_id}"}} every 15-30 s until status is '
-                "completed (then video_url is set) or failed."
+                f"{schemas.COMPLETED} (then video_url is set) or {schemas.FAILED}."
             ),
-            "api_hint": accepted.get("hint"),
+            "api_hint": accepted.hint,
             "session": self._session_view(session),
         }
         if wait <= 0:
             return {**answer, "next_steps": [f'{schemas.STATUS} {{"job_id": "{job_id}"}}']}
         job = await self._follow(job_id, wait, progress)
         summary = job_summary(job)
-        if job.get("status") in ("failed", "cancelled"):
-            error = job.get("error") or {}
+        if job.status.is_final and job.status is not PublicStatus.COMPLETED:
             raise ToolError(
                 {
-                    "code": error.get("code") or f"job_{job.get('status')}",
-                    "message": f"Job {job_id} {job.get('status')}: "
-                    f"{error.get('message') or 'no reason given'}. Nothing was charged: the "
-                    "credit hold was released.",
+                    "code": job.error.code if job.error else f"job_{job.status.value}",
+                    "message": f"Job {job_id} {job.status.value}: "
+                    f"{job.error.message if job.error else 'no reason given'}. Nothing was "
+                    "charged: the credit hold was released.",
                 },
                 next_steps=job_next_steps(job),
                 details={"job": summary},
@@ -278,18 +274,33 @@ class NaiveTools:
         answer.update(summary)
         answer["hint"] = (
             "Done: video_url is a playable MP4; the video is also in the media library."
-            if job.get("status") == "completed"
-            else f"Still {job.get('status')} after {wait:g} s; it keeps running. "
+            if job.status is PublicStatus.COMPLETED
+            else f"Still {job.status.value} after {wait:g} s; it keeps running. "
             f'Call {schemas.STATUS} {{"job_id": "{job_id}"}} every 15-30 s.'
         )
         return {**answer, "next_steps": job_next_steps(job)}
 
     # -- helpers --------------------------------------------------------------------------
 
-    async def _quote(self, model: str, duration: str | None) -> dict[str, Any]:
+    async def _quote(self, model: str, duration: str | None) -> PriceQuote:
         return await self._api(
-            partial(self.client.get, "/v1/video/pricing", {"model": model, "duration": duration})
+            partial(
+                self.client.fetch,
+                PriceQuote,
+                "/v1/video/pricing",
+                {"model": model, "duration": duration},
+            )
         )
+
+    async def _job(self, job_id: str) -> Job:
+        return await self._api(partial(self.client.fetch, Job, f"/v1/jobs/{segment(job_id)}"))
+
+    def _submit(
+        self, body: dict[str, Any], headers: dict[str, str]
+    ) -> tuple[JobAccepted, Mapping[str, str]]:
+        """POST the generation; the accepted job, and the headers (`Idempotent-Replayed`)."""
+        answer, answer_headers = self.client.post_with_headers("/v1/video/generate", body, headers)
+        return read(JobAccepted, answer), answer_headers
 
     def _check_budget(self, session: AgentSession, estimate: Decimal) -> None:
         assert self.budget is not None
@@ -325,29 +336,28 @@ class NaiveTools:
 
     async def _follow(
         self, job_id: str, wait: float, progress: Callable[[float, str], Any] | None
-    ) -> dict[str, Any]:
+    ) -> Job:
         """Poll the job until it ends or `wait` seconds pass; return its last state."""
         deadline = anyio.current_time() + wait
         errors = 0
-        job: dict[str, Any] | None = None
+        job = await self._job(job_id)
         while True:
-            try:
-                job = await self._api(partial(self.client.get, f"/v1/jobs/{segment(job_id)}"))
-                errors = 0
-            except ToolError as exc:
-                transient = exc.error.get("code") in ("connection_error", "timeout", "unavailable")
-                if job is None or not transient or errors >= MAX_CONSECUTIVE_POLL_ERRORS:
-                    raise
-                errors += 1
-            else:
-                if progress is not None:
-                    await progress(float(job.get("progress") or 0), str(job.get("status")))
-                if job.get("status") in TERMINAL_STATUSES:
-                    return job
+            if progress is not None:
+                await progress(float(job.progress), job.status.value)
+            if job.status.is_final:
+                return job
             remaining = deadline - anyio.current_time()
             if remaining <= 0:
                 return job
             await anyio.sleep(min(POLL_SECONDS, remaining))
+            try:
+                job = await self._job(job_id)
+                errors = 0
+            except ToolError as exc:
+                transient = exc.error.get("code") in ("connection_error", "timeout", "unavailable")
+                if not transient or errors >= MAX_CONSECUTIVE_POLL_ERRORS:
+                    raise
+                errors += 1
 
 
 def derived_intent_key(session_id: str, model: str, model_input: Mapping[str, Any]) -> str:
@@ -361,37 +371,20 @@ def derived_intent_key(session_id: str, model: str, model_input: Mapping[str, An
     return "mcp-" + hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def job_summary(job: Mapping[str, Any]) -> Answer:
+def job_summary(job: Job) -> Answer:
     """What an agent needs of a job, with the video's URL lifted to the top."""
-    result = job.get("result") or {}
-    video = result.get("video") or {}
-    return {
-        "job_id": job.get("id"),
-        "status": job.get("status"),
-        "progress": job.get("progress"),
-        "queue_position": job.get("queue_position"),
-        "model": job.get("model"),
-        "estimated_credits": job.get("estimated_credits"),
-        "credits_used": job.get("credits_used"),
-        "video_url": video.get("url"),
-        "media_asset_id": result.get("media_asset_id"),
-        "result": job.get("result"),
-        "error": job.get("error"),
-        "created_at": job.get("created_at"),
-        "completed_at": job.get("completed_at"),
-    }
+    return schemas.JobSummary.of(job).model_dump(mode="json")
 
 
-def job_next_steps(job: Mapping[str, Any]) -> list[str]:
-    job_id, status = job.get("id"), job.get("status")
-    if status in ("queued", "processing"):
-        return [f'{schemas.STATUS} {{"job_id": "{job_id}"}} again in 15-30 s']
-    if status == "completed":
+def job_next_steps(job: Job) -> list[str]:
+    if not job.status.is_final:
+        return [f'{schemas.STATUS} {{"job_id": "{job.id}"}} again in 15-30 s']
+    if job.status is PublicStatus.COMPLETED:
         return [
             "give the user video_url (a playable MP4)",
             f"{schemas.MEDIA_LIST} lists every finished video",
         ]
-    if status == "failed":
+    if job.status is PublicStatus.FAILED:
         return [
             f"check the model's parameters with {schemas.MODELS}, then retry "
             f"{schemas.GENERATE} with a new intent_key (nothing was charged)"
@@ -459,17 +452,20 @@ def _only(arguments: Mapping[str, Any], allowed: set[str]) -> None:
         )
 
 
-def _string(arguments: Mapping[str, Any], name: str, *, required: bool = False) -> str | None:
+def _string(arguments: Mapping[str, Any], name: str) -> str | None:
     value = arguments.get(name)
     if value is None or value == "":
-        if required:
-            hint = (
-                f" (there is no default; {schemas.MODELS} lists the ids)" if name == "model" else ""
-            )
-            raise invalid_arguments(f"`{name}` is required{hint}.", field=name)
         return None
     if not isinstance(value, str):
         raise invalid_arguments(f"`{name}` must be a string.", field=name)
+    return value
+
+
+def _required_string(arguments: Mapping[str, Any], name: str) -> str:
+    value = _string(arguments, name)
+    if value is None:
+        hint = f" (there is no default; {schemas.MODELS} lists the ids)" if name == "model" else ""
+        raise invalid_arguments(f"`{name}` is required{hint}.", field=name)
     return value
 
 
