@@ -14,6 +14,7 @@ import os
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import redis
 from prometheus_client import CollectorRegistry, Counter, Histogram, multiprocess
@@ -78,14 +79,20 @@ PROVIDER_CALLS = Counter(
 CREDITS = Counter("naive_credits", "Credits moved through the ledger", ["kind"])
 INGEST_FAILURES = Counter("naive_ingest_failures", "Ingest attempts that failed", ["final"])
 WEBHOOKS = Counter("naive_webhooks", "Provider callbacks received", ["outcome"])
-DB_STATEMENTS = Counter("naive_db_statements", "SQL statements sent to the database")
+DB_STATEMENTS = Counter("naive_db_statements", "SQL statements sent to the database", ["verb"])
+SQL_VERBS = frozenset({"select", "insert", "update", "delete"})
 DB_TRANSACTIONS = Counter("naive_db_transactions", "Database transactions ended", ["outcome"])
+
+
+def _count_statement(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+    verb = statement.lstrip()[:6].lower()
+    DB_STATEMENTS.labels(verb if verb in SQL_VERBS else "other").inc()
 
 
 def count_database_work(engine: Engine) -> None:
     """Count the statements and transactions this process sends: the database work per job
     is what limits throughput, and a regression shows here before it shows in latency."""
-    event.listen(engine, "before_cursor_execute", lambda *_: DB_STATEMENTS.inc())
+    event.listen(engine, "before_cursor_execute", _count_statement)
     event.listen(engine, "commit", lambda _: DB_TRANSACTIONS.labels("commit").inc())
     event.listen(engine, "rollback", lambda _: DB_TRANSACTIONS.labels("rollback").inc())
 
