@@ -126,6 +126,18 @@ def running_worker(
         yield process
 
 
+def worker_with_metrics(env: dict[str, str], folder: Path) -> tuple[dict[str, str], int]:
+    """`env` for a worker that serves its metrics (every process of it, in multiprocess
+    mode, `folder` their files) on a free port; returns the env and the port."""
+    folder.mkdir(exist_ok=True)
+    port = free_port()
+    return {
+        **env,
+        "WORKER_METRICS_PORT": str(port),
+        "PROMETHEUS_MULTIPROC_DIR": str(folder),
+    }, port
+
+
 @contextmanager
 def serving(flask_app: Flask, port: int = 0) -> Iterator[str]:
     """`flask_app` over real HTTP (threaded) on 127.0.0.1; yields its base URL."""

@@ -162,15 +162,9 @@ def test_prometheus_scrapes_the_api_and_a_worker_while_jobs_run(
     binary = require("prometheus")
     queue = f"{test_env['CELERY_QUEUE']}-scrape"  # this test's API and worker only
     api_app = make_app(CELERY_QUEUE=queue)
-    worker_port = free_port()
-    multiproc = tmp_path / "worker-metrics"
-    multiproc.mkdir()
-    worker_env = {
-        **test_env,
-        "CELERY_QUEUE": queue,
-        "WORKER_METRICS_PORT": str(worker_port),
-        "PROMETHEUS_MULTIPROC_DIR": str(multiproc),
-    }
+    worker_env, worker_port = worker_with_metrics(
+        {**test_env, "CELERY_QUEUE": queue}, tmp_path / "worker-metrics"
+    )
     account = make_account()
 
     with (

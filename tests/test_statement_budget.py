@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from shared.jobs.models import Job
 from shared.runtime import Runtime
 from tests.helpers import generate, wait_for_job
-from tests.stack import free_port, running_worker
+from tests.stack import running_worker, worker_with_metrics
 
 # Per job: submit (claim; record) 2 + settle (update, capture) 2 + ingest (read; find the
 # asset, savepoint, insert, release, complete) 6, in 2 + 1 + 2 transactions.
@@ -53,15 +53,7 @@ def test_one_job_costs_the_worker_a_bounded_number_of_statements(
 ) -> None:
     queue = f"{test_env['CELERY_QUEUE']}-budget"
     client = make_app(CELERY_QUEUE=queue).test_client()
-    port = free_port()
-    multiproc = tmp_path / "metrics"
-    multiproc.mkdir()
-    env = {
-        **test_env,
-        "CELERY_QUEUE": queue,
-        "WORKER_METRICS_PORT": str(port),
-        "PROMETHEUS_MULTIPROC_DIR": str(multiproc),
-    }
+    env, port = worker_with_metrics({**test_env, "CELERY_QUEUE": queue}, tmp_path / "metrics")
     account = make_account()
     with running_worker(env, tmp_path / "worker.log", concurrency=1):
         before = _counters(port)
