@@ -25,7 +25,7 @@ import yaml
 from prometheus_client import REGISTRY
 
 from tests.helpers import KLING_T2V, generate, wait_for_job
-from tests.stack import free_port, running_worker, serving, started
+from tests.stack import free_port, running_worker, serving, started, worker_with_metrics
 from tests.test_alerts import ALERTS, dashboard_exprs, require, rules
 from tests.waiting import wait_for
 
