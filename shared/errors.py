@@ -27,7 +27,7 @@ class ErrorDetail(BaseModel):
 class ErrorBody(BaseModel):
     """The one error shape; `error` has more members for some codes."""
 
-    model_config = ConfigDict(extra="forbid", title="Error")
+    model_config = ConfigDict(title="Error")
 
     error: ErrorDetail
 

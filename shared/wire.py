@@ -11,9 +11,16 @@ DIGITS = re.compile(r"-?[0-9]{1,12}")
 
 
 class Closed(BaseModel):
-    """A closed object: unknown members are refused in requests and absent in responses."""
+    """A request body: unknown members are refused, naming them."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+class Open(BaseModel):
+    """An answer: a reader ignores members it does not know, so the API can add members
+    without breaking older clients (the CLI and the agent tools read answers with these)."""
+
+    model_config = ConfigDict(extra="ignore")
 
 
 def _plain_integer(value: Any) -> Any:

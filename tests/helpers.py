@@ -10,7 +10,7 @@ from typing import Any
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
-from shared import ledger
+from shared.ledger import service as ledger
 from shared.ledger.models import LedgerEntry
 from shared.runtime import Runtime
 from tests.waiting import wait_for

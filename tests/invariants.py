@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import select
 
-from shared import ledger
 from shared.jobs.models import Job
+from shared.ledger import service as ledger
 from shared.ledger.models import LedgerEntry
 from shared.media.models import MediaAsset
 from shared.runtime import Runtime

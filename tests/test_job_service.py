@@ -7,12 +7,13 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from shared import catalog, ledger
+from shared import catalog
 from shared.config import Settings
 from shared.jobs import machine
 from shared.jobs import service as jobs
 from shared.jobs.schemas import JobCreate
 from shared.jobs.status import JobStatus
+from shared.ledger import service as ledger
 from shared.providers.base import ProviderResult
 from shared.runtime import Runtime
 from tests.helpers import KLING_T2V, job_entries

@@ -12,10 +12,10 @@ from typing import TypeVar
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from shared import ledger
 from shared.accounts.models import Account, ApiKey
 from shared.errors import NotFound, Unauthorized
 from shared.jobs.models import Job
+from shared.ledger import service as ledger
 from shared.media.models import MediaAsset
 
 Owned = TypeVar("Owned", Job, MediaAsset)  # the rows an account owns

@@ -12,9 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
-from shared import ledger
 from shared.catalog.builtin import VideoModel
 from shared.config import Settings
+from shared.ledger.credits import to_units
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ def quote(model: VideoModel, duration_seconds: int, settings: Settings) -> Quote
     return Quote(
         model=model.id,
         duration=duration_seconds,
-        units=ledger.to_units(usd / settings.credit_value_usd),
+        units=to_units(usd / settings.credit_value_usd),
         unit_price_usd=model.unit_price_usd,
         price_unit=model.price_unit,
         credit_value_usd=settings.credit_value_usd,

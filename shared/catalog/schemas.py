@@ -9,14 +9,14 @@ from pydantic.config import JsonDict
 
 from shared.catalog.builtin import Catalog, VideoModel, all_models
 from shared.catalog.pricing import Quote
-from shared.ledger import to_credits
-from shared.wire import Closed, QueryInt
+from shared.ledger.credits import to_credits
+from shared.wire import Open, QueryInt
 
 PriceUnit = Literal["second", "video"]
 CREDITS = "Credits, to two decimals."
 
 
-class Pricing(Closed):
+class Pricing(Open):
     model_config = ConfigDict(title="ModelPricing")
 
     unit_price_usd: float
@@ -35,7 +35,7 @@ class Parameter(BaseModel):
     default: Any
 
 
-class Model(Closed):
+class Model(Open):
     id: str
     name: str
     mode: Literal["text-to-video", "image-to-video"]
@@ -70,7 +70,7 @@ class Model(Closed):
         )
 
 
-class ModelList(Closed):
+class ModelList(Open):
     data: list[Model]
     count: int
     source: str = Field(description="`builtin`, or the provider that priced.")
@@ -81,7 +81,7 @@ class ModelList(Closed):
         return cls(data=data, count=len(data), source=catalog.source)
 
 
-class PriceQuote(Closed):
+class PriceQuote(Open):
     model_config = ConfigDict(title="Pricing")
 
     model: str

@@ -14,11 +14,25 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    TypeDecorator,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.db import Base, utcnow
-from shared.jobs.status import JobStatus, StatusColumn
+from shared.jobs.status import JobStatus
+
+
+class StatusColumn(TypeDecorator[JobStatus]):
+    """Stores a `JobStatus` as its name (VARCHAR(16)) and reads it back as the enum."""
+
+    impl = String(16)
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Any) -> str | None:
+        return None if value is None else JobStatus(value).value
+
+    def process_result_value(self, value: str | None, dialect: Any) -> JobStatus | None:
+        return None if value is None else JobStatus(value)
 
 
 class Job(Base):

@@ -10,17 +10,18 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import core_schema
 
-from shared.catalog import all_models
-from shared.jobs.models import Job as JobRow
 from shared.jobs.status import PublicStatus
-from shared.ledger import to_credits
-from shared.wire import Closed, QueryInt
+from shared.ledger.credits import to_credits
+from shared.wire import Closed, Open, QueryInt
+
+if TYPE_CHECKING:  # the row is read, not imported: clients use these shapes too
+    from shared.jobs.models import Job as JobRow
 
 Metadata = dict[str, Any]
 MAX_IDEMPOTENCY_KEY = 200
@@ -41,6 +42,8 @@ class JobCreate(Closed):
         cls, schema: core_schema.CoreSchema, handler: Callable[[Any], JsonSchemaValue]
     ) -> JsonSchemaValue:
         """One closed branch per catalog model, its input schema embedded as it is."""
+        from shared.catalog import all_models  # only when the document is built
+
         return {
             "title": "GenerateRequest",
             "description": "`model` picks the branch; an unknown model answers 404 invalid_model.",
@@ -67,7 +70,7 @@ class JobCreate(Closed):
         }
 
 
-class JobAccepted(Closed):
+class JobAccepted(Open):
     """202 to a submit: the job is queued; poll it."""
 
     job_id: uuid.UUID
@@ -94,24 +97,24 @@ class JobAccepted(Closed):
         )
 
 
-class VideoFile(Closed):
+class VideoFile(Open):
     url: str = Field(description="Our signed copy; the provider's if not ingested.")
     content_type: str
     file_size: int | None
     provider_url: str | None = Field(default=None, description="The provider's URL, once ingested.")
 
 
-class JobResult(Closed):
+class JobResult(Open):
     video: VideoFile
     media_asset_id: uuid.UUID | None = None
 
 
-class JobError(Closed):
+class JobError(Open):
     code: str
     message: str
 
 
-class Job(Closed):
+class Job(Open):
     """`GET /v1/jobs/{id}`: the job as the database has it (the provider is never called)."""
 
     id: uuid.UUID
@@ -167,7 +170,7 @@ class Job(Closed):
         )
 
 
-class JobPage(Closed):
+class JobPage(Open):
     """`GET /v1/jobs`: newest first; follow `next_cursor` for the next page."""
 
     model_config = ConfigDict(title="JobList")

@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
-from shared import accounts, ledger, metrics
+from shared import accounts, metrics
 from shared.catalog import Catalog, normalize_input, pricing
 from shared.config import Settings
 from shared.db import after_commit, utcnow
@@ -32,6 +32,7 @@ from shared.jobs.machine import Failure
 from shared.jobs.models import IdempotencyKey, Job
 from shared.jobs.schemas import JobCreate
 from shared.jobs.status import ACTIVE_AT_PROVIDER, CANCELLABLE, TERMINAL, JobStatus, PublicStatus
+from shared.ledger import service as ledger
 from shared.media.url_policy import UnsafeUrl, check_fetchable
 from shared.providers import fal_protocol
 from shared.providers.base import ProviderResult, ProviderStatus

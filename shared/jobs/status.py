@@ -9,9 +9,6 @@ The API shows five public statuses; every internal one maps to exactly one of th
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any
-
-from sqlalchemy import String, TypeDecorator
 
 
 class PublicStatus(StrEnum):
@@ -58,16 +55,3 @@ CANCELLABLE = (JobStatus.QUEUED, *ACTIVE_AT_PROVIDER)
 # The provider delivered: the job is paid for and on its way into the library.
 DELIVERED = (JobStatus.SETTLING, JobStatus.INGESTING)
 TERMINAL = (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
-
-
-class StatusColumn(TypeDecorator[JobStatus]):
-    """Stores a `JobStatus` as its name (VARCHAR(16)) and reads it back as the enum."""
-
-    impl = String(16)
-    cache_ok = True
-
-    def process_bind_param(self, value: Any, dialect: Any) -> str | None:
-        return None if value is None else JobStatus(value).value
-
-    def process_result_value(self, value: str | None, dialect: Any) -> JobStatus | None:
-        return None if value is None else JobStatus(value)

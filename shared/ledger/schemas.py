@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
-from shared.ledger.models import LedgerEntry as LedgerRow
-from shared.ledger.service import Balance, LedgerKind, to_credits
-from shared.wire import QueryInt
+from shared.ledger.credits import Balance, LedgerKind, to_credits
+from shared.wire import Open, QueryInt
+
+if TYPE_CHECKING:  # the rows are read, not imported: clients use these shapes too
+    from shared.ledger.models import LedgerEntry as LedgerRow
 
 CREDITS = "Credits, to two decimals."
 
 
-class LedgerEntry(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class LedgerEntry(Open):
     id: uuid.UUID
     kind: LedgerKind
     amount: float = Field(description=CREDITS)
@@ -36,10 +37,8 @@ class LedgerEntry(BaseModel):
         )
 
 
-class Credits(BaseModel):
+class Credits(Open):
     """`GET /v1/credits`: balance = top-ups − captures + refunds; available = balance − held."""
-
-    model_config = ConfigDict(extra="forbid")
 
     balance: float = Field(description=CREDITS)
     held: float = Field(description=CREDITS)

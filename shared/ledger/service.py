@@ -12,9 +12,7 @@ ledger stays append-only.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
-from decimal import ROUND_HALF_UP, Decimal
-from enum import StrEnum
+from decimal import Decimal
 
 from sqlalchemy import ColumnElement, bindparam, case, func, select
 from sqlalchemy.orm import Session
@@ -23,37 +21,16 @@ from shared import metrics
 from shared.accounts.models import Account
 from shared.db import after_commit
 from shared.errors import InsufficientCredits
+from shared.ledger.credits import (
+    UNITS_PER_CREDIT,
+    Balance,
+    LedgerKind,
+    to_credits,
+    to_units,
+)
 from shared.ledger.models import LedgerEntry
 
-UNITS_PER_CREDIT = 100
-
-
-class LedgerKind(StrEnum):
-    TOPUP = "topup"
-    HOLD = "hold"
-    CAPTURE = "capture"
-    RELEASE = "release"
-    REFUND = "refund"
-
-
-def to_units(credits: Decimal) -> int:
-    """Credits (rounded half-up to the cent) as ledger units."""
-    return int((credits * UNITS_PER_CREDIT).quantize(Decimal(1), rounding=ROUND_HALF_UP))
-
-
-def to_credits(units: int) -> float:
-    """Ledger units as a number for JSON; two decimals are exact in a float's repr."""
-    return float(Decimal(units) / UNITS_PER_CREDIT)
-
-
-@dataclass(frozen=True)
-class Balance:
-    balance: int
-    held: int
-
-    @property
-    def available(self) -> int:
-        return self.balance - self.held
+__all__ = ["Balance", "LedgerKind", "to_credits", "to_units"]  # also read from here
 
 
 def _count(session: Session, kind: str, units: int) -> None:

@@ -14,8 +14,7 @@ from shared.errors import InvalidInput
 from shared.jobs.models import Job
 from shared.media.ingest import IngestedVideo
 from shared.media.models import MediaAsset
-
-SOURCE_TYPES = ("video_generation", "upload")
+from shared.media.schemas import SOURCE_TYPES
 
 
 def generated_filename(job: Job) -> str:

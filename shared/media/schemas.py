@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.media.library import SOURCE_TYPES
-from shared.media.models import MediaAsset as AssetRow
-from shared.wire import QueryInt
+from shared.wire import Open, QueryInt
 
+if TYPE_CHECKING:  # the row is read, not imported: clients use these shapes too
+    from shared.media.models import MediaAsset as AssetRow
+
+SOURCE_TYPES = ("video_generation", "upload")
 SOURCE_TYPE = Field(json_schema_extra={"enum": list(SOURCE_TYPES)})
 
 
-class MediaAsset(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class MediaAsset(Open):
     id: uuid.UUID
     url: str = Field(description="Signed content URL, valid 7 days.")
     poster_url: str | None = Field(description="Signed URL of the poster frame, valid 7 days.")
@@ -52,8 +53,8 @@ class MediaAsset(BaseModel):
         )
 
 
-class MediaPage(BaseModel):
-    model_config = ConfigDict(extra="forbid", title="MediaList")
+class MediaPage(Open):
+    model_config = ConfigDict(title="MediaList")
 
     data: list[MediaAsset]
     total: int

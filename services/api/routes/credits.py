@@ -6,8 +6,8 @@ from flask import Blueprint
 
 from services.api import context
 from services.api.contract import Reply, route
-from shared import ledger
 from shared.errors import InvalidInput
+from shared.ledger import service as ledger
 from shared.ledger.schemas import Credits, CreditsQuery
 
 bp = Blueprint("credits", __name__, url_prefix="/v1/credits")
