@@ -109,7 +109,7 @@ def parse_body(model: type[M]) -> M:
 def render(
     model: BaseModel, status: int = 200, headers: Mapping[str, str] | None = None
 ) -> Response:
-    response = jsonify(model.model_dump(mode="json", exclude_unset=False))
+    response = jsonify(model.model_dump(mode="json"))
     response.status_code = status
     response.headers.update(headers or {})
     return response

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from celery import Task, shared_task
 from celery.signals import worker_process_init
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
 
 from services.worker import celery_app as names
 from services.worker.sweeper import run_sweep
@@ -88,7 +89,7 @@ class DbTask(Task):
             logs.bind(account_id=job.account_id, provider_request_id=job.provider_request_id)
         return job
 
-    def send(self, session: Any, task: str, *args: str, countdown: float = 0) -> None:
+    def send(self, session: Session, task: str, *args: str, countdown: float = 0) -> None:
         names.send_after_commit(session, self.app, task, *args, countdown=countdown)
 
     def backoff(self, attempt: int) -> float:
