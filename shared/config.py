@@ -50,9 +50,10 @@ class Settings:
     # Worker pacing: poll backoff starts at poll_initial_seconds and grows to poll_max_seconds.
     poll_initial_seconds: float
     poll_max_seconds: float
-    # A job that has not moved for this long is revived by the sweeper.
-    stale_after_seconds: float
-    sweep_interval_seconds: float
+    # The dispatcher (beat) runs every dispatch_interval_seconds and sends each step that
+    # is overdue by more than dispatch_grace_seconds (its message was lost).
+    dispatch_interval_seconds: float
+    dispatch_grace_seconds: float
     # Overrides every model's own deadline when set (operators and tests).
     job_deadline_seconds: float | None
     # How long a submit keeps retrying a provider that answers 429/5xx before giving up.
@@ -151,8 +152,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         new_account_credits=_number(env, "NEW_ACCOUNT_CREDITS", "100"),
         poll_initial_seconds=float(_number(env, "POLL_INITIAL_SECONDS", "2")),
         poll_max_seconds=float(_number(env, "POLL_MAX_SECONDS", "15")),
-        stale_after_seconds=float(_number(env, "STALE_AFTER_SECONDS", "120")),
-        sweep_interval_seconds=float(_number(env, "SWEEP_INTERVAL_SECONDS", "30")),
+        dispatch_interval_seconds=float(_number(env, "DISPATCH_INTERVAL_SECONDS", "1")),
+        dispatch_grace_seconds=float(_number(env, "DISPATCH_GRACE_SECONDS", "2")),
         job_deadline_seconds=_optional_float(env, "JOB_DEADLINE_SECONDS"),
         submit_retry_seconds=float(_number(env, "SUBMIT_RETRY_SECONDS", "300")),
         simulator_latency_seconds=_optional_float(env, "SIMULATOR_LATENCY_SECONDS"),
@@ -190,10 +191,7 @@ def _validate(settings: Settings) -> None:
         raise ConfigError("POLL_MAX_SECONDS must be at least POLL_INITIAL_SECONDS")
     # Redis redelivers anything unacknowledged after the visibility timeout, countdown
     # retries included: a poll countdown near it would run every poll twice.
-    longest_poll_wait = settings.poll_max_seconds * (
-        WEBHOOK_POLL_SLOWDOWN if settings.fal_webhook_url else 1
-    )
     if settings.poll_max_seconds * 4 > settings.visibility_timeout_seconds / WEBHOOK_POLL_SLOWDOWN:
         raise ConfigError("POLL_MAX_SECONDS must stay far below VISIBILITY_TIMEOUT_SECONDS")
-    if settings.stale_after_seconds <= longest_poll_wait * 2:
-        raise ConfigError("STALE_AFTER_SECONDS must exceed twice the longest poll wait")
+    if settings.dispatch_interval_seconds <= 0 or settings.dispatch_grace_seconds < 0:
+        raise ConfigError("DISPATCH_INTERVAL_SECONDS must be positive, the grace not negative")

@@ -79,6 +79,9 @@ PROVIDER_CALLS = Counter(
 CREDITS = Counter("naive_credits", "Credits moved through the ledger", ["kind"])
 INGEST_FAILURES = Counter("naive_ingest_failures", "Ingest attempts that failed", ["final"])
 WEBHOOKS = Counter("naive_webhooks", "Provider callbacks received", ["outcome"])
+DISPATCHED = Counter(
+    "naive_dispatched_steps", "Steps the dispatcher carried out for overdue jobs", ["step"]
+)
 DB_STATEMENTS = Counter("naive_db_statements", "SQL statements sent to the database", ["verb"])
 SQL_VERBS = frozenset({"select", "insert", "update", "delete"})
 DB_TRANSACTIONS = Counter("naive_db_transactions", "Database transactions ended", ["outcome"])

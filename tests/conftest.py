@@ -45,7 +45,6 @@ def test_env(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> dic
         "CELERY_QUEUE": RUN_QUEUE,
         "POLL_INITIAL_SECONDS": "0.2",
         "POLL_MAX_SECONDS": "1",
-        "STALE_AFTER_SECONDS": "30",
         "SIMULATOR_LATENCY_SECONDS": "2",
         "SECRET_KEY": "test-secret",
         "RATE_LIMIT": "100000 per minute",

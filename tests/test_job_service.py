@@ -5,12 +5,18 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session
 
 from shared import catalog
 from shared.config import Settings
+from shared.db import utcnow
 from shared.jobs import machine
 from shared.jobs import service as jobs
+from shared.jobs.models import Job
 from shared.jobs.schemas import JobCreate
 from shared.jobs.status import JobStatus
 from shared.ledger import service as ledger
@@ -18,14 +24,10 @@ from shared.providers.base import ProviderResult
 from shared.runtime import Runtime
 from tests.helpers import KLING_T2V, job_entries
 
-REQUEST = JobCreate(model=KLING_T2V, input={"prompt": "A lighthouse in fog"})
-VIDEO = ProviderResult(video_url="https://example.com/v.mp4", content_type="video/mp4", file_size=9)
 
-
-def _delivered(runtime: Runtime, settings: Settings, account_id: uuid.UUID) -> uuid.UUID:
-    """A job the provider has delivered (settling), moved there by the service alone."""
+def _queued(runtime: Runtime, settings: Settings, account_id: uuid.UUID) -> Job:
     with runtime.db.transaction() as session:
-        job = jobs.create_job(
+        return jobs.create_job(
             session=session,
             settings=settings,
             catalog=catalog.BUILTIN,
@@ -34,10 +36,21 @@ def _delivered(runtime: Runtime, settings: Settings, account_id: uuid.UUID) -> u
             request=REQUEST,
             idempotency_key=None,
         ).job
+
+
+REQUEST = JobCreate(model=KLING_T2V, input={"prompt": "A lighthouse in fog"})
+VIDEO = ProviderResult(video_url="https://example.com/v.mp4", content_type="video/mp4", file_size=9)
+
+
+def _delivered(runtime: Runtime, settings: Settings, account_id: uuid.UUID) -> uuid.UUID:
+    """A job the provider has delivered (settling), moved there by the service alone."""
+    job = _queued(runtime, settings, account_id)
     with runtime.db.transaction() as session:
         assert jobs.claim_submit(session=session, job_id=job.id) is not None
         assert jobs.claim_submit(session=session, job_id=job.id) is None  # a duplicate
-        assert jobs.record_submitted(session=session, job_id=job.id, request_id="r", poll_token="t")
+        assert jobs.record_submitted(
+            session=session, job_id=job.id, request_id="r", poll_token="t", poll_in=1
+        )
         claimed = jobs.claim_poll(session=session, job_id=job.id, token="t", new_token="u")
         assert claimed is not None and claimed.poll_count == 1
         assert jobs.claim_poll(session=session, job_id=job.id, token="t", new_token="v") is None
@@ -84,3 +97,49 @@ def test_a_failure_after_delivery_changes_nothing(
         job = jobs.get_job(session=session, account_id=account.id, job_id=str(job_id))
     assert job.status is JobStatus.SETTLING
     assert job_entries(runtime, str(job_id)) == {"hold": [350]}
+
+
+def test_every_state_change_writes_when_the_next_step_is_due(
+    runtime: Runtime, settings: Settings, make_account: Callable[..., Any]
+) -> None:
+    job = _queued(runtime, settings, make_account().id)
+    assert job.due_at == job.created_at  # its submit message is sent after the commit
+    with runtime.db.transaction() as session:
+        claimed = jobs.claim_submit(session=session, job_id=job.id)
+        assert claimed is not None and claimed.due_at is not None
+        assert claimed.due_at - utcnow() > machine.SUBMIT_BUDGET - timedelta(seconds=5)
+        submitted = jobs.record_submitted(
+            session=session, job_id=job.id, request_id="r", poll_token="t", poll_in=7
+        )
+        assert submitted is not None and submitted.due_at is not None
+        assert timedelta(seconds=5) < submitted.due_at - utcnow() <= timedelta(seconds=7)
+        # never past the deadline: a job waiting that long is failed there
+        session.execute(
+            update(Job).where(Job.id == job.id).values(deadline_at=utcnow() + timedelta(seconds=2))
+        )
+        polled = jobs.claim_poll(session=session, job_id=job.id, token="t", new_token="u")
+        assert polled is not None and polled.due_at == polled.deadline_at
+        failed = jobs.fail(session=session, job_id=job.id, failure=machine.TIMED_OUT)
+        assert failed is not None and failed.due_at is None
+
+
+def test_the_dispatcher_claims_each_due_job_once_and_skips_what_another_holds(
+    runtime: Runtime, settings: Settings, make_account: Callable[..., Any]
+) -> None:
+    account = make_account()
+    ids = {_queued(runtime, settings, account.id).id for _ in range(3)}
+    later = utcnow() + timedelta(seconds=60)  # all three (and any other due job) are due
+
+    def claim(session: Session) -> set[uuid.UUID]:
+        claimed = jobs.claim_due(
+            session=session, now=later, cutoff=later, limit=10_000, poll_token="d"
+        )
+        return {job.id for job in claimed}
+
+    with runtime.db.transaction() as first:
+        mine = claim(first)
+        assert ids <= mine
+        with runtime.db.transaction() as second:  # while the first still holds its rows
+            assert not claim(second) & ids
+    with runtime.db.transaction() as again:  # claimed once: due again only later
+        assert not claim(again) & ids

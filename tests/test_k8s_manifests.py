@@ -569,7 +569,8 @@ def test_settings_come_from_the_config_map_and_the_secret() -> None:
         "PUBLIC_BASE_URL",
         "POLL_INITIAL_SECONDS",
         "POLL_MAX_SECONDS",
-        "STALE_AFTER_SECONDS",
+        "DISPATCH_INTERVAL_SECONDS",
+        "DISPATCH_GRACE_SECONDS",
     ):
         assert config[key], key
     assert not set(config) & (SECRET_KEYS | KEDA_SECRET_KEYS)

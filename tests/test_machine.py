@@ -19,7 +19,6 @@ from shared.jobs.status import (
 )
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
-STALE = timedelta(seconds=120)
 
 
 @dataclass(frozen=True)
@@ -28,14 +27,15 @@ class State:
 
     status: JobStatus = JobStatus.QUEUED
     created_at: datetime = NOW - timedelta(seconds=10)
-    updated_at: datetime = NOW - timedelta(seconds=5)
+    due_at: datetime | None = NOW + timedelta(seconds=5)
     deadline_at: datetime = NOW + timedelta(minutes=10)
     submit_attempted_at: datetime | None = None
     cancel_requested_at: datetime | None = None
 
 
-def stale(**fields: object) -> State:
-    return replace(State(), updated_at=NOW - STALE - timedelta(seconds=1), **fields)  # type: ignore[arg-type]
+def due(**fields: object) -> State:
+    """A job whose next step should have happened a second ago (its message is lost)."""
+    return replace(State(), **{"due_at": NOW - timedelta(seconds=1), **fields})  # type: ignore[arg-type]
 
 
 def test_every_status_has_exactly_one_public_name() -> None:
@@ -96,23 +96,31 @@ def test_every_status_is_reachable_from_queued() -> None:
 @pytest.mark.parametrize(
     ("state", "step"),
     [
-        (State(), None),  # moving on its own
-        (stale(), Step.SUBMIT),
-        (stale(submit_attempted_at=NOW - timedelta(minutes=3)), Step.FAIL_UNKNOWN_SUBMIT),
-        (stale(status=JobStatus.SUBMITTED), Step.POLL),
-        (stale(status=JobStatus.RUNNING), Step.POLL),
-        (stale(status=JobStatus.SETTLING), Step.SETTLE),
-        (stale(status=JobStatus.INGESTING), Step.INGEST),
-        (stale(status=JobStatus.COMPLETED), None),
-        (stale(status=JobStatus.CANCELLED), None),
+        (State(), None),  # not due yet
+        (due(), Step.SUBMIT),
+        (due(due_at=NOW), Step.SUBMIT),
+        (due(submit_attempted_at=NOW - timedelta(minutes=3)), Step.FAIL_UNKNOWN_SUBMIT),
+        (due(status=JobStatus.SUBMITTED), Step.POLL),
+        (due(status=JobStatus.RUNNING), Step.POLL),
+        (due(status=JobStatus.SETTLING), Step.SETTLE),
+        (due(status=JobStatus.INGESTING), Step.INGEST),
+        (due(status=JobStatus.COMPLETED), None),
+        (due(status=JobStatus.CANCELLED, due_at=None), None),
         (State(status=JobStatus.RUNNING, deadline_at=NOW), Step.FAIL_TIMEOUT),
         (State(deadline_at=NOW - timedelta(seconds=1)), Step.FAIL_TIMEOUT),
         # paid for: past the deadline it is still settled and ingested, never timed out
-        (stale(status=JobStatus.SETTLING, deadline_at=NOW - timedelta(hours=1)), Step.SETTLE),
+        (due(status=JobStatus.SETTLING, deadline_at=NOW - timedelta(hours=1)), Step.SETTLE),
     ],
 )
 def test_next_step(state: State, step: Step | None) -> None:
-    assert machine.next_step(state, now=NOW, stale_after=STALE) is step
+    assert machine.next_step(state, now=NOW) is step
+
+
+def test_the_step_of_a_claimed_job_follows_from_its_state_alone() -> None:
+    """The dispatcher re-arms `due_at` as it claims; the step does not depend on it."""
+    later = NOW + timedelta(seconds=30)
+    assert machine.step_for(State(status=JobStatus.RUNNING, due_at=later), now=NOW) is Step.POLL
+    assert machine.step_for(State(status=JobStatus.FAILED), now=NOW) is None
 
 
 def test_submitting_is_given_up_at_the_retry_window_or_the_deadline() -> None:

@@ -26,7 +26,6 @@ def test_settings_refuse_poll_waits_near_the_visibility_timeout():
             {
                 "POLL_MAX_SECONDS": "1000",
                 "VISIBILITY_TIMEOUT_SECONDS": "3600",
-                "STALE_AFTER_SECONDS": "5000",
             }
         )
 

@@ -1,4 +1,4 @@
-"""At-least-once delivery, cancellation, deadlines and the sweeper, on the real worker."""
+"""At-least-once delivery, cancellation, deadlines and the dispatcher, on the real worker."""
 
 from __future__ import annotations
 
@@ -9,12 +9,15 @@ from datetime import timedelta
 from sqlalchemy import func, select, update
 
 from services.worker import celery_app as names
-from services.worker.sweeper import run_sweep
+from services.worker.dispatcher import dispatch
 from shared.db import utcnow
 from shared.jobs.models import Job
 from shared.media.models import MediaAsset
 from tests.helpers import balance, generate, get_job, job_entries, wait_for_job, wait_task_done
 from tests.waiting import wait_for
+
+# A dispatch "a minute from now": every step due by then (lost messages included) is sent.
+LATER = timedelta(seconds=60)
 
 
 def _job_row(runtime, job_id: str) -> Job:
@@ -119,45 +122,45 @@ def test_a_stalled_job_fails_at_its_deadline_and_is_released(make_app, account, 
     wait_for(lambda: _simulator_requests(settings, marker)[0]["cancelled"], timeout=30)
 
 
-def test_sweeper_sends_a_lost_submit_again(idle_app, client, account, runtime, celery_sender):
+def test_dispatcher_sends_a_lost_submit_again(idle_app, client, account, runtime, celery_sender):
     accepted = generate(idle_app.test_client(), account, "Lost in the broker [sim latency=1]")
-    later = utcnow() + timedelta(seconds=runtime.settings.stale_after_seconds + 1)
-    assert run_sweep(runtime, celery_sender, now=later) >= 1
+    later = utcnow() + LATER
+    assert dispatch(runtime, celery_sender, now=later) >= 1
     job = wait_for_job(client, account, accepted["job_id"])
     assert job["status"] == "completed"
     assert job_entries(runtime, accepted["job_id"]) == {"hold": [350], "capture": [350]}
 
 
-def test_sweeper_replaces_a_lost_poll_loop(client, account, runtime, celery_sender):
+def test_dispatcher_replaces_a_lost_poll_loop(client, account, runtime, celery_sender):
     accepted = generate(client, account, "Lost poll loop [sim latency=4]")
     job_id = uuid.UUID(accepted["job_id"])
     wait_for(lambda: _job_row(runtime, accepted["job_id"]).poll_count > 0, timeout=30)
     with runtime.db.transaction() as session:  # the live loop's next message is now fenced out
         session.execute(update(Job).where(Job.id == job_id).values(poll_token="lost"))
     wait_for(lambda: _job_row(runtime, accepted["job_id"]).poll_token == "lost", timeout=5)
-    later = utcnow() + timedelta(seconds=runtime.settings.stale_after_seconds + 1)
-    run_sweep(runtime, celery_sender, now=later)
+    later = utcnow() + LATER
+    dispatch(runtime, celery_sender, now=later)
     job = wait_for_job(client, account, accepted["job_id"])
     assert job["status"] == "completed"
     assert job_entries(runtime, accepted["job_id"]) == {"hold": [350], "capture": [350]}
 
 
-def test_sweeper_fails_overdue_queued_jobs(make_app, account, runtime, celery_sender):
+def test_dispatcher_fails_overdue_queued_jobs(make_app, account, runtime, celery_sender):
     client = make_app(JOB_DEADLINE_SECONDS="60", CELERY_QUEUE="nobody-reads-this").test_client()
     accepted = generate(client, account, "Never picked up")
-    run_sweep(runtime, celery_sender, now=utcnow() + timedelta(seconds=61))
+    dispatch(runtime, celery_sender, now=utcnow() + timedelta(seconds=61))
     job = get_job(client, account, accepted["job_id"])
     assert job["status"] == "failed"
     assert job["error"]["code"] == "timeout"
     assert job_entries(runtime, accepted["job_id"]) == {"hold": [350], "release": [350]}
 
 
-def test_broker_down_at_submit_still_accepts_and_the_sweeper_sends_later(
+def test_broker_down_at_submit_still_accepts_and_the_dispatcher_sends_it_later(
     make_app, client, account, runtime, celery_sender
 ):
     broken = make_app(CELERY_BROKER_URL="redis://127.0.0.1:1/0").test_client()
     accepted = generate(broken, account, "Broker outage [sim latency=0.5]")
     assert get_job(client, account, accepted["job_id"])["status"] == "queued"
-    later = utcnow() + timedelta(seconds=runtime.settings.stale_after_seconds + 1)
-    run_sweep(runtime, celery_sender, now=later)
+    later = utcnow() + LATER
+    dispatch(runtime, celery_sender, now=later)
     assert wait_for_job(client, account, accepted["job_id"])["status"] == "completed"

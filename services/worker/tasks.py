@@ -4,7 +4,7 @@
                → chain(settle_credits, ingest_media)
 
 Each task may run twice, in parallel, or die half way: the state machine's conditional
-updates decide who moves the job, and the sweeper revives what stopped moving. Every
+updates decide who moves the job, and the dispatcher revives what stopped moving. Every
 rule (deadlines, when to give up, what the provider's answer means) is asked of
 `shared.jobs.machine`; the tasks hold none of their own.
 """
@@ -24,7 +24,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from services.worker import celery_app as names
-from services.worker.sweeper import run_sweep
+from services.worker.dispatcher import dispatch
 from shared import catalog, logs, metrics
 from shared.catalog import sync as catalog_sync
 from shared.config import Settings
@@ -46,7 +46,7 @@ from shared.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-# A database blip retries the task in place instead of leaving the job to the sweeper.
+# A database blip retries the task in place instead of leaving the job to the dispatcher.
 DB_OUTAGE_RETRY: dict[str, Any] = {
     "autoretry_for": (OperationalError,),
     "retry_backoff": 1,
@@ -143,12 +143,13 @@ def submit_job(self: DbTask, job_id: str) -> None:
             if machine.gives_up_submitting(job, now=utcnow(), retry_for=retry_for):
                 jobs.fail(session=session, job_id=key, failure=Failure("provider_error", str(exc)))
                 return
-            jobs.forget_submit_attempt(session=session, job_id=key)
-        raise self.retry(countdown=self.backoff(self.request.retries), exc=exc) from exc
+            countdown = self.backoff(self.request.retries)
+            jobs.forget_submit_attempt(session=session, job_id=key, retry_in=countdown)
+        raise self.retry(countdown=countdown, exc=exc) from exc
     except SubmitOutcomeUnknown as exc:
-        # The attempt stays recorded: the sweeper fails and releases the job once it is
+        # The attempt stays recorded: the dispatcher fails and releases the job once it is
         # stale, rather than risk a second render the account would pay for.
-        log.error("job %s: submit outcome unknown, left to the sweeper: %s", job_id, exc)
+        log.error("job %s: submit outcome unknown, left to the dispatcher: %s", job_id, exc)
         return
     except ProviderError as exc:
         with self.runtime.db.transaction() as session:
@@ -157,11 +158,11 @@ def submit_job(self: DbTask, job_id: str) -> None:
     token = jobs.new_poll_token()
     logs.bind(provider_request_id=request_id)
     with self.runtime.db.transaction() as session:
+        wait = self.poll_wait(job)
         submitted = jobs.record_submitted(
-            session=session, job_id=key, request_id=request_id, poll_token=token
+            session=session, job_id=key, request_id=request_id, poll_token=token, poll_in=wait
         )
         if submitted is not None:
-            wait = self.poll_wait(submitted)
             self.send(session, names.POLL_JOB, job_id, token, countdown=wait)
             log.info("submitted to the provider")
             return
@@ -215,8 +216,9 @@ def poll_job(self: DbTask, job_id: str, token: str) -> None:
                 session=session, job=job, code=status.error_code, message=status.error
             )
             return
-        jobs.record_progress(session=session, job=job, status=status)
-    raise self.retry(args=(job_id, new_token), countdown=self.poll_wait(job))
+        wait = self.poll_wait(job)
+        jobs.record_progress(session=session, job=job, status=status, poll_in=wait)
+    raise self.retry(args=(job_id, new_token), countdown=wait)
 
 
 @shared_task(base=DbTask, bind=True, name=names.SETTLE_CREDITS, max_retries=10, **DB_OUTAGE_RETRY)
@@ -252,7 +254,10 @@ def ingest_media(self: DbTask, job_id: str) -> None:
         final = machine.ingest_gives_up(self.request.retries)
         metrics.INGEST_FAILURES.labels(str(final).lower()).inc()
         if not final:
-            raise self.retry(countdown=self.backoff(self.request.retries), exc=exc) from exc
+            countdown = self.backoff(self.request.retries)
+            with self.runtime.db.transaction() as session:
+                jobs.retry_ingest(session=session, job_id=key, retry_in=countdown)
+            raise self.retry(countdown=countdown, exc=exc) from exc
         with self.runtime.db.transaction() as session:
             jobs.fail_ingest(session=session, job_id=key, reason=str(exc))
         log.error("ALERT job %s failed: its video could not be ingested: %s", job_id, exc)
@@ -282,9 +287,10 @@ def cancel_at_provider(self: DbTask, job_id: str) -> None:
         log.info("job %s: provider refused the cancel: %s", job_id, exc)
 
 
-@shared_task(base=DbTask, bind=True, name=names.SWEEP)
-def sweep(self: DbTask) -> None:
-    run_sweep(self.runtime, self.app, now=utcnow())
+@shared_task(base=DbTask, bind=True, name=names.DISPATCH)
+def dispatch_due(self: DbTask) -> None:
+    """Beat: send every step that is overdue (see services/worker/dispatcher.py)."""
+    dispatch(self.runtime, self.app, now=utcnow())
 
 
 @shared_task(base=DbTask, bind=True, name=names.REFRESH_CATALOG)

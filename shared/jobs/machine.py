@@ -3,7 +3,7 @@
 Which transitions exist, when a job is overdue, what to do next for each state, when
 submitting is given up, what a provider's answer means, and what happens when ingestion
 fails for good. The service applies these rules with conditional updates; the tasks, the
-sweeper and the routes ask them and hold no rule of their own.
+dispatcher and the routes ask them and hold no rule of their own.
 """
 
 from __future__ import annotations
@@ -31,6 +31,16 @@ TRANSITIONS: Mapping[JobStatus, frozenset[JobStatus]] = {
 
 # Ingestion is retried this many times in all, with backoff, before the job fails.
 INGEST_ATTEMPTS = 6
+
+# How long a claimed step may run before the dispatcher takes the job back: a provider
+# call (submit, status) or a download into the library. A step that outlives its budget
+# may run twice; the claims (the submit attempt, the poll token) and the idempotent ingest
+# make that harmless, and a submit that outlives its budget counts as an unknown outcome.
+SUBMIT_BUDGET = timedelta(seconds=30)
+POLL_BUDGET = timedelta(seconds=10)
+INGEST_BUDGET = timedelta(seconds=60)
+# A step the dispatcher sent, whose message is lost again, is sent again after this.
+REDISPATCH_AFTER = timedelta(seconds=30)
 
 
 class IllegalTransition(ValueError):
@@ -85,9 +95,9 @@ class JobState(Protocol):
     @property
     def created_at(self) -> datetime: ...
     @property
-    def updated_at(self) -> datetime: ...
-    @property
     def deadline_at(self) -> datetime: ...
+    @property
+    def due_at(self) -> datetime | None: ...
     @property
     def submit_attempted_at(self) -> datetime | None: ...
     @property
@@ -99,18 +109,23 @@ def is_overdue(job: JobState, now: datetime) -> bool:
     return job.status in CANCELLABLE and now >= job.deadline_at
 
 
-def next_step(job: JobState, *, now: datetime, stale_after: timedelta) -> Step | None:
-    """What the sweeper must do for the job now; None while it moves on its own.
+def is_due(job: JobState, now: datetime) -> bool:
+    """Its next step should have happened by now (its message may be lost)."""
+    return not job.status.is_terminal and job.due_at is not None and job.due_at <= now
 
-    A job that has not moved for `stale_after` has lost its message (a dead worker, a
-    flushed broker): it gets the message of its state again.
-    """
+
+def next_step(job: JobState, *, now: datetime) -> Step | None:
+    """What the dispatcher must do for the job now; None while it is not due."""
+    return step_for(job, now=now) if is_due(job, now) or is_overdue(job, now) else None
+
+
+def step_for(job: JobState, *, now: datetime) -> Step | None:
+    """The step that moves the job on from its state (None once it is final): past its
+    deadline it fails; a submit attempt still unanswered when due is an unknown outcome."""
     if job.status.is_terminal:
         return None
     if is_overdue(job, now):
         return Step.FAIL_TIMEOUT
-    if now - job.updated_at < stale_after:
-        return None
     if job.status is JobStatus.QUEUED:
         return Step.FAIL_UNKNOWN_SUBMIT if job.submit_attempted_at else Step.SUBMIT
     if job.status in ACTIVE_AT_PROVIDER:

@@ -42,6 +42,7 @@ class Job(Base):
     __table_args__ = (
         Index("ix_jobs_account_created", "account_id", "created_at", "id"),
         Index("ix_jobs_status_updated", "status", "updated_at"),
+        Index("ix_jobs_due_at", "due_at"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
@@ -75,6 +76,10 @@ class Job(Base):
     provider_completed_at: Mapped[datetime | None]
     completed_at: Mapped[datetime | None]
     deadline_at: Mapped[datetime]
+    # When the next step of an unfinished job is due (None once it is final): the step
+    # itself follows from the state (`machine.next_step`). Written with every state change,
+    # so a message lost with a worker or the broker is sent again by the dispatcher.
+    due_at: Mapped[datetime | None]
 
 
 class IdempotencyKey(Base):

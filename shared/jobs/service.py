@@ -19,19 +19,19 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import ColumnElement, and_, case, literal, or_, select, update
 from sqlalchemy.orm import Session
 
 from shared import accounts, metrics
 from shared.catalog import Catalog, normalize_input, pricing
 from shared.config import Settings
-from shared.db import after_commit, utcnow
+from shared.db import UTCDateTime, after_commit, utcnow
 from shared.errors import IdempotencyConflict, InvalidInput, NotCancellable
 from shared.jobs import machine
 from shared.jobs.machine import Failure
 from shared.jobs.models import IdempotencyKey, Job
 from shared.jobs.schemas import JobCreate
-from shared.jobs.status import ACTIVE_AT_PROVIDER, CANCELLABLE, TERMINAL, JobStatus, PublicStatus
+from shared.jobs.status import ACTIVE_AT_PROVIDER, CANCELLABLE, JobStatus, PublicStatus
 from shared.ledger import service as ledger
 from shared.media.url_policy import UnsafeUrl, check_fetchable
 from shared.providers import fal_protocol
@@ -43,6 +43,14 @@ log = logging.getLogger(__name__)
 
 def new_poll_token() -> str:
     return secrets.token_hex(8)
+
+
+def _due_in(wait: timedelta | float) -> ColumnElement[datetime]:
+    """When a step `wait` from now is due, but never after the job's deadline (where the
+    dispatcher fails it): the value of `due_at` for a job not yet delivered."""
+    wait = wait if isinstance(wait, timedelta) else timedelta(seconds=wait)
+    at = literal(utcnow() + wait, UTCDateTime())
+    return case((Job.deadline_at < at, Job.deadline_at), else_=at)
 
 
 # ---- creation ------------------------------------------------------------------------
@@ -116,6 +124,7 @@ def create_job(
         created_at=now,
         updated_at=now,
         deadline_at=now + timedelta(seconds=deadline),
+        due_at=now,  # the submit message is sent after the commit; resent if lost
     )
     session.add(job)
     session.flush()
@@ -218,18 +227,21 @@ def claim_submit(*, session: Session, job_id: uuid.UUID) -> Job | None:
         [JobStatus.QUEUED],
         Job.submit_attempted_at.is_(None),
         submit_attempted_at=utcnow(),
+        due_at=_due_in(machine.SUBMIT_BUDGET),
     )
 
 
-def forget_submit_attempt(*, session: Session, job_id: uuid.UUID) -> None:
-    """The provider surely did not take the request (it answered with an error): allow a retry."""
-    _move(session, job_id, [JobStatus.QUEUED], submit_attempted_at=None)
+def forget_submit_attempt(*, session: Session, job_id: uuid.UUID, retry_in: float) -> None:
+    """The provider surely did not take the request (it answered with an error): allow a
+    retry, due in `retry_in` seconds."""
+    _move(session, job_id, [JobStatus.QUEUED], submit_attempted_at=None, due_at=_due_in(retry_in))
 
 
 def record_submitted(
-    *, session: Session, job_id: uuid.UUID, request_id: str, poll_token: str
+    *, session: Session, job_id: uuid.UUID, request_id: str, poll_token: str, poll_in: float
 ) -> Job | None:
-    """None if the job was cancelled while the provider call was in flight."""
+    """The provider took the request; its first poll is due in `poll_in` seconds. None if
+    the job was cancelled while the provider call was in flight."""
     started = utcnow()
     job = _move(
         session,
@@ -239,6 +251,7 @@ def record_submitted(
         provider_request_id=request_id,
         started_at=started,
         poll_token=poll_token,
+        due_at=_due_in(poll_in),
     )
     if job is not None:
         waited, model = (started - job.created_at).total_seconds(), job.model
@@ -255,11 +268,13 @@ def claim_poll(*, session: Session, job_id: uuid.UUID, token: str, new_token: st
         Job.poll_token == token,
         poll_token=new_token,
         poll_count=Job.poll_count + 1,
+        due_at=_due_in(machine.POLL_BUDGET),
     )
 
 
-def record_progress(*, session: Session, job: Job, status: ProviderStatus) -> None:
-    values: dict[str, Any] = {"queue_position": status.queue_position}
+def record_progress(*, session: Session, job: Job, status: ProviderStatus, poll_in: float) -> None:
+    """Store what the provider says; the next poll is due in `poll_in` seconds."""
+    values: dict[str, Any] = {"queue_position": status.queue_position, "due_at": _due_in(poll_in)}
     if status.progress is not None:
         values["progress"] = max(job.progress, status.progress)
     if status.logs:
@@ -283,6 +298,7 @@ def record_delivered(*, session: Session, job_id: uuid.UUID, result: ProviderRes
             queue_position=None,
             provider_result=result.to_dict(),
             provider_completed_at=utcnow(),
+            due_at=utcnow(),  # settlement is sent after the commit; resent if lost
         )
         is not None
     )
@@ -303,6 +319,7 @@ def _end_unpaid(
         status=status,
         completed_at=utcnow(),
         queue_position=None,
+        due_at=None,
         **values,
     )
     if job is not None:
@@ -402,6 +419,7 @@ def settle(*, session: Session, job_id: uuid.UUID) -> Job | None:
         [JobStatus.SETTLING],
         status=JobStatus.INGESTING,
         credits_used=Job.estimated_credits,
+        due_at=utcnow(),  # ingestion follows in the same chain; resent if lost
     )
     if job is not None:
         ledger.capture(
@@ -415,12 +433,25 @@ def settle(*, session: Session, job_id: uuid.UUID) -> Job | None:
 
 
 def claim_ingest(*, session: Session, job_id: uuid.UUID) -> Job | None:
-    """The job if it waits for its video to be stored (one read; ingest runs outside)."""
-    return session.scalars(
-        select(Job)
-        .where(Job.id == job_id, Job.status == JobStatus.INGESTING)
-        .execution_options(populate_existing=True)
-    ).one_or_none()
+    """The job, if it waits for its video to be stored; due again after `INGEST_BUDGET`,
+    so the dispatcher leaves a running download alone. (A duplicate ingest is harmless:
+    the storage key, the one asset per job and the conditional completion see to it.)"""
+    return _move(
+        session,
+        job_id,
+        [JobStatus.INGESTING],
+        due_at=utcnow() + machine.INGEST_BUDGET,
+    )
+
+
+def retry_ingest(*, session: Session, job_id: uuid.UUID, retry_in: float) -> None:
+    """The download failed and is retried `retry_in` seconds from now."""
+    _move(
+        session,
+        job_id,
+        [JobStatus.INGESTING],
+        due_at=utcnow() + timedelta(seconds=retry_in),
+    )
 
 
 def complete(*, session: Session, job: Job, media_asset_id: uuid.UUID) -> bool:
@@ -433,6 +464,7 @@ def complete(*, session: Session, job: Job, media_asset_id: uuid.UUID) -> bool:
         status=JobStatus.COMPLETED,
         result=result,
         completed_at=utcnow(),
+        due_at=None,
     )
     if completed is not None:
         after_commit(session, lambda: metrics.observe_finished(completed))
@@ -451,6 +483,7 @@ def fail_ingest(*, session: Session, job_id: uuid.UUID, reason: str) -> bool:
         ingest_error=reason,
         credits_used=0,
         completed_at=utcnow(),
+        due_at=None,
     )
     if failed is None:
         return False
@@ -464,29 +497,29 @@ def fail_ingest(*, session: Session, job_id: uuid.UUID, reason: str) -> bool:
     return True
 
 
-# ---- the sweeper's view --------------------------------------------------------------
+# ---- the dispatcher's view ----------------------------------------------------------
 
 
-def jobs_to_drive(*, session: Session, now: datetime, stale_after: timedelta) -> list[Job]:
-    """Unfinished jobs past their deadline or not moved for `stale_after`: the candidates
-    for `machine.next_step`."""
+def claim_due(
+    *, session: Session, now: datetime, cutoff: datetime, limit: int, poll_token: str
+) -> list[Job]:
+    """Claim the unfinished jobs due at `cutoff` or earlier (oldest first, at most `limit`),
+    skipping rows another dispatcher holds: each is due again `REDISPATCH_AFTER` from now,
+    in case the step sent for it is lost too, and a revived poll loop gets `poll_token`,
+    so a late message of the old loop exits. One statement."""
+    due = (
+        select(Job.id)
+        .where(Job.due_at <= cutoff)
+        .order_by(Job.due_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
     return list(
         session.scalars(
-            select(Job)
-            .where(
-                Job.status.notin_(TERMINAL),
-                or_(
-                    Job.updated_at < now - stale_after,
-                    and_(Job.status.in_(CANCELLABLE), Job.deadline_at < now),
-                ),
-            )
-            .order_by(Job.updated_at)
-            .limit(500)
+            update(Job)
+            .where(Job.id.in_(due.scalar_subquery()))
+            .values(due_at=now + machine.REDISPATCH_AFTER, poll_token=poll_token, updated_at=now)
+            .returning(Job)
+            .execution_options(synchronize_session=False, populate_existing=True)
         )
     )
-
-
-def revive(*, session: Session, job: Job, **values: Any) -> Job | None:
-    """Claim a stale job for one revival: the update only wins if nobody moved it since it
-    was read, so a slow loop that wakes up, or a second sweeper, never doubles the work."""
-    return _move(session, job.id, [job.status], Job.updated_at == job.updated_at, **values)

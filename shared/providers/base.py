@@ -52,7 +52,7 @@ class ProviderUnavailable(Exception):
 
 class SubmitOutcomeUnknown(Exception):
     """The submit call failed in a way that leaves open whether the provider took it (a read
-    timeout, a dropped connection): never retry blindly, the sweeper resolves the job."""
+    timeout, a dropped connection): never retry blindly, the dispatcher resolves the job."""
 
 
 class VideoProvider(Protocol):

@@ -1,7 +1,7 @@
 """Operations: liveness, readiness and metrics.
 
 /readyz checks the database only: the API keeps accepting jobs while the broker is
-down (the sweeper sends their messages later), so a broker outage must not take the
+down (the dispatcher sends their messages later), so a broker outage must not take the
 API out of its load balancer.
 """
 

@@ -1,0 +1,74 @@
+"""The dispatcher (beat, every `DISPATCH_INTERVAL_SECONDS`): sends every step that is overdue.
+
+PostgreSQL records when each unfinished job's next step is due (`jobs.due_at`, written in
+the same statement as every state change; the step itself follows from the state).
+Celery messages with their countdowns are the fast path. The dispatcher claims the jobs
+due more than `DISPATCH_GRACE_SECONDS` ago, in batches, with `FOR UPDATE SKIP LOCKED` (two
+dispatchers never take the same job), and carries out `machine.step_for` for each: it
+sends the step's message again (so a message lost with a worker, a FLUSHALL or a Redis
+restart costs seconds), fails a job past its deadline, or fails a submit whose outcome is
+unknown. The rules are the state machine's; this module only applies them.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+
+from celery import Celery
+from sqlalchemy.orm import Session
+
+from services.worker import celery_app as names
+from shared import metrics
+from shared.jobs import machine
+from shared.jobs import service as jobs
+from shared.jobs.machine import Step
+from shared.jobs.models import Job
+from shared.jobs.status import JobStatus
+from shared.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+BATCH = 500
+
+
+def dispatch(runtime: Runtime, celery: Celery, *, now: datetime) -> int:
+    """Carry out every step due by `now` less the grace; returns how many jobs it acted on."""
+    cutoff = now - timedelta(seconds=runtime.settings.dispatch_grace_seconds)
+    acted = 0
+    while True:
+        token = jobs.new_poll_token()
+        with runtime.db.transaction() as session:
+            claimed = jobs.claim_due(
+                session=session, now=now, cutoff=cutoff, limit=BATCH, poll_token=token
+            )
+            for job in claimed:
+                acted += _carry_out(session, celery, job, now=now, token=token)
+        if len(claimed) < BATCH:
+            return acted
+
+
+def _carry_out(session: Session, celery: Celery, job: Job, *, now: datetime, token: str) -> int:
+    step = machine.step_for(job, now=now)
+    if step is None:
+        return 0
+    metrics.DISPATCHED.labels(step.value).inc()
+    job_id = str(job.id)
+    if step is Step.FAIL_TIMEOUT:
+        failed = jobs.fail(session=session, job_id=job.id, failure=machine.TIMED_OUT)
+        if failed is not None and failed.provider_request_id:
+            names.send_after_commit(session, celery, names.CANCEL_AT_PROVIDER, job_id)
+        return int(failed is not None)
+    if step is Step.FAIL_UNKNOWN_SUBMIT:
+        failed = jobs.fail(
+            session=session,
+            job_id=job.id,
+            failure=machine.SUBMIT_OUTCOME_UNKNOWN,
+            expected=[JobStatus.QUEUED],
+        )
+        return int(failed is not None)
+    # A revived poll loop carries the new fencing token: a late message of the old one exits.
+    fence = (token,) if step is Step.POLL else ()
+    names.send_after_commit(session, celery, names.STEP_TASKS[step], job_id, *fence)
+    log.info("dispatcher sent %s for job %s (%s)", step.value, job_id, job.status)
+    return 1
