@@ -49,7 +49,12 @@ def _delivered(runtime: Runtime, settings: Settings, account_id: uuid.UUID) -> u
         assert jobs.claim_submit(session=session, job_id=job.id) is not None
         assert jobs.claim_submit(session=session, job_id=job.id) is None  # a duplicate
         assert jobs.record_submitted(
-            session=session, job_id=job.id, request_id="r", poll_token="t", poll_in=1
+            session=session,
+            job_id=job.id,
+            request_id="r",
+            poll_token="t",
+            poll_in=1,
+            expected_seconds=2,
         )
         claimed = jobs.claim_poll(session=session, job_id=job.id, token="t", new_token="u")
         assert claimed is not None and claimed.poll_count == 1
@@ -109,7 +114,12 @@ def test_every_state_change_writes_when_the_next_step_is_due(
         assert claimed is not None and claimed.due_at is not None
         assert claimed.due_at - utcnow() > machine.SUBMIT_BUDGET - timedelta(seconds=5)
         submitted = jobs.record_submitted(
-            session=session, job_id=job.id, request_id="r", poll_token="t", poll_in=7
+            session=session,
+            job_id=job.id,
+            request_id="r",
+            poll_token="t",
+            poll_in=7,
+            expected_seconds=2,
         )
         assert submitted is not None and submitted.due_at is not None
         assert timedelta(seconds=5) < submitted.due_at - utcnow() <= timedelta(seconds=7)

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from shared.config import ConfigError, load_settings
-from shared.jobs.pacing import backoff_seconds
+from shared.jobs.pacing import (
+    backoff_seconds,
+    measured_render_seconds,
+    pacing_seconds,
+    poll_wait,
+)
 
 
 def test_poll_backoff_starts_short_grows_and_stops_at_the_cap():
@@ -40,3 +47,47 @@ def test_embedded_default_needs_no_server(tmp_path):
     assert settings.database_url == f"sqlite:///{tmp_path / 'naive.db'}"
     assert settings.broker_url == "filesystem://"
     assert settings.provider == "simulator"
+
+
+def _wait(**given: Any) -> float:
+    defaults: dict[str, Any] = {
+        "expected_seconds": 2.0,
+        "elapsed_seconds": 0.0,
+        "polls_past_expected": 0,
+        "queue_position": None,
+        "webhooks_enabled": False,
+    }
+    return poll_wait(load_settings({}), **{**defaults, **given})
+
+
+def test_the_first_poll_waits_for_the_render_and_never_lands_before_it() -> None:
+    waits = [_wait(expected_seconds=2.0) for _ in range(200)]
+    assert min(waits) >= 2.0 and max(waits) <= 2.2
+    assert 8.0 <= _wait(expected_seconds=10.0, elapsed_seconds=2.0) <= 8.8
+
+
+def test_past_the_expected_time_steps_start_short_and_grow_to_the_cap() -> None:
+    settings = load_settings({})
+    first = _wait(expected_seconds=2.0, elapsed_seconds=2.1)
+    assert 0.2 <= first <= 0.25  # a tenth of the render, at least MIN_STEP
+    later = [_wait(elapsed_seconds=30, polls_past_expected=n) for n in range(20)]
+    assert later[5] > first and max(later) <= settings.poll_max_seconds
+
+
+def test_a_queued_job_waits_a_step_per_job_ahead() -> None:
+    assert _wait(expected_seconds=60, queue_position=3) >= 3 * 2.0  # step = 2 s, initial
+    assert _wait(expected_seconds=60, queue_position=500) <= load_settings({}).poll_max_seconds
+
+
+def test_with_webhooks_safety_polls_are_rarer() -> None:
+    assert _wait(expected_seconds=2.0, webhooks_enabled=True) >= 6.0
+
+
+def test_the_render_time_is_the_providers_word_then_recent_renders_then_a_capped_guess() -> None:
+    assert measured_render_seconds(provider_says=2.0, recent=[9, 9, 9]) == 2
+    assert measured_render_seconds(provider_says=None, recent=[4, 5, 30]) == 5
+    assert measured_render_seconds(provider_says=None, recent=[4, 5]) is None
+    settings = load_settings({})
+    assert pacing_seconds(5.0, catalog_seconds=60, settings=settings) == 5
+    assert pacing_seconds(None, catalog_seconds=60, settings=settings) == settings.poll_max_seconds
+    assert pacing_seconds(None, catalog_seconds=8, settings=settings) == 8

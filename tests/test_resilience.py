@@ -89,14 +89,16 @@ def test_cancel_while_running_asks_the_provider_and_ends_cancelled(
 ):
     marker = f"cancel-running-{uuid.uuid4().hex[:8]}"
     accepted = generate(client, account, f"{marker} [sim latency=20]")
-    wait_for(lambda: _job_row(runtime, accepted["job_id"]).status == "running", timeout=30)
+    # Its first poll waits for the render (20 s): it is at the provider, not yet polled.
+    wait_for(lambda: _job_row(runtime, accepted["job_id"]).started_at is not None, timeout=30)
 
     requested = client.delete(f"/v1/jobs/{accepted['job_id']}", headers=account.headers)
     assert requested.status_code == 202
     assert requested.json["status"] == "processing"
     assert requested.json["cancel_requested_at"] is not None
     wait_for(lambda: _simulator_requests(settings, marker)[0]["cancelled"], timeout=30)
-    job = wait_for_job(client, account, accepted["job_id"], timeout=30)
+    # polled at once after the cancel, not at the end of its 20 s render
+    job = wait_for_job(client, account, accepted["job_id"], timeout=10)
     assert job["status"] == "cancelled"
     assert job["credits_used"] is None
     assert job_entries(runtime, accepted["job_id"]) == {"hold": [350], "release": [350]}

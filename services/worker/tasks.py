@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
+import time
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
@@ -26,6 +28,7 @@ from sqlalchemy.orm import Session
 from services.worker import celery_app as names
 from services.worker.dispatcher import dispatch
 from shared import catalog, logs, metrics
+from shared.catalog import VideoModel
 from shared.catalog import sync as catalog_sync
 from shared.config import Settings
 from shared.db import utcnow
@@ -33,7 +36,7 @@ from shared.jobs import machine
 from shared.jobs import service as jobs
 from shared.jobs.machine import Failure
 from shared.jobs.models import Job
-from shared.jobs.pacing import backoff_seconds, poll_wait
+from shared.jobs.pacing import backoff_seconds, measured_render_seconds, pacing_seconds, poll_wait
 from shared.media import library
 from shared.media.ingest import IngestError, ingest_video
 from shared.providers.base import (
@@ -53,6 +56,9 @@ DB_OUTAGE_RETRY: dict[str, Any] = {
     "retry_backoff_max": 30,
 }
 T = TypeVar("T")
+# Recent render times per model, this process's cache: {model: (read at, seconds)}.
+RECENT_RENDERS_TTL = 60.0
+_RECENT_RENDERS: dict[str, tuple[float, list[float]]] = {}
 
 
 @functools.cache
@@ -115,13 +121,35 @@ class DbTask(Task):
         finally:
             metrics.PROVIDER_CALLS.labels(self.runtime.provider.name, operation, outcome).inc()
 
-    def poll_wait(self, job: Job) -> float:
+    def poll_wait(self, job: Job, model: VideoModel, *, queue_position: int | None = None) -> float:
+        """The wait before the job's next status call (see shared/jobs/pacing.py)."""
+        now = utcnow()
+        expected = pacing_seconds(
+            self.measured_seconds(job, model),
+            catalog_seconds=catalog.get_model(job.model).estimated_seconds,
+            settings=self.runtime.settings,
+        )
         return poll_wait(
-            job.poll_count,
             self.runtime.settings,
-            estimated_seconds=job.estimated_seconds,
+            expected_seconds=expected,
+            elapsed_seconds=(now - (job.started_at or now)).total_seconds(),
+            polls_past_expected=max(0, job.poll_count - 1),
+            queue_position=queue_position,
             webhooks_enabled=self.runtime.provider.webhooks_enabled,
         )
+
+    def measured_seconds(self, job: Job, model: VideoModel) -> float | None:
+        """How long the job's render should take, by the provider's word or recent renders of
+        the model (read at most once a minute per process); None if nothing says yet."""
+        says = self.runtime.provider.render_seconds(model, provider_arguments(model, job.input))
+        recent: list[float] = []
+        if says is None:
+            read_at, recent = _RECENT_RENDERS.get(job.model, (-RECENT_RENDERS_TTL, []))
+            if time.monotonic() - read_at >= RECENT_RENDERS_TTL:
+                with self.runtime.db.transaction() as session:
+                    recent = jobs.recent_render_seconds(session=session, model=job.model)
+                _RECENT_RENDERS[job.model] = (time.monotonic(), recent)
+        return measured_render_seconds(provider_says=says, recent=recent)
 
 
 @shared_task(base=DbTask, bind=True, name=names.SUBMIT_JOB, max_retries=None, **DB_OUTAGE_RETRY)
@@ -157,10 +185,17 @@ def submit_job(self: DbTask, job_id: str) -> None:
         return
     token = jobs.new_poll_token()
     logs.bind(provider_request_id=request_id)
+    measured = self.measured_seconds(job, model)
+    wait = self.poll_wait(job, model)
     with self.runtime.db.transaction() as session:
-        wait = self.poll_wait(job)
         submitted = jobs.record_submitted(
-            session=session, job_id=key, request_id=request_id, poll_token=token, poll_in=wait
+            session=session,
+            job_id=key,
+            request_id=request_id,
+            poll_token=token,
+            poll_in=wait,
+            # what customers see as `estimated_seconds`: a measured figure beats the catalog's
+            expected_seconds=max(1, math.ceil(measured)) if measured else job.estimated_seconds,
         )
         if submitted is not None:
             self.send(session, names.POLL_JOB, job_id, token, countdown=wait)
@@ -196,7 +231,7 @@ def poll_job(self: DbTask, job_id: str, token: str) -> None:
         )
     except ProviderUnavailable:
         log.warning("job %s: provider unavailable, polling again later", job_id)
-        raise self.retry(args=(job_id, new_token), countdown=self.poll_wait(job)) from None
+        raise self.retry(args=(job_id, new_token), countdown=self.poll_wait(job, model)) from None
     except ProviderError as exc:
         with self.runtime.db.transaction() as session:
             jobs.record_provider_failure(session=session, job=job, code=exc.code, message=str(exc))
@@ -216,7 +251,7 @@ def poll_job(self: DbTask, job_id: str, token: str) -> None:
                 session=session, job=job, code=status.error_code, message=status.error
             )
             return
-        wait = self.poll_wait(job)
+        wait = self.poll_wait(job, model, queue_position=status.queue_position)
         jobs.record_progress(session=session, job=job, status=status, poll_in=wait)
     raise self.retry(args=(job_id, new_token), countdown=wait)
 
@@ -269,7 +304,9 @@ def ingest_media(self: DbTask, job_id: str) -> None:
 
 @shared_task(base=DbTask, bind=True, name=names.CANCEL_AT_PROVIDER, max_retries=5)
 def cancel_at_provider(self: DbTask, job_id: str) -> None:
-    """Best effort: the job is already cancelled or failed here, whatever the provider says."""
+    """Ask the provider to stop the job's render. A job that failed here (its deadline) ends
+    as it is, whatever the provider says; one still at the provider (a customer's cancel)
+    is polled at once, so it ends on what really happened without waiting for its render."""
     with self.runtime.db.transaction() as session:
         job = self.claimed(session.get(Job, uuid.UUID(job_id)))
     if job is None or not job.provider_request_id:
@@ -285,6 +322,10 @@ def cancel_at_provider(self: DbTask, job_id: str) -> None:
         raise self.retry(countdown=self.backoff(self.request.retries), exc=exc) from exc
     except ProviderError as exc:
         log.info("job %s: provider refused the cancel: %s", job_id, exc)
+    token = jobs.new_poll_token()
+    with self.runtime.db.transaction() as session:
+        if jobs.poll_now(session=session, job_id=job.id, token=token) is not None:
+            self.send(session, names.POLL_JOB, job_id, token)
 
 
 @shared_task(base=DbTask, bind=True, name=names.DISPATCH)

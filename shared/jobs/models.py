@@ -43,6 +43,7 @@ class Job(Base):
         Index("ix_jobs_account_created", "account_id", "created_at", "id"),
         Index("ix_jobs_status_updated", "status", "updated_at"),
         Index("ix_jobs_due_at", "due_at"),
+        Index("ix_jobs_model_delivered", "model", "provider_completed_at"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)

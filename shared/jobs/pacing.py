@@ -1,10 +1,28 @@
-"""How long a task waits before it asks again: short at first, growing with jitter to a cap."""
+"""When to ask the provider again: when the render is likely done, then in short steps.
+
+The first poll waits for the render's expected time (what the provider says it takes, else
+what recent jobs of the model took), with jitter around it rather than below it. The
+catalog's estimate alone is a guess, not a measurement: it is trusted up to the poll cap.
+Past the expected time, steps start short and grow to a cap. A job still in the
+provider's queue waits a step per job ahead of it. With provider webhooks on, the
+callback is the fast path and polling only the safety net: every wait is
+`WEBHOOK_POLL_SLOWDOWN` times longer (still far below the broker's visibility timeout,
+which the settings check).
+"""
 
 import random
+import statistics
+from collections.abc import Sequence
 
 from shared.config import WEBHOOK_POLL_SLOWDOWN, Settings
 
 GROWTH = 1.6
+# Past the expected time, the first step is this share of it (a 2 s render is polled
+# again 0.25 s later, a 60 s one 6 s later), at least MIN_STEP and at most the initial.
+STEP_SHARE = 0.1
+MIN_STEP = 0.25
+# The expected time is hit at 100-110 %: a poll just after the end finds the video.
+JITTER = (1.0, 1.1)
 
 
 def backoff_seconds(attempt: int, *, initial: float, cap: float) -> float:
@@ -14,19 +32,43 @@ def backoff_seconds(attempt: int, *, initial: float, cap: float) -> float:
 
 
 def poll_wait(
-    attempt: int, settings: Settings, *, estimated_seconds: int, webhooks_enabled: bool
+    settings: Settings,
+    *,
+    expected_seconds: float,
+    elapsed_seconds: float,
+    polls_past_expected: int,
+    queue_position: int | None,
+    webhooks_enabled: bool,
 ) -> float:
-    """The wait before the next status call of a job.
+    """Seconds until the next status call of a job whose render started `elapsed_seconds`
+    ago and is expected to take `expected_seconds`."""
+    slowdown = WEBHOOK_POLL_SLOWDOWN if webhooks_enabled else 1
+    remaining = expected_seconds - elapsed_seconds
+    if remaining > 0 and not queue_position:
+        return round(remaining * random.uniform(*JITTER) * slowdown, 3)
+    step = min(settings.poll_initial_seconds, max(MIN_STEP, expected_seconds * STEP_SHARE))
+    cap = settings.poll_max_seconds * slowdown
+    wait = backoff_seconds(polls_past_expected, initial=step * slowdown, cap=cap)
+    if queue_position:
+        wait = min(cap, max(wait, step * queue_position * slowdown))
+    return wait
 
-    With provider webhooks on, the callback is the fast path and polling only the safety
-    net for a lost one: the first poll waits half the model's usual render time and the
-    cap is `WEBHOOK_POLL_SLOWDOWN` times higher (still far below the broker's visibility
-    timeout, which the settings check).
-    """
-    if not webhooks_enabled:
-        return backoff_seconds(
-            attempt, initial=settings.poll_initial_seconds, cap=settings.poll_max_seconds
-        )
-    cap = settings.poll_max_seconds * WEBHOOK_POLL_SLOWDOWN
-    initial = min(cap, max(settings.poll_initial_seconds, estimated_seconds / 2))
-    return backoff_seconds(attempt, initial=initial, cap=cap)
+
+def measured_render_seconds(
+    *, provider_says: float | None, recent: Sequence[float]
+) -> float | None:
+    """The provider's own figure if it gives one; else the median of recent renders of the
+    model (at least three); else None: nothing measured yet."""
+    if provider_says is not None:
+        return provider_says
+    if len(recent) >= 3:
+        return statistics.median(recent)
+    return None
+
+
+def pacing_seconds(measured: float | None, *, catalog_seconds: float, settings: Settings) -> float:
+    """The render time polls are paced by: the measured one, else the catalog's guess but no
+    more than the poll cap (a model slower than its estimate is polled at the cap anyway)."""
+    if measured is not None:
+        return measured
+    return min(catalog_seconds, settings.poll_max_seconds)

@@ -238,10 +238,17 @@ def forget_submit_attempt(*, session: Session, job_id: uuid.UUID, retry_in: floa
 
 
 def record_submitted(
-    *, session: Session, job_id: uuid.UUID, request_id: str, poll_token: str, poll_in: float
+    *,
+    session: Session,
+    job_id: uuid.UUID,
+    request_id: str,
+    poll_token: str,
+    poll_in: float,
+    expected_seconds: int,
 ) -> Job | None:
-    """The provider took the request; its first poll is due in `poll_in` seconds. None if
-    the job was cancelled while the provider call was in flight."""
+    """The provider took the request; its render should take `expected_seconds` (shown as
+    the job's `estimated_seconds` from now on) and its first poll is due in `poll_in`
+    seconds. None if the job was cancelled while the provider call was in flight."""
     started = utcnow()
     job = _move(
         session,
@@ -251,6 +258,7 @@ def record_submitted(
         provider_request_id=request_id,
         started_at=started,
         poll_token=poll_token,
+        estimated_seconds=expected_seconds,
         due_at=_due_in(poll_in),
     )
     if job is not None:
@@ -268,6 +276,18 @@ def claim_poll(*, session: Session, job_id: uuid.UUID, token: str, new_token: st
         Job.poll_token == token,
         poll_token=new_token,
         poll_count=Job.poll_count + 1,
+        due_at=_due_in(machine.POLL_BUDGET),
+    )
+
+
+def poll_now(*, session: Session, job_id: uuid.UUID, token: str) -> Job | None:
+    """Replace the job's poll loop with one that polls at once (`token` is its fence: the
+    old loop's next message exits). None if the job is no longer at the provider."""
+    return _move(
+        session,
+        job_id,
+        ACTIVE_AT_PROVIDER,
+        poll_token=token,
         due_at=_due_in(machine.POLL_BUDGET),
     )
 
@@ -495,6 +515,17 @@ def fail_ingest(*, session: Session, job_id: uuid.UUID, reason: str) -> bool:
     )
     after_commit(session, lambda: metrics.observe_finished(failed))
     return True
+
+
+def recent_render_seconds(*, session: Session, model: str, limit: int = 20) -> list[float]:
+    """How long the provider took for the model's latest delivered jobs (newest first)."""
+    rows = session.execute(
+        select(Job.started_at, Job.provider_completed_at)
+        .where(Job.model == model, Job.provider_completed_at.is_not(None))
+        .order_by(Job.provider_completed_at.desc())
+        .limit(limit)
+    ).all()
+    return [(done - started).total_seconds() for started, done in rows if started and done]
 
 
 # ---- the dispatcher's view ----------------------------------------------------------

@@ -70,6 +70,10 @@ class VideoProvider(Protocol):
 
     def cancel(self, model: VideoModel, request_id: str) -> None: ...
 
+    def render_seconds(self, model: VideoModel, arguments: dict[str, Any]) -> float | None:
+        """How long this render should take, if the provider can tell (it paces polls)."""
+        ...
+
 
 def provider_arguments(model: VideoModel, normalized_input: dict[str, Any]) -> dict[str, Any]:
     """Our input, renamed to the model's own fields (image_url → start_image_url, …)."""

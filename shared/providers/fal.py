@@ -84,6 +84,10 @@ class FalProvider:
         except httpx.HTTPError as exc:
             raise ProviderUnavailable(f"fal unreachable: {exc}") from exc
 
+    def render_seconds(self, model: VideoModel, arguments: dict[str, Any]) -> float | None:
+        """fal's queue API gives no render time: recent jobs of the model tell instead."""
+        return None
+
     def _call(self, method: Any, *args: Any, **kwargs: Any) -> Any:
         try:
             return method(*args, **kwargs)

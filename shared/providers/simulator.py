@@ -81,6 +81,11 @@ class SimulatorProvider:
             json.dump(record, handle)
         os.replace(handle.name, path)
 
+    def render_seconds(self, model: VideoModel, arguments: dict[str, Any]) -> float | None:
+        """The simulated latency: the prompt's `[sim latency=…]`, else the default."""
+        _, options = parse_directives(str(arguments.get("prompt", "")))
+        return float(options.get("latency") or self.default_latency)
+
     def submit(self, model: VideoModel, arguments: dict[str, Any]) -> str:
         _, options = parse_directives(str(arguments.get("prompt", "")))
         if "reject" in options:

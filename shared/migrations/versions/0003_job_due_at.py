@@ -1,4 +1,4 @@
-"""jobs.due_at: when each unfinished job's next step is due (the dispatcher's index)
+"""jobs.due_at: when each unfinished job's next step is due; recent renders by model
 
 Revision ID: 0003
 Revises: 0002
@@ -23,6 +23,8 @@ FINAL = ("completed", "failed", "cancelled")
 def upgrade() -> None:
     op.add_column("jobs", sa.Column("due_at", sa.DateTime(timezone=True), nullable=True))
     op.create_index("ix_jobs_due_at", "jobs", ["due_at"])
+    # Recent render times of a model, which pace the first poll of its next jobs.
+    op.create_index("ix_jobs_model_delivered", "jobs", ["model", "provider_completed_at"])
     # Jobs in flight during the upgrade are due at once: the dispatcher sends their next step.
     jobs = sa.table("jobs", sa.column("status", sa.String), sa.column("due_at", sa.DateTime))
     op.execute(
@@ -31,5 +33,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index("ix_jobs_model_delivered", table_name="jobs")
     op.drop_index("ix_jobs_due_at", table_name="jobs")
     op.drop_column("jobs", "due_at")
