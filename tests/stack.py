@@ -5,8 +5,10 @@ fakes of our own code: each is the production entry point (`services.processes`)
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
+import tempfile
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -15,6 +17,7 @@ from pathlib import Path
 
 import psutil
 import psycopg
+import redis
 from flask import Flask
 from werkzeug.serving import make_server
 
@@ -162,3 +165,174 @@ def fal_env(fake: FakeFalServer) -> dict[str, str]:
         "FAL_JWKS_URL": fake.jwks_url,
         "FAL_PLATFORM_URL": fake.platform_url,
     }
+
+
+PG_BIN = Path(os.environ.get("TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
+
+
+class PrivatePostgres:
+    """A PostgreSQL server of our own, for tests that stop and start it (never the machine's
+    server: other test runs use that one). `initdb` in a new temporary folder, trust auth,
+    listening on 127.0.0.1 and a free port, its unix socket inside the folder; `stop()` and
+    `start()` keep the data folder, so the data survives an outage. `close()` stops it and
+    removes the folder: call it from a fixture's finalizer.
+
+    initdb refuses to run as root: as root, the server's commands run as the `postgres` OS
+    user (the folder is theirs)."""
+
+    OS_USER = "postgres"
+
+    def __init__(self) -> None:
+        # Not under pytest's tmp_path: its parents are root's, closed to the postgres user.
+        self.folder = Path(tempfile.mkdtemp(prefix="naive-private-pg-"))
+        self.data = self.folder / "data"
+        self.socket_dir = self.folder / "socket"
+        self.log = self.folder / "postgres.log"
+        self.port = free_port()
+        self.as_root = os.geteuid() == 0
+        self.stops = 0
+        if self.as_root:
+            shutil.chown(self.folder, user=self.OS_USER, group=self.OS_USER)
+
+    @property
+    def admin_url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def url(self, database: str) -> str:
+        """A SQLAlchemy URL (as DATABASE_URL) of one of this server's databases."""
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
+
+    def _run(self, *argv: str, timeout: float = 120) -> None:
+        command = [str(PG_BIN / argv[0]), *argv[1:]]
+        if self.as_root:
+            command = ["runuser", "-u", self.OS_USER, "--", *command]
+        done = subprocess.run(
+            command, cwd=self.folder, capture_output=True, text=True, timeout=timeout
+        )
+        log = self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
+        assert done.returncode == 0, (command, done.returncode, done.stdout, done.stderr, log)
+
+    def init(self) -> None:
+        """initdb and our settings (written into the folder: every start uses them)."""
+        self.socket_dir.mkdir()
+        if self.as_root:
+            shutil.chown(self.socket_dir, user=self.OS_USER, group=self.OS_USER)
+        self._run(
+            "initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust",
+            "--encoding=UTF8", "--locale=C", "--no-sync",
+        )  # fmt: skip
+        with (self.data / "postgresql.conf").open("a") as conf:
+            conf.write(
+                "\n# tests.stack.PrivatePostgres\n"
+                "listen_addresses = '127.0.0.1'\n"
+                f"port = {self.port}\n"
+                f"unix_socket_directories = '{self.socket_dir}'\n"
+                "fsync = off\n"  # a throw-away server; a clean stop still keeps the data
+                "shared_buffers = 32MB\n"
+                "max_connections = 100\n"
+            )
+
+    def ready(self) -> bool:
+        try:
+            with psycopg.connect(self.admin_url, connect_timeout=2):
+                return True
+        except psycopg.Error:
+            return False
+
+    def start(self) -> None:
+        self._run("pg_ctl", "start", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60")
+        wait_for(self.ready, timeout=30, interval=0.1, message="private PostgreSQL not ready")
+
+    def stop(self, mode: str = "fast") -> None:
+        """`pg_ctl stop`; "fast" disconnects every client, as a restart or failover does."""
+        self._run("pg_ctl", "stop", "-D", str(self.data), "-m", mode, "-w", "-t", "60")
+        self.stops += 1
+
+    def running(self) -> bool:
+        return (self.data / "postmaster.pid").exists()
+
+    def create_database(self, name: str = "naive") -> str:
+        """A new database, migrated to head; returns its URL."""
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        url = self.url(name)
+        upgrade(url)
+        return url
+
+    def close(self) -> None:
+        """Stop the server if it runs (fast, else immediate) and remove its folder."""
+        try:
+            if self.running():
+                try:
+                    self.stop("fast")
+                except (AssertionError, subprocess.TimeoutExpired):
+                    self.stop("immediate")
+        finally:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class PrivateRedis:
+    """A redis-server of our own, without persistence: a restart loses every message."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+        self.restarts = 0
+
+    def url(self, db: int) -> str:
+        return f"redis://127.0.0.1:{self.port}/{db}"
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5)
+
+    def _up(self) -> bool:
+        try:
+            return bool(self.client().ping())
+        except redis.RedisError:
+            return False
+
+    def start(self) -> None:
+        with (self.folder / "redis.log").open("ab") as log:
+            self.process = subprocess.Popen(
+                [
+                    "redis-server",
+                    "--port",
+                    str(self.port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--daemonize",
+                    "no",
+                    "--dir",
+                    str(self.folder),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        wait_for(self._up, timeout=20, message="private redis-server did not start")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
+            self.process = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.restarts += 1
+        self.start()
+
+    def keys(self) -> int:
+        """How many keys all databases hold."""
+        keyspace = self.client().info("keyspace")
+        return sum(info.get("keys", 0) for name, info in keyspace.items() if name.startswith("db"))
+
+    def flushall(self) -> int:
+        """Drop every key of every database; returns how many keys there were."""
+        keys = self.keys()
+        self.client().flushall()
+        return keys
