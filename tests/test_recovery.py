@@ -172,3 +172,17 @@ def test_after_flushall_every_job_moves_within_5_s(stack: Stack) -> None:
         wait_for(watch.all_moved, timeout=60, interval=0.05)
         _report("FLUSHALL", watch.lateness(flushed_at))
         stack.finish(ids)
+
+
+def test_after_a_redis_restart_the_same_worker_moves_every_job_within_5_s(stack: Stack) -> None:
+    with running_worker(stack.env, stack.folder / "worker.log") as worker:
+        ids = stack.submit(12)
+        wait_for(lambda: stack.at_provider(ids), timeout=30)
+        watch = Watch(stack.runtime, ids)
+        watch.snapshot()
+        stack.redis.restart()  # every message is lost; the worker holds countdowns
+        back_at = utcnow()
+        wait_for(watch.all_moved, timeout=60, interval=0.05)
+        assert worker.poll() is None, "the worker exited on the Redis restart"
+        _report("Redis restart", watch.lateness(back_at))
+        stack.finish(ids)
