@@ -1,0 +1,187 @@
+"""Renders in flight held by one worker: polls due vs done, poll lateness, CPU and memory.
+
+    .venv/bin/python -m bench.in_flight [--levels 1000,5000,10000] [--window 30]
+
+For each level N: a scratch database and a Redis queue of their own, one worker
+(`--concurrency 4`, the Procfile's command line), the Procfile's beat (its dispatcher
+re-sends what is overdue), production poll settings (POLL_MAX_SECONDS=15), and N jobs
+whose simulated render never ends (`[sim stall]`), so each is polled at the cap for as
+long as the bench runs: the steady state of N long renders in flight. After a warm-up
+(every job submitted and polled at least twice), it measures over `--window` seconds:
+polls done per second against polls due (N / the average wait), how late the due polls
+are (now − `due_at` of the overdue jobs, sampled every second: p50 and p99), the worker's
+CPU per poll (its process tree, from /proc via psutil), its memory, and Redis's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from contextlib import ExitStack
+from decimal import Decimal
+from pathlib import Path
+
+import psutil
+import psycopg
+import redis
+
+from bench import harness
+from services import processes
+from services.worker.celery_app import SUBMIT_JOB, make_celery
+from shared import accounts, catalog
+from shared.config import load_settings
+from shared.db import Database
+from shared.jobs import service as jobs
+from shared.jobs.schemas import JobCreate
+from tests.stack import running_worker, scratch_database, started
+
+REDIS_DB = 6
+BODY = {"model": harness.MODEL, "input": {"prompt": "in flight [sim stall latency=1]"}}
+
+
+def _percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))] if ordered else 0.0
+
+
+def run_level(n: int, window: float, work: Path) -> dict[str, float]:
+    queue = harness.unique_queue("in-flight")
+    broker = harness.redis_url(REDIS_DB)
+    with ExitStack() as stack:
+        database_url = stack.enter_context(scratch_database("bench_in_flight"))
+        env = {
+            "DATABASE_URL": database_url,
+            "CELERY_BROKER_URL": broker,
+            "CELERY_QUEUE": queue,
+            "NAIVE_DATA_DIR": str(work / f"data-{n}"),
+            "NAIVE_PROVIDER": "simulator",
+            "SECRET_KEY": "bench",
+            "JOB_DEADLINE_SECONDS": "86400",
+            "DISPATCH_GRACE_SECONDS": os.environ.get("DISPATCH_GRACE_SECONDS", "1"),
+        }
+        settings = load_settings(env)
+        settings.ensure_local_dirs()
+        db = Database(database_url)
+        with db.transaction() as session:
+            account_id = accounts.create_account(
+                session=session, name="bench", credits=Decimal(10_000_000)
+            ).account_id
+        ids: list[str] = []
+        request = JobCreate.model_validate(BODY)
+        while len(ids) < n:
+            with db.transaction() as session:
+                for _ in range(min(500, n - len(ids))):
+                    created = jobs.create_job(
+                        session=session,
+                        settings=settings,
+                        catalog=catalog.BUILTIN,
+                        provider_name="simulator",
+                        account_id=account_id,
+                        request=request,
+                        idempotency_key=None,
+                    )
+                    ids.append(str(created.job.id))
+        beat = processes.python_m(processes.beat(schedule=work / f"beat-{n}"))
+        stack.enter_context(started(beat, work / f"beat-{n}.log", env=env, ready=lambda: True))
+        worker = stack.enter_context(running_worker(env, work / f"worker-{n}.log", 4))
+        celery = make_celery(settings)
+        for job_id in ids:
+            celery.send_task(SUBMIT_JOB, args=(job_id,))
+        plain = database_url.replace("postgresql+psycopg://", "postgresql://")
+        with psycopg.connect(plain, autocommit=True) as conn:
+
+            def polled_twice() -> int:
+                row = conn.execute("SELECT count(*) FROM jobs WHERE poll_count >= 2").fetchone()
+                return int(row[0]) if row else 0
+
+            deadline = time.monotonic() + 900
+            while polled_twice() < n:
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"{n}: warm-up did not finish")
+                time.sleep(1)
+
+            def polls() -> int:
+                row = conn.execute("SELECT sum(poll_count) FROM jobs").fetchone()
+                return int(row[0]) if row and row[0] is not None else 0
+
+            cpu, done = harness.cpu_seconds(worker.pid), polls()
+            late: list[float] = []
+            started_at = time.monotonic()
+            while time.monotonic() - started_at < window:
+                late += [
+                    float(value)
+                    for (value,) in conn.execute(
+                        "SELECT extract(epoch FROM now() - due_at) FROM jobs WHERE due_at < now()"
+                    ).fetchall()
+                ]
+                time.sleep(1)
+            elapsed = time.monotonic() - started_at
+            done = polls() - done
+            cpu = harness.cpu_seconds(worker.pid) - cpu
+            waits = conn.execute(
+                "SELECT avg(extract(epoch FROM due_at - updated_at)) FROM jobs"
+            ).fetchone()
+        rss = sum(p.memory_info().rss for p in harness.process_tree(worker.pid)) / 2**20
+        redis_mb = redis.Redis.from_url(broker).info("memory")["used_memory"] / 2**20
+        harness.delete_redis_keys(broker, queue)
+        db.dispose()
+    average_wait = float(waits[0]) if waits and waits[0] else 0.0
+    return {
+        "n": n,
+        "due_per_s": n / average_wait if average_wait else 0.0,
+        "done_per_s": done / elapsed,
+        "late_p50": _percentile(late, 0.5),
+        "late_p99": _percentile(late, 0.99),
+        "cpu_ms_per_poll": 1000 * cpu / done if done else 0.0,
+        "worker_rss_mb": rss,
+        "redis_mb": redis_mb,
+        "load": float(psutil.getloadavg()[0]),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--levels", default="1000,5000,10000")
+    parser.add_argument("--window", type=float, default=30)
+    args = parser.parse_args()
+    harness.print_machine()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-in-flight-") as folder:
+        for n in (int(level) for level in args.levels.split(",")):
+            result = run_level(n, args.window, Path(folder))
+            rows.append(
+                [
+                    f"{n:,}",
+                    f"{result['due_per_s']:.0f}",
+                    f"{result['done_per_s']:.0f}",
+                    f"{result['late_p50']:.2f}",
+                    f"{result['late_p99']:.2f}",
+                    f"{result['cpu_ms_per_poll']:.2f}",
+                    f"{result['worker_rss_mb']:.0f}",
+                    f"{result['redis_mb']:.1f}",
+                    f"{result['load']:.2f}",
+                ]
+            )
+            print(f"level {n}: {result}", flush=True)
+    harness.print_table(
+        [
+            "renders in flight",
+            "polls due/s",
+            "polls done/s",
+            "late p50 s",
+            "late p99 s",
+            "worker CPU ms/poll",
+            "worker RSS MiB",
+            "Redis MiB",
+            "load",
+        ],
+        rows,
+    )
+    print(f"median load {statistics.median(float(row[-1]) for row in rows):.2f}")
+
+
+if __name__ == "__main__":
+    main()
