@@ -14,6 +14,7 @@ from celery import Celery, chain
 from kombu.exceptions import KombuError
 from sqlalchemy.orm import Session
 
+from services.worker import redis_transport
 from shared.config import Settings
 from shared.db import after_commit
 from shared.jobs.machine import Step
@@ -25,7 +26,7 @@ POLL_JOB = "naive.poll_job"
 SETTLE_CREDITS = "naive.settle_credits"
 INGEST_MEDIA = "naive.ingest_media"
 CANCEL_AT_PROVIDER = "naive.cancel_at_provider"
-SWEEP = "naive.sweep"
+DISPATCH = "naive.dispatch"
 REFRESH_CATALOG = "naive.refresh_catalog"
 
 
@@ -61,7 +62,13 @@ def _transport_options(settings: Settings) -> dict[str, Any]:
 
 def _beat_schedule(settings: Settings) -> dict[str, Any]:
     schedule: dict[str, Any] = {
-        "sweep": {"task": SWEEP, "schedule": settings.sweep_interval_seconds},
+        "dispatch": {
+            "task": DISPATCH,
+            "schedule": settings.dispatch_interval_seconds,
+            # A dispatch that waited in the queue for several intervals is dropped: the
+            # next one claims the same jobs.
+            "options": {"expires": settings.dispatch_interval_seconds * 5},
+        },
     }
     if settings.fal_key:  # the live catalog needs fal's platform API
         schedule["refresh-catalog"] = {
@@ -72,6 +79,9 @@ def _beat_schedule(settings: Settings) -> dict[str, Any]:
 
 
 def make_celery(settings: Settings) -> Celery:
+    if not settings.broker_is_filesystem:
+        # kombu's Redis channel, patched so a worker survives a Redis restart.
+        redis_transport.install()
     app = Celery("naive", broker=settings.broker_url, include=["services.worker.tasks"])
     app.conf.update(
         DELIVERY_OPTIONS,
@@ -99,7 +109,7 @@ def send_after_commit(
 
     Settlement is always chained with ingestion, settlement first, so a failure to ingest
     never loses the charge record. A broker outage does not fail the caller: the job is
-    stored, and the sweeper sends its message when the broker is back.
+    stored, and the dispatcher sends its message when the broker is back.
     """
 
     def send() -> None:
@@ -112,6 +122,6 @@ def send_after_commit(
             else:
                 celery.send_task(task, args=args, countdown=countdown)
         except KombuError:
-            log.warning("broker unavailable: %s %s left to the sweeper", task, args[:1])
+            log.warning("broker unavailable: %s %s left to the dispatcher", task, args[:1])
 
     after_commit(session, send)
