@@ -67,7 +67,7 @@ def runtime(settings: Settings) -> Iterator[Runtime]:
 
 @pytest.fixture(scope="session")
 def celery_sender(settings: Settings) -> Celery:
-    """Sends to the same queue the worker consumes (as the API and the sweeper do)."""
+    """Sends to the same queue the worker consumes (as the API and the dispatcher do)."""
     return make_celery(settings)
 
 

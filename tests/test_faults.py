@@ -3,7 +3,7 @@ PostgreSQL restarted, the provider down for a while.
 
 Every scenario runs its own worker(s) on its own queue of a Redis server private to this
 module (so flushing and restarting it disturbs nobody else), submits jobs through the
-API, injects the fault, lets the sweeper do its job, and then checks the invariants of
+API, injects the fault, lets the dispatcher do its job, and then checks the invariants of
 `tests/invariants.py`: every job final, every completed job charged once and ingested
 once, every other job released, each account's ledger balanced to the cent.
 
@@ -122,7 +122,7 @@ class Scenario:
     def count(self, states: tuple[str, ...]) -> int:
         return sum(status in states for status in self.statuses().values())
 
-    def sweep_as_if_stale(self) -> int:
+    def dispatch_as_if_later(self) -> int:
         """One dispatch as beat would run it a minute from now: every unfinished job is due,
         so each gets its next message again (duplicates are harmless)."""
         later = utcnow() + timedelta(seconds=60)
@@ -141,14 +141,14 @@ class Scenario:
 
     def drive_to_final(self, timeout: float) -> None:
         """Wait until every job is final, dispatching (as if a minute later) every few seconds."""
-        last_sweep = [time.monotonic()]
+        last_dispatch = [time.monotonic()]
 
         def all_final() -> bool:
             if not unfinished(self.runtime, self.job_ids):
                 return True
-            if time.monotonic() - last_sweep[0] >= 3:
-                last_sweep[0] = time.monotonic()
-                self.sweep_as_if_stale()
+            if time.monotonic() - last_dispatch[0] >= 3:
+                last_dispatch[0] = time.monotonic()
+                self.dispatch_as_if_later()
             return False
 
         wait_for(
@@ -162,7 +162,7 @@ class Scenario:
         summary = assert_invariants(
             self.runtime, {self.account_id: GRANT_CREDITS * 100}, self.job_ids
         )
-        print(f"\n[{self.name}] {len(self.job_ids)} jobs: {summary}; sweeper acted {self.swept}×")
+        print(f"\n[{self.name}] {len(self.job_ids)} jobs: {summary}; dispatcher acted {self.swept}×")
         return summary
 
 
@@ -217,7 +217,7 @@ def make_scenario(
     private_redis: PrivateRedis,
     tmp_path: Path,
 ) -> Iterator[Callable[..., Scenario]]:
-    """A scenario's own queue and Redis database number, its API, sweeper and account (made
+    """A scenario's own queue and Redis database number, its API, dispatcher and account (made
     in the scenario's own database: a DATABASE_URL override points all of them elsewhere)."""
     made: list[Scenario] = []
 
@@ -522,7 +522,7 @@ def test_provider_outage_then_back(make_scenario, fake_fal):
         for i in range(6):
             scenario.submit(f"During the outage {i} [sim latency=1.5]")
         assert time.monotonic() - outage_started < outage_seconds  # really during it
-        # No sweeper here: the submit retries and the poll retries alone carry the jobs.
+        # No dispatcher here: the submit retries and the poll retries alone carry the jobs.
         scenario.wait_all_final(timeout=90)
     text = log.read_text()
     poll_retries = text.count("provider unavailable, polling again later")
