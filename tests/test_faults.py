@@ -162,7 +162,7 @@ class Scenario:
         summary = assert_invariants(
             self.runtime, {self.account_id: GRANT_CREDITS * 100}, self.job_ids
         )
-        print(f"\n[{self.name}] {len(self.job_ids)} jobs: {summary}; dispatcher acted {self.swept}×")
+        print(f"\n[{self.name}] {len(self.job_ids)} jobs: {summary}; dispatched {self.swept}×")
         return summary
 
 
