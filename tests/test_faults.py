@@ -100,12 +100,12 @@ class Scenario:
     def worker_log(self) -> Path:
         return self.folder / f"worker-{next(self._logs)}.log"
 
-    def submit(self, prompt: str, **inputs: Any) -> str:
+    def submit(self, prompt: str, *, model: str = KLING_T2V, **inputs: Any) -> str:
         tag = uuid.uuid4().hex[:10]
         response = self.client.post(
             "/v1/video/generate",
             json={
-                "model": KLING_T2V,
+                "model": model,
                 "input": {"prompt": f"{prompt} #{tag}", "duration": "3", **inputs},
             },
             headers=self.headers,
@@ -513,7 +513,12 @@ def test_provider_outage_then_back(make_scenario, fake_fal):
     log = scenario.worker_log()
     with running_worker(scenario.env, log):
         for i in range(6):
-            scenario.submit(f"Before the outage {i} [sim latency={2 + i * 0.3:.1f}]")
+            # A model with no render history: its polls are paced by POLL_MAX_SECONDS (3 s),
+            # so they fall inside the outage (a measured model would wait for its renders).
+            scenario.submit(
+                f"Before the outage {i} [sim latency={2 + i * 0.3:.1f}]",
+                model="fal-ai/kling-video/v3/standard/text-to-video",
+            )
         wait_for(lambda: scenario.count(AT_PROVIDER) >= 3, timeout=30)
         httpx.post(
             f"{fake_fal.base_url}/_fake/outage", json={"seconds": outage_seconds, "status": 503}
