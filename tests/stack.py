@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -86,12 +87,14 @@ def started(
     inherit_env: bool = True,
     timeout: float = 60,
     stop_timeout: float = 30,
+    on_hang: Callable[[int, Path], None] | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """`argv` running from the repository, its output in `log_path`, once `ready()` is true;
     `env` is added to this process's environment (or is the whole of it if not
     `inherit_env`). Stopped on exit with SIGTERM (a warm shutdown). A process that exits
     before it is ready fails at once, with its log; one that does not stop within
-    `stop_timeout` is killed with its whole tree, and that is an error too."""
+    `stop_timeout` is killed with its whole tree (after `on_hang(pid, log_path)`, which can
+    gather evidence), and that is an error too."""
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             list(argv),
@@ -113,8 +116,30 @@ def started(
         try:
             process.wait(timeout=stop_timeout)
         except subprocess.TimeoutExpired:
+            if on_hang is not None:
+                on_hang(process.pid, log_path)
             kill_tree(process.pid)
-            raise AssertionError(f"{argv[:3]} did not stop within {stop_timeout}s")  # noqa: B904
+            process.wait()
+            raise AssertionError(  # noqa: B904
+                f"{argv[:3]} did not stop within {stop_timeout}s; its log ends:\n"
+                f"{log_path.read_text()[-12000:]}"
+            )
+
+
+def cry(pid: int, log_path: Path) -> None:
+    """Ask a hung Celery worker for every thread's stack: its main process logs them on
+    SIGUSR1 (Celery's "cry" handler; in the pool's children SIGUSR1 is the soft time limit,
+    so they are left alone). Waits, at most a few seconds, for the log to stop growing."""
+    with suppress(psutil.NoSuchProcess):
+        psutil.Process(pid).send_signal(signal.SIGUSR1)
+    sizes = [-1]
+
+    def settled() -> bool:
+        sizes.append(log_path.stat().st_size)
+        return sizes[-1] == sizes[-2]
+
+    with suppress(AssertionError):
+        wait_for(settled, timeout=5, interval=0.5)
 
 
 @contextmanager
@@ -124,7 +149,12 @@ def running_worker(
     """A real Celery worker (the Procfile's command line) in its own process, `env` added."""
     argv = processes.python_m(processes.worker(concurrency=concurrency, app=app))
     with started(
-        argv, log_path, env=env, ready=lambda: b"ready." in log_path.read_bytes(), stop_timeout=60
+        argv,
+        log_path,
+        env=env,
+        ready=lambda: b"ready." in log_path.read_bytes(),
+        stop_timeout=60,
+        on_hang=cry,
     ) as process:
         yield process
 

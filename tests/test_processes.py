@@ -3,12 +3,14 @@ one, `naive local up`, the tests and the benches the other."""
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import sys
 from pathlib import Path
 
 from services import processes
+from tests.stack import started
 
 PROCFILE = Path(__file__).resolve().parent.parent / "Procfile"
 
@@ -56,3 +58,15 @@ def test_python_m_runs_each_program_with_this_interpreter():
         "admin",
         "migrate",
     ]
+
+
+def test_the_procfile_worker_starts_on_a_fresh_machine_with_nothing_configured(tmp_path):
+    """The embedded default (SQLite, the filesystem broker) in an empty data folder: the
+    worker creates the broker's folders itself rather than dying on the first listing."""
+    log = tmp_path / "worker.log"
+    argv = processes.python_m(processes.worker(concurrency=1))
+    env = {"PATH": os.environ["PATH"], "NAIVE_DATA_DIR": str(tmp_path / "fresh")}
+    with started(
+        argv, log, env=env, inherit_env=False, ready=lambda: b"ready." in log.read_bytes()
+    ):
+        assert (tmp_path / "fresh" / "broker" / "queue").is_dir()

@@ -79,7 +79,9 @@ def _beat_schedule(settings: Settings) -> dict[str, Any]:
 
 
 def make_celery(settings: Settings) -> Celery:
-    if not settings.broker_is_filesystem:
+    if settings.broker_is_filesystem:
+        settings.ensure_local_dirs()  # kombu lists the queue folder as the worker starts
+    else:
         # kombu's Redis channel, patched so a worker survives a Redis restart.
         redis_transport.install()
     app = Celery("naive", broker=settings.broker_url, include=["services.worker.tasks"])
