@@ -78,6 +78,17 @@ class Settings:
     s3_region: str = "us-east-1"
 
     @property
+    def completions_queue(self) -> str:
+        """Settlement and ingestion: a queue of their own, so a burst of finished renders
+        never makes the polls of the renders still running wait behind them."""
+        return f"{self.celery_queue}.completions"
+
+    @property
+    def celery_queues(self) -> tuple[str, str]:
+        """Every queue a worker reads (each worker reads both unless told otherwise)."""
+        return (self.celery_queue, self.completions_queue)
+
+    @property
     def broker_is_filesystem(self) -> bool:
         return self.broker_url.startswith("filesystem://")
 

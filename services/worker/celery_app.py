@@ -11,6 +11,7 @@ import logging
 from typing import Any
 
 from celery import Celery, chain
+from kombu import Queue
 from kombu.exceptions import KombuError
 from sqlalchemy.orm import Session
 
@@ -88,6 +89,13 @@ def make_celery(settings: Settings) -> Celery:
     app.conf.update(
         DELIVERY_OPTIONS,
         task_default_queue=settings.celery_queue,
+        # kombu's Redis channel takes from its queues in turn: a poll waits behind at most
+        # one completion per free worker process, however many renders just finished.
+        task_queues=[Queue(name) for name in settings.celery_queues],
+        task_routes={
+            SETTLE_CREDITS: {"queue": settings.completions_queue},
+            INGEST_MEDIA: {"queue": settings.completions_queue},
+        },
         broker_transport_options=_transport_options(settings),
         beat_schedule=_beat_schedule(settings),
     )

@@ -91,6 +91,6 @@ def metrics() -> Response:
     runtime = context.runtime()
     live = CollectorRegistry()
     live.register(DatabaseCollector(runtime.db))
-    live.register(BrokerCollector(runtime.settings.broker_url, (runtime.settings.celery_queue,)))
+    live.register(BrokerCollector(runtime.settings.broker_url, runtime.settings.celery_queues))
     body = generate_latest(registry()) + generate_latest(live)
     return Response(body, mimetype=CONTENT_TYPE_LATEST)
