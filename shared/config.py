@@ -9,6 +9,7 @@ a SQLite file, kombu's filesystem broker and the simulator provider, all under
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
@@ -22,6 +23,18 @@ WEBHOOK_POLL_SLOWDOWN = 3
 
 class ConfigError(ValueError):
     """A setting is missing or malformed; raised at start-up, never mid-request."""
+
+
+@dataclass(frozen=True)
+class Rate:
+    """A rate limit: at most `amount` requests per window of `seconds`."""
+
+    amount: int
+    seconds: int
+
+
+_RATE = re.compile(r"\s*(\d+)\s*(?:per|/)\s*(\d*)\s*(second|minute|hour|day)s?\s*")
+_UNIT_SECONDS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
 
 
 @dataclass(frozen=True)
@@ -61,8 +74,11 @@ class Settings:
     simulator_latency_seconds: float | None
     max_request_bytes: int
     allow_private_image_urls: bool
-    # Per API key, in flask-limiter's notation; counted in Redis when the broker is Redis.
-    rate_limit: str
+    # Per API key (per client address without one), as "600 per minute"; and per client
+    # address for answers 401 (no key, an invented or revoked one): a tighter budget, spent
+    # before any database lookup. Counted in Redis when the broker is Redis.
+    rate_limit: Rate
+    rate_limit_auth_failures: Rate
     rate_limit_storage_url: str
     log_level: str
     log_json: bool
@@ -123,6 +139,15 @@ def _optional_float(env: Mapping[str, str], name: str) -> float | None:
     return None if raw in (None, "") else float(_number(env, name, raw))
 
 
+def _rate(env: Mapping[str, str], name: str, default: str) -> Rate:
+    raw = env.get(name) or default
+    match = _RATE.fullmatch(raw.lower())
+    if match is None or int(match.group(1)) < 1:
+        raise ConfigError(f"{name} must read like '600 per minute', got {raw!r}")
+    amount, count, unit = match.groups()
+    return Rate(int(amount), int(count or 1) * _UNIT_SECONDS[unit])
+
+
 def _limit_storage(env: Mapping[str, str]) -> str:
     broker = env.get("CELERY_BROKER_URL") or ""
     return broker if broker.startswith(("redis://", "rediss://")) else "memory://"
@@ -170,7 +195,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         simulator_latency_seconds=_optional_float(env, "SIMULATOR_LATENCY_SECONDS"),
         max_request_bytes=int(_number(env, "MAX_REQUEST_BYTES", str(2 * 1024 * 1024))),
         allow_private_image_urls=env.get("ALLOW_PRIVATE_IMAGE_URLS", "") in ("1", "true", "yes"),
-        rate_limit=env.get("RATE_LIMIT", "600 per minute"),
+        rate_limit=_rate(env, "RATE_LIMIT", "600 per minute"),
+        rate_limit_auth_failures=_rate(env, "RATE_LIMIT_AUTH_FAILURES", "30 per minute"),
         rate_limit_storage_url=env.get("RATE_LIMIT_STORAGE_URL") or _limit_storage(env),
         log_level=env.get("LOG_LEVEL", "INFO").upper(),
         log_json=env.get("LOG_FORMAT", "json") == "json",

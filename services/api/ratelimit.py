@@ -1,38 +1,163 @@
-"""Per-key rate limiting (flask-limiter), counted in Redis so every API replica agrees.
+"""Rate limits, counted in Redis so every API replica agrees (in the process without Redis).
 
-The key is a hash of the caller's API key (the IP address for unauthenticated calls);
-a breach answers 429 `rate_limited` with `Retry-After`. If the counter store is down
-the limiter fails open: an outage of Redis must not take the API down with it.
+Each request is checked against two fixed windows in one round trip (a Lua script):
+- its caller's, `RATE_LIMIT`: a hash of the API key it sends (its client address when it
+  sends none, e.g. a signed media link);
+- its client address's failed authentications, `RATE_LIMIT_AUTH_FAILURES`: every answer
+  401 (no key, an invented or a revoked one) counts one. Once an address has spent that
+  tighter budget, its requests are refused before any database lookup until the window
+  ends, so rotating invented `nv_sk_…` keys (each a fresh caller) buys nothing.
+A breach answers 429 `rate_limited` with `Retry-After`; every answer carries the caller's
+`X-RateLimit-Limit`, `-Remaining` and `-Reset`. If Redis is down the limiter fails open:
+an outage of Redis must not take the API down with it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass
+from typing import Protocol
 
-from flask import Blueprint, Flask, request
-from flask_limiter import Limiter
+import redis
+from flask import Blueprint, Flask, Response, g, request
 
 from services.api import context
-from shared.config import Settings
+from services.api.errors import error_response
+from shared.config import Rate, Settings
+
+log = logging.getLogger(__name__)
+
+# Count the caller's request; read the address's failures. Returns both counts and the
+# milliseconds left in each window (-2: no such window yet).
+_HIT = """
+local count = redis.call('INCR', KEYS[1])
+if count == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+local failures = tonumber(redis.call('GET', KEYS[2]) or '0')
+return {count, redis.call('PTTL', KEYS[1]), failures, redis.call('PTTL', KEYS[2])}
+"""
+_FAIL = """
+local count = redis.call('INCR', KEYS[1])
+if count == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return count
+"""
 
 
-def _caller() -> str:
+@dataclass(frozen=True)
+class Window:
+    count: int
+    reset_in: float  # seconds until the window ends
+
+
+class Counters(Protocol):
+    def hit(self, caller: str, failures: str, rate: Rate) -> tuple[Window, Window]:
+        """Count a request in the window `caller`; both windows as they are now."""
+
+    def fail(self, failures: str, rate: Rate) -> None:
+        """Count a failed authentication in the window `failures`."""
+
+
+class RedisCounters:
+    def __init__(self, url: str) -> None:
+        # Short timeouts: a Redis that hangs costs each request at most this, then fails open.
+        client = redis.Redis.from_url(url, socket_timeout=0.25, socket_connect_timeout=0.25)
+        self._hit = client.register_script(_HIT)
+        self._fail = client.register_script(_FAIL)
+
+    def hit(self, caller: str, failures: str, rate: Rate) -> tuple[Window, Window]:
+        count, ttl, failed, failed_ttl = self._hit(
+            keys=[caller, failures], args=[rate.seconds * 1000]
+        )
+        return Window(count, max(ttl, 0) / 1000), Window(failed, max(failed_ttl, 0) / 1000)
+
+    def fail(self, failures: str, rate: Rate) -> None:
+        self._fail(keys=[failures], args=[rate.seconds * 1000])
+
+
+class MemoryCounters:
+    """The same windows in this process: the embedded default, which has no Redis."""
+
+    PRUNE_AT = 10_000  # windows kept before the ended ones are dropped
+
+    def __init__(self) -> None:
+        self._windows: dict[str, tuple[int, float]] = {}  # key → (count, ends at)
+        self._lock = threading.Lock()
+
+    def _read(self, key: str, now: float) -> Window:
+        count, ends = self._windows.get(key, (0, now))
+        return Window(count, ends - now) if ends > now else Window(0, 0.0)
+
+    def _add(self, key: str, rate: Rate, now: float) -> Window:
+        if len(self._windows) >= self.PRUNE_AT:
+            self._windows = {k: v for k, v in self._windows.items() if v[1] > now}
+        window = self._read(key, now)
+        reset_in = window.reset_in if window.count else rate.seconds
+        self._windows[key] = (window.count + 1, now + reset_in)
+        return Window(window.count + 1, reset_in)
+
+    def hit(self, caller: str, failures: str, rate: Rate) -> tuple[Window, Window]:
+        with self._lock:
+            now = time.monotonic()
+            return self._add(caller, rate, now), self._read(failures, now)
+
+    def fail(self, failures: str, rate: Rate) -> None:
+        with self._lock:
+            self._add(failures, rate, time.monotonic())
+
+
+def _keys() -> tuple[str, str]:
+    """The caller's window and its client address's failures window."""
+    address = request.remote_addr or "unknown"
     key = context.bearer_key()
-    if key:
-        return "key:" + hashlib.sha256(key.encode()).hexdigest()[:32]
-    return "ip:" + (request.remote_addr or "unknown")
+    caller = "key:" + hashlib.sha256(key.encode()).hexdigest()[:32] if key else "ip:" + address
+    return "naive:rl:" + caller, "naive:rl:fail:" + address
 
 
-def init_app(app: Flask, settings: Settings, *, exempt: list[Blueprint]) -> Limiter:
-    limiter = Limiter(
-        key_func=_caller,
-        app=app,
-        default_limits=[settings.rate_limit],
-        storage_uri=settings.rate_limit_storage_url,
-        headers_enabled=True,
-        swallow_errors=True,
-        key_prefix="naive",
-    )
-    for blueprint in exempt:
-        limiter.exempt(blueprint)
-    return limiter
+def init_app(app: Flask, settings: Settings, *, exempt: list[Blueprint]) -> None:
+    url = settings.rate_limit_storage_url
+    counters: Counters = MemoryCounters() if url == "memory://" else RedisCounters(url)
+    rate, failures_rate = settings.rate_limit, settings.rate_limit_auth_failures
+    exempt_names = {blueprint.name for blueprint in exempt}
+
+    def refused(reset_in: float) -> Response:
+        retry_after = max(1, math.ceil(reset_in))
+        response = error_response(
+            429, "rate_limited", f"Too many requests; retry in {retry_after} s."
+        )
+        response.headers["Retry-After"] = str(retry_after)
+        return response
+
+    @app.before_request
+    def _limit() -> Response | None:
+        if request.blueprint in exempt_names:
+            return None
+        caller, failures = _keys()
+        try:
+            mine, failed = counters.hit(caller, failures, rate)
+        except redis.RedisError as exc:
+            log.warning("rate limits not counted (Redis unavailable): %s", exc)
+            return None
+        g.rate_window, g.failures_key = mine, failures
+        if failed.count >= failures_rate.amount:
+            return refused(failed.reset_in)
+        if mine.count > rate.amount:
+            return refused(mine.reset_in)
+        return None
+
+    @app.after_request
+    def _count(response: Response) -> Response:
+        window: Window | None = g.pop("rate_window", None)
+        if window is None:
+            return response
+        if response.status_code == 401:
+            try:
+                counters.fail(g.failures_key, failures_rate)
+            except redis.RedisError as exc:
+                log.warning("failed authentication not counted (Redis unavailable): %s", exc)
+        response.headers["X-RateLimit-Limit"] = str(rate.amount)
+        response.headers["X-RateLimit-Remaining"] = str(max(0, rate.amount - window.count))
+        response.headers["X-RateLimit-Reset"] = str(math.ceil(time.time() + window.reset_in))
+        return response
