@@ -9,6 +9,7 @@ once the rows are visible to others (sending a Celery task) is registered with
 
 from __future__ import annotations
 
+import select
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -17,6 +18,7 @@ from typing import Any, ClassVar
 
 from sqlalchemy import JSON, DateTime, MetaData, TypeDecorator, Uuid, create_engine, event, text
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 NAMING_CONVENTION = {
@@ -61,10 +63,31 @@ class Base(DeclarativeBase):
 _CALLBACKS = "after_commit_callbacks"
 
 
+def _server_hung_up(dbapi_connection: Any) -> bool:
+    """Whether an idle pooled connection has input waiting: a server that ended it (a
+    terminated backend, a restart) sent its farewell and closed the socket. An idle
+    healthy connection has nothing to read. One poll(2), no round trip."""
+    if dbapi_connection.closed:
+        return True
+    poller = select.poll()
+    poller.register(dbapi_connection.fileno(), select.POLLIN)
+    return bool(poller.poll(0))
+
+
 def make_engine(database_url: str) -> Engine:
     """An engine for the URL; SQLite gets WAL, a busy timeout and write-locking transactions."""
     if not database_url.startswith("sqlite"):
-        return create_engine(database_url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+        # No pool_pre_ping: its SELECT 1 was a round trip per transaction. A connection the
+        # server has closed is found by `_server_hung_up` at checkout instead, and the pool
+        # connects once more in its place.
+        engine = create_engine(database_url, pool_size=5, max_overflow=10)
+
+        @event.listens_for(engine, "checkout")
+        def _on_checkout(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+            if _server_hung_up(dbapi_connection):
+                raise DisconnectionError("the database server closed this connection")
+
+        return engine
 
     engine = create_engine(database_url, connect_args={"timeout": 30})
 
