@@ -153,3 +153,32 @@ def test_the_dispatcher_claims_each_due_job_once_and_skips_what_another_holds(
             assert not claim(second) & ids
     with runtime.db.transaction() as again:  # claimed once: due again only later
         assert not claim(again) & ids
+
+
+def test_an_unexpected_error_ends_a_delivered_job_without_charging_it(
+    runtime: Runtime, settings: Settings, make_account: Callable[..., Any]
+) -> None:
+    """Before the charge (settling) the hold is released; after it (ingesting), refunded.
+    Either way the account pays nothing for a video it does not have, and once."""
+    account = make_account()
+    settling = _delivered(runtime, settings, account.id)
+    ingesting = _delivered(runtime, settings, account.id)
+    with runtime.db.transaction() as session:
+        assert jobs.settle(session=session, job_id=ingesting)
+        for job_id in (settling, ingesting):
+            jobs.fail_on_error(session=session, job_id=job_id, kind="KeyError")
+            assert jobs.fail_on_error(session=session, job_id=job_id, kind="KeyError") is None
+        ended = [
+            jobs.get_job(session=session, account_id=account.id, job_id=str(job_id))
+            for job_id in (settling, ingesting)
+        ]
+        totals = ledger.balance(session=session, account_id=account.id)
+    assert [job.status for job in ended] == [JobStatus.FAILED, JobStatus.FAILED]
+    assert ended[0].error == machine.internal_error("KeyError").to_dict()
+    assert job_entries(runtime, str(settling)) == {"hold": [350], "release": [350]}
+    assert job_entries(runtime, str(ingesting)) == {
+        "hold": [350],
+        "capture": [350],
+        "refund": [350],
+    }
+    assert (totals.balance, totals.held) == (10_000, 0)

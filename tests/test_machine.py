@@ -66,9 +66,12 @@ def test_a_delivered_job_can_no_longer_be_cancelled() -> None:
         assert JobStatus.CANCELLED not in machine.TRANSITIONS[status]
 
 
-def test_only_ingestion_that_failed_for_good_fails_a_delivered_job() -> None:
-    assert JobStatus.FAILED not in machine.TRANSITIONS[JobStatus.SETTLING]
-    assert JobStatus.FAILED in machine.TRANSITIONS[JobStatus.INGESTING]
+def test_a_delivered_job_can_fail_but_is_never_cancelled() -> None:
+    """Settling fails on an unexpected error (hold released), ingesting when the video
+    cannot be stored (refunded); a provider's delivery cannot be taken back by a cancel."""
+    for status in (JobStatus.SETTLING, JobStatus.INGESTING):
+        assert JobStatus.FAILED in machine.TRANSITIONS[status]
+        assert JobStatus.CANCELLED not in machine.TRANSITIONS[status]
 
 
 def test_every_cancellable_status_can_fail_or_be_cancelled() -> None:

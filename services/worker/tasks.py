@@ -20,6 +20,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, TypeVar
 
+from billiard.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded, WorkerLostError
 from celery import Task, shared_task
 from celery.signals import worker_process_init
 from sqlalchemy.exc import OperationalError
@@ -55,6 +56,8 @@ DB_OUTAGE_RETRY: dict[str, Any] = {
     "retry_backoff": 1,
     "retry_backoff_max": 30,
 }
+# Errors of the world, not of the job: the step is tried again (retry, the dispatcher).
+TRANSIENT = (OperationalError, SoftTimeLimitExceeded, TimeLimitExceeded, WorkerLostError)
 T = TypeVar("T")
 # Recent render times per model, this process's cache: {model: (read at, seconds)}.
 RECENT_RENDERS_TTL = 60.0
@@ -88,6 +91,21 @@ class DbTask(Task):
     @property
     def runtime(self) -> Runtime:
         return runtime_for(self.app.naive_settings)
+
+    def on_failure(self, exc: Exception, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
+        """A step raised what nobody expected (a bug, a lost file, input that slipped past
+        validation): its job ends now with `internal_error`, hold released or charge
+        refunded, instead of being sent again until its deadline. Outages and time limits
+        are not that: the dispatcher tries those again."""
+        job_id = kwargs.get("job_id", args[0] if args else None)
+        if isinstance(exc, TRANSIENT) or job_id is None:
+            return
+        kind = type(exc).__name__
+        with self.runtime.db.transaction() as session:
+            failed = jobs.fail_on_error(session=session, job_id=uuid.UUID(job_id), kind=kind)
+            if failed is not None and failed.provider_request_id:
+                self.send(session, names.CANCEL_AT_PROVIDER, job_id)
+        log.error("job failed on an unexpected %s in %s", kind, self.name)
 
     def claimed(self, job: Job | None) -> Job | None:
         """Bind the claimed job's ids to the task's log lines; pass the job through."""

@@ -21,8 +21,9 @@ TRANSITIONS: Mapping[JobStatus, frozenset[JobStatus]] = {
     S.QUEUED: frozenset({S.SUBMITTED, S.FAILED, S.CANCELLED}),
     S.SUBMITTED: frozenset({S.RUNNING, S.SETTLING, S.FAILED, S.CANCELLED}),
     S.RUNNING: frozenset({S.SETTLING, S.FAILED, S.CANCELLED}),
-    S.SETTLING: frozenset({S.INGESTING}),
-    # Failed from ingesting: the video could not be copied into the library for good.
+    # Failed from settling (before the charge) or ingesting (refunded): the video could
+    # not be copied into the library for good, or a step raised an unexpected error.
+    S.SETTLING: frozenset({S.INGESTING, S.FAILED}),
     S.INGESTING: frozenset({S.COMPLETED, S.FAILED}),
     S.COMPLETED: frozenset(),
     S.FAILED: frozenset(),
@@ -70,6 +71,12 @@ TIMED_OUT = Failure("timeout", "The job did not finish before its deadline.")
 SUBMIT_OUTCOME_UNKNOWN = Failure(
     "provider_error", "The submission's outcome is unknown (the worker stopped mid-call)."
 )
+
+
+def internal_error(kind: str) -> Failure:
+    """A step raised what nobody expected (`kind`: the exception's type, never its text,
+    which may carry secrets): the job ends at once rather than at its deadline."""
+    return Failure("internal_error", f"The job stopped on an unexpected error ({kind}).")
 
 
 def ingest_failed(reason: str) -> Failure:

@@ -361,6 +361,18 @@ def fail(
     return _end_unpaid(session, job_id, expected, JobStatus.FAILED, error=failure.to_dict())
 
 
+def fail_on_error(*, session: Session, job_id: uuid.UUID, kind: str) -> Job | None:
+    """A step raised an unexpected error (`kind`): the job ends now, never at its deadline.
+    Before the charge its hold is released (the job is returned, so the caller can stop
+    it at the provider); once charged (ingesting) the charge is refunded."""
+    failure = machine.internal_error(kind)
+    unpaid = (*CANCELLABLE, JobStatus.SETTLING)
+    failed = _end_unpaid(session, job_id, unpaid, JobStatus.FAILED, error=failure.to_dict())
+    if failed is None:
+        fail_ingest(session=session, job_id=job_id, reason=f"an unexpected error ({kind})")
+    return failed
+
+
 def cancel(*, session: Session, account_id: uuid.UUID, job_id: str) -> tuple[Job, bool]:
     """Cancel a job; returns the job and whether the provider must be asked to stop it.
 

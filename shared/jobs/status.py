@@ -2,6 +2,8 @@
 
     queued ─submit─▶ submitted ─poll─▶ running ─poll─▶ settling ─▶ ingesting ─▶ completed
        └────────────────┴─────────────────┴──▶ failed | cancelled (hold released)
+                                                     settling ──▶ failed (hold released)
+                                                                 ingesting ──▶ failed (refunded)
 
 The API shows five public statuses; every internal one maps to exactly one of them.
 """

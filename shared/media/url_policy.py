@@ -27,6 +27,8 @@ def check_fetchable(url: str, *, allow_private: bool) -> None:
         return
     if parsed.scheme not in ("http", "https") or not hostname:
         raise UnsafeUrl("must be an https or http URL, or a data: URL")
+    if not _is_host_name(hostname):
+        raise UnsafeUrl("has a host name that DNS cannot carry")
     if allow_private:
         return
     try:
@@ -39,3 +41,13 @@ def check_fetchable(url: str, *, allow_private: bool) -> None:
         addresses = {ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos}
     if any(not address.is_global for address in addresses):
         raise UnsafeUrl("points at a private, loopback or otherwise non-public address")
+
+
+def _is_host_name(hostname: str) -> bool:
+    """A name DNS can carry: labels of 1–63 octets (IDNA-encoded), 253 in all. Anything
+    else can never be fetched, so it is refused at submit, not found out by the worker."""
+    try:
+        encoded = hostname.encode("idna")
+    except UnicodeError:
+        return False
+    return len(encoded) <= 253
