@@ -29,6 +29,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from shared.config import load_settings
+
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "deploy" / "k8s"
 BASE = K8S / "base"
@@ -291,13 +293,15 @@ def test_scaled_object_scales_the_worker_on_queue_and_jobs_in_flight() -> None:
     assert spec["maxReplicaCount"] > spec["minReplicaCount"]
     triggers = {t["type"]: t for t in spec["triggers"]}
     assert set(triggers) == {"redis", "prometheus"}
+    # Every queue a worker reads scales it: a backlog of completions as well as of polls.
+    lists = [t["metadata"]["listName"] for t in spec["triggers"] if t["type"] == "redis"]
+    assert tuple(lists) == load_settings({}).celery_queues
     for trigger in spec["triggers"]:
         assert set(trigger) <= {"type", "metadata", "authenticationRef", "name", "metricType"}
         # KEDA's trigger metadata is map[string]string: a bare number is rejected.
         assert all(isinstance(v, str) for v in trigger["metadata"].values()), trigger
 
     redis = triggers["redis"]
-    assert redis["metadata"]["listName"] == "celery"
     assert int(redis["metadata"]["listLength"]) > 0
     auth = find(OBJECTS, "TriggerAuthentication", redis["authenticationRef"]["name"])
     assert "address" not in redis["metadata"]  # comes from the Secret, not the manifest
