@@ -99,7 +99,6 @@ def test_every_status_is_reachable_from_queued() -> None:
 @pytest.mark.parametrize(
     ("state", "step"),
     [
-        (State(), None),  # not due yet
         (due(), Step.SUBMIT),
         (due(due_at=NOW), Step.SUBMIT),
         (due(submit_attempted_at=NOW - timedelta(minutes=3)), Step.FAIL_UNKNOWN_SUBMIT),
@@ -115,8 +114,9 @@ def test_every_status_is_reachable_from_queued() -> None:
         (due(status=JobStatus.SETTLING, deadline_at=NOW - timedelta(hours=1)), Step.SETTLE),
     ],
 )
-def test_next_step(state: State, step: Step | None) -> None:
-    assert machine.next_step(state, now=NOW) is step
+def test_the_step_that_moves_a_job_on(state: State, step: Step | None) -> None:
+    """When a job is due is PostgreSQL's to say (`claim_due`); what it needs, the machine's."""
+    assert machine.step_for(state, now=NOW) is step
 
 
 def test_the_step_of_a_claimed_job_follows_from_its_state_alone() -> None:

@@ -104,8 +104,6 @@ class JobState(Protocol):
     @property
     def deadline_at(self) -> datetime: ...
     @property
-    def due_at(self) -> datetime | None: ...
-    @property
     def submit_attempted_at(self) -> datetime | None: ...
     @property
     def cancel_requested_at(self) -> datetime | None: ...
@@ -114,16 +112,6 @@ class JobState(Protocol):
 def is_overdue(job: JobState, now: datetime) -> bool:
     """Past its deadline before the provider delivered: the job fails and is released."""
     return job.status in CANCELLABLE and now >= job.deadline_at
-
-
-def is_due(job: JobState, now: datetime) -> bool:
-    """Its next step should have happened by now (its message may be lost)."""
-    return not job.status.is_terminal and job.due_at is not None and job.due_at <= now
-
-
-def next_step(job: JobState, *, now: datetime) -> Step | None:
-    """What the dispatcher must do for the job now; None while it is not due."""
-    return step_for(job, now=now) if is_due(job, now) or is_overdue(job, now) else None
 
 
 def step_for(job: JobState, *, now: datetime) -> Step | None:

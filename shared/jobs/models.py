@@ -78,7 +78,7 @@ class Job(Base):
     completed_at: Mapped[datetime | None]
     deadline_at: Mapped[datetime]
     # When the next step of an unfinished job is due (None once it is final): the step
-    # itself follows from the state (`machine.next_step`). Written with every state change,
+    # itself follows from the state (`machine.step_for`). Written with every state change,
     # so a message lost with a worker or the broker is sent again by the dispatcher.
     due_at: Mapped[datetime | None]
 
