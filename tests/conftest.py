@@ -48,6 +48,7 @@ def test_env(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> dic
         "SIMULATOR_LATENCY_SECONDS": "2",
         "SECRET_KEY": "test-secret",
         "RATE_LIMIT": "100000 per minute",
+        "RATE_LIMIT_AUTH_FAILURES": "100000 per minute",  # every test client is 127.0.0.1
         "CATALOG_CACHE_SECONDS": "0",
         "SUBMIT_RETRY_SECONDS": "3",
     }

@@ -107,6 +107,20 @@ def test_a_valid_key_at_another_address_is_unaffected(
     assert "Retry-After" not in answer.headers
 
 
+def test_a_customer_behind_the_guessing_address_keeps_its_access(
+    hardened: Flask, make_account: Callable[..., Any]
+) -> None:
+    """A NAT or a proxy shares one address: a key that authenticated lately still passes."""
+    shared = _address()
+    customer = make_account()
+    client = _from(hardened, shared)
+    assert client.get("/v1/credits", headers=customer.headers).status_code == 200
+    for _ in range(FAILURES_ALLOWED + 3):
+        client.get("/v1/credits", headers=_invented_key())
+    assert client.get("/v1/credits", headers=_invented_key()).status_code == 429
+    assert client.get("/v1/credits", headers=customer.headers).status_code == 200
+
+
 def test_a_customer_within_its_budget_is_never_refused_for_a_few_typos(
     hardened: Flask, make_account: Callable[..., Any]
 ) -> None:

@@ -6,7 +6,9 @@ Each request is checked against two fixed windows in one round trip (a Lua scrip
 - its client address's failed authentications, `RATE_LIMIT_AUTH_FAILURES`: every answer
   401 (no key, an invented or a revoked one) counts one. Once an address has spent that
   tighter budget, its requests are refused before any database lookup until the window
-  ends, so rotating invented `nv_sk_…` keys (each a fresh caller) buys nothing.
+  ends, so rotating invented `nv_sk_…` keys (each a fresh caller) buys nothing. A key
+  that authenticated within its last window still passes: customers behind the same
+  address (a NAT, a proxy) are not locked out by someone else's guessing.
 A breach answers 429 `rate_limited` with `Retry-After`; every answer carries the caller's
 `X-RateLimit-Limit`, `-Remaining` and `-Reset`. If Redis is down the limiter fails open:
 an outage of Redis must not take the API down with it.
@@ -31,13 +33,15 @@ from shared.config import Rate, Settings
 
 log = logging.getLogger(__name__)
 
-# Count the caller's request; read the address's failures. Returns both counts and the
-# milliseconds left in each window (-2: no such window yet).
+# Count the caller's request; read the address's failures and whether the caller's key
+# authenticated lately. Returns both counts, the milliseconds left in each window (-2: no
+# such window yet) and that mark.
 _HIT = """
 local count = redis.call('INCR', KEYS[1])
 if count == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
 local failures = tonumber(redis.call('GET', KEYS[2]) or '0')
-return {count, redis.call('PTTL', KEYS[1]), failures, redis.call('PTTL', KEYS[2])}
+return {count, redis.call('PTTL', KEYS[1]), failures, redis.call('PTTL', KEYS[2]),
+        redis.call('EXISTS', KEYS[1] .. ':ok')}
 """
 _FAIL = """
 local count = redis.call('INCR', KEYS[1])
@@ -50,6 +54,7 @@ return count
 class Window:
     count: int
     reset_in: float  # seconds until the window ends
+    trusted: bool = False  # the caller's key authenticated within its last window
 
 
 class Counters(Protocol):
@@ -59,22 +64,30 @@ class Counters(Protocol):
     def fail(self, failures: str, rate: Rate) -> None:
         """Count a failed authentication in the window `failures`."""
 
+    def trust(self, caller: str, rate: Rate) -> None:
+        """Mark the caller's key as one that authenticated, for a window."""
+
 
 class RedisCounters:
     def __init__(self, url: str) -> None:
         # Short timeouts: a Redis that hangs costs each request at most this, then fails open.
         client = redis.Redis.from_url(url, socket_timeout=0.25, socket_connect_timeout=0.25)
+        self._client = client
         self._hit = client.register_script(_HIT)
         self._fail = client.register_script(_FAIL)
 
     def hit(self, caller: str, failures: str, rate: Rate) -> tuple[Window, Window]:
-        count, ttl, failed, failed_ttl = self._hit(
+        count, ttl, failed, failed_ttl, trusted = self._hit(
             keys=[caller, failures], args=[rate.seconds * 1000]
         )
-        return Window(count, max(ttl, 0) / 1000), Window(failed, max(failed_ttl, 0) / 1000)
+        mine = Window(count, max(ttl, 0) / 1000, bool(trusted))
+        return mine, Window(failed, max(failed_ttl, 0) / 1000)
 
     def fail(self, failures: str, rate: Rate) -> None:
         self._fail(keys=[failures], args=[rate.seconds * 1000])
+
+    def trust(self, caller: str, rate: Rate) -> None:
+        self._client.set(caller + ":ok", 1, ex=rate.seconds)
 
 
 class MemoryCounters:
@@ -101,11 +114,17 @@ class MemoryCounters:
     def hit(self, caller: str, failures: str, rate: Rate) -> tuple[Window, Window]:
         with self._lock:
             now = time.monotonic()
-            return self._add(caller, rate, now), self._read(failures, now)
+            mine = self._add(caller, rate, now)
+            trusted = self._read(caller + ":ok", now).count > 0
+            return Window(mine.count, mine.reset_in, trusted), self._read(failures, now)
 
     def fail(self, failures: str, rate: Rate) -> None:
         with self._lock:
             self._add(failures, rate, time.monotonic())
+
+    def trust(self, caller: str, rate: Rate) -> None:
+        with self._lock:
+            self._windows[caller + ":ok"] = (1, time.monotonic() + rate.seconds)
 
 
 def _keys() -> tuple[str, str]:
@@ -140,8 +159,8 @@ def init_app(app: Flask, settings: Settings, *, exempt: list[Blueprint]) -> None
         except redis.RedisError as exc:
             log.warning("rate limits not counted (Redis unavailable): %s", exc)
             return None
-        g.rate_window, g.failures_key = mine, failures
-        if failed.count >= failures_rate.amount:
+        g.rate_window, g.rate_keys = mine, (caller, failures)
+        if failed.count >= failures_rate.amount and not mine.trusted:
             return refused(failed.reset_in)
         if mine.count > rate.amount:
             return refused(mine.reset_in)
@@ -152,11 +171,14 @@ def init_app(app: Flask, settings: Settings, *, exempt: list[Blueprint]) -> None
         window: Window | None = g.pop("rate_window", None)
         if window is None:
             return response
-        if response.status_code == 401:
-            try:
-                counters.fail(g.failures_key, failures_rate)
-            except redis.RedisError as exc:
-                log.warning("failed authentication not counted (Redis unavailable): %s", exc)
+        caller, failures = g.rate_keys
+        try:
+            if response.status_code == 401:
+                counters.fail(failures, failures_rate)
+            elif g.get("authenticated") and not window.trusted:
+                counters.trust(caller, rate)
+        except redis.RedisError as exc:
+            log.warning("authentication not counted (Redis unavailable): %s", exc)
         response.headers["X-RateLimit-Limit"] = str(rate.amount)
         response.headers["X-RateLimit-Remaining"] = str(max(0, rate.amount - window.count))
         response.headers["X-RateLimit-Reset"] = str(math.ceil(time.time() + window.reset_in))
