@@ -32,16 +32,15 @@ import psutil
 import psycopg
 import redis
 
-from services import processes
 from shared import accounts
 from shared.db import Database
 from tests.stack import (
     PG_ADMIN_URL,
     free_port,
     redis_url,
+    running_api,
     running_worker,
     scratch_database,
-    started,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -186,24 +185,12 @@ def gunicorn(
 ) -> Iterator[Server]:
     """`app` under gunicorn with the Procfile's command line; yields its URL and pid.
 
-    The Procfile's `api` line, with only the bind address narrowed to loopback:
-        gunicorn --config python:services.api.gunicorn_conf --bind 0.0.0.0:${PORT:-8000}
-                 --workers ${WEB_CONCURRENCY:-2} --access-logfile - services.api.wsgi:app
+    The Procfile's `api` line (`tests.stack.running_api`: gevent workers), with only the
+    bind addresses narrowed to loopback and a free metrics port.
     """
-    port = free_port()
     count = workers or int(env.get("WEB_CONCURRENCY") or os.environ.get("WEB_CONCURRENCY") or 2)
-    command = processes.python_m(processes.api(bind=f"127.0.0.1:{port}", workers=count, app=app))
-    url = f"http://127.0.0.1:{port}"
-
-    def answers() -> bool:
-        try:
-            httpx.get(f"{url}/healthz", timeout=2)  # any answer: bench apps may lack the route
-        except httpx.HTTPError:
-            return False
-        return True
-
-    with started(command, log, env=env, ready=answers) as process:
-        yield Server(url, process.pid)
+    with running_api(env, log, workers=count, app=app) as api:
+        yield Server(api.url, api.process.pid)
 
 
 def create_accounts(database_url: str, count: int, credits: int = 10_000_000) -> list[str]:

@@ -20,14 +20,24 @@ def release() -> list[str]:
     return ["naive", "admin", "migrate"]
 
 
-def api(*, bind: str, workers: int, app: str = API_APP) -> list[str]:
-    """The Procfile's `api`: `app` under gunicorn (our config: hooks, metrics, timeouts)."""
+def api(*, bind: str, metrics_bind: str, workers: int, app: str = API_APP) -> list[str]:
+    """The Procfile's `api`: `app` under gunicorn (our config: hooks, metrics, error pages).
+
+    gevent workers: a connection is a greenlet, so clients slow to send a body (or, later,
+    event streams held open) cost a greenlet each, not a worker; `--worker-connections` caps
+    them per worker. `metrics_bind` is the metrics listener (API_METRICS_PORT's address)."""
     return [
         "gunicorn",
         "--config",
         "python:services.api.gunicorn_conf",
+        "--worker-class",
+        "gevent",
+        "--worker-connections",
+        "1000",
         "--bind",
         bind,
+        "--bind",
+        metrics_bind,
         "--workers",
         str(workers),
         "--access-logfile",

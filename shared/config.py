@@ -92,6 +92,9 @@ class Settings:
     s3_prefix: str = ""
     s3_endpoint_url: str | None = None
     s3_region: str = "us-east-1"
+    # The API answers GET /metrics only on the listener of this port (the Procfile's second
+    # `--bind`), never on its public PORT.
+    api_metrics_port: int = 9101
 
     @property
     def completions_queue(self) -> str:
@@ -212,6 +215,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         s3_prefix=(env.get("S3_PREFIX") or "").strip("/"),
         s3_endpoint_url=env.get("S3_ENDPOINT_URL") or None,
         s3_region=env.get("S3_REGION") or "us-east-1",
+        api_metrics_port=int(_number(env, "API_METRICS_PORT", "9101")),
     )
     _validate(settings)
     return settings

@@ -3,22 +3,24 @@
 Counters and histograms live in each process; under gunicorn and Celery prefork they
 go through prometheus-client's multiprocess mode (`PROMETHEUS_MULTIPROC_DIR`, read when
 prometheus-client is imported), so a scrape counts every process once. What only the
-database knows (jobs in flight, the oldest one's age) is read at scrape time by
-`DatabaseCollector`, served by the API alone: queue length cannot see countdown tasks
-that workers hold.
+database knows (jobs in flight, the oldest one's age) is read by `DatabaseCollector`,
+served by the API alone (on its metrics port) and at most once per `Cached` period: queue
+length cannot see countdown tasks that workers hold.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import redis
 from prometheus_client import CollectorRegistry, Counter, Histogram, multiprocess
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import REGISTRY, Collector
 from sqlalchemy import event, func, select
 from sqlalchemy.engine import Engine
@@ -200,3 +202,22 @@ class BrokerCollector(Collector):
             finally:
                 client.close()
         yield depth
+
+
+class Cached(Collector):
+    """Another collector's samples, read at most once per `seconds`: scrapes at any rate,
+    by any number of Prometheus servers, cost the database one query per period."""
+
+    def __init__(self, collector: Collector, seconds: float) -> None:
+        self.collector = collector
+        self.seconds = seconds
+        self._lock = threading.Lock()
+        self._read_at = float("-inf")
+        self._samples: list[Metric] = []
+
+    def collect(self) -> Iterable[Metric]:
+        with self._lock:
+            if time.monotonic() - self._read_at >= self.seconds:
+                self._samples = list(self.collector.collect())
+                self._read_at = time.monotonic()
+            return list(self._samples)

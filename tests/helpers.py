@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import re
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
@@ -18,6 +20,33 @@ from tests.waiting import wait_for
 KLING_T2V = "fal-ai/kling-video/v3/pro/text-to-video"
 KLING_I2V = "fal-ai/kling-video/v3/pro/image-to-video"
 FINAL = ("completed", "failed", "cancelled")
+
+
+@dataclass(frozen=True)
+class HttpResponse:
+    status_code: int
+    json: Any
+
+
+class HttpApi:
+    """The part of a FlaskClient that tests.helpers uses, over real HTTP."""
+
+    def __init__(self, http: httpx.Client) -> None:
+        self.http = http
+
+    def post(self, path: str, **kwargs: Any) -> HttpResponse:
+        return self._wrap(self.http.post(path, **kwargs))
+
+    def get(self, path: str, **kwargs: Any) -> HttpResponse:
+        return self._wrap(self.http.get(path, **kwargs))
+
+    @staticmethod
+    def _wrap(response: httpx.Response) -> HttpResponse:
+        try:
+            body = response.json()
+        except ValueError:
+            body = response.text
+        return HttpResponse(response.status_code, body)
 
 
 def generate(

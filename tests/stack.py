@@ -14,8 +14,10 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import psutil
 import psycopg
 import redis
@@ -157,6 +159,43 @@ def running_worker(
         on_hang=cry,
     ) as process:
         yield process
+
+
+@dataclass(frozen=True)
+class Api:
+    """The API under gunicorn: its public base URL, its metrics URL, its master's process."""
+
+    url: str
+    metrics_url: str
+    process: subprocess.Popen[bytes]
+
+
+@contextmanager
+def running_api(
+    env: dict[str, str], log_path: Path, *, workers: int = 1, app: str = processes.API_APP
+) -> Iterator[Api]:
+    """`app` under gunicorn with the Procfile's command line (gevent workers), `env` added,
+    on free loopback ports: the public one and the metrics one (API_METRICS_PORT)."""
+    port, metrics_port = free_port(), free_port()
+    argv = processes.api(
+        bind=f"127.0.0.1:{port}", metrics_bind=f"127.0.0.1:{metrics_port}", workers=workers, app=app
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    def answers() -> bool:
+        try:
+            httpx.get(f"{url}/healthz", timeout=2)  # any answer: bench apps may lack the route
+        except httpx.HTTPError:
+            return False
+        return True
+
+    with started(
+        processes.python_m(argv),
+        log_path,
+        env={**env, "API_METRICS_PORT": str(metrics_port)},
+        ready=answers,
+    ) as process:
+        yield Api(url, f"http://127.0.0.1:{metrics_port}/metrics", process)
 
 
 def worker_with_metrics(env: dict[str, str], folder: Path) -> tuple[dict[str, str], int]:

@@ -42,8 +42,8 @@ PROMETHEUS_RULE = ROOT / "deploy" / "k8s" / "base" / "prometheusrule.yaml"
 RENDER_RULES = ROOT / "deploy" / "k8s" / "render_rules.py"
 DASHBOARD = ROOT / "deploy" / "grafana" / "naive-dashboard.json"
 
-# Served by collectors that read the database and the broker at scrape time (the API's
-# /metrics), with their labels; and Prometheus' own `up` of every target.
+# Served by collectors that read the database and the broker (the API's metrics port,
+# cached a few seconds), with their labels; and Prometheus' own `up` of every target.
 COLLECTED = {
     "naive_jobs_in_flight": {"state"},
     "naive_oldest_in_flight_job_age_seconds": set(),
@@ -258,6 +258,14 @@ def test_the_example_config_passes_promtool_check(promtool: str) -> None:
     run([promtool, "check", "config", str(CONFIG)])
     config = load_yaml(CONFIG)
     assert [job["job_name"] for job in config["scrape_configs"]] == ["naive-api", "naive-worker"]
+    # Each on its metrics port (API_METRICS_PORT, WORKER_METRICS_PORT), never the API's PORT.
+    ports = {
+        job["job_name"]: {
+            target.rsplit(":", 1)[1] for target in job["static_configs"][0]["targets"]
+        }
+        for job in config["scrape_configs"]
+    }
+    assert ports == {"naive-api": {"9101"}, "naive-worker": {"9100"}}
     assert config["rule_files"] == ["alerts.yml"]
 
 

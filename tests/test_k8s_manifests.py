@@ -339,6 +339,20 @@ def test_service_monitors_scrape_named_ports_of_existing_services() -> None:
     assert jobs == {"naive-api": "naive-api", "naive-worker": "naive-worker"}
 
 
+def test_the_api_serves_metrics_on_its_metrics_port_only() -> None:
+    """Prometheus scrapes the api's `metrics` port, the listener gunicorn binds to
+    API_METRICS_PORT; the public `http` port has no /metrics."""
+    (endpoint,) = find(OBJECTS, "ServiceMonitor", "naive-api")["spec"]["endpoints"]
+    assert endpoint["port"] == "metrics"
+    api = container(DEPLOYMENTS["naive-api"], "api")
+    env = {e["name"]: e.get("value") for e in api["env"]}
+    ports = {p["name"]: p["containerPort"] for p in api["ports"]}
+    assert ports == {"http": int(env["PORT"]), "metrics": int(env["API_METRICS_PORT"])}
+    command = api["command"]
+    binds = [command[i + 1] for i, word in enumerate(command) if word == "--bind"]
+    assert binds == ["0.0.0.0:$(PORT)", "0.0.0.0:$(API_METRICS_PORT)"]
+
+
 def test_prometheus_rule_has_the_worker_up_alert_on_a_scraped_job() -> None:
     rule_object = find(OBJECTS, "PrometheusRule", "naive-alerts")
     assert set(rule_object["spec"]) == {"groups"}
@@ -466,7 +480,8 @@ def test_pod_disruption_budgets_select_existing_pods_but_not_beat(
 def test_services_select_pods_and_target_named_ports() -> None:
     api = find(OBJECTS, "Service", "naive-api")
     assert api["spec"]["ports"] == [
-        {"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}
+        {"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"},
+        {"name": "metrics", "port": 9101, "targetPort": "metrics", "protocol": "TCP"},
     ]
     worker = find(OBJECTS, "Service", "naive-worker")
     assert worker["spec"]["clusterIP"] == "None"

@@ -34,7 +34,7 @@ def procfile() -> dict[str, list[str]]:
 def test_every_procfile_line_is_the_command_line_the_code_starts():
     assert procfile() == {
         "release": processes.release(),
-        "api": processes.api(bind="0.0.0.0:8000", workers=2),
+        "api": processes.api(bind="0.0.0.0:8000", metrics_bind="0.0.0.0:9101", workers=2),
         "worker": processes.worker(concurrency=4),
         "beat": processes.beat(schedule="var/celerybeat-schedule"),
     }

@@ -1,8 +1,9 @@
 """A real Prometheus scrapes the API and a worker while jobs run, and evaluates the rules.
 
 The test starts Prometheus (on a free port, scrape and rule interval 1 s, its own config and
-data folder), the API over HTTP and an extra Celery worker serving its metrics in
-prometheus-client's multiprocess mode (`WORKER_METRICS_PORT`, `PROMETHEUS_MULTIPROC_DIR`),
+data folder), the API under gunicorn (scraped on its metrics port, API_METRICS_PORT) and an
+extra Celery worker serving its metrics, both in prometheus-client's multiprocess mode
+(`WORKER_METRICS_PORT`, `PROMETHEUS_MULTIPROC_DIR`),
 submits jobs through the HTTP API, and asks Prometheus' HTTP API until what it scraped
 matches what the test did. Then every rule of deploy/prometheus/alerts.yml (loaded into
 this Prometheus) and every query of the Grafana dashboard must evaluate without an error.
@@ -16,16 +17,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import yaml
-from prometheus_client import REGISTRY
 
-from tests.helpers import KLING_T2V, generate, wait_for_job
-from tests.stack import free_port, running_worker, serving, started, worker_with_metrics
+from tests.helpers import KLING_T2V, HttpApi, generate, wait_for_job
+from tests.stack import free_port, running_api, running_worker, started, worker_with_metrics
 from tests.test_alerts import ALERTS, dashboard_exprs, require, rules
 from tests.waiting import wait_for
 
@@ -57,33 +57,6 @@ PANELS_WITH_DATA = [
 ]
 COMPLETING = 4
 FAILING = 1
-
-
-@dataclass(frozen=True)
-class HttpResponse:
-    status_code: int
-    json: Any
-
-
-class HttpApi:
-    """The part of a FlaskClient that tests.helpers uses, over real HTTP."""
-
-    def __init__(self, http: httpx.Client) -> None:
-        self.http = http
-
-    def post(self, path: str, **kwargs: Any) -> HttpResponse:
-        return self._wrap(self.http.post(path, **kwargs))
-
-    def get(self, path: str, **kwargs: Any) -> HttpResponse:
-        return self._wrap(self.http.get(path, **kwargs))
-
-    @staticmethod
-    def _wrap(response: httpx.Response) -> HttpResponse:
-        try:
-            body = response.json()
-        except ValueError:
-            body = response.text
-        return HttpResponse(response.status_code, body)
 
 
 class Prometheus:
@@ -156,29 +129,31 @@ def running_prometheus(
         prometheus.http.close()
 
 
-def test_prometheus_scrapes_the_api_and_a_worker_while_jobs_run(
-    make_app, make_account, test_env, tmp_path
-):
+def test_prometheus_scrapes_the_api_and_a_worker_while_jobs_run(make_account, test_env, tmp_path):
     binary = require("prometheus")
     queue = f"{test_env['CELERY_QUEUE']}-scrape"  # this test's API and worker only
-    api_app = make_app(CELERY_QUEUE=queue)
+    api_env = {
+        **test_env,
+        "CELERY_QUEUE": queue,
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "api-metrics"),
+    }
     worker_env, worker_port = worker_with_metrics(
         {**test_env, "CELERY_QUEUE": queue}, tmp_path / "worker-metrics"
     )
     account = make_account()
 
     with (
-        serving(api_app) as api_url,
+        running_api(api_env, tmp_path / "api.log") as api,
         running_worker(worker_env, tmp_path / "worker.log"),
         running_prometheus(
             binary,
             tmp_path,
             {
-                "naive-api": api_url.removeprefix("http://"),
+                "naive-api": urlsplit(api.metrics_url).netloc,
                 "naive-worker": f"127.0.0.1:{worker_port}",
             },
         ) as prometheus,
-        httpx.Client(base_url=api_url, timeout=10) as http,
+        httpx.Client(base_url=api.url, timeout=10) as http,
     ):
         # Both targets scraped, and the no-API/no-worker alerts see them (job labels match).
         prometheus.wait(
@@ -189,21 +164,20 @@ def test_prometheus_scrapes_the_api_and_a_worker_while_jobs_run(
             "both targets up",
         )
 
-        # The API's counter lives in this process (other tests moved it): count from here.
-        before = REGISTRY.get_sample_value("naive_jobs_submitted_total", {"model": KLING_T2V})
-        api = HttpApi(http)
+        # A new API, a fresh multiprocess folder: its counts are this test's submits.
+        client = HttpApi(http)
         job_ids = [
-            generate(api, account, f"scrape {n} [sim latency=1]")["job_id"]
+            generate(client, account, f"scrape {n} [sim latency=1]")["job_id"]
             for n in range(COMPLETING)
         ]
         job_ids += [
-            generate(api, account, f"scrape fail {n} [sim latency=1] [sim fail='x']")["job_id"]
+            generate(client, account, f"scrape fail {n} [sim latency=1] [sim fail='x']")["job_id"]
             for n in range(FAILING)
         ]
-        statuses = [wait_for_job(api, account, job_id)["status"] for job_id in job_ids]
+        statuses = [wait_for_job(client, account, job_id)["status"] for job_id in job_ids]
         assert statuses == ["completed"] * COMPLETING + ["failed"] * FAILING
 
-        submitted = (before or 0) + COMPLETING + FAILING
+        submitted = COMPLETING + FAILING
         prometheus.wait(
             lambda: (
                 prometheus.values(
@@ -234,7 +208,9 @@ def test_prometheus_scrapes_the_api_and_a_worker_while_jobs_run(
         kinds = prometheus.values("sum by (kind) (naive_credits_total)", "kind")
         assert {"held", "captured", "released"} <= kinds.keys(), kinds
         assert prometheus.query('naive_http_request_duration_seconds_bucket{le="0.5"}')
-        assert prometheus.query('naive_http_requests_total{route="/metrics",status="200"}')
+        assert prometheus.query(
+            'naive_http_requests_total{route="/v1/video/generate",method="POST",status="202"}'
+        )
         assert prometheus.values('up{job="naive-worker"} == 1') == {"": 1.0}
         in_flight = prometheus.values(
             'max by (state) (naive_jobs_in_flight{job="naive-api"})', "state"

@@ -143,6 +143,10 @@ def route(
 
         @functools.wraps(view)
         def handle(**kwargs: Any) -> Any:
+            if body is not None:
+                # The whole body before the view's database work: a client slow to send it
+                # holds its own connection only, not one of the database pool's.
+                request.get_data()
             if query is not None:
                 kwargs["query"] = parse_query(query)
             if body is not None and parse:

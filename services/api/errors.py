@@ -15,12 +15,18 @@ log = logging.getLogger(__name__)
 HTTP_CODES = {
     400: "bad_request",
     401: "unauthorized",
+    403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
     413: "payload_too_large",
+    414: "uri_too_long",
     415: "unsupported_media_type",
     416: "range_not_satisfiable",
+    417: "expectation_failed",
     429: "rate_limited",
+    431: "header_fields_too_large",
+    500: "internal_error",
+    501: "not_implemented",
 }
 
 

@@ -1,4 +1,6 @@
-"""Request counts and latency by route template (never by raw path: ids would explode it)."""
+"""Request counts and latency by route template (never by raw path: ids would explode it),
+and by method, where any method HTTP does not define counts as "other": a client can send
+any token as a method, and each would otherwise be a new series."""
 
 from __future__ import annotations
 
@@ -7,6 +9,10 @@ import time
 from flask import Flask, Response, g, request
 
 from shared.metrics import HTTP_LATENCY, HTTP_REQUESTS
+
+METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE"}
+)
 
 
 def init_app(app: Flask) -> None:
@@ -17,8 +23,9 @@ def init_app(app: Flask) -> None:
     @app.after_request
     def _record(response: Response) -> Response:
         route = request.url_rule.rule if request.url_rule else "unmatched"
-        HTTP_REQUESTS.labels(route, request.method, str(response.status_code)).inc()
+        method = request.method if request.method in METHODS else "other"
+        HTTP_REQUESTS.labels(route, method, str(response.status_code)).inc()
         started = g.get("request_started")
         if started is not None:
-            HTTP_LATENCY.labels(route, request.method).observe(time.perf_counter() - started)
+            HTTP_LATENCY.labels(route, method).observe(time.perf_counter() - started)
         return response

@@ -117,7 +117,11 @@ def up(port: int, credits_: Decimal) -> None:
     api_url = f"http://127.0.0.1:{port}"
     # The Procfile's command lines, sized for a laptop: two API workers, two task processes.
     commands = {
-        "api": processes.api(bind=f"127.0.0.1:{port}", workers=2),
+        "api": processes.api(
+            bind=f"127.0.0.1:{port}",
+            metrics_bind=f"127.0.0.1:{settings.api_metrics_port}",
+            workers=2,
+        ),
         "worker": processes.worker(concurrency=2),
         "beat": processes.beat(schedule=settings.data_dir / "celerybeat-schedule"),
     }

@@ -1,4 +1,5 @@
-"""Operations: liveness, readiness and metrics.
+"""Operations: liveness, readiness and this document (metrics have a port of their own:
+services/api/metrics_listener.py).
 
 /readyz checks the database only: the API keeps accepting jobs while the broker is
 down (the dispatcher sends their messages later), so a broker outage must not take the
@@ -10,12 +11,10 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from flask import Blueprint, Response, jsonify
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel, ConfigDict
 
 from services.api import context, contract
 from services.api.contract import Reply, route
-from shared.metrics import BrokerCollector, DatabaseCollector, registry
 
 bp = Blueprint("ops", __name__)
 PUBLIC = ()  # operations need no API key
@@ -76,21 +75,3 @@ def readyz() -> Ready:
 )
 def openapi_document() -> Response:
     return jsonify(contract.document())
-
-
-@route(
-    bp,
-    "GET",
-    "/metrics",
-    summary="Prometheus metrics",
-    replies={200: Reply("The Prometheus text format.", media_type="text/plain")},
-    security=PUBLIC,
-)
-def metrics() -> Response:
-    """Every process's counters, plus what the database and the broker say right now."""
-    runtime = context.runtime()
-    live = CollectorRegistry()
-    live.register(DatabaseCollector(runtime.db))
-    live.register(BrokerCollector(runtime.settings.broker_url, runtime.settings.celery_queues))
-    body = generate_latest(registry()) + generate_latest(live)
-    return Response(body, mimetype=CONTENT_TYPE_LATEST)
