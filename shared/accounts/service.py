@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from shared.accounts.models import Account, ApiKey
@@ -52,14 +52,19 @@ def create_api_key(*, session: Session, account_id: uuid.UUID) -> str:
     return api_key
 
 
+_KEYS = ApiKey.__table__
+# Built once: every request runs it.
+_ACCOUNT_OF_KEY = select(_KEYS.c.account_id).where(
+    _KEYS.c.key_hash == bindparam("key_hash"), _KEYS.c.revoked_at.is_(None)
+)
+
+
 def authenticate(*, session: Session, api_key: str | None) -> uuid.UUID:
     """The account id the key belongs to, or `Unauthorized`."""
     if not api_key or not api_key.startswith(KEY_PREFIX):
         raise Unauthorized("Send 'Authorization: Bearer nv_sk_…' with a valid API key.")
-    account_id = session.scalar(
-        select(ApiKey.account_id).where(
-            ApiKey.key_hash == hash_key(api_key), ApiKey.revoked_at.is_(None)
-        )
+    account_id: uuid.UUID | None = session.connection().scalar(
+        _ACCOUNT_OF_KEY, {"key_hash": hash_key(api_key)}
     )
     if account_id is None:
         raise Unauthorized("The API key is not valid or has been revoked.")

@@ -14,12 +14,22 @@ from __future__ import annotations
 import uuid
 from decimal import Decimal
 
-from sqlalchemy import ColumnElement, bindparam, case, func, select
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Uuid,
+    bindparam,
+    case,
+    func,
+    insert,
+    literal,
+    select,
+)
 from sqlalchemy.orm import Session
 
 from shared import metrics
 from shared.accounts.models import Account
-from shared.db import after_commit
+from shared.db import UTCDateTime, after_commit, utcnow
 from shared.errors import InsufficientCredits
 from shared.ledger.credits import (
     UNITS_PER_CREDIT,
@@ -68,9 +78,54 @@ def top_up(*, session: Session, account_id: uuid.UUID, credits: Decimal, note: s
     session.flush()
 
 
+_LOCK_ACCOUNT = (
+    select(Account.__table__.c.id)
+    .where(Account.__table__.c.id == bindparam("account_id"))
+    .with_for_update()
+)
+
+_ENTRIES = LedgerEntry.__table__
+# available = topups + refunds + releases − holds (captures cancel out: each one moves
+# credits from held to spent).
+_AVAILABLE = (
+    select(
+        func.coalesce(
+            func.sum(
+                case(
+                    (_ENTRIES.c.kind == LedgerKind.HOLD.value, -_ENTRIES.c.amount),
+                    (_ENTRIES.c.kind == LedgerKind.CAPTURE.value, 0),
+                    else_=_ENTRIES.c.amount,
+                )
+            ),
+            0,
+        )
+    )
+    .where(_ENTRIES.c.account_id == bindparam("hold_account", type_=Uuid()))
+    .scalar_subquery()
+)
+# The hold, inserted only if the account can afford it: the check and the write in one
+# statement, built once.
+_HOLD_AMOUNT = bindparam("hold_amount", type_=BigInteger())
+_INSERT_HOLD = (
+    insert(LedgerEntry)
+    .from_select(
+        ["id", "account_id", "job_id", "kind", "amount", "created_at"],
+        select(
+            bindparam("hold_id", type_=Uuid()),
+            bindparam("hold_account", type_=Uuid()),
+            bindparam("hold_job", type_=Uuid()),
+            literal(LedgerKind.HOLD.value),
+            _HOLD_AMOUNT,
+            bindparam("hold_at", type_=UTCDateTime()),
+        ).where(_AVAILABLE >= _HOLD_AMOUNT),
+    )
+    .returning(_ENTRIES.c.id)
+)
+
+
 def lock_account(*, session: Session, account_id: uuid.UUID) -> None:
     """Lock the account row until the transaction ends (SQLite: BEGIN IMMEDIATE already has)."""
-    session.execute(select(Account.id).where(Account.id == account_id).with_for_update())
+    session.connection().execute(_LOCK_ACCOUNT, {"account_id": account_id})
 
 
 def place_hold(*, session: Session, account_id: uuid.UUID, job_id: uuid.UUID, amount: int) -> None:
@@ -79,16 +134,24 @@ def place_hold(*, session: Session, account_id: uuid.UUID, job_id: uuid.UUID, am
     The caller holds `lock_account`, so concurrent submits for one account check and
     hold one after the other and can never overdraw.
     """
-    available = balance(session=session, account_id=account_id).available
-    if available < amount:
+    placed = session.connection().execute(
+        _INSERT_HOLD,
+        {
+            "hold_id": uuid.uuid4(),
+            "hold_account": account_id,
+            "hold_job": job_id,
+            "hold_amount": amount,
+            "hold_at": utcnow(),
+        },
+    )
+    if placed.first() is None:
+        available = balance(session=session, account_id=account_id).available
         raise InsufficientCredits(
             f"This job needs {to_credits(amount)} credits; {to_credits(available)} are available.",
             estimated_credits=to_credits(amount),
             available_credits=to_credits(available),
             pricing_url="/v1/video/pricing",
         )
-    session.add(_entry(account_id, job_id, LedgerKind.HOLD, amount))
-    session.flush()
     _count(session, "held", amount)
 
 
