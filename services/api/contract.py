@@ -29,6 +29,12 @@ M = TypeVar("M", bound=BaseModel)
 REF = "#/components/schemas/{model}"
 RETRY_AFTER: Schema = {"$ref": "#/components/headers/RetryAfter"}
 STRING: Schema = {"type": "string"}
+# Deeper bodies are refused before anything walks them: json.loads, pydantic and our own
+# checks recurse, and a body nested a few hundred deep ended in RecursionError (a 500 and
+# a traceback per request). Our bodies need 3 levels and a few for `metadata`.
+MAX_JSON_DEPTH = 32
+# A JSON string (one left open runs to the end, so each byte is scanned once) or a bracket.
+_JSON_TOKEN = re.compile(rb'(?s)"(?:[^"\\]|\\.)*+\\?(?:"|\Z)|[][{}]')
 
 
 @dataclass(frozen=True)
@@ -99,7 +105,26 @@ def parse_query(model: type[M]) -> M:
         raise _invalid(exc) from None
 
 
+def _refuse_deep_json(data: bytes) -> None:
+    """`InvalidInput` if `data` nests arrays and objects deeper than MAX_JSON_DEPTH."""
+    if data.count(b"[") + data.count(b"{") <= MAX_JSON_DEPTH:
+        return  # too few brackets to be too deep: no need to scan
+    depth = 0
+    for token in _JSON_TOKEN.finditer(data):
+        bracket = token.group()
+        if bracket in (b"[", b"{"):
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                raise InvalidInput(
+                    f"The body nests deeper than {MAX_JSON_DEPTH} levels.",
+                    fields={"body": f"nested deeper than {MAX_JSON_DEPTH} levels"},
+                )
+        elif bracket in (b"]", b"}"):
+            depth -= 1
+
+
 def parse_body(model: type[M]) -> M:
+    _refuse_deep_json(request.get_data())
     try:
         return model.model_validate(json_body())
     except ValidationError as exc:
