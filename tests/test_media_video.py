@@ -19,6 +19,7 @@ from PIL import Image
 from shared.media.fetch import ImageFetchError, load_image
 from shared.media.probe import InvalidVideo, probe_video, write_poster
 from shared.media.render import FRAME_SIZES, render_video
+from shared.media.url_policy import address_policy, is_public
 
 
 def _decode_frames(path: pathlib.Path) -> list[np.ndarray]:
@@ -39,6 +40,14 @@ def _png_bytes(color: tuple[int, int, int], size: tuple[int, int] = (200, 120)) 
     buffer = io.BytesIO()
     Image.new("RGB", size, color).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def _data_url(image_bytes: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(image_bytes).decode()
+
+
+# The local test servers listen on loopback, as on a closed network.
+ANY_ADDRESS = address_policy(allow_private=True)
 
 
 # --- render + probe -------------------------------------------------------------------------
@@ -190,20 +199,22 @@ def _assert_red_dominant(frame: np.ndarray) -> None:
 
 
 def test_image_to_video_from_data_url(tmp_path: pathlib.Path) -> None:
-    url = "data:image/png;base64," + base64.b64encode(_png_bytes((220, 20, 20))).decode()
+    url = _data_url(_png_bytes((220, 20, 20)))
     out = tmp_path / "clip.mp4"
 
-    render_video(out, prompt="", duration_seconds=1.0, image=load_image(url))
+    render_video(
+        out, prompt="", duration_seconds=1.0, image=load_image(url, allow_address=is_public)
+    )
 
     _assert_red_dominant(_first_frame(out))
 
 
-def test_image_to_video_from_file_url_zooms_and_captions(tmp_path: pathlib.Path) -> None:
-    source = tmp_path / "source.png"
+def test_image_to_video_zooms_and_captions(tmp_path: pathlib.Path) -> None:
     # Red with a white frame around it: zooming in pushes the frame out of view.
     image = Image.new("RGB", (400, 300), (255, 255, 255))
     image.paste((220, 20, 20), (40, 40, 360, 260))
-    image.save(source)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
     out = tmp_path / "clip.mp4"
 
     render_video(
@@ -211,7 +222,7 @@ def test_image_to_video_from_file_url_zooms_and_captions(tmp_path: pathlib.Path)
         prompt="a caption",
         duration_seconds=1.0,
         aspect_ratio="1:1",
-        image=load_image(source.as_uri()),
+        image=load_image(_data_url(buffer.getvalue()), allow_address=is_public),
     )
 
     frames = _decode_frames(out)
@@ -223,9 +234,7 @@ def test_image_to_video_from_file_url_zooms_and_captions(tmp_path: pathlib.Path)
 def test_load_image_returns_loaded_rgb() -> None:
     buffer = io.BytesIO()
     Image.new("RGBA", (10, 10), (0, 0, 255, 128)).save(buffer, format="PNG")
-    url = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
-
-    image = load_image(url)
+    image = load_image(_data_url(buffer.getvalue()), allow_address=is_public)
 
     assert image.mode == "RGB"
     assert image.size == (10, 10)
@@ -238,24 +247,21 @@ def test_load_image_returns_loaded_rgb() -> None:
         ("no-scheme.png", "scheme"),
         ("data:image/png;base64,@@@", "base64"),
         ("data:text/plain,hello", "not point to a supported image"),
-        ("file:///definitely/missing.png", "cannot read"),
+        ("file:///etc/hostname", "scheme"),  # never the worker's own files
     ],
 )
 def test_load_image_rejects_bad_urls(url: str, message: str) -> None:
     with pytest.raises(ImageFetchError, match=message):
-        load_image(url)
+        load_image(url, allow_address=is_public)
 
 
-def test_load_image_enforces_max_bytes_for_data_and_file_urls(tmp_path: pathlib.Path) -> None:
+def test_load_image_enforces_max_bytes_for_data_urls() -> None:
     png = _png_bytes((0, 0, 0), size=(300, 300))
-    path = tmp_path / "big.png"
-    path.write_bytes(png)
-    url = "data:image/png;base64," + base64.b64encode(png).decode()
+    url = _data_url(png)
 
-    for source in (url, path.as_uri()):
-        with pytest.raises(ImageFetchError, match="larger"):
-            load_image(source, max_bytes=len(png) - 1)
-        assert load_image(source, max_bytes=len(png)).size == (300, 300)
+    with pytest.raises(ImageFetchError, match="larger"):
+        load_image(url, allow_address=is_public, max_bytes=len(png) - 1)
+    assert load_image(url, allow_address=is_public, max_bytes=len(png)).size == (300, 300)
 
 
 # --- http(s) --------------------------------------------------------------------------------
@@ -319,13 +325,13 @@ def http_base() -> Iterator[str]:
 
 
 def test_load_image_over_http(http_base: str) -> None:
-    image = load_image(f"{http_base}/image.png")
+    image = load_image(f"{http_base}/image.png", allow_address=ANY_ADDRESS)
     assert image.size == (200, 120)
     assert image.getpixel((0, 0)) == (20, 200, 20)
 
 
 def test_load_image_follows_redirects(http_base: str) -> None:
-    assert load_image(f"{http_base}/redirect").size == (200, 120)
+    assert load_image(f"{http_base}/redirect", allow_address=ANY_ADDRESS).size == (200, 120)
 
 
 @pytest.mark.parametrize(
@@ -339,12 +345,12 @@ def test_load_image_follows_redirects(http_base: str) -> None:
 )
 def test_load_image_http_failures(http_base: str, path: str, message: str) -> None:
     with pytest.raises(ImageFetchError, match=message):
-        load_image(f"{http_base}{path}", max_bytes=1000)
+        load_image(f"{http_base}{path}", allow_address=ANY_ADDRESS, max_bytes=1000)
 
 
 def test_load_image_http_timeout(http_base: str) -> None:
     with pytest.raises(ImageFetchError, match="timed out"):
-        load_image(f"{http_base}/hang", timeout=0.2)
+        load_image(f"{http_base}/hang", allow_address=ANY_ADDRESS, timeout=0.2)
 
 
 def test_load_image_connection_refused() -> None:
@@ -353,4 +359,4 @@ def test_load_image_connection_refused() -> None:
         port = sock.getsockname()[1]
     # Nothing listens on the port any more, so the connection is refused.
     with pytest.raises(ImageFetchError, match="could not fetch"):
-        load_image(f"http://127.0.0.1:{port}/image.png", timeout=2.0)
+        load_image(f"http://127.0.0.1:{port}/image.png", allow_address=ANY_ADDRESS, timeout=2.0)

@@ -1,23 +1,69 @@
 """Which source URLs we agree to fetch: public http(s) hosts and inline data: URLs.
 
-A user-supplied `image_url` that resolves to a loopback, private, link-local or other
-non-public address is refused (SSRF), unless `ALLOW_PRIVATE_IMAGE_URLS` is set for a
-closed development network. A host that does not resolve here is left to the fetcher,
-which will fail on it; the check runs again right before any fetch.
+A user-supplied `image_url` whose host resolves to anything but a public unicast address
+(loopback, private, link-local, multicast, or an IPv6 form that carries an IPv4 address of
+someone else's choosing) is refused (SSRF), unless `ALLOW_PRIVATE_IMAGE_URLS` is set for a
+closed development network. `check_fetchable` runs at submit; the fetcher
+(shared/media/fetch.py) checks every hop again, redirects included, on the addresses it
+resolved, and connects to exactly those.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import socket
+from collections.abc import Callable
 from urllib.parse import urlparse
+
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+AddressPolicy = Callable[[Address], bool]
+
+# IPv6 ranges that Python 3.11's `is_global` counts as global, though they reach an IPv4
+# address that a translator or tunnel picks from the address itself (64:ff9b::7f00:1 is
+# 127.0.0.1 behind a NAT64 gateway), or are deprecated local scopes.
+_NOT_PUBLIC_V6 = tuple(
+    ipaddress.IPv6Network(network)
+    for network in (
+        "64:ff9b::/96",  # NAT64, RFC 6052
+        "64:ff9b:1::/48",  # local-use NAT64, RFC 8215
+        "::/96",  # IPv4-compatible (deprecated): ::a.b.c.d
+        "::ffff:0:0/96",  # IPv4-mapped: ::ffff:a.b.c.d
+        "2002::/16",  # 6to4: tunnels to the IPv4 address in bits 16-47
+        "fec0::/10",  # site-local (deprecated)
+    )
+)
 
 
 class UnsafeUrl(ValueError):
     """The URL may not be fetched; the message says why, for the client."""
 
 
+def is_public(address: Address) -> bool:
+    """A globally routed unicast address that reaches the very host it names."""
+    if not address.is_global or address.is_multicast:
+        return False
+    return not (
+        isinstance(address, ipaddress.IPv6Address)
+        and any(address in network for network in _NOT_PUBLIC_V6)
+    )
+
+
+def address_policy(*, allow_private: bool) -> AddressPolicy:
+    """The addresses a fetch may connect to: public ones, or any on a closed network."""
+    return (lambda _address: True) if allow_private else is_public
+
+
+def resolve(host: str) -> list[Address]:
+    """Every address of `host` (a name or an IP literal), in the resolver's order.
+
+    Raises OSError (socket.gaierror) or UnicodeError when the name does not resolve."""
+    infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    return list(dict.fromkeys(ipaddress.ip_address(info[4][0]) for info in infos))
+
+
 def check_fetchable(url: str, *, allow_private: bool) -> None:
+    """Refuse, at submit, a URL that can never be fetched or that names a non-public address
+    now. A host that does not resolve here is left to the fetcher, which will fail on it."""
     try:
         parsed = urlparse(url)
         hostname = parsed.hostname
@@ -32,14 +78,10 @@ def check_fetchable(url: str, *, allow_private: bool) -> None:
     if allow_private:
         return
     try:
-        addresses = {ipaddress.ip_address(hostname)}
-    except ValueError:
-        try:
-            infos = socket.getaddrinfo(hostname, None, proto=socket.IPPROTO_TCP)
-        except (socket.gaierror, UnicodeError):
-            return
-        addresses = {ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos}
-    if any(not address.is_global for address in addresses):
+        addresses = resolve(hostname)
+    except (OSError, UnicodeError):
+        return
+    if not all(is_public(address) for address in addresses):
         raise UnsafeUrl("points at a private, loopback or otherwise non-public address")
 
 

@@ -29,7 +29,7 @@ from typing import Any
 from shared.catalog import VideoModel
 from shared.media.fetch import ImageFetchError, load_image
 from shared.media.render import FRAME_SIZES, render_video
-from shared.media.url_policy import UnsafeUrl, check_fetchable
+from shared.media.url_policy import address_policy
 from shared.providers.base import ProviderError, ProviderResult, ProviderStatus
 
 DIRECTIVE = re.compile(r"\[sim\b([^\]]*)\]")
@@ -151,10 +151,10 @@ class SimulatorProvider:
         image = None
         aspect_ratio = arguments.get("aspect_ratio", "16:9")
         if image_url:
+            allow_address = address_policy(allow_private=self.allow_private_urls)
             try:
-                check_fetchable(image_url, allow_private=self.allow_private_urls)
-                image = load_image(image_url)
-            except (ImageFetchError, UnsafeUrl) as exc:
+                image = load_image(image_url, allow_address=allow_address)
+            except ImageFetchError as exc:
                 raise ProviderError(f"could not load image_url: {exc}") from exc
             aspect_ratio = nearest_aspect_ratio(image.width, image.height)
         render_video(
