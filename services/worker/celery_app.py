@@ -10,12 +10,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import redis
 from celery import Celery, chain
 from kombu import Queue
 from kombu.exceptions import KombuError
 from sqlalchemy.orm import Session
 
 from services.worker import redis_transport
+from services.worker.redis_publish import RedisPublisher
 from shared.config import Settings
 from shared.db import after_commit
 from shared.jobs.machine import Step
@@ -100,6 +102,9 @@ def make_celery(settings: Settings) -> Celery:
         beat_schedule=_beat_schedule(settings),
     )
     app.naive_settings = settings  # read by the tasks' base class
+    app.naive_publisher = (
+        None if settings.broker_is_filesystem else RedisPublisher(app, settings.broker_url)
+    )
     return app
 
 
@@ -122,6 +127,8 @@ def send_after_commit(
     stored, and the dispatcher sends its message when the broker is back.
     """
 
+    publisher: RedisPublisher | None = celery.naive_publisher
+
     def send() -> None:
         try:
             if task == SETTLE_CREDITS:
@@ -129,9 +136,11 @@ def send_after_commit(
                     celery.signature(SETTLE_CREDITS, args=args, immutable=True),
                     celery.signature(INGEST_MEDIA, args=args, immutable=True),
                 ).apply_async()
+            elif publisher is not None and not countdown:
+                publisher.send(task, args)
             else:
                 celery.send_task(task, args=args, countdown=countdown)
-        except KombuError:
+        except (KombuError, redis.RedisError):
             log.warning("broker unavailable: %s %s left to the dispatcher", task, args[:1])
 
     after_commit(session, send)
