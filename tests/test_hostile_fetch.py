@@ -1,18 +1,26 @@
-"""Hostile image URLs (issue 11, items 8-9): hosts that trickle, redirect inwards or rebind
-their names cannot hold a worker or reach an internal address.
+"""Hostile image URLs (issue 11, items 8-10): hosts that trickle, redirect inwards, rebind
+their names or serve bombs cannot hold a worker, reach an internal address or exhaust its
+memory.
 
 Against real HTTP servers on loopback threads. 127.0.0.2 stands in for a public host: the
 policy these tests pass is the real one (`is_public`) plus that one address, so everything
-else on the way, the internal 127.0.0.1 included, meets the production check."""
+else on the way, the internal 127.0.0.1 included, meets the production check. The last test
+runs a bomb through the real worker (the session's) and the API."""
 
 from __future__ import annotations
 
+import base64
 import http.server
 import io
 import ipaddress
+import json
 import socket
+import struct
+import subprocess
+import sys
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -22,8 +30,10 @@ from PIL import Image
 
 from shared.media.fetch import ImageFetchError, load_image
 from shared.media.url_policy import Address, address_policy, check_fetchable, is_public
-from tests.helpers import KLING_I2V
-from tests.stack import free_port
+from shared.runtime import Runtime
+from tests.helpers import KLING_I2V, balance, generate, job_entries, wait_for_job
+from tests.stack import ROOT, free_port
+from tests.waiting import wait_for
 
 PUBLIC_STAND_IN = ipaddress.ip_address("127.0.0.2")
 ANY_ADDRESS = address_policy(allow_private=True)
@@ -135,6 +145,20 @@ def _trickle(head: bytes) -> Route:
     return route
 
 
+def _endless_body(handler: _Handler) -> None:
+    """A body with no length that never ends (up to 256 MiB, a safety stop)."""
+    handler.send_bytes(b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nConnection: close\r\n\r\n")
+    chunk = b"\0" * 65536
+    while handler.server.sent < 256 * 2**20 and handler.send_bytes(chunk):
+        pass
+    handler.close_connection = True
+
+
+def _declares_a_huge_body(handler: _Handler) -> None:
+    handler.send_bytes(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000000000\r\n\r\n")
+    handler.server.stop.wait(GIVE_UP_SECONDS)
+
+
 # --- images ---------------------------------------------------------------------------------
 
 
@@ -142,6 +166,29 @@ def _png(colour: tuple[int, int, int], size: tuple[int, int] = (64, 48)) -> byte
     buffer = io.BytesIO()
     Image.new("RGB", size, colour).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def _blank_png(width: int, height: int) -> bytes:
+    """A valid, black, 1-bit greyscale PNG written row by row, so making a 13000×13000 one
+    (about 20 KiB) never holds its pixels: Pillow would need 169 MB to create it."""
+    row = bytes(1 + (width + 7) // 8)  # filter type 0, then the packed pixels
+    packer = zlib.compressobj(9)
+    idat = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", header)
+        + _png_chunk(b"IDAT", idat)
+        + _png_chunk(b"IEND", b"")
+    )
+
+
+def _data_url(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode()
 
 
 # --- item 8: one deadline for the whole fetch ------------------------------------------------
@@ -311,3 +358,118 @@ def test_such_image_urls_are_refused_at_submit(client: Any, account: Any, addres
     response = client.post("/v1/video/generate", json=body, headers=account.headers)
     assert response.status_code == 422, response.json
     assert "input.image_url" in response.json["error"]["fields"]
+
+
+# --- item 10: bytes and pixels capped -------------------------------------------------------
+
+
+def test_an_endless_body_is_cut_at_the_byte_cap() -> None:
+    cap = 1_000_000
+    with _site({"/endless": _endless_body}) as site:
+        with pytest.raises(ImageFetchError, match=f"larger than the {cap} byte limit"):
+            load_image(f"{site.url}/endless", allow_address=ANY_ADDRESS, max_bytes=cap)
+        wait_for(site.cut.is_set, timeout=5, message="the server never saw the client hang up")
+    # What the server sent before it noticed: the cap and the socket buffers, no more.
+    assert site.sent < cap + 64 * 2**20
+
+
+def test_a_declared_huge_body_is_refused_before_reading_it() -> None:
+    with _site({"/huge": _declares_a_huge_body}) as site:
+        started = time.monotonic()
+        with pytest.raises(ImageFetchError, match="larger than"):
+            load_image(f"{site.url}/huge", allow_address=ANY_ADDRESS)
+    assert time.monotonic() - started < 1.0
+
+
+def test_the_hand_written_png_is_a_real_image() -> None:
+    """So the bombs below are refused for their size, not for being broken files."""
+    image = load_image(_data_url(_blank_png(70, 9)), allow_address=is_public)
+    assert image.size == (70, 9)
+    assert image.getpixel((69, 8)) == (0, 0, 0)
+
+
+@pytest.mark.parametrize(
+    ("size", "max_pixels", "refused"),
+    [
+        ((9000, 9000), None, True),  # 81 Mpx: under Pillow's own warning (89 Mpx)
+        ((100, 100), 10_000, False),
+        ((100, 101), 10_000, True),
+    ],
+)
+def test_the_pixel_cap_is_read_from_the_header(
+    size: tuple[int, int], max_pixels: int | None, refused: bool
+) -> None:
+    url = _data_url(_blank_png(*size))
+    limit = {} if max_pixels is None else {"max_pixels": max_pixels}
+    if refused:
+        with pytest.raises(ImageFetchError, match=rf"pixel limit \({size[0]}×{size[1]}\)"):
+            load_image(url, allow_address=is_public, **limit)
+    else:
+        assert load_image(url, allow_address=is_public, **limit).size == size
+
+
+_MEASURE = """
+import json, resource, sys, time
+from shared.media.fetch import ImageFetchError, load_image
+from shared.media.url_policy import address_policy
+
+peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+started = time.monotonic()
+try:
+    load_image(sys.argv[1], allow_address=address_policy(allow_private=True))
+    error = None
+except ImageFetchError as exc:
+    error = str(exc)
+print(json.dumps({
+    "error": error,
+    "seconds": time.monotonic() - started,
+    "peak_growth_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before,
+}))
+"""
+
+
+def test_an_image_bomb_is_refused_quickly_with_bounded_memory() -> None:
+    """The issue's bomb: a 13000×13000 PNG of some 20 KiB, which decoded took a worker to
+    1.5 GB. Fetched over HTTP in a fresh process, whose peak memory is measured."""
+    bomb = _blank_png(13000, 13000)
+    assert len(bomb) < 32 * 1024
+    with _site({"/bomb.png": _reply(bomb)}) as site:
+        measured = subprocess.run(
+            [sys.executable, "-c", _MEASURE, f"{site.url}/bomb.png"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
+    outcome = json.loads(measured.stdout)
+    assert "pixel limit (13000×13000)" in outcome["error"]
+    assert outcome["seconds"] < 2
+    assert outcome["peak_growth_kib"] < 40 * 1024  # decoding would take 169 MB, then 507 MB
+
+
+def test_a_job_with_an_image_bomb_fails_quickly_and_releases_its_hold(
+    client: Any, account: Any, runtime: Runtime
+) -> None:
+    """Through the API and the real worker: the render refuses the image, the job ends
+    `failed` with a clear message within seconds, and nothing stays held or charged."""
+    before = balance(runtime, account)
+    started = time.monotonic()
+    accepted = generate(
+        client,
+        account,
+        "A bomb [sim latency=0.5]",
+        model=KLING_I2V,
+        image_url=_data_url(_blank_png(13000, 13000)),
+    )
+
+    job = wait_for_job(client, account, accepted["job_id"], timeout=20)
+
+    assert job["status"] == "failed", job
+    assert job["error"]["code"] == "provider_error"
+    assert "could not load image_url: image has more than" in job["error"]["message"]
+    assert time.monotonic() - started < 10
+    entries = job_entries(runtime, job["id"])
+    assert entries["release"] == entries["hold"]
+    assert "capture" not in entries
+    assert balance(runtime, account) == before

@@ -12,7 +12,8 @@ What a hostile URL cannot do here:
   is checked by the policy, and the connection goes to exactly those addresses (a second
   lookup could answer otherwise: DNS rebinding). Redirects are followed, not refused: image
   hosts and CDNs use them (http to https, share links to files).
-- exhaust memory with bytes: the body is read to `max_bytes` at most.
+- exhaust memory: the body is read to `max_bytes` at most, and the pixel count is read from
+  the image's header and refused above `max_pixels` before any pixel is decoded.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import ssl
 import threading
 import time
 import urllib.parse
+import warnings
 from collections.abc import Iterable
 
 import httpcore
@@ -35,7 +37,13 @@ from PIL import Image, ImageOps
 from shared.media.url_policy import Address, AddressPolicy, resolve
 
 MAX_BYTES = 20 * 1024 * 1024
+# A 24-megapixel camera's 6000×4000 fits; decoded, it is 72 MB in RGB. The pod's memory is
+# shared by the worker's children, and a 13000×13000 PNG of 27 KiB would need 507 MB.
+MAX_PIXELS = 25_000_000
 MAX_REDIRECTS = 5
+# The formats image-to-video models accept; Pillow's rarer decoders are not exposed to
+# whatever a client uploads.
+FORMATS = ("JPEG", "PNG", "WEBP", "GIF")
 
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _REQUEST_HEADERS = [
@@ -54,6 +62,7 @@ def load_image(
     *,
     allow_address: AddressPolicy,
     max_bytes: int = MAX_BYTES,
+    max_pixels: int = MAX_PIXELS,
     timeout: float = 15.0,
 ) -> Image.Image:
     """Fetch a data: or http(s):// URL and return it as a fully loaded RGB image.
@@ -71,7 +80,7 @@ def load_image(
         )
     if len(data) > max_bytes:
         raise ImageFetchError(f"image is larger than the {max_bytes} byte limit")
-    return _decode_image(data)
+    return _decode_image(data, max_pixels)
 
 
 def _read_data_url(url: str) -> bytes:
@@ -263,11 +272,26 @@ def _read_body(response: httpcore.Response, max_bytes: int) -> bytes:
     return bytes(body)
 
 
-def _decode_image(data: bytes) -> Image.Image:
+def _decode_image(data: bytes, max_pixels: int) -> Image.Image:
+    """Decode at most `max_pixels`: Image.open reads only the header, so the size is known
+    before a pixel is decoded."""
+    too_many = f"image has more than the {max_pixels} pixel limit"
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with warnings.catch_warnings():
+            # Pillow warns past its own limit (89 Mpx) and refuses past twice that; ours is
+            # lower and checked right below.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=FORMATS)
+    except Image.DecompressionBombError as exc:
+        raise ImageFetchError(too_many) from exc
+    except (OSError, ValueError) as exc:
+        raise ImageFetchError("URL does not point to a supported image") from exc
+    with image:
+        if image.width * image.height > max_pixels:
+            raise ImageFetchError(f"{too_many} ({image.width}×{image.height})")
+        try:
             # Phones store rotation in EXIF; apply it so the video is not sideways.
             upright = ImageOps.exif_transpose(image)
             return upright.convert("RGB")
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise ImageFetchError("URL does not point to a supported image") from exc
+        except (OSError, ValueError) as exc:
+            raise ImageFetchError("URL does not point to a supported image") from exc
