@@ -123,6 +123,17 @@ class Unauthorized(DomainError):
     Detail = UnauthorizedDetail
 
 
+class InvalidMediaTokenDetail(ErrorDetail):
+    code: Literal["invalid_media_token"] = "invalid_media_token"
+
+
+class InvalidMediaToken(DomainError):
+    code = "invalid_media_token"
+    http_status = 403
+    description = "The media URL's token is altered or expired."
+    Detail = InvalidMediaTokenDetail
+
+
 class IdempotencyConflictDetail(ErrorDetail):
     code: Literal["idempotency_conflict"] = "idempotency_conflict"
     job_id: uuid.UUID

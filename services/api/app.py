@@ -14,6 +14,8 @@ from shared.config import Settings, load_settings
 from shared.providers.fal_protocol import WebhookVerifier
 from shared.runtime import Runtime
 
+LOOPBACK_HOSTS = ["localhost", "127.0.0.1"]
+
 
 class JsonInOrder(DefaultJSONProvider):
     """Answers keep the order of their schema's fields (the order the docs show)."""
@@ -26,6 +28,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     runtime: Runtime = Runtime(settings)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
+    if settings.public_base_url is None:
+        # URLs in answers then come from the Host header, which the client writes: only
+        # this machine's own names are answered (the embedded default), others get 400.
+        app.config["TRUSTED_HOSTS"] = LOOPBACK_HOSTS
     app.json = JsonInOrder(app)
     app.extensions["naive"] = runtime
     app.extensions["naive.celery"] = make_celery(settings)

@@ -12,7 +12,7 @@ from flask import Blueprint, Response, request, send_file
 
 from services.api import context
 from services.api.contract import Param, Reply, route
-from shared.errors import ErrorBody, InvalidInput, NotFound
+from shared.errors import ErrorBody, InvalidInput, InvalidMediaToken, NotFound
 from shared.media import ingest, library, urls
 from shared.media.models import MediaAsset
 from shared.media.schemas import MediaAsset as MediaAssetView
@@ -76,7 +76,7 @@ def _asset_for_download(asset_id: str) -> MediaAsset:
     runtime = context.runtime()
     if token and context.bearer_key() is None:
         if not urls.token_grants(token, asset_id, runtime.settings.secret_key):
-            raise NotFound(f"No media asset {asset_id!r}.")
+            raise InvalidMediaToken("This media URL's token is altered or expired.")
         with runtime.db.transaction() as session:
             asset = session.get(MediaAsset, uuid.UUID(asset_id))
         if asset is None:
@@ -93,13 +93,19 @@ def _send(key: str, *, content_type: str, filename: str | None) -> Response:
     path = storage.local_path(key)
     if path is not None:
         # send_file answers Range requests (206) and conditional requests from the file itself.
-        return send_file(
+        response = send_file(
             path,
             mimetype=content_type,
             download_name=filename,
             conditional=True,
             max_age=3600,
         )
+        if context.bearer_key() is not None:
+            # Fetched with an account's key: no shared cache may keep it for others. (A
+            # signed URL is its own credential, so a shared cache keyed by it may.)
+            response.cache_control.public = False
+            response.cache_control.private = True
+        return response
     url = urls.presigned_url(storage, key, filename=filename, content_type=content_type)
     if url is None:
         raise NotFound("This media is not available.")
@@ -130,7 +136,7 @@ RANGE = Param("header", "Range", {"type": "string"}, "A byte range, e.g. `bytes=
     "/<asset_id>/content",
     summary="The video",
     replies=_file_replies("video/mp4"),
-    errors=(NotFound,),
+    errors=(NotFound, InvalidMediaToken),
     params=(RANGE,),
     security=FILE_ACCESS,
 )
@@ -145,7 +151,7 @@ def media_content(asset_id: str) -> Response:
     "/<asset_id>/poster",
     summary="The poster frame",
     replies=_file_replies("image/jpeg"),
-    errors=(NotFound,),
+    errors=(NotFound, InvalidMediaToken),
     params=(RANGE,),
     security=FILE_ACCESS,
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import uuid
 
 from flask import Blueprint, Response, request
 
@@ -144,7 +145,10 @@ def _preview_input(model: catalog.VideoModel, duration: int | None) -> dict[str,
     return stub if duration is None else {**stub, "duration": str(duration)}
 
 
-# Registered last, so `/models` and `/pricing` are not taken for job ids.
-@route(bp, "GET", "/<job_id>", summary="A job (alias)", replies=JOB_REPLIES, errors=(NotFound,))
-def get_video_job(job_id: str) -> Response:
-    return get_job(job_id=job_id)
+# Only a UUID is a job id here, so `GET /generate` answers 405 (the path is POST's) rather
+# than "no job 'generate'", and `/models` and `/pricing` are never taken for ids.
+@route(
+    bp, "GET", "/<uuid:job_id>", summary="A job (alias)", replies=JOB_REPLIES, errors=(NotFound,)
+)
+def get_video_job(job_id: uuid.UUID) -> Response:
+    return get_job(job_id=str(job_id))
