@@ -299,6 +299,22 @@ def test_the_fetch_connects_to_the_address_it_checked(monkeypatch: pytest.Monkey
     assert internal.requests == []
 
 
+@pytest.mark.parametrize(
+    ("location", "message"),
+    [
+        ("file:///etc/passwd", "not http"),
+        ("data:image/png;base64,AAAA", "not http"),
+        ("/loop", "redirects more than 5 times"),
+    ],
+)
+def test_a_redirect_only_leads_to_http_and_not_forever(location: str, message: str) -> None:
+    with (
+        _site({"/loop": _redirect(location)}, host=str(PUBLIC_STAND_IN)) as public,
+        pytest.raises(ImageFetchError, match=message),
+    ):
+        load_image(f"{public.url}/loop", allow_address=_policy)
+
+
 def test_a_failed_hop_names_no_port_or_address() -> None:
     closed = free_port()
     hidden = f"http://{PUBLIC_STAND_IN}:{closed}/x.png"
