@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import pstats
 import re
 import shutil
 import statistics
@@ -534,3 +535,28 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> Non
     print("|" + "|".join("-" * (width + 1) + ":" for width in widths) + "|")
     for row in cells[1:]:
         print(line(row))
+
+
+def summarize_cprofile(folder: Path, kind: str, operations: int, top: int = 25) -> None:
+    """The `top` functions by cumulative and by own time of every `kind` ("main" or
+    "child") process, in ms per operation."""
+    files = sorted(str(path) for path in folder.glob(f"{kind}-*.prof"))
+    if not files:
+        print(f"no {kind} profiles in {folder}")
+        return
+    stats = pstats.Stats(*files)
+    total = sum(entry[2] for entry in stats.stats.values())  # type: ignore[attr-defined]
+    print(f"\n{kind} processes ({len(files)}): {1000 * total / operations:.2f} ms profiled/op")
+    for order in ("cumulative", "tottime"):
+        rows = sorted(
+            stats.stats.items(),  # type: ignore[attr-defined]
+            key=lambda item: item[1][3 if order == "cumulative" else 2],
+            reverse=True,
+        )[:top]
+        print(f"  by {order}: ms/op (cumulative, own), calls/op, function")
+        for (path, line, name), (_, calls, own, cumulative, _callers) in rows:
+            where = f"{Path(path).name}:{line}:{name}" if line else name
+            print(
+                f"    {1000 * cumulative / operations:7.3f} {1000 * own / operations:7.3f}"
+                f" {calls / operations:7.2f}  {where}"
+            )

@@ -47,7 +47,7 @@ def _percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))] if ordered else 0.0
 
 
-def run_level(n: int, window: float, work: Path) -> dict[str, float]:
+def run_level(n: int, window: float, work: Path, profile: bool) -> dict[str, float]:
     queue = harness.unique_queue("in-flight")
     broker = harness.redis_url(REDIS_DB)
     with ExitStack() as stack:
@@ -86,7 +86,11 @@ def run_level(n: int, window: float, work: Path) -> dict[str, float]:
                     ids.append(str(created.job.id))
         beat = processes.python_m(processes.beat(schedule=work / f"beat-{n}"))
         stack.enter_context(started(beat, work / f"beat-{n}.log", env=env, ready=lambda: True))
-        worker = stack.enter_context(running_worker(env, work / f"worker-{n}.log", 4))
+        app = processes.CELERY_APP
+        if profile:
+            app, env["BENCH_PROFILE_DIR"] = "bench.worker_profile", str(work / f"profile-{n}")
+            Path(env["BENCH_PROFILE_DIR"]).mkdir()
+        worker = stack.enter_context(running_worker(env, work / f"worker-{n}.log", 4, app=app))
         celery = make_celery(settings)
         for job_id in ids:
             celery.send_task(SUBMIT_JOB, args=(job_id,))
@@ -107,35 +111,43 @@ def run_level(n: int, window: float, work: Path) -> dict[str, float]:
                 row = conn.execute("SELECT sum(poll_count) FROM jobs").fetchone()
                 return int(row[0]) if row and row[0] is not None else 0
 
-            cpu, done = harness.cpu_seconds(worker.pid), polls()
+            def lateness() -> list[float]:
+                rows = conn.execute(
+                    "SELECT extract(epoch FROM now() - due_at) FROM jobs WHERE due_at < now()"
+                ).fetchall()
+                return [float(value) for (value,) in rows]
+
+            main, cpu = harness.cpu_seconds_of(worker.pid), harness.cpu_seconds(worker.pid)
+            done, overdue = polls(), len(lateness())
             late: list[float] = []
             started_at = time.monotonic()
             while time.monotonic() - started_at < window:
-                late += [
-                    float(value)
-                    for (value,) in conn.execute(
-                        "SELECT extract(epoch FROM now() - due_at) FROM jobs WHERE due_at < now()"
-                    ).fetchall()
-                ]
+                late += lateness()
                 time.sleep(1)
             elapsed = time.monotonic() - started_at
             done = polls() - done
+            # Every poll that fell due in the window was done in it or is still overdue.
+            due = done + len(lateness()) - overdue
             cpu = harness.cpu_seconds(worker.pid) - cpu
-            waits = conn.execute(
-                "SELECT avg(extract(epoch FROM due_at - updated_at)) FROM jobs"
-            ).fetchone()
+            main = harness.cpu_seconds_of(worker.pid) - main
+            total_polls = polls()
         rss = sum(p.memory_info().rss for p in harness.process_tree(worker.pid)) / 2**20
         redis_mb = redis.Redis.from_url(broker).info("memory")["used_memory"] / 2**20
         harness.delete_redis_keys(broker, queue)
         db.dispose()
-    average_wait = float(waits[0]) if waits and waits[0] else 0.0
+    if profile:
+        for kind in ("main", "child"):
+            harness.summarize_cprofile(Path(env["BENCH_PROFILE_DIR"]), kind, total_polls)
     return {
         "n": n,
-        "due_per_s": n / average_wait if average_wait else 0.0,
+        "due_per_s": due / elapsed,
         "done_per_s": done / elapsed,
         "late_p50": _percentile(late, 0.5),
         "late_p99": _percentile(late, 0.99),
         "cpu_ms_per_poll": 1000 * cpu / done if done else 0.0,
+        "main_ms_per_poll": 1000 * main / done if done else 0.0,
+        "children_ms_per_poll": 1000 * (cpu - main) / done if done else 0.0,
+        "polls": done,
         "worker_rss_mb": rss,
         "redis_mb": redis_mb,
         "load": float(psutil.getloadavg()[0]),
@@ -146,12 +158,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--levels", default="1000,5000,10000")
     parser.add_argument("--window", type=float, default=30)
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="run the worker under cProfile (bench/worker_profile.py) and print where "
+        "its main process and its children spend their CPU per poll (cProfile slows both)",
+    )
     args = parser.parse_args()
     harness.print_machine()
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-in-flight-") as folder:
         for n in (int(level) for level in args.levels.split(",")):
-            result = run_level(n, args.window, Path(folder))
+            result = run_level(n, args.window, Path(folder), args.profile)
             rows.append(
                 [
                     f"{n:,}",
@@ -160,6 +178,8 @@ def main() -> None:
                     f"{result['late_p50']:.2f}",
                     f"{result['late_p99']:.2f}",
                     f"{result['cpu_ms_per_poll']:.2f}",
+                    f"{result['main_ms_per_poll']:.2f}",
+                    f"{result['children_ms_per_poll']:.2f}",
                     f"{result['worker_rss_mb']:.0f}",
                     f"{result['redis_mb']:.1f}",
                     f"{result['load']:.2f}",
@@ -174,6 +194,8 @@ def main() -> None:
             "late p50 s",
             "late p99 s",
             "worker CPU ms/poll",
+            "main process",
+            "pool children",
             "worker RSS MiB",
             "Redis MiB",
             "load",

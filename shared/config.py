@@ -67,6 +67,11 @@ class Settings:
     # is overdue by more than dispatch_grace_seconds (its message was lost).
     dispatch_interval_seconds: float
     dispatch_grace_seconds: float
+    # A poll due within this horizon is sent at once with its countdown; one due later is
+    # parked (no message) and the dispatcher sends it once it is due within the horizon.
+    # At least one dispatch interval. (With no beat running, nothing sends parked polls:
+    # set it beyond every wait.)
+    poll_horizon_seconds: float
     # Overrides every model's own deadline when set (operators and tests).
     job_deadline_seconds: float | None
     # How long a submit keeps retrying a provider that answers 429/5xx before giving up.
@@ -198,6 +203,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         simulator_latency_seconds=_optional_float(env, "SIMULATOR_LATENCY_SECONDS"),
         max_request_bytes=int(_number(env, "MAX_REQUEST_BYTES", str(2 * 1024 * 1024))),
         allow_private_image_urls=env.get("ALLOW_PRIVATE_IMAGE_URLS", "") in ("1", "true", "yes"),
+        poll_horizon_seconds=float(_number(env, "POLL_HORIZON_SECONDS", "2")),
         rate_limit=_rate(env, "RATE_LIMIT", "600 per minute"),
         rate_limit_auth_failures=_rate(env, "RATE_LIMIT_AUTH_FAILURES", "30 per minute"),
         rate_limit_storage_url=env.get("RATE_LIMIT_STORAGE_URL") or _limit_storage(env),
@@ -236,3 +242,6 @@ def _validate(settings: Settings) -> None:
         raise ConfigError("POLL_MAX_SECONDS must stay far below VISIBILITY_TIMEOUT_SECONDS")
     if settings.dispatch_interval_seconds <= 0 or settings.dispatch_grace_seconds < 0:
         raise ConfigError("DISPATCH_INTERVAL_SECONDS must be positive, the grace not negative")
+    # Each dispatch sends the parked polls due before the next one (and a little more).
+    if settings.poll_horizon_seconds < settings.dispatch_interval_seconds:
+        raise ConfigError("POLL_HORIZON_SECONDS must be at least DISPATCH_INTERVAL_SECONDS")

@@ -35,6 +35,10 @@ def database_url() -> Iterator[str]:
         yield url
 
 
+# For a worker with no beat beside it: polls are never parked (see POLL_HORIZON_SECONDS).
+NO_BEAT = {"POLL_HORIZON_SECONDS": "3600"}
+
+
 @pytest.fixture(scope="session")
 def test_env(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """The environment shared by the worker process and the in-test API."""
@@ -79,7 +83,8 @@ def worker_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def worker(test_env: dict[str, str], worker_log: Path) -> Iterator[None]:
-    with running_worker(test_env, worker_log):
+    # No beat beside this worker: its polls are never parked (recovery and faults park).
+    with running_worker({**test_env, **NO_BEAT}, worker_log):
         yield
 
 

@@ -182,3 +182,36 @@ def test_an_unexpected_error_ends_a_delivered_job_without_charging_it(
         "refund": [350],
     }
     assert (totals.balance, totals.held) == (10_000, 0)
+
+
+def test_a_parked_poll_has_no_valid_message_until_the_dispatcher_claims_it_once(
+    runtime: Runtime, settings: Settings, make_account: Callable[..., Any]
+) -> None:
+    job = _queued(runtime, settings, make_account().id)
+    with runtime.db.transaction() as session:
+        assert jobs.claim_submit(session=session, job_id=job.id) is not None
+        submitted = jobs.record_submitted(
+            session=session,
+            job_id=job.id,
+            request_id="r",
+            poll_token=None,  # parked: its first poll is 30 s away
+            poll_in=30,
+            expected_seconds=30,
+        )
+        assert submitted is not None and submitted.due_at is not None
+    due = submitted.due_at
+
+    def claim(until: timedelta) -> dict[uuid.UUID, Any]:
+        with runtime.db.transaction() as session:
+            rows = jobs.claim_parked(
+                session=session, until=utcnow() + until, limit=10_000, poll_token="p"
+            )
+        return dict(rows)
+
+    assert job.id not in claim(timedelta(seconds=10))  # not due within the horizon yet
+    assert claim(timedelta(seconds=60))[job.id] == due  # sent once, for its own due time
+    assert job.id not in claim(timedelta(seconds=60))
+    with runtime.db.transaction() as session:
+        assert jobs.claim_poll(session=session, job_id=job.id, token="t", new_token="u") is None
+        polled = jobs.claim_poll(session=session, job_id=job.id, token="p", new_token="u")
+        assert polled is not None and polled.poll_count == 1

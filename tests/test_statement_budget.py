@@ -57,7 +57,7 @@ def test_one_job_costs_the_worker_a_bounded_number_of_statements(
     account = make_account()
     with running_worker(env, tmp_path / "worker.log", concurrency=1):
         before = _counters(port)
-        job_id = generate(client, account, "A kite over dunes [sim latency=2]")["job_id"]
+        job_id = generate(client, account, "A kite over dunes [sim latency=1]")["job_id"]
         assert wait_for_job(client, account, job_id)["status"] == "completed"
         after = _counters(port)
 

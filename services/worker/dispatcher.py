@@ -7,7 +7,9 @@ due more than `DISPATCH_GRACE_SECONDS` ago, in batches, with `FOR UPDATE SKIP LO
 dispatchers never take the same job), and carries out `machine.step_for` for each: it
 sends the step's message again (so a message lost with a worker, a FLUSHALL or a Redis
 restart costs seconds), fails a job past its deadline, or fails a submit whose outcome is
-unknown. The rules are the state machine's; this module only applies them.
+unknown. It also sends the parked polls (waits beyond `POLL_HORIZON_SECONDS`, which no
+message carries) due within that horizon, each with the countdown to its due time.
+The rules are the state machine's; this module only applies them.
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ BATCH = 500
 
 
 def dispatch(runtime: Runtime, celery: Celery, *, now: datetime) -> int:
-    """Carry out every step due by `now` less the grace; returns how many jobs it acted on."""
+    """Carry out every step due by `now` less the grace, then send the parked polls due
+    within the horizon; returns how many jobs it acted on."""
     cutoff = now - timedelta(seconds=runtime.settings.dispatch_grace_seconds)
     acted = 0
     while True:
@@ -45,6 +48,19 @@ def dispatch(runtime: Runtime, celery: Celery, *, now: datetime) -> int:
             for job in claimed:
                 acted += _carry_out(session, celery, job, now=now, token=token)
         if len(claimed) < BATCH:
+            break
+    until = now + timedelta(seconds=runtime.settings.poll_horizon_seconds)
+    while True:
+        token = jobs.new_poll_token()
+        with runtime.db.transaction() as session:
+            parked = jobs.claim_parked(session=session, until=until, limit=BATCH, poll_token=token)
+            for job_id, due_at in parked:
+                countdown = max(0.0, (due_at - now).total_seconds())
+                names.send_after_commit(
+                    session, celery, names.POLL_JOB, str(job_id), token, countdown=countdown
+                )
+        acted += len(parked)
+        if len(parked) < BATCH:
             return acted
 
 

@@ -116,6 +116,17 @@ class DbTask(Task):
     def send(self, session: Session, task: str, *args: str, countdown: float = 0) -> None:
         names.send_after_commit(session, self.app, task, *args, countdown=countdown)
 
+    def poll_token_for(self, wait: float) -> str | None:
+        """A fresh token for a poll message due in `wait` seconds, or None if that is beyond
+        the countdown horizon: the poll is parked and the dispatcher sends it when it is
+        nearly due (no message held in a worker or in Redis meanwhile)."""
+        return jobs.new_poll_token() if wait <= self.runtime.settings.poll_horizon_seconds else None
+
+    def send_poll(self, session: Session, job_id: str, token: str | None, wait: float) -> None:
+        """Send the job's next poll after the commit, unless it is parked (no token)."""
+        if token is not None:
+            self.send(session, names.POLL_JOB, job_id, token, countdown=wait)
+
     def backoff(self, attempt: int) -> float:
         settings = self.runtime.settings
         return backoff_seconds(
@@ -201,10 +212,10 @@ def submit_job(self: DbTask, job_id: str) -> None:
         with self.runtime.db.transaction() as session:
             jobs.fail(session=session, job_id=key, failure=Failure(exc.code, str(exc)))
         return
-    token = jobs.new_poll_token()
     logs.bind(provider_request_id=request_id)
     measured = self.measured_seconds(job, model)
     wait = self.poll_wait(job, model)
+    token = self.poll_token_for(wait)
     with self.runtime.db.transaction() as session:
         submitted = jobs.record_submitted(
             session=session,
@@ -216,7 +227,7 @@ def submit_job(self: DbTask, job_id: str) -> None:
             expected_seconds=max(1, math.ceil(measured)) if measured else job.estimated_seconds,
         )
         if submitted is not None:
-            self.send(session, names.POLL_JOB, job_id, token, countdown=wait)
+            self.send_poll(session, job_id, token, wait)
             log.info("submitted to the provider")
             return
     # Cancelled while the provider call was in flight: stop the render we just started.
@@ -225,7 +236,11 @@ def submit_job(self: DbTask, job_id: str) -> None:
 
 @shared_task(base=DbTask, bind=True, name=names.POLL_JOB, max_retries=None, **DB_OUTAGE_RETRY)
 def poll_job(self: DbTask, job_id: str, token: str) -> None:
-    """Ask the provider once; store what it says; poll again later or hand on."""
+    """Ask the provider once; store what it says; poll again later or hand on.
+
+    One claim, one provider call, one write. The next poll is a message sent after that
+    write commits (or parked for the dispatcher), not `self.retry`: Celery's retry formats
+    a traceback and logs a line for every poll, which cost more than the poll's own work."""
     key = uuid.UUID(job_id)
     new_token = jobs.new_poll_token()
     with self.runtime.db.transaction() as session:
@@ -254,7 +269,7 @@ def poll_job(self: DbTask, job_id: str, token: str) -> None:
         with self.runtime.db.transaction() as session:
             jobs.record_provider_failure(session=session, job=job, code=exc.code, message=str(exc))
         return
-    log.info(
+    log.debug(
         "provider status %s",
         status.state,
         extra={"progress": status.progress, "queue_position": status.queue_position},
@@ -270,8 +285,11 @@ def poll_job(self: DbTask, job_id: str, token: str) -> None:
             )
             return
         wait = self.poll_wait(job, model, queue_position=status.queue_position)
-        jobs.record_progress(session=session, job=job, status=status, poll_in=wait)
-    raise self.retry(args=(job_id, new_token), countdown=wait)
+        next_token = self.poll_token_for(wait)
+        if jobs.record_progress(
+            session=session, job=job, status=status, poll_in=wait, poll_token=next_token
+        ):
+            self.send_poll(session, job_id, next_token, wait)
 
 
 @shared_task(base=DbTask, bind=True, name=names.SETTLE_CREDITS, max_retries=10, **DB_OUTAGE_RETRY)

@@ -264,13 +264,14 @@ def record_submitted(
     session: Session,
     job_id: uuid.UUID,
     request_id: str,
-    poll_token: str,
+    poll_token: str | None,
     poll_in: float,
     expected_seconds: int,
 ) -> Job | None:
     """The provider took the request; its render should take `expected_seconds` (shown as
     the job's `estimated_seconds` from now on) and its first poll is due in `poll_in`
-    seconds. None if the job was cancelled while the provider call was in flight."""
+    seconds, sent with `poll_token` (None: parked until the dispatcher sends it). None
+    if the job was cancelled while the provider call was in flight."""
     started = utcnow()
     job = _move(
         session,
@@ -314,9 +315,21 @@ def poll_now(*, session: Session, job_id: uuid.UUID, token: str) -> Job | None:
     )
 
 
-def record_progress(*, session: Session, job: Job, status: ProviderStatus, poll_in: float) -> None:
-    """Store what the provider says; the next poll is due in `poll_in` seconds."""
-    values: dict[str, Any] = {"queue_position": status.queue_position, "due_at": _due_in(poll_in)}
+def record_progress(
+    *,
+    session: Session,
+    job: Job,
+    status: ProviderStatus,
+    poll_in: float,
+    poll_token: str | None,
+) -> bool:
+    """Store what the provider says; the next poll is due in `poll_in` seconds, sent with
+    `poll_token` (None: parked until the dispatcher sends it). False if the job moved on."""
+    values: dict[str, Any] = {
+        "queue_position": status.queue_position,
+        "due_at": _due_in(poll_in),
+        "poll_token": poll_token,
+    }
     if status.progress is not None:
         values["progress"] = max(job.progress, status.progress)
     if status.logs:
@@ -325,7 +338,7 @@ def record_progress(*, session: Session, job: Job, status: ProviderStatus, poll_
     moved_to = machine.status_for_report(status.state)
     if moved_to is not None and moved_to != job.status:
         values["status"], expected = moved_to, [job.status]
-    _move(session, job.id, expected, **values)
+    return _move(session, job.id, expected, **values) is not None
 
 
 def record_delivered(*, session: Session, job_id: uuid.UUID, result: ProviderResult) -> bool:
@@ -588,3 +601,31 @@ def claim_due(
             .execution_options(synchronize_session=False, populate_existing=True)
         )
     )
+
+
+def claim_parked(
+    *, session: Session, until: datetime, limit: int, poll_token: str
+) -> list[tuple[uuid.UUID, datetime]]:
+    """Claim the parked polls (a job at the provider with no poll message: no token) due by
+    `until`, oldest first, at most `limit`, skipping rows another dispatcher holds. Each
+    gets `poll_token` for the message the caller sends and keeps its due time, so a lost
+    message is overdue as any other. Returns each job's id and due time. One statement."""
+    parked = (
+        select(Job.id)
+        .where(
+            Job.due_at <= until,
+            Job.poll_token.is_(None),
+            Job.status.in_(ACTIVE_AT_PROVIDER),
+        )
+        .order_by(Job.due_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    rows = session.execute(
+        update(Job)
+        .where(Job.id.in_(parked.scalar_subquery()))
+        .values(poll_token=poll_token)
+        .returning(Job.id, Job.due_at)
+        .execution_options(synchronize_session=False)
+    )
+    return [(job_id, due_at) for job_id, due_at in rows if due_at is not None]  # all are

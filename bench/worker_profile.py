@@ -1,0 +1,60 @@
+"""The product's Celery app with cProfile on in every process of the worker (py-spy does not
+run on this machine): `celery -A bench.worker_profile worker …`, the Procfile's flags.
+
+The main process (the consumer: receiving, countdowns, acknowledgements, the pool's pipes)
+and each pool child write `$BENCH_PROFILE_DIR/{main,child}-<pid>.prof` (CPU time) when they
+stop;
+`bench.harness.summarize_cprofile` prints where each kind spent its CPU.
+"""
+
+from __future__ import annotations
+
+import cProfile
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from celery.signals import (
+    worker_init,
+    worker_process_init,
+    worker_process_shutdown,
+    worker_shutdown,
+)
+
+from services.worker.app import app
+
+__all__ = ["app"]
+
+# CPU time, not wall time: waiting for work or for PostgreSQL is not cost.
+_profile = cProfile.Profile(time.process_time)
+
+
+def _folder() -> Path:
+    return Path(os.environ["BENCH_PROFILE_DIR"])
+
+
+@worker_init.connect
+def _profile_main(**_: Any) -> None:
+    _profile.enable()
+
+
+@worker_shutdown.connect
+def _dump_main(**_: Any) -> None:
+    _profile.disable()
+    _profile.dump_stats(_folder() / f"main-{os.getpid()}.prof")
+
+
+@worker_process_init.connect
+def _profile_child(**_: Any) -> None:
+    # A fork inherits the parent's profiler state: start the child's own from zero.
+    global _profile
+    _profile.disable()
+    _profile = cProfile.Profile(time.process_time)
+    _profile.enable()
+
+
+@worker_process_shutdown.connect
+def _dump_child(**_: Any) -> None:
+    _profile.disable()
+    _profile.dump_stats(_folder() / f"child-{os.getpid()}.prof")
