@@ -75,6 +75,12 @@ def _carry_out(session: Session, celery: Celery, job: Job, *, now: datetime, tok
         if failed is not None and failed.provider_request_id:
             names.send_after_commit(session, celery, names.CANCEL_AT_PROVIDER, job_id)
         return int(failed is not None)
+    if step is Step.FAIL_INGEST:
+        reason = f"not stored within {machine.INGEST_DEADLINE} of the provider's delivery"
+        if not jobs.fail_ingest(session=session, job_id=job.id, reason=reason):
+            return 0
+        log.error("ALERT job %s failed: its video could not be ingested: %s", job_id, reason)
+        return 1
     if step is Step.FAIL_UNKNOWN_SUBMIT:
         failed = jobs.fail(
             session=session,

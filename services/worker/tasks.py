@@ -335,7 +335,7 @@ def ingest_media(self: DbTask, job_id: str) -> None:
         return
     with self.runtime.db.transaction() as session:
         asset = library.record_generated_video(session=session, job=job, video=video)
-        jobs.complete(session=session, job=job, media_asset_id=asset.id)
+        jobs.complete(session=session, job=job, media_asset_id=asset.id, file_size=video.size_bytes)
 
 
 @shared_task(base=DbTask, bind=True, name=names.CANCEL_AT_PROVIDER, max_retries=5)

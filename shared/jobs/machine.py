@@ -39,7 +39,11 @@ INGEST_ATTEMPTS = 6
 # make that harmless, and a submit that outlives its budget counts as an unknown outcome.
 SUBMIT_BUDGET = timedelta(seconds=30)
 POLL_BUDGET = timedelta(seconds=10)
-INGEST_BUDGET = timedelta(seconds=60)
+INGEST_BUDGET = timedelta(seconds=60)  # also the ingest's lease: one runs at a time per job
+# A paid-for job is never timed out, but a video that could not be stored this long after
+# the provider delivered it never will be (its URL expires within about an hour): the job
+# fails, refunded.
+INGEST_DEADLINE = timedelta(minutes=15)
 # A step the dispatcher sent, whose message is lost again, is sent again after this.
 REDISPATCH_AFTER = timedelta(seconds=30)
 
@@ -91,6 +95,7 @@ class Step(StrEnum):
     SETTLE = "settle"  # then ingest, in one chain
     INGEST = "ingest"
     FAIL_TIMEOUT = "fail_timeout"
+    FAIL_INGEST = "fail_ingest"
     FAIL_UNKNOWN_SUBMIT = "fail_unknown_submit"
 
 
@@ -104,6 +109,8 @@ class JobState(Protocol):
     @property
     def deadline_at(self) -> datetime: ...
     @property
+    def provider_completed_at(self) -> datetime | None: ...
+    @property
     def submit_attempted_at(self) -> datetime | None: ...
     @property
     def cancel_requested_at(self) -> datetime | None: ...
@@ -116,7 +123,8 @@ def is_overdue(job: JobState, now: datetime) -> bool:
 
 def step_for(job: JobState, *, now: datetime) -> Step | None:
     """The step that moves the job on from its state (None once it is final): past its
-    deadline it fails; a submit attempt still unanswered when due is an unknown outcome."""
+    deadline it fails; a submit attempt still unanswered when due is an unknown outcome; a
+    video still not stored `INGEST_DEADLINE` after delivery fails, refunded."""
     if job.status.is_terminal:
         return None
     if is_overdue(job, now):
@@ -125,7 +133,19 @@ def step_for(job: JobState, *, now: datetime) -> Step | None:
         return Step.FAIL_UNKNOWN_SUBMIT if job.submit_attempted_at else Step.SUBMIT
     if job.status in ACTIVE_AT_PROVIDER:
         return Step.POLL
-    return Step.SETTLE if job.status is JobStatus.SETTLING else Step.INGEST
+    if job.status is JobStatus.SETTLING:
+        return Step.SETTLE
+    return Step.FAIL_INGEST if ingest_overdue(job, now) else Step.INGEST
+
+
+def ingest_overdue(job: JobState, now: datetime) -> bool:
+    """Still not in the library `INGEST_DEADLINE` after the provider delivered it."""
+    delivered = job.provider_completed_at
+    return (
+        job.status is JobStatus.INGESTING
+        and delivered is not None
+        and now >= delivered + INGEST_DEADLINE
+    )
 
 
 def gives_up_submitting(job: JobState, *, now: datetime, retry_for: timedelta) -> bool:

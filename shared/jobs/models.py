@@ -81,6 +81,9 @@ class Job(Base):
     # itself follows from the state (`machine.step_for`). Written with every state change,
     # so a message lost with a worker or the broker is sent again by the dispatcher.
     due_at: Mapped[datetime | None]
+    # The lease of the one ingest running for the job (None: none is): a duplicate message
+    # or a re-sent step leaves a running download alone until the lease runs out.
+    ingest_started_at: Mapped[datetime | None]
 
 
 class IdempotencyKey(Base):

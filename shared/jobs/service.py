@@ -500,30 +500,41 @@ def settle(*, session: Session, job_id: uuid.UUID) -> Job | None:
 
 
 def claim_ingest(*, session: Session, job_id: uuid.UUID) -> Job | None:
-    """The job, if it waits for its video to be stored; due again after `INGEST_BUDGET`,
-    so the dispatcher leaves a running download alone. (A duplicate ingest is harmless:
-    the storage key, the one asset per job and the conditional completion see to it.)"""
+    """The job, if it waits for its video to be stored and no other ingest holds its lease:
+    one download at a time per job, however many messages (duplicates, the dispatcher's)
+    ask for it. The lease and the due time run `INGEST_BUDGET`; a worker that dies
+    mid-ingest leaves a lease that runs out, and the dispatcher sends the step again."""
+    now = utcnow()
     return _move(
         session,
         job_id,
         [JobStatus.INGESTING],
-        due_at=utcnow() + machine.INGEST_BUDGET,
+        or_(
+            Job.ingest_started_at.is_(None),
+            Job.ingest_started_at <= now - machine.INGEST_BUDGET,
+        ),
+        ingest_started_at=now,
+        due_at=now + machine.INGEST_BUDGET,
     )
 
 
 def retry_ingest(*, session: Session, job_id: uuid.UUID, retry_in: float) -> None:
-    """The download failed and is retried `retry_in` seconds from now."""
+    """The download failed and is retried `retry_in` seconds from now; the lease is free."""
     _move(
         session,
         job_id,
         [JobStatus.INGESTING],
+        ingest_started_at=None,
         due_at=utcnow() + timedelta(seconds=retry_in),
     )
 
 
-def complete(*, session: Session, job: Job, media_asset_id: uuid.UUID) -> bool:
-    """Finish an ingested job: its video is in the library."""
-    result = {**(job.provider_result or {}), "media_asset_id": str(media_asset_id)}
+def complete(*, session: Session, job: Job, media_asset_id: uuid.UUID, file_size: int) -> bool:
+    """Finish an ingested job: its video is in the library. The result shows our copy's
+    size (`file_size`), not what the provider claimed."""
+    provided = job.provider_result or {}
+    video = {**provided.get("video", {}), "file_size": file_size}
+    result = {**provided, "video": video, "media_asset_id": str(media_asset_id)}
     completed = _move(
         session,
         job.id,

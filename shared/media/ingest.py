@@ -20,6 +20,9 @@ from shared.media.probe import InvalidVideo, VideoInfo, probe_video, write_poste
 from shared.media.storage import MediaStorage
 
 MAX_VIDEO_BYTES = 2 * 1024**3
+# No delivery codec needs more than 200 Mbit/s: a file denser than this for its duration is
+# not the video it claims to be (or not a video at all), so it is not stored.
+MAX_BYTES_PER_SECOND = 25 * 1024**2
 DOWNLOAD_TIMEOUT = httpx.Timeout(30.0, read=120.0)
 POSTER_CONTENT_TYPE = "image/jpeg"
 
@@ -87,17 +90,32 @@ def ingest_video(
     """Download `url`, check it is a video, store it and its poster frame."""
     video = video_key(account_id, job_id)
     poster_at = poster_key(account_id, job_id)
-    with tempfile.TemporaryDirectory(prefix="ingest-") as scratch:
-        downloaded = Path(scratch) / "video"
-        _download(url, downloaded, local_root)
-        try:
-            info = probe_video(downloaded)
-            poster = Path(scratch) / "poster.jpg"
-            write_poster(downloaded, poster)
-        except InvalidVideo as exc:
-            raise IngestError(f"the provider's output is not a playable video: {exc}") from exc
-        # The poster first: once the video exists the asset is complete on every backend.
-        storage.put(poster_at, poster, POSTER_CONTENT_TYPE)
-        storage.put(video, downloaded, info.content_type)
-        size = downloaded.stat().st_size
+    try:
+        with tempfile.TemporaryDirectory(prefix="ingest-") as scratch:
+            downloaded = Path(scratch) / "video"
+            _download(url, downloaded, local_root)
+            size = downloaded.stat().st_size
+            try:
+                info = probe_video(downloaded)
+                poster = Path(scratch) / "poster.jpg"
+                write_poster(downloaded, poster)
+            except InvalidVideo as exc:
+                raise IngestError(f"the provider's output is not a playable video: {exc}") from exc
+            _check_plausible(size, info)
+            # The poster first: once the video exists the asset is complete on every backend.
+            storage.put(poster_at, poster, POSTER_CONTENT_TYPE)
+            storage.put(video, downloaded, info.content_type)
+    except OSError as exc:
+        # A full or read-only disk (ours or the storage's): worth retrying, with backoff.
+        raise IngestError(f"could not write the video: {exc.strerror or exc}") from exc
     return IngestedVideo(video, poster_at, size, info)
+
+
+def _check_plausible(size: int, info: VideoInfo) -> None:
+    if info.duration_seconds <= 0:
+        raise IngestError("the provider's output has no duration")
+    if size > MAX_BYTES_PER_SECOND * max(info.duration_seconds, 1.0):
+        raise IngestError(
+            f"the provider's output is implausibly large for its length "
+            f"({size} bytes for {info.duration_seconds:.1f} s)"
+        )

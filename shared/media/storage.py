@@ -15,6 +15,7 @@ import os
 import shutil
 import tempfile
 import time
+from contextlib import suppress
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Protocol
@@ -92,14 +93,18 @@ class LocalStorage:
 
     def put(self, key: str, source_path: Path, content_type: str) -> None:
         # A temporary file in the target folder, then a rename: atomic on one filesystem.
+        # A failed copy (a full disk fails a write or the close) leaves no temporary file.
         target = self.path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
-        with (
-            tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as handle,
-            source_path.open("rb") as src,
-        ):
-            shutil.copyfileobj(src, handle)
-        os.replace(handle.name, target)
+        handle = tempfile.NamedTemporaryFile(dir=target.parent, delete=False)  # noqa: SIM115
+        try:
+            with handle, source_path.open("rb") as src:
+                shutil.copyfileobj(src, handle)
+            os.replace(handle.name, target)
+        except BaseException:
+            with suppress(FileNotFoundError):
+                os.unlink(handle.name)
+            raise
 
     def exists(self, key: str) -> bool:
         return self.path(key).is_file()
