@@ -1,6 +1,6 @@
-"""Submit throughput and latency of POST /v1/video/generate, beside a bare Flask floor.
+"""Submit throughput and CPU of POST /v1/video/generate, beside its durable floor.
 
-    python -m bench.submit_throughput [--concurrency 1,8,32] [--seconds 4] [--repeat 3]
+    python -m bench.submit_throughput [--concurrency 1,8] [--seconds 4] [--repeat 3]
                                       [--accounts 32] [--client wrk|httpx] [--workers 2]
 
 Self-contained. Starts, on this machine and in the same run:
@@ -9,16 +9,20 @@ Self-contained. Starts, on this machine and in the same run:
     on a scratch PostgreSQL database, Redis as broker and rate-limit store
     (RATE_LIMIT high so nothing is refused), CELERY_QUEUE a queue no worker reads, so
     every submit is a real job with its credit hold and its message, and nothing renders;
+  * `bench/submit_floor.py`, the durable-submit floor, under the same gunicorn command
+    line, database and broker: the hashed key looked up, one transaction that locks the
+    account and inserts the job and its hold, one LPUSH, nothing else;
   * `bench/bare_flask.py` (POST /echo: parse JSON, answer small JSON) under the same
-    gunicorn command line: the floor of Flask + gunicorn on this machine.
+    gunicorn command line: Flask + gunicorn alone, a context row.
 
-Both are loaded by the same client (`wrk` when installed, else httpx in threads), closed
+All are loaded by the same client (`wrk` when installed, else httpx in threads), closed
 loop, at each concurrency. The API is loaded twice: every request under ONE account
-(submits of one account serialize on its row lock by design) and spread over N accounts.
-Each cell gets fresh accounts, so no cell pays for another's ledger rows. Cells run
-`--repeat` times, interleaved, and the table shows medians: this machine's two cores are
-shared with other test runs. The CPU the gunicorn processes used per request (from
-/proc) is the figure least disturbed by them.
+(submits of one account serialize on its row lock by design) and spread over N accounts,
+as the floor is. Each cell gets fresh accounts, so no cell pays for another's ledger rows.
+Cells run `--repeat` times, interleaved, and the table shows medians: this machine's two
+cores are shared with other test runs. CPU per request is that of the gunicorn processes
+plus the PostgreSQL backends of the scratch database (from /proc), the figure least
+disturbed by them; the ratios compare the API over N accounts with the floor.
 """
 
 from __future__ import annotations
@@ -69,39 +73,48 @@ def main() -> None:
         api = stack.enter_context(
             harness.gunicorn("services.api.wsgi:app", env, work / "api.log", workers=args.workers)
         )
+        floor = stack.enter_context(
+            harness.gunicorn(
+                "bench.submit_floor:app", env, work / "floor.log", workers=args.workers
+            )
+        )
         bare = stack.enter_context(
             harness.gunicorn("bench.bare_flask:app", env, work / "bare.log", workers=args.workers)
         )
-        # Warm both (imports, first connections, the JIT-free Python caches) before timing.
+        # Warm all three (imports, first connections, prepared statements) before timing.
         warm = harness.create_accounts(database_url, 1)
-        harness.load(args.client, api.url, PATH, BODY, warm, 2, 1)
-        harness.load(args.client, bare.url, "/echo", BODY, warm, 2, 1)
+        for server, path in ((api, PATH), (floor, PATH), (bare, "/echo")):
+            harness.load(args.client, server.url, path, BODY, warm, 2, 1)
 
-        cells = [("bare Flask", 0), ("API submit", 1), ("API submit", args.accounts)]
-        runs: dict[tuple[int, int], list[tuple[harness.LoadResult, float, float]]] = {}
+        cells = [
+            ("bare Flask", bare, "/echo", 0),
+            ("durable floor", floor, PATH, args.accounts),
+            ("API submit", api, PATH, 1),
+            ("API submit", api, PATH, args.accounts),
+        ]
+        runs: dict[tuple[int, int], list[Run]] = {}
         accepted = 0
         for _ in range(args.repeat):  # interleaved, so a noisy neighbour hits every cell
             for level in levels:
-                for i, (_, spread) in enumerate(cells):
-                    if spread == 0:
-                        result = _measure(args, bare, "/echo", warm, level, database_url)
-                    else:  # fresh accounts: no cell pays for another's ledger rows
-                        keys = harness.create_accounts(database_url, spread)
-                        result = _measure(args, api, PATH, keys, level, database_url)
+                for i, (_, server, path, spread) in enumerate(cells):
+                    # fresh accounts: no cell pays for another's ledger rows
+                    keys = harness.create_accounts(database_url, spread) if spread else warm
+                    result = _measure(args, server, path, keys, level, database_url)
+                    if path == PATH:
                         accepted += result[0].requests - result[0].failures
                     runs.setdefault((level, i), []).append(result)
         rows = []
         for level in levels:
-            bare_rps = statistics.median(r.rps for r, _, _ in runs[(level, 0)])
-            for i, (app, spread) in enumerate(cells):
-                rows.append(_row(level, app, spread, runs[(level, i)], bare_rps))
+            floor_rps, floor_cpu = _medians(runs[(level, 1)])
+            for i, (app, _, _, spread) in enumerate(cells):
+                rows.append(_row(level, app, spread, runs[(level, i)], floor_rps, floor_cpu))
 
         jobs = _count_jobs(database_url)
 
     print(
-        f"\nPOST {PATH} vs POST /echo, gunicorn sync workers={args.workers}, "
-        f"client={args.client}, {args.seconds:g} s per cell, median of {args.repeat} runs; "
-        f"{harness.load_average()}"
+        f"\nPOST {PATH} (the API, and its durable floor) vs POST /echo, gunicorn "
+        f"workers={args.workers}, client={args.client}, {args.seconds:g} s per cell, median "
+        f"of {args.repeat} runs; {harness.load_average()}"
     )
     harness.print_table(
         [
@@ -115,12 +128,17 @@ def main() -> None:
             "errors",
             "gunicorn CPU ms/req",
             "PostgreSQL CPU ms/req",
-            "req/s vs bare",
+            "CPU ms/req",
+            "req/s vs floor",
+            "CPU vs floor",
         ],
         rows,
     )
     print(f"\njobs in the database after the run: {jobs} (incl. warm-up); accepted: {accepted}")
     print(f"bench ran {time.monotonic() - started:.0f} s")
+
+
+Run = tuple[harness.LoadResult, float, float]  # the load, gunicorn and PostgreSQL CPU ms/req
 
 
 def _measure(
@@ -130,7 +148,7 @@ def _measure(
     keys: list[str],
     level: int,
     database_url: str,
-) -> tuple[harness.LoadResult, float, float]:
+) -> Run:
     """Load `server`; the result, its processes' and PostgreSQL's CPU ms per request."""
     cpu, pg = server.cpu_seconds(), harness.postgres_cpu(database_url)
     result = harness.load(args.client, server.url, path, BODY, keys, level, args.seconds)
@@ -140,16 +158,25 @@ def _measure(
     return result, cpu * 1000 / n, pg_cpu * 1000 / n
 
 
+def _medians(runs: list[Run]) -> tuple[float, float]:
+    """Median req/s and median CPU ms/req (gunicorn + PostgreSQL) over the repeats."""
+    return (
+        statistics.median(r.rps for r, _, _ in runs),
+        statistics.median(cpu + pg for _, cpu, pg in runs),
+    )
+
+
 def _row(
     level: int,
     app: str,
     spread: int,
-    runs: list[tuple[harness.LoadResult, float, float]],
-    bare_rps: float,
+    runs: list[Run],
+    floor_rps: float,
+    floor_cpu: float,
 ) -> list[object]:
-    """Medians over the repeats; req/s also as its range."""
+    """Medians over the repeats; req/s also as its range; ratios to the floor's medians."""
     rps = [r.rps for r, _, _ in runs]
-    median = statistics.median(rps)
+    median, cpu = _medians(runs)
     return [
         level,
         app,
@@ -159,9 +186,11 @@ def _row(
         f"{statistics.median(r.p50_ms for r, _, _ in runs):.1f}",
         f"{statistics.median(r.p99_ms for r, _, _ in runs):.1f}",
         sum(r.failures for r, _, _ in runs),
-        f"{statistics.median(cpu for _, cpu, _ in runs):.1f}",
-        f"{statistics.median(pg for _, _, pg in runs):.1f}" if spread else "-",
-        f"{median / bare_rps:.3f}" if bare_rps else "-",
+        f"{statistics.median(cpu for _, cpu, _ in runs):.2f}",
+        f"{statistics.median(pg for _, _, pg in runs):.2f}" if spread else "-",
+        f"{cpu:.2f}",
+        f"{median / floor_rps:.2f}" if floor_rps else "-",
+        f"{cpu / floor_cpu:.2f}" if floor_cpu else "-",
     ]
 
 
