@@ -16,6 +16,7 @@ from celery import Celery
 from flask import Flask
 from sqlalchemy import update
 
+from services.worker import celery_app as names
 from services.worker.dispatcher import dispatch
 from shared.config import Settings
 from shared.db import utcnow
@@ -150,3 +151,14 @@ def test_a_broken_media_disk_is_retried_and_the_job_completes_once_it_is_repaire
         job = wait_for_job(client, account, job_id, timeout=60)
     assert job["status"] == "completed", job
     assert (media / "videos").is_dir() and list((media / "videos").rglob("*.mp4"))
+
+
+def test_every_task_has_a_soft_and_a_hard_time_limit(celery_sender: Celery) -> None:
+    """No task can hold a worker process forever; an ingest is killed (hard) by the end of
+    its lease, so two downloads of one job never overlap."""
+    celery_sender.loader.import_default_modules()
+    ours = {name: task for name, task in celery_sender.tasks.items() if name.startswith("naive.")}
+    assert len(ours) == 7, sorted(ours)
+    for name, task in ours.items():
+        assert 0 < task.soft_time_limit < task.time_limit, name
+    assert ours[names.INGEST_MEDIA].time_limit <= machine.INGEST_BUDGET.total_seconds()

@@ -39,7 +39,7 @@ from shared.jobs.machine import Failure
 from shared.jobs.models import Job
 from shared.jobs.pacing import backoff_seconds, measured_render_seconds, pacing_seconds, poll_wait
 from shared.media import library
-from shared.media.ingest import IngestError, ingest_video
+from shared.media.ingest import IngestedVideo, IngestError, ingest_video
 from shared.providers.base import (
     ProviderError,
     ProviderUnavailable,
@@ -59,6 +59,25 @@ DB_OUTAGE_RETRY: dict[str, Any] = {
 # Errors of the world, not of the job: the step is tried again (retry, the dispatcher).
 TRANSIENT = (OperationalError, SoftTimeLimitExceeded, TimeLimitExceeded, WorkerLostError)
 T = TypeVar("T")
+HARD_AFTER_SOFT = timedelta(seconds=5)
+# A poll may render the simulator's video on its first result, hence more than its budget.
+POLL_TIME_LIMIT = timedelta(seconds=60)
+# Ends (hard) by the end of the ingest's lease, so two downloads of one job never overlap;
+# the soft limit is also the download's overall deadline (connect, headers and body).
+INGEST_TIME_LIMIT = machine.INGEST_BUDGET - HARD_AFTER_SOFT
+CATALOG_TIME_LIMIT = timedelta(seconds=60)  # every listing and price page
+SHORT_TIME_LIMIT = timedelta(seconds=30)  # database work, one provider call
+
+
+def time_limits(soft: timedelta) -> dict[str, float]:
+    """Every task has both: the soft limit raises in the task (a transient error: the step
+    is tried again), the hard one kills the process `HARD_AFTER_SOFT` later."""
+    return {
+        "soft_time_limit": soft.total_seconds(),
+        "time_limit": (soft + HARD_AFTER_SOFT).total_seconds(),
+    }
+
+
 # Recent render times per model, this process's cache: {model: (read at, seconds)}.
 RECENT_RENDERS_TTL = 60.0
 _RECENT_RENDERS: dict[str, tuple[float, list[float]]] = {}
@@ -181,7 +200,14 @@ class DbTask(Task):
         return measured_render_seconds(provider_says=says, recent=recent)
 
 
-@shared_task(base=DbTask, bind=True, name=names.SUBMIT_JOB, max_retries=None, **DB_OUTAGE_RETRY)
+@shared_task(
+    base=DbTask,
+    bind=True,
+    name=names.SUBMIT_JOB,
+    max_retries=None,
+    **DB_OUTAGE_RETRY,
+    **time_limits(machine.SUBMIT_BUDGET),
+)
 def submit_job(self: DbTask, job_id: str) -> None:
     """The one provider call that is not idempotent: the attempt is recorded before it."""
     key = uuid.UUID(job_id)
@@ -234,7 +260,14 @@ def submit_job(self: DbTask, job_id: str) -> None:
     self.call_provider("cancel", self.runtime.provider.cancel, model, request_id)
 
 
-@shared_task(base=DbTask, bind=True, name=names.POLL_JOB, max_retries=None, **DB_OUTAGE_RETRY)
+@shared_task(
+    base=DbTask,
+    bind=True,
+    name=names.POLL_JOB,
+    max_retries=None,
+    **DB_OUTAGE_RETRY,
+    **time_limits(POLL_TIME_LIMIT),
+)
 def poll_job(self: DbTask, job_id: str, token: str) -> None:
     """Ask the provider once; store what it says; poll again later or hand on.
 
@@ -292,7 +325,14 @@ def poll_job(self: DbTask, job_id: str, token: str) -> None:
             self.send_poll(session, job_id, next_token, wait)
 
 
-@shared_task(base=DbTask, bind=True, name=names.SETTLE_CREDITS, max_retries=10, **DB_OUTAGE_RETRY)
+@shared_task(
+    base=DbTask,
+    bind=True,
+    name=names.SETTLE_CREDITS,
+    max_retries=10,
+    **DB_OUTAGE_RETRY,
+    **time_limits(SHORT_TIME_LIMIT),
+)
 def settle_credits(self: DbTask, job_id: str) -> None:
     with self.runtime.db.transaction() as session:
         self.claimed(jobs.settle(session=session, job_id=uuid.UUID(job_id)))
@@ -304,6 +344,7 @@ def settle_credits(self: DbTask, job_id: str) -> None:
     name=names.INGEST_MEDIA,
     max_retries=machine.INGEST_ATTEMPTS - 1,
     **DB_OUTAGE_RETRY,
+    **time_limits(INGEST_TIME_LIMIT),
 )
 def ingest_media(self: DbTask, job_id: str) -> None:
     """Copy the video into the library; after the last attempt the job fails, refunded."""
@@ -312,15 +353,8 @@ def ingest_media(self: DbTask, job_id: str) -> None:
         job = self.claimed(jobs.claim_ingest(session=session, job_id=key))
     if job is None:
         return
-    url = (job.provider_result or {}).get("video", {}).get("url", "")
     try:
-        video = ingest_video(
-            storage=self.runtime.storage,
-            url=url,
-            account_id=job.account_id,
-            job_id=key,
-            local_root=self.runtime.settings.simulator_root,
-        )
+        video = _ingest(self.runtime, job)
     except IngestError as exc:
         final = machine.ingest_gives_up(self.request.retries)
         metrics.INGEST_FAILURES.labels(str(final).lower()).inc()
@@ -338,7 +372,29 @@ def ingest_media(self: DbTask, job_id: str) -> None:
         jobs.complete(session=session, job=job, media_asset_id=asset.id, file_size=video.size_bytes)
 
 
-@shared_task(base=DbTask, bind=True, name=names.CANCEL_AT_PROVIDER, max_retries=5)
+def _ingest(runtime: Runtime, job: Job) -> IngestedVideo:
+    """The job's video into the library; a download cut by the soft time limit (its overall
+    deadline) is an ingest error like any other, retried with backoff."""
+    try:
+        return ingest_video(
+            storage=runtime.storage,
+            url=(job.provider_result or {}).get("video", {}).get("url", ""),
+            account_id=job.account_id,
+            job_id=job.id,
+            local_root=runtime.settings.simulator_root,
+        )
+    except SoftTimeLimitExceeded as exc:
+        limit = INGEST_TIME_LIMIT.total_seconds()
+        raise IngestError(f"the video was not stored within {limit:.0f} s") from exc
+
+
+@shared_task(
+    base=DbTask,
+    bind=True,
+    name=names.CANCEL_AT_PROVIDER,
+    max_retries=5,
+    **time_limits(SHORT_TIME_LIMIT),
+)
 def cancel_at_provider(self: DbTask, job_id: str) -> None:
     """Ask the provider to stop the job's render. A job that failed here (its deadline) ends
     as it is, whatever the provider says; one still at the provider (a customer's cancel)
@@ -364,13 +420,13 @@ def cancel_at_provider(self: DbTask, job_id: str) -> None:
             self.send(session, names.POLL_JOB, job_id, token)
 
 
-@shared_task(base=DbTask, bind=True, name=names.DISPATCH)
+@shared_task(base=DbTask, bind=True, name=names.DISPATCH, **time_limits(SHORT_TIME_LIMIT))
 def dispatch_due(self: DbTask) -> None:
     """Beat: send every step that is overdue (see services/worker/dispatcher.py)."""
     dispatch(self.runtime, self.app, now=utcnow())
 
 
-@shared_task(base=DbTask, bind=True, name=names.REFRESH_CATALOG)
+@shared_task(base=DbTask, bind=True, name=names.REFRESH_CATALOG, **time_limits(CATALOG_TIME_LIMIT))
 def refresh_catalog(self: DbTask) -> None:
     """Beat: fetch listings and prices; on failure the last good ones stay in force."""
     try:
