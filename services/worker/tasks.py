@@ -368,8 +368,8 @@ def ingest_media(self: DbTask, job_id: str) -> None:
         log.error("ALERT job %s failed: its video could not be ingested: %s", job_id, exc)
         return
     with self.runtime.db.transaction() as session:
-        asset = library.record_generated_video(session=session, job=job, video=video)
-        jobs.complete(session=session, job=job, media_asset_id=asset.id, file_size=video.size_bytes)
+        asset_id = library.record_generated_video(session=session, job=job, video=video)
+        jobs.complete(session=session, job=job, media_asset_id=asset_id, file_size=video.size_bytes)
 
 
 def _ingest(runtime: Runtime, job: Job) -> IngestedVideo:

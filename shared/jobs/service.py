@@ -49,8 +49,42 @@ def _due_in(wait: timedelta | float) -> ColumnElement[datetime]:
     """When a step `wait` from now is due, but never after the job's deadline (where the
     dispatcher fails it): the value of `due_at` for a job not yet delivered."""
     wait = wait if isinstance(wait, timedelta) else timedelta(seconds=wait)
-    at = literal(utcnow() + wait, UTCDateTime())
+    return _not_past_deadline(literal(utcnow() + wait, UTCDateTime()))
+
+
+def _not_past_deadline(at: ColumnElement[datetime]) -> ColumnElement[datetime]:
     return case((Job.deadline_at < at, Job.deadline_at), else_=at)
+
+
+# A poll's two statements, built once: a poll is the worker's most frequent step, and
+# building an UPDATE cost more CPU than PostgreSQL took to run it.
+_CLAIM_POLL = (
+    update(Job)
+    .where(
+        Job.id == bindparam("job_id"),
+        Job.status.in_(ACTIVE_AT_PROVIDER),
+        Job.poll_token == bindparam("token"),
+    )
+    .values(
+        poll_token=bindparam("new_token"),
+        poll_count=Job.poll_count + 1,
+        updated_at=bindparam("now"),
+        due_at=_not_past_deadline(bindparam("due", type_=UTCDateTime())),
+    )
+    .returning(Job)
+    .execution_options(synchronize_session=False, populate_existing=True)
+)
+_REPORT = (  # run on the connection: no RETURNING, no ORM
+    update(Job)
+    .where(Job.id == bindparam("job_id"), Job.status.in_(ACTIVE_AT_PROVIDER))
+    .values(
+        queue_position=bindparam("queue_position"),
+        progress=bindparam("progress"),
+        poll_token=bindparam("poll_token"),
+        updated_at=bindparam("now"),
+        due_at=_not_past_deadline(bindparam("due", type_=UTCDateTime())),
+    )
+)
 
 
 # ---- creation ------------------------------------------------------------------------
@@ -292,15 +326,10 @@ def record_submitted(
 
 def claim_poll(*, session: Session, job_id: uuid.UUID, token: str, new_token: str) -> Job | None:
     """Take the poll loop's turn. A stale or duplicate poll message holds an old token."""
-    return _move(
-        session,
-        job_id,
-        ACTIVE_AT_PROVIDER,
-        Job.poll_token == token,
-        poll_token=new_token,
-        poll_count=Job.poll_count + 1,
-        due_at=_due_in(machine.POLL_BUDGET),
-    )
+    now = utcnow()
+    params = {"job_id": job_id, "token": token, "new_token": new_token, "now": now}
+    params["due"] = now + machine.POLL_BUDGET
+    return session.scalars(_CLAIM_POLL, params).one_or_none()
 
 
 def poll_now(*, session: Session, job_id: uuid.UUID, token: str) -> Job | None:
@@ -324,18 +353,31 @@ def record_progress(
     poll_token: str | None,
 ) -> bool:
     """Store what the provider says; the next poll is due in `poll_in` seconds, sent with
-    `poll_token` (None: parked until the dispatcher sends it). False if the job moved on."""
+    `poll_token` (None: parked until the dispatcher sends it). False if the job moved on.
+    A report that changes nothing but the progress and the queue position (most of them)
+    is one prebuilt statement."""
+    progress = job.progress if status.progress is None else max(job.progress, status.progress)
+    moved_to = machine.status_for_report(status.state)
+    if not status.logs and moved_to in (None, job.status):
+        now = utcnow()
+        report = {
+            "job_id": job.id,
+            "queue_position": status.queue_position,
+            "progress": progress,
+            "poll_token": poll_token,
+            "now": now,
+            "due": now + timedelta(seconds=poll_in),
+        }
+        return session.connection().execute(_REPORT, report).rowcount == 1
     values: dict[str, Any] = {
         "queue_position": status.queue_position,
         "due_at": _due_in(poll_in),
         "poll_token": poll_token,
+        "progress": progress,
     }
-    if status.progress is not None:
-        values["progress"] = max(job.progress, status.progress)
     if status.logs:
         values["provider_logs"] = status.logs[-MAX_LOG_LINES:]
     expected: Sequence[JobStatus] = ACTIVE_AT_PROVIDER
-    moved_to = machine.status_for_report(status.state)
     if moved_to is not None and moved_to != job.status:
         values["status"], expected = moved_to, [job.status]
     return _move(session, job.id, expected, **values) is not None

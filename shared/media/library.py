@@ -6,7 +6,7 @@ import re
 import uuid
 
 from sqlalchemy import func, or_, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from shared import accounts
@@ -27,35 +27,37 @@ def _filename(prompt: str, job_id: uuid.UUID) -> str:
     return f"{slug or 'video'}-{str(job_id)[:8]}.mp4"
 
 
-def record_generated_video(*, session: Session, job: Job, video: IngestedVideo) -> MediaAsset:
-    """The job's asset, created once: a duplicate ingest finds the first one."""
-    existing = session.scalar(select(MediaAsset).where(MediaAsset.source_job_id == job.id))
-    if existing is not None:
-        return existing
+def record_generated_video(*, session: Session, job: Job, video: IngestedVideo) -> uuid.UUID:
+    """The id of the job's asset, created once: one insert that does nothing if a parallel
+    or earlier ingest of the job made it (the unique source job), then a read in that case
+    alone."""
     prompt = str(job.input.get("prompt") or "")
-    asset = MediaAsset(
-        account_id=job.account_id,
-        storage_key=video.storage_key,
-        poster_key=video.poster_key,
-        filename=generated_filename(job),
-        content_type=video.info.content_type,
-        size_bytes=video.size_bytes,
-        duration_seconds=video.info.duration_seconds,
-        width=video.info.width,
-        height=video.info.height,
-        source_type="video_generation",
-        source_job_id=job.id,
-        source_url=(job.provider_result or {}).get("video", {}).get("url"),
-        title=prompt[:300] or None,
-        tags=[job.model],
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    insert_once = (
+        dialect.insert(MediaAsset)
+        .values(
+            account_id=job.account_id,
+            storage_key=video.storage_key,
+            poster_key=video.poster_key,
+            filename=generated_filename(job),
+            content_type=video.info.content_type,
+            size_bytes=video.size_bytes,
+            duration_seconds=video.info.duration_seconds,
+            width=video.info.width,
+            height=video.info.height,
+            source_type="video_generation",
+            source_job_id=job.id,
+            source_url=(job.provider_result or {}).get("video", {}).get("url"),
+            title=prompt[:300] or None,
+            tags=[job.model],
+        )
+        .on_conflict_do_nothing(index_elements=[MediaAsset.source_job_id])
+        .returning(MediaAsset.id)
     )
-    try:
-        with session.begin_nested():
-            session.add(asset)
-    except IntegrityError:
-        # A parallel ingest of the same job won the insert.
-        return session.scalars(select(MediaAsset).where(MediaAsset.source_job_id == job.id)).one()
-    return asset
+    created = session.execute(insert_once).scalar_one_or_none()
+    if created is not None:
+        return created
+    return session.scalars(select(MediaAsset.id).where(MediaAsset.source_job_id == job.id)).one()
 
 
 def get_asset(*, session: Session, account_id: uuid.UUID, asset_id: str) -> MediaAsset:

@@ -37,9 +37,10 @@ class VideoInfo:
 
 
 def probe_video(path: pathlib.Path) -> VideoInfo:
-    """Open `path`, decode its first frame to prove it plays, and report its properties."""
+    """Open `path`, decode its first keyframe to prove it plays, and report its properties."""
     with _open_video(path) as (container, stream):
         duration = _duration_seconds(container, stream, path)
+        stream.codec_context.skip_frame = "NONKEY"
         try:
             next(container.decode(stream))
         except (av.FFmpegError, StopIteration) as exc:
@@ -61,10 +62,14 @@ def write_poster(
     at_fraction: float = 0.25,
     max_width: int = 640,
 ) -> None:
-    """Save a JPEG of the frame at `at_fraction` of the video, at most `max_width` wide.
+    """Save a JPEG of the keyframe at or before `at_fraction` of the video, at most
+    `max_width` wide.
 
     A frame a little way in is more representative than the first, which is often black.
-    The JPEG appears atomically so a half-written poster is never served.
+    Only that keyframe is decoded: any other frame would need every frame since the
+    keyframe before it decoded first (a 5 s clip with one keyframe: 30 frames for a poster
+    at a quarter, ≈ 9 ms against ≈ 3–5 ms). The JPEG appears atomically so a half-written
+    poster is never served.
     """
     if not 0 <= at_fraction <= 1:
         raise ValueError(f"at_fraction must be within [0, 1], got {at_fraction!r}")
@@ -72,18 +77,15 @@ def write_poster(
         raise ValueError(f"max_width must be positive, got {max_width!r}")
     with _open_video(video_path) as (container, stream):
         target = _duration_seconds(container, stream, video_path) * at_fraction
+        stream.codec_context.skip_frame = "NONKEY"
         try:
-            # Seeking lands on the keyframe at or before the target; decode forward from there.
+            # Seeking lands on the keyframe at or before the target; the decoder skips the rest.
             container.seek(round(target * av.time_base), backward=True)
-            frame = None
-            for frame in container.decode(stream):
-                if frame.time is not None and frame.time >= target:
-                    break
+            frame = next(container.decode(stream), None)
         except av.FFmpegError as exc:
             raise InvalidVideo(f"{video_path.name}: cannot decode a poster frame: {exc}") from exc
         if frame is None:
             raise InvalidVideo(f"{video_path.name}: video stream has no decodable frames")
-        # If no frame reaches the target (e.g. at_fraction=1), the last decoded frame is used.
         image = frame.to_image()
 
     if image.width > max_width:
