@@ -76,6 +76,9 @@ class Settings:
     job_deadline_seconds: float | None
     # How long a submit keeps retrying a provider that answers 429/5xx before giving up.
     submit_retry_seconds: float
+    # How long a finished request's result is retried while the provider answers 5xx (or
+    # cannot be reached) before the job fails with provider_error.
+    result_retry_seconds: float
     simulator_latency_seconds: float | None
     max_request_bytes: int
     allow_private_image_urls: bool
@@ -200,6 +203,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         dispatch_grace_seconds=float(_number(env, "DISPATCH_GRACE_SECONDS", "1")),
         job_deadline_seconds=_optional_float(env, "JOB_DEADLINE_SECONDS"),
         submit_retry_seconds=float(_number(env, "SUBMIT_RETRY_SECONDS", "300")),
+        result_retry_seconds=float(_number(env, "RESULT_RETRY_SECONDS", "120")),
         simulator_latency_seconds=_optional_float(env, "SIMULATOR_LATENCY_SECONDS"),
         max_request_bytes=int(_number(env, "MAX_REQUEST_BYTES", str(2 * 1024 * 1024))),
         allow_private_image_urls=env.get("ALLOW_PRIVATE_IMAGE_URLS", "") in ("1", "true", "yes"),

@@ -23,6 +23,7 @@ from services.worker.celery_app import make_celery
 from shared import accounts
 from shared.config import Settings, load_settings
 from shared.runtime import Runtime
+from tests.fake_fal import FakeFalServer
 from tests.stack import redis_url, running_worker, scratch_database, serving
 
 # One queue per test run, so test runs side by side on one Redis never share messages.
@@ -152,3 +153,23 @@ def make_account(runtime: Runtime) -> Callable[..., TestAccount]:
 @pytest.fixture
 def account(make_account: Callable[..., TestAccount]) -> TestAccount:
     return make_account()
+
+
+FAL_KEY = "fal-test-key"
+
+
+@pytest.fixture(scope="module")
+def fake_fal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeFalServer]:
+    """A fake fal server for the module's tests (renders take 2 s; webhook retries 0.3 s)."""
+    server = FakeFalServer(
+        tmp_path_factory.mktemp("fake-fal"),
+        FAL_KEY,
+        latency_seconds=2,
+        webhook_retry_seconds=0.3,
+    )
+    server.start()
+    monkeypatch = pytest.MonkeyPatch()
+    monkeypatch.setenv("SSL_CERT_FILE", str(server.ca_file))  # our JWKS fetch and downloads
+    yield server
+    monkeypatch.undo()
+    server.stop()

@@ -15,6 +15,7 @@ from sqlalchemy import select
 from shared.ledger import service as ledger
 from shared.ledger.models import LedgerEntry
 from shared.runtime import Runtime
+from tests.fake_fal import FakeFalServer
 from tests.waiting import wait_for
 
 KLING_T2V = "fal-ai/kling-video/v3/pro/text-to-video"
@@ -109,3 +110,13 @@ def wait_task_done(worker_log: Path, task_id: str, timeout: float = 30) -> None:
         timeout=timeout,
         message=f"task {task_id} never finished",
     )
+
+
+def fal_stats(fake: FakeFalServer, request_id: str) -> dict[str, Any]:
+    """What the fake fal server counted for one request (calls, webhook deliveries, …)."""
+    return httpx.get(f"{fake.base_url}/_fake/stats").json()["requests"][request_id]
+
+
+def tagged(prompt: str) -> str:
+    """A prompt no other test sends (the fake counts faults per request body)."""
+    return f"{prompt} #{uuid.uuid4().hex[:8]}"

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from shared.media.probe import probe_video
@@ -26,13 +28,14 @@ PRODUCTION_VARIABLES = (
 
 def test_the_quick_start_makes_a_playable_video_with_no_servers(tmp_path: Path):
     env = {k: v for k, v in os.environ.items() if k not in PRODUCTION_VARIABLES}
-    env.update(NAIVE_DATA_DIR=str(tmp_path / "var"), SIMULATOR_LATENCY_SECONDS="2")
-    naive = [sys.executable, "-m", "services.cli.main"]
+    env.update(
+        NAIVE_DATA_DIR=str(tmp_path / "var"),
+        SIMULATOR_LATENCY_SECONDS="2",
+        API_METRICS_PORT=str(free_port()),
+    )
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*naive, *args], env=env, capture_output=True, text=True, timeout=180, check=False
-        )
+        return _naive(env, *args)
 
     try:
         started = run("local", "up", "--port", str(free_port()))
@@ -65,4 +68,36 @@ def test_the_quick_start_makes_a_playable_video_with_no_servers(tmp_path: Path):
         assert media["result"]["total"] == 1
         assert (tmp_path / "var" / "naive.db").is_file()  # SQLite, not a server
     finally:
-        run("local", "down")
+        began = time.monotonic()
+        stopped = run("local", "down")
+        took = time.monotonic() - began
+    # Every process stops on its own (a warm shutdown), within seconds, none killed.
+    assert "killed" not in stopped.stderr and stopped.stderr.count("stopped") == 3, stopped.stderr
+    assert took < 15, f"local down took {took:.1f} s"
+
+
+def _naive(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "services.cli.main", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+
+
+def test_local_up_refuses_a_port_another_program_serves(tmp_path: Path) -> None:
+    """It used to say "local stack up" while another server answered its health check
+    (and every command then failed with 401): now it says so, and starts nothing."""
+    env = {k: v for k, v in os.environ.items() if k not in PRODUCTION_VARIABLES}
+    env.update(NAIVE_DATA_DIR=str(tmp_path / "var"), API_METRICS_PORT=str(free_port()))
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        refused = _naive(env, "local", "up", "--port", str(port))
+    assert refused.returncode != 0
+    said = refused.stdout + refused.stderr  # the CLI's JSON error envelope
+    assert f"port {port}" in said and "--port" in said, said
+    assert not (tmp_path / "var" / "local-stack.json").exists()

@@ -484,7 +484,7 @@ def test_webhook_variants(api: httpx.Client, receiver: Receiver) -> None:
     (error_call,) = wait_for(lambda: receiver.received("error"), timeout=20)
     error_body = json.loads(error_call["body"])
     assert (error_body["request_id"], error_body["status"]) == (failed["request_id"], "ERROR")
-    assert error_body["error"] == "nope"
+    assert error_body["error"] == "Invalid status code: 500"
     assert error_body["payload"] == {"detail": "nope", "error_type": "internal_server_error"}
 
     (delay_call,) = wait_for(lambda: receiver.received("delay"), timeout=20)

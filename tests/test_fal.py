@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -24,35 +23,27 @@ from shared.config import Settings, load_settings
 from shared.db import utcnow
 from shared.media.probe import probe_video
 from shared.runtime import Runtime
+from tests.conftest import NO_BEAT
 from tests.fake_fal import FakeFalServer, WebhookSigner
-from tests.helpers import KLING_I2V, balance, generate, job_entries, wait_for_job
+from tests.helpers import (
+    KLING_I2V,
+    balance,
+    fal_stats,
+    generate,
+    job_entries,
+    tagged,
+    wait_for_job,
+)
 from tests.stack import fal_env, free_port, running_worker, serving
 from tests.test_pipeline import _png_data_url
 from tests.waiting import wait_for
 
-FAL_KEY = "fal-test-key"
 WAN = "fal-ai/wan/v2.7/text-to-video"
 
 # A model the other tests do not render: with fewer than three delivered renders to go
 # by, its polls are paced by POLL_MAX_SECONDS (the catalog's 45 s is only a guess), so a
 # test sees the provider's queue and running phases instead of only the end.
 UNMEASURED_MODEL = "fal-ai/kling-video/v3/standard/text-to-video"
-
-
-@pytest.fixture(scope="module")
-def fake_fal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeFalServer]:
-    server = FakeFalServer(
-        tmp_path_factory.mktemp("fake-fal"),
-        FAL_KEY,
-        latency_seconds=2,
-        webhook_retry_seconds=0.3,
-    )
-    server.start()
-    monkeypatch = pytest.MonkeyPatch()
-    monkeypatch.setenv("SSL_CERT_FILE", str(server.ca_file))  # our JWKS fetch and downloads
-    yield server
-    monkeypatch.undo()
-    server.stop()
 
 
 @dataclass
@@ -65,6 +56,7 @@ class FalStack:
 def _fal_env(fake: FakeFalServer, queue: str, **extra: str) -> dict[str, str]:
     return {
         **fal_env(fake),
+        **NO_BEAT,  # these workers have no beat beside them: never park a poll
         "FAL_START_TIMEOUT_SECONDS": "3",
         "CELERY_QUEUE": queue,
         **extra,
@@ -105,29 +97,20 @@ def webhooks(
             yield FalStack(app, app.test_client(), env)
 
 
-def _stats(fake: FakeFalServer, request_id: str) -> dict[str, Any]:
-    return httpx.get(f"{fake.base_url}/_fake/stats").json()["requests"][request_id]
-
-
-def _tagged(prompt: str) -> str:
-    """A prompt no other test sends (the fake counts faults per request body)."""
-    return f"{prompt} #{uuid.uuid4().hex[:8]}"
-
-
 # ---- the happy path --------------------------------------------------------------------
 
 
 def test_fal_job_completes_settles_and_ingests_like_the_simulator(
     polling, account, runtime, fake_fal, tmp_path
 ):
-    accepted = generate(polling.client, account, _tagged("A fox [sim latency=1]"), duration=5)
+    accepted = generate(polling.client, account, tagged("A fox [sim latency=1]"), duration=5)
     job = wait_for_job(polling.client, account, accepted["job_id"])
     assert job["status"] == "completed", job
     assert job["credits_used"] == 3.5
     assert job_entries(runtime, job["id"]) == {"hold": [350], "capture": [350]}
     assert job["result"]["video"]["provider_url"].startswith(fake_fal.base_url)
 
-    stats = _stats(fake_fal, job["provider_request_id"])
+    stats = fal_stats(fake_fal, job["provider_request_id"])
     assert stats["endpoint"] == "fal-ai/kling-video/v3/pro/text-to-video"
     assert stats["arguments"]["duration"] == "5"  # sent as the model's string
     assert stats["start_timeout"] == 3
@@ -144,13 +127,13 @@ def test_image_url_is_sent_as_the_models_start_image_url(polling, account, fake_
     accepted = generate(
         polling.client,
         account,
-        _tagged("Zoom [sim latency=1]"),
+        tagged("Zoom [sim latency=1]"),
         model=KLING_I2V,
         image_url=_png_data_url((10, 200, 10), (640, 360)),
     )
     job = wait_for_job(polling.client, account, accepted["job_id"])
     assert job["status"] == "completed", job
-    arguments = _stats(fake_fal, job["provider_request_id"])["arguments"]
+    arguments = fal_stats(fake_fal, job["provider_request_id"])["arguments"]
     assert "start_image_url" in arguments and "image_url" not in arguments
 
 
@@ -158,7 +141,7 @@ def test_progress_queue_position_and_logs_are_stored_on_the_job(polling, account
     accepted = generate(
         polling.client,
         account,
-        _tagged("Slow queue [sim latency=8] [fal queue=6]"),
+        tagged("Slow queue [sim latency=8] [fal queue=6]"),
         model=UNMEASURED_MODEL,
     )
     positions: list[int] = []
@@ -190,7 +173,7 @@ def test_progress_queue_position_and_logs_are_stored_on_the_job(polling, account
 def test_provider_faults_fail_the_job_and_release_the_hold(
     polling, account, runtime, directive, status, code
 ):
-    accepted = generate(polling.client, account, _tagged(f"Faulty {directive}"))
+    accepted = generate(polling.client, account, tagged(f"Faulty {directive}"))
     job = wait_for_job(polling.client, account, accepted["job_id"], timeout=60)
     assert (job["status"], job["error"]["code"]) == (status, code), job
     assert job_entries(runtime, job["id"]) == {"hold": [350], "release": [350]}
@@ -198,13 +181,13 @@ def test_provider_faults_fail_the_job_and_release_the_hold(
 
 
 def test_a_422_names_the_bad_field(polling, account):
-    accepted = generate(polling.client, account, _tagged("Bad [fal submit=422]"))
+    accepted = generate(polling.client, account, tagged("Bad [fal submit=422]"))
     job = wait_for_job(polling.client, account, accepted["job_id"])
     assert "prompt" in job["error"]["message"]
 
 
 def test_a_completion_with_error_carries_the_providers_message(polling, account):
-    accepted = generate(polling.client, account, _tagged("Boom [fal error='GPU on fire']"))
+    accepted = generate(polling.client, account, tagged("Boom [fal error='GPU on fire']"))
     job = wait_for_job(polling.client, account, accepted["job_id"])
     assert job["error"]["message"] == "GPU on fire"
 
@@ -221,7 +204,7 @@ def test_a_completion_with_error_carries_the_providers_message(polling, account)
     ],
 )
 def test_transient_faults_are_retried_until_the_job_completes(polling, account, runtime, directive):
-    accepted = generate(polling.client, account, _tagged(f"Flaky [sim latency=1] {directive}"))
+    accepted = generate(polling.client, account, tagged(f"Flaky [sim latency=1] {directive}"))
     job = wait_for_job(polling.client, account, accepted["job_id"], timeout=60)
     assert job["status"] == "completed", job
     assert job_entries(runtime, job["id"]) == {"hold": [350], "capture": [350]}
@@ -231,11 +214,13 @@ def test_a_stalled_request_fails_at_the_deadline_and_is_cancelled_at_fal(
     fake_fal, make_app, polling, account, runtime
 ):
     client = make_app(**polling.env, JOB_DEADLINE_SECONDS="4").test_client()
-    accepted = generate(client, account, _tagged("Stuck [sim stall latency=1]"))
+    accepted = generate(client, account, tagged("Stuck [sim stall latency=1]"))
     job = wait_for_job(client, account, accepted["job_id"], timeout=30)
     assert (job["status"], job["error"]["code"]) == ("failed", "timeout")
     assert job_entries(runtime, job["id"]) == {"hold": [350], "release": [350]}
-    wait_for(lambda: _stats(fake_fal, job["provider_request_id"])["cancel_calls"] >= 1, timeout=30)
+    wait_for(
+        lambda: fal_stats(fake_fal, job["provider_request_id"])["cancel_calls"] >= 1, timeout=30
+    )
 
 
 def _wait_at_provider(
@@ -250,7 +235,7 @@ def _wait_at_provider(
 
 def test_cancel_of_a_request_queued_at_fal(polling, account, runtime):
     accepted = generate(
-        polling.client, account, _tagged("Queued [sim latency=12]"), model=UNMEASURED_MODEL
+        polling.client, account, tagged("Queued [sim latency=12]"), model=UNMEASURED_MODEL
     )
     _wait_at_provider(
         polling.client, account, accepted["job_id"], lambda job: job["queue_position"] is not None
@@ -265,7 +250,7 @@ def test_cancel_of_a_request_queued_at_fal(polling, account, runtime):
 
 def test_cancel_of_a_running_request(polling, account, runtime):
     accepted = generate(
-        polling.client, account, _tagged("Running [sim latency=8]"), model=UNMEASURED_MODEL
+        polling.client, account, tagged("Running [sim latency=8]"), model=UNMEASURED_MODEL
     )
     _wait_at_provider(polling.client, account, accepted["job_id"], lambda job: job["progress"] > 0)
     polling.client.delete(f"/v1/jobs/{accepted['job_id']}", headers=account.headers)
@@ -280,7 +265,7 @@ def test_a_request_that_completes_after_cancel_is_settled_on_what_happened(
     polling, account, runtime
 ):
     accepted = generate(
-        polling.client, account, _tagged("Stubborn [sim latency=5] [fal cancel=ignore]")
+        polling.client, account, tagged("Stubborn [sim latency=5] [fal cancel=ignore]")
     )
     _wait_at_provider(polling.client, account, accepted["job_id"], lambda job: job["progress"] > 0)
     response = polling.client.delete(f"/v1/jobs/{accepted['job_id']}", headers=account.headers)
@@ -296,10 +281,10 @@ def test_a_request_that_completes_after_cancel_is_settled_on_what_happened(
 
 
 def test_a_webhook_completes_the_job_without_polling(webhooks, account, runtime, fake_fal):
-    accepted = generate(webhooks.client, account, _tagged("Hooked [sim latency=1]"))
+    accepted = generate(webhooks.client, account, tagged("Hooked [sim latency=1]"))
     job = wait_for_job(webhooks.client, account, accepted["job_id"])
     assert job["status"] == "completed", job
-    stats = _stats(fake_fal, job["provider_request_id"])
+    stats = fal_stats(fake_fal, job["provider_request_id"])
     assert stats["webhook_deliveries"] >= 1
     assert stats["status_calls"] == 0  # the first poll was not even due
     assert job_entries(runtime, job["id"]) == {"hold": [350], "capture": [350]}
@@ -307,7 +292,7 @@ def test_a_webhook_completes_the_job_without_polling(webhooks, account, runtime,
 
 def test_polling_still_completes_a_job_whose_webhook_never_comes(webhooks, account):
     accepted = generate(
-        webhooks.client, account, _tagged("Lost hook [sim latency=1] [fal webhook=none]")
+        webhooks.client, account, tagged("Lost hook [sim latency=1] [fal webhook=none]")
     )
     job = wait_for_job(webhooks.client, account, accepted["job_id"], timeout=30)
     assert job["status"] == "completed"
@@ -315,7 +300,7 @@ def test_polling_still_completes_a_job_whose_webhook_never_comes(webhooks, accou
 
 def test_a_failure_webhook_fails_the_job_and_releases(webhooks, account, runtime):
     accepted = generate(
-        webhooks.client, account, _tagged("Hook fail [sim latency=1] [fal error='no']")
+        webhooks.client, account, tagged("Hook fail [sim latency=1] [fal error='no']")
     )
     job = wait_for_job(webhooks.client, account, accepted["job_id"])
     assert (job["status"], job["error"]["message"]) == ("failed", "no")
@@ -342,7 +327,7 @@ def _post(client: FlaskClient, body: bytes, headers: dict[str, str]) -> Any:
 
 
 def test_forged_and_stale_webhooks_are_refused(webhooks, fake_fal, account):
-    accepted = generate(webhooks.client, account, _tagged("Guarded [sim latency=1]"))
+    accepted = generate(webhooks.client, account, tagged("Guarded [sim latency=1]"))
     job = wait_for_job(webhooks.client, account, accepted["job_id"])
     request_id = job["provider_request_id"]
     body = _callback(request_id)
@@ -360,11 +345,11 @@ def test_forged_and_stale_webhooks_are_refused(webhooks, fake_fal, account):
 
 def test_replayed_and_out_of_order_webhooks_change_nothing(webhooks, fake_fal, account, runtime):
     accepted = generate(
-        webhooks.client, account, _tagged("Twice [sim latency=1] [fal webhook=twice]")
+        webhooks.client, account, tagged("Twice [sim latency=1] [fal webhook=twice]")
     )
     job = wait_for_job(webhooks.client, account, accepted["job_id"])
     request_id = job["provider_request_id"]
-    wait_for(lambda: _stats(fake_fal, request_id)["webhook_deliveries"] >= 2, timeout=30)
+    wait_for(lambda: fal_stats(fake_fal, request_id)["webhook_deliveries"] >= 2, timeout=30)
 
     late_error = _callback(request_id, status="ERROR", error="late failure")
     answer = _post(webhooks.client, late_error, fake_fal.signer.sign(late_error, request_id))
@@ -378,14 +363,14 @@ def test_replayed_and_out_of_order_webhooks_change_nothing(webhooks, fake_fal, a
 
 
 def test_a_new_signing_key_is_picked_up_from_the_jwks(webhooks, fake_fal, account):
-    generate(webhooks.client, account, _tagged("Warm up [sim latency=1]"))
+    generate(webhooks.client, account, tagged("Warm up [sim latency=1]"))
     httpx.post(f"{fake_fal.base_url}/_fake/rotate-key")
-    accepted = generate(webhooks.client, account, _tagged("Rotated [sim latency=1]"))
+    accepted = generate(webhooks.client, account, tagged("Rotated [sim latency=1]"))
     job = wait_for_job(webhooks.client, account, accepted["job_id"], timeout=30)
     assert job["status"] == "completed"
     # Signed with a key our cached JWKS lacks: accepted once the JWKS is fetched again.
     wait_for(
-        lambda: _stats(fake_fal, job["provider_request_id"])["webhook_deliveries"] >= 1,
+        lambda: fal_stats(fake_fal, job["provider_request_id"])["webhook_deliveries"] >= 1,
         timeout=30,
     )
 
@@ -427,7 +412,7 @@ def test_catalog_and_prices_come_from_the_platform_api(
         headers=account.headers,
     ).json
     assert kling["estimated_credits"] == 3.5
-    submitted = generate(polling.client, account, _tagged("Priced live"), model=WAN)
+    submitted = generate(polling.client, account, tagged("Priced live"), model=WAN)
     assert submitted["estimated_credits"] == 4.0
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 from decimal import Decimal
@@ -61,6 +62,17 @@ def _healthy(api_url: str) -> bool:
         return False
 
 
+def _port_taken(port: int) -> bool:
+    """Whether something on this machine already listens on 127.0.0.1:`port`; our API
+    would fail to bind it while the other program answers our health checks."""
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
 def _wait(what: str, ready: Any, log: Path) -> None:
     deadline = time.monotonic() + START_TIMEOUT
     while not ready():
@@ -104,6 +116,15 @@ def up(port: int, credits_: Decimal) -> None:
         click.echo(f"local stack already running at {stack['api_url']}", err=True)
         return
     settings = load_settings()
+    for name, taken, option in (
+        ("API", port, "--port"),
+        ("API's metrics", settings.api_metrics_port, "API_METRICS_PORT=…"),
+    ):
+        if _port_taken(taken):
+            raise click.ClickException(
+                f"port {taken} (the {name}) is already in use by another program; "
+                f"choose a free one with {option}"
+            )
     settings.ensure_local_dirs()
     upgrade(settings.database_url)
     if "api_key" not in stack:
@@ -143,7 +164,10 @@ def down() -> None:
     pids = stack.pop("pids", None) or {}
     for pid in pids.values():
         if _alive(pid):
-            os.killpg(pid, signal.SIGTERM)  # a warm shutdown: running tasks finish
+            # The main process only: it stops its own children (a worker's pool finishes
+            # running tasks). SIGTERM to the whole group would kill the pool's children
+            # under it, and Celery would start new ones and wait for them.
+            os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + STOP_TIMEOUT
     while any(_alive(pid) for pid in pids.values()) and time.monotonic() < deadline:
         time.sleep(0.2)

@@ -58,6 +58,8 @@ def _transport_options(settings: Settings) -> dict[str, Any]:
             # kombu keeps its exchange tables in `control_folder`, by default `control/` under
             # the working directory: that would write broker state into the repository.
             "control_folder": str(settings.broker_folder / "control"),
+            # Listing a local folder is cheap: a message waits at most 0.1 s (1 s by default).
+            "polling_interval": 0.1,
         }
     # Redis redelivers a message not acknowledged within this window (countdowns included).
     return {"visibility_timeout": settings.visibility_timeout_seconds}

@@ -42,6 +42,7 @@ from shared.media import library
 from shared.media.ingest import IngestedVideo, IngestError, ingest_video
 from shared.providers.base import (
     ProviderError,
+    ProviderStatus,
     ProviderUnavailable,
     SubmitOutcomeUnknown,
     provider_arguments,
@@ -145,6 +146,29 @@ class DbTask(Task):
         """Send the job's next poll after the commit, unless it is parked (no token)."""
         if token is not None:
             self.send(session, names.POLL_JOB, job_id, token, countdown=wait)
+
+    def apply_early_callback(self, request_id: str) -> None:
+        """Apply a provider callback that came before the request id was recorded (the API
+        kept it). Only with webhooks on: polling alone pays nothing for it."""
+        if not self.runtime.provider.webhooks_enabled:
+            return
+        with self.runtime.db.transaction() as session:
+            outcome, job = jobs.apply_early_callback(session=session, request_id=request_id)
+            names.send_callback_follow_up(session, self.app, outcome, job)
+
+    def gives_up_on_result(self, job_id: uuid.UUID, reason: str) -> bool:
+        """The provider finished but its result did not come (5xx, unreachable): retried for
+        `RESULT_RETRY_SECONDS` from the first failure, then the job fails, hold released.
+        True when polling stops (given up, or the job moved on)."""
+        retry_for = timedelta(seconds=self.runtime.settings.result_retry_seconds)
+        with self.runtime.db.transaction() as session:
+            job = jobs.record_result_unfetched(session=session, job_id=job_id)
+            if job is not None and not machine.gives_up_fetching_result(
+                job, now=utcnow(), retry_for=retry_for
+            ):
+                return False
+            jobs.fail(session=session, job_id=job_id, failure=machine.result_unfetched(reason))
+        return True
 
     def backoff(self, attempt: int) -> float:
         settings = self.runtime.settings
@@ -255,7 +279,9 @@ def submit_job(self: DbTask, job_id: str) -> None:
         if submitted is not None:
             self.send_poll(session, job_id, token, wait)
             log.info("submitted to the provider")
-            return
+    if submitted is not None:
+        self.apply_early_callback(request_id)
+        return
     # Cancelled while the provider call was in flight: stop the render we just started.
     self.call_provider("cancel", self.runtime.provider.cancel, model, request_id)
 
@@ -288,6 +314,7 @@ def poll_job(self: DbTask, job_id: str, token: str) -> None:
         return  # a duplicate or fenced-out message: another loop owns this job
     model = catalog.get_model(job.model)
     request_id = job.provider_request_id or ""
+    status: ProviderStatus | None = None
     try:
         status = self.call_provider("status", self.runtime.provider.status, model, request_id)
         result = (
@@ -295,7 +322,9 @@ def poll_job(self: DbTask, job_id: str, token: str) -> None:
             if status.state == "completed"
             else None
         )
-    except ProviderUnavailable:
+    except ProviderUnavailable as exc:
+        if status is not None and self.gives_up_on_result(key, str(exc)):
+            return
         log.warning("job %s: provider unavailable, polling again later", job_id)
         raise self.retry(args=(job_id, new_token), countdown=self.poll_wait(job, model)) from None
     except ProviderError as exc:

@@ -46,6 +46,9 @@ INGEST_BUDGET = timedelta(seconds=60)  # also the ingest's lease: one runs at a 
 INGEST_DEADLINE = timedelta(minutes=15)
 # A step the dispatcher sent, whose message is lost again, is sent again after this.
 REDISPATCH_AFTER = timedelta(seconds=30)
+# A provider callback kept for a request id no job has recorded yet is dropped after this
+# (the id never came: a submit whose outcome was unknown, say).
+EARLY_CALLBACK_TTL = timedelta(hours=1)
 
 
 class IllegalTransition(ValueError):
@@ -114,6 +117,8 @@ class JobState(Protocol):
     def submit_attempted_at(self) -> datetime | None: ...
     @property
     def cancel_requested_at(self) -> datetime | None: ...
+    @property
+    def result_unfetched_since(self) -> datetime | None: ...
 
 
 def is_overdue(job: JobState, now: datetime) -> bool:
@@ -151,6 +156,21 @@ def ingest_overdue(job: JobState, now: datetime) -> bool:
 def gives_up_submitting(job: JobState, *, now: datetime, retry_for: timedelta) -> bool:
     """A provider that keeps answering 429/5xx: stop retrying the submit at this point."""
     return now >= min(job.created_at + retry_for, job.deadline_at)
+
+
+def gives_up_fetching_result(job: JobState, *, now: datetime, retry_for: timedelta) -> bool:
+    """A provider that reported the request complete but keeps failing to hand over its
+    result (5xx, unreachable): stop retrying `retry_for` after the first failure. (Left
+    alone it would be retried until the job's deadline, then end as `timeout`.)"""
+    since = job.result_unfetched_since
+    return since is not None and now >= since + retry_for
+
+
+def result_unfetched(reason: str) -> Failure:
+    return Failure(
+        "provider_error",
+        f"The provider finished the request but its result could not be fetched ({reason}).",
+    )
 
 
 def ending_at_provider(job: JobState, error_code: str) -> JobStatus:

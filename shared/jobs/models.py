@@ -75,6 +75,9 @@ class Job(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
     provider_completed_at: Mapped[datetime | None]
+    # When the provider first reported the request complete while its result could not be
+    # fetched (5xx, unreachable): retried from then until `RESULT_RETRY_SECONDS` run out.
+    result_unfetched_since: Mapped[datetime | None]
     completed_at: Mapped[datetime | None]
     deadline_at: Mapped[datetime]
     # When the next step of an unfinished job is due (None once it is final): the step
@@ -96,3 +99,16 @@ class IdempotencyKey(Base):
     request_hash: Mapped[str] = mapped_column(String(64))
     job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("jobs.id"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class EarlyCallback(Base):
+    """A verified provider callback that came before its job recorded the request id (the
+    provider finished before our submit call returned): applied by the submit task once it
+    records the id. `result` (the video) or `error` ({code, message}); neither: poll now."""
+
+    __tablename__ = "early_callbacks"
+
+    request_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    result: Mapped[dict[str, Any] | None]
+    error: Mapped[dict[str, Any] | None]

@@ -19,7 +19,20 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, bindparam, case, insert, literal, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    and_,
+    bindparam,
+    case,
+    delete,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from shared import accounts, metrics
@@ -29,13 +42,12 @@ from shared.db import UTCDateTime, after_commit, utcnow
 from shared.errors import IdempotencyConflict, InvalidInput, NotCancellable
 from shared.jobs import machine
 from shared.jobs.machine import Failure
-from shared.jobs.models import IdempotencyKey, Job
+from shared.jobs.models import EarlyCallback, IdempotencyKey, Job
 from shared.jobs.schemas import JobCreate
 from shared.jobs.status import ACTIVE_AT_PROVIDER, CANCELLABLE, JobStatus, PublicStatus
 from shared.ledger import service as ledger
 from shared.media.url_policy import UnsafeUrl, check_fetchable
-from shared.providers import fal_protocol
-from shared.providers.base import ProviderResult, ProviderStatus
+from shared.providers.base import CallbackOutcome, ProviderError, ProviderResult, ProviderStatus
 
 MAX_LOG_LINES = 50
 log = logging.getLogger(__name__)
@@ -344,6 +356,18 @@ def poll_now(*, session: Session, job_id: uuid.UUID, token: str) -> Job | None:
     )
 
 
+def record_result_unfetched(*, session: Session, job_id: uuid.UUID) -> Job | None:
+    """The provider reported the request complete but its result could not be fetched:
+    keep when that first happened. None if the job has moved on."""
+    first = literal(utcnow(), UTCDateTime())
+    return _move(
+        session,
+        job_id,
+        ACTIVE_AT_PROVIDER,
+        result_unfetched_since=func.coalesce(Job.result_unfetched_since, first),
+    )
+
+
 def record_progress(
     *,
     session: Session,
@@ -493,26 +517,81 @@ def record_provider_failure(*, session: Session, job: Job, code: str, message: s
 
 
 def apply_provider_callback(
-    *, session: Session, request_id: str, ok: bool, payload: Any, error: str | None
+    *, session: Session, request_id: str, outcome: CallbackOutcome
 ) -> tuple[str, Job | None]:
-    """Move a job on from a provider's completion callback.
+    """Move a job on from a provider's verified completion callback: its video, its failure,
+    or None for a callback without a usable video (the job is then polled now: the
+    provider's queue API has the result).
 
     Callbacks come at least once and in any order: whatever the job's state no longer
-    allows (a second delivery, an error after the result) is ignored, not an error.
-    Returns the outcome ("delivered", "failed", "cancelled", "ignored") and the job.
+    allows (a second delivery, an error after the result) is ignored, not an error. One
+    that comes before the worker recorded the request id is kept (`EarlyCallback`) and
+    applied once the id is known. Returns the outcome ("delivered", "failed",
+    "cancelled", "polling": send the job's poll now with its `poll_token`, "kept",
+    "ignored") and the job.
     """
     job = session.scalar(select(Job).where(Job.provider_request_id == request_id))
-    if job is None or job.status not in ACTIVE_AT_PROVIDER:
-        return "ignored", job
-    if ok:
-        delivered = record_delivered(
-            session=session, job_id=job.id, result=fal_protocol.parse_result(payload)
+    if job is None:
+        _keep_early_callback(session, request_id, outcome)
+        return "kept", None
+    return _apply_callback(session, job, outcome), job
+
+
+def apply_early_callback(*, session: Session, request_id: str) -> tuple[str, Job | None]:
+    """Apply the callback kept for `request_id` now that its job may be known. Whoever takes
+    the row applies it, so it applies once; "none" if there is none, "kept" (left in
+    place) while no job has the id yet."""
+    job = session.scalar(select(Job).where(Job.provider_request_id == request_id))
+    if job is None:
+        return "kept", None
+    kept = session.execute(
+        delete(EarlyCallback)
+        .where(EarlyCallback.request_id == request_id)
+        .returning(EarlyCallback.result, EarlyCallback.error)
+    ).first()
+    if kept is None:
+        return "none", job
+    outcome: CallbackOutcome = None
+    if kept.result is not None:
+        video = kept.result["video"]
+        outcome = ProviderResult(video["url"], video["content_type"], video["file_size"])
+    elif kept.error is not None:
+        outcome = ProviderError(kept.error["message"], code=kept.error["code"])
+    return _apply_callback(session, job, outcome), job
+
+
+def _keep_early_callback(session: Session, request_id: str, outcome: CallbackOutcome) -> None:
+    """Keep a callback for a request id no job has yet; drop those kept too long (their job
+    never recorded the id, e.g. a submit whose outcome was unknown)."""
+    now = utcnow()
+    session.execute(
+        delete(EarlyCallback).where(EarlyCallback.received_at < now - machine.EARLY_CALLBACK_TTL)
+    )
+    row: dict[str, Any] = {"request_id": request_id, "received_at": now}
+    if isinstance(outcome, ProviderResult):
+        row["result"] = outcome.to_dict()
+    elif isinstance(outcome, ProviderError):
+        row["error"] = {"code": outcome.code, "message": str(outcome)}
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    session.execute(
+        dialect.insert(EarlyCallback)
+        .values(**row)
+        .on_conflict_do_nothing(index_elements=[EarlyCallback.request_id])
+    )
+
+
+def _apply_callback(session: Session, job: Job, outcome: CallbackOutcome) -> str:
+    if job.status not in ACTIVE_AT_PROVIDER:
+        return "ignored"
+    if isinstance(outcome, ProviderResult):
+        delivered = record_delivered(session=session, job_id=job.id, result=outcome)
+        return "delivered" if delivered else "ignored"
+    if isinstance(outcome, ProviderError):
+        return record_provider_failure(
+            session=session, job=job, code=outcome.code, message=str(outcome)
         )
-        return ("delivered" if delivered else "ignored"), job
-    details = payload if isinstance(payload, dict) else {}
-    message = error or str(details.get("detail") or "the provider failed the request")
-    code = fal_protocol.error_code(details.get("error_type"))
-    return record_provider_failure(session=session, job=job, code=code, message=message), job
+    polled = poll_now(session=session, job_id=job.id, token=new_poll_token())
+    return "polling" if polled is not None else "ignored"
 
 
 def settle(*, session: Session, job_id: uuid.UUID) -> Job | None:

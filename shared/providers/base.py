@@ -50,6 +50,11 @@ class ProviderUnavailable(Exception):
     try again later."""
 
 
+# What a provider's verified completion callback says: the video, how the request failed,
+# or None when it carries no usable video (the provider's queue API has the result).
+CallbackOutcome = ProviderResult | ProviderError | None
+
+
 class SubmitOutcomeUnknown(Exception):
     """The submit call failed in a way that leaves open whether the provider took it (a read
     timeout, a dropped connection): never retry blindly, the dispatcher resolves the job."""

@@ -24,7 +24,7 @@ from shared.providers.base import (
     ProviderUnavailable,
     SubmitOutcomeUnknown,
 )
-from shared.providers.fal_protocol import error_code, parse_result
+from shared.providers.fal_protocol import describe, parse_result, request_failure
 
 TRANSIENT_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 PROGRESS_LOG = re.compile(r"(\d{1,3})\s*%")
@@ -66,10 +66,24 @@ class FalProvider:
         if isinstance(status, fal_client.InProgress):
             return ProviderStatus("running", progress=_progress(logs), logs=logs)
         if isinstance(status, fal_client.Completed) and status.error:
-            return ProviderStatus(
-                "failed", logs=logs, error=status.error, error_code=error_code(status.error_type)
-            )
+            failure = self._failure(model, request_id, status)
+            return ProviderStatus("failed", logs=logs, error=str(failure), error_code=failure.code)
         return ProviderStatus("completed", progress=100, logs=logs)
+
+    def _failure(
+        self, model: VideoModel, request_id: str, status: fal_client.Completed
+    ) -> ProviderError:
+        """A request fal reports ended in error: its result's error answer says how (the same
+        answer an ERROR callback carries), else the status's own summary does."""
+        try:
+            self._client.result(model.id, request_id)
+        except fal_client.client.FalClientHTTPError as exc:
+            headers = {key.lower(): value for key, value in (exc.response_headers or {}).items()}
+            error_type = exc.error_type or headers.get("x-fal-error-type") or status.error_type
+            return request_failure(exc.status_code, exc.message, error_type)
+        except httpx.HTTPError:
+            pass
+        return request_failure(None, status.error, status.error_type)
 
     def result(self, model: VideoModel, request_id: str) -> ProviderResult:
         return parse_result(self._call(self._client.result, model.id, request_id))
@@ -102,30 +116,13 @@ def http_error(exc: Any) -> Exception:
     status = exc.status_code
     headers = {key.lower(): value for key, value in (exc.response_headers or {}).items()}
     if status == 504 and headers.get(REQUEST_TIMEOUT_TYPE_HEADER):
-        return ProviderError(
-            "fal could not start the request before its start deadline", code="provider_timeout"
-        )
+        return request_failure(status, exc.message, "request_timeout")
     if status in TRANSIENT_STATUS:
-        return ProviderUnavailable(f"fal answered {status}: {exc.message}")
-    if status == 422:
-        return ProviderError(
-            "The model refused the input: " + _validation_message(exc.message),
-            code="invalid_input",
-        )
+        detail = describe(exc.message) if "x-fal-request-id" in headers else ""
+        return ProviderUnavailable(f"fal answered {status}" + (f": {detail}" if detail else ""))
     if status in (401, 403):
         return ProviderError("fal refused our credentials (FAL_KEY)")
-    return ProviderError(f"fal answered {status}: {exc.message}")
-
-
-def _validation_message(detail: Any) -> str:
-    """fal's 422 `detail` is a list of {loc, msg}: name each field."""
-    if not isinstance(detail, list):
-        return str(detail)
-    parts = []
-    for item in detail:
-        location = [str(part) for part in item.get("loc", []) if part != "body"]
-        parts.append(f"{'.'.join(location) or 'input'}: {item.get('msg', 'invalid')}")
-    return "; ".join(parts)
+    return request_failure(status, exc.message, exc.error_type)
 
 
 def _log_line(item: dict[str, Any]) -> dict[str, Any]:

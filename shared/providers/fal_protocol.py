@@ -1,14 +1,17 @@
 """What we know of fal's wire protocol, without importing fal-client (the API uses this).
 
-Result parsing, error types, and the verification of fal's signed webhook callbacks:
-Ed25519 over `request_id \\n user_id \\n timestamp \\n sha256_hex(body)`, with public keys
-from fal's JWKS, timestamps within ±300 s.
+Result parsing, how a request that ended without output maps to our error, the callbacks'
+shapes, and the verification of fal's signed webhook callbacks: Ed25519 over
+`request_id \\n user_id \\n timestamp \\n sha256_hex(body)`, with public keys from fal's
+JWKS, timestamps within ±300 s.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import json
+import re
 import threading
 import time
 from collections.abc import Mapping
@@ -18,31 +21,95 @@ import httpx
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from shared.providers.base import ProviderError, ProviderResult
+from shared.providers.base import CallbackOutcome, ProviderError, ProviderResult
 
 # fal's `error_type` of a finished request → our job error code.
 ERROR_TYPES = {
     "request_timeout": "provider_timeout",
+    "startup_timeout": "provider_timeout",
     "request_cancelled": "cancelled",
 }
+# An ERROR callback's `error` names the HTTP status of the result it carries as `payload`.
+CALLBACK_STATUS = re.compile(r"status code:?\s*(\d{3})", re.IGNORECASE)
+MAX_MESSAGE_CHARS = 500
 MAX_CLOCK_SKEW_SECONDS = 300
 JWKS_MIN_REFRESH_SECONDS = 5.0
-
-
-def error_code(error_type: str | None) -> str:
-    return ERROR_TYPES.get(error_type or "", "provider_error")
-
 
 def parse_result(data: Any) -> ProviderResult:
     """The model's output `{"video": {url, content_type, file_size}}`."""
     video = data.get("video") if isinstance(data, dict) else None
-    if not isinstance(video, dict) or not video.get("url"):
+    if not isinstance(video, dict) or not isinstance(video.get("url"), str) or not video["url"]:
         raise ProviderError("fal's result has no video")
+    size = video.get("file_size")
     return ProviderResult(
         video_url=video["url"],
-        content_type=video.get("content_type") or "video/mp4",
-        file_size=video.get("file_size"),
+        content_type=str(video.get("content_type") or "video/mp4"),
+        file_size=size if isinstance(size, int) else None,
     )
+
+
+def request_failure(status_code: int | None, detail: Any, error_type: str | None) -> ProviderError:
+    """How a fal request that ended without output ends our job: one mapping, whichever way
+    we learn it. Polling reads the result's error answer (its HTTP status, `detail` and
+    `error_type`); an ERROR callback carries the same answer as its payload, with the
+    status in its `error` ("Invalid status code: 422")."""
+    if error_type in ERROR_TYPES:
+        text = describe(detail) or "fal ended the request"
+        return ProviderError(text, code=ERROR_TYPES[error_type])
+    fields = _validation_fields(detail)
+    if status_code == 422 or fields:
+        text = fields or describe(detail) or "no detail given"
+        return ProviderError(f"The model refused the input: {text}", code="invalid_input")
+    text = describe(detail)
+    if status_code is None:
+        return ProviderError(text or "fal failed the request")
+    return ProviderError(text or f"fal failed the request (HTTP {status_code})")
+
+
+def callback_outcome(status: str, payload: Any, error: str | None) -> CallbackOutcome:
+    """What a verified callback says: the video, how the request failed, or None when it
+    carries no usable video (fal sends `payload: null` with a `payload_error` for output it
+    could not serialise): then the queue API has the result, and the job is polled now."""
+    if status == "ERROR":
+        match = CALLBACK_STATUS.search(error or "")
+        details = payload if isinstance(payload, dict) else {}
+        detail = details.get("detail") or (None if match else error)
+        error_type = details.get("error_type")
+        return request_failure(
+            int(match.group(1)) if match else None,
+            detail,
+            error_type if isinstance(error_type, str) else None,
+        )
+    try:
+        return parse_result(payload)
+    except ProviderError:
+        return None
+
+
+def describe(detail: Any) -> str:
+    """fal's `detail` as text: a string as it is, a validation list as `field: message; …`,
+    anything else as JSON (never a Python repr); at most `MAX_MESSAGE_CHARS`."""
+    if detail is None or detail == "":
+        return ""
+    if isinstance(detail, str):
+        text = detail.strip()
+    else:
+        text = _validation_fields(detail) or json.dumps(detail, ensure_ascii=False, default=str)
+    return text[:MAX_MESSAGE_CHARS]
+
+
+def _validation_fields(detail: Any) -> str:
+    """fal's 422 `detail` is a list of {loc, msg}: name each field ("" for anything else)."""
+    if not isinstance(detail, list) or not detail:
+        return ""
+    if not all(isinstance(item, dict) and "msg" in item for item in detail):
+        return ""
+    parts = []
+    for item in detail:
+        loc = item.get("loc")
+        location = [str(part) for part in loc if part != "body"] if isinstance(loc, list) else []
+        parts.append(f"{'.'.join(location) or 'input'}: {item['msg']}")
+    return "; ".join(parts)
 
 
 class InvalidWebhook(ValueError):

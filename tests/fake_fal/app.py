@@ -146,6 +146,7 @@ def _queue_routes(app: Flask, queue: FakeQueue, refusal: Refusal) -> None:
             problem = {"loc": ["body", "prompt"], "msg": str(exc), "type": "value_error"}
             return validation_error([problem])
         g.request_id = submitted.request_id
+        time.sleep(directives.submit_delay)  # its callback may go out meanwhile
         answer: dict[str, Any] = {
             "request_id": submitted.request_id,
             "status": "IN_QUEUE",

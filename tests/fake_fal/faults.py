@@ -10,8 +10,14 @@ Tokens, e.g. `"A beach [fal submit=429x2 status=502-ingressx1 queue=5]"`:
     error='msg'           the request completes with this error
     error_type=T          its error type (default internal_server_error)
     error_status=S        the HTTP status of its result (default 500)
+    error_field=F         its result's detail is a model's validation list naming input F
+                          (fal's 422 shape: [{"loc": ["body", F], "msg", "type"}])
+    submit_delay=S        the submit answer is held S seconds (the request runs meanwhile, so
+                          its callback can come before the submitter knows the request id)
     cancel=ignore         cancelling it while running answers 202, but it completes anyway
     webhook=twice|none|delay=S   deliver the callback twice, never, or S seconds late
+    webhook=unserializable       an OK callback with `payload: null` and a `payload_error`
+                                 (fal's shape for output it could not serialise)
 """
 
 from __future__ import annotations
@@ -53,9 +59,12 @@ class Directives:
     error: str | None = None
     error_type: str = "internal_server_error"
     error_status: int = 500
+    error_field: str | None = None
+    submit_delay: float = 0.0
     ignore_cancel: bool = False
     webhook_copies: int = 1
     webhook_delay: float = 0.0
+    webhook_unserializable: bool = False
 
 
 def parse_directives(prompt: str) -> tuple[str, Directives]:
@@ -97,8 +106,14 @@ def _option(token: str, key: str, value: str) -> dict[str, Any]:
             return {"error_type": value}
         if key == "error_status":
             return {"error_status": int(value)}
+        if key == "error_field" and value:
+            return {"error_field": value}
+        if key == "submit_delay":
+            return {"submit_delay": float(value)}
         if token == "cancel=ignore":
             return {"ignore_cancel": True}
+        if token == "webhook=unserializable":
+            return {"webhook_unserializable": True}
         if token in ("webhook=twice", "webhook=none"):
             return {"webhook_copies": 2 if value == "twice" else 0}
         if value.startswith("delay=") and key == "webhook":

@@ -11,8 +11,17 @@ from tests.fake_fal.webhooks import WebhookSender
 POLL_SECONDS = 0.05
 
 
+# fal's words when a result is not valid JSON (its webhook docs, "Payload errors").
+PAYLOAD_ERROR = (
+    "Response payload is not JSON serializable. Either return a JSON serializable object "
+    "or use the queue endpoint to retrieve the response."
+)
+
+
 def callback_body(request: FalRequest) -> dict[str, Any]:
-    """The JSON fal POSTs to a webhook for an ended request (gateway id = request id here)."""
+    """The JSON fal POSTs to a webhook for an ended request (gateway id = request id here):
+    OK with the result as `payload` (or `payload: null` and a `payload_error`), or ERROR
+    with the result's error answer as `payload` and its HTTP status in `error`."""
     outcome = request.outcome
     assert outcome is not None, "only ended requests have a callback"
     body: dict[str, Any] = {
@@ -22,7 +31,9 @@ def callback_body(request: FalRequest) -> dict[str, Any]:
         "payload": outcome.body,
     }
     if outcome.error is not None:
-        body["error"] = outcome.error
+        body["error"] = f"Invalid status code: {outcome.http_status}"
+    elif request.directives.webhook_unserializable:
+        body.update(payload=None, payload_error=PAYLOAD_ERROR)
     return body
 
 

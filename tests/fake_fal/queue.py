@@ -39,12 +39,17 @@ class Outcome:
     logs: tuple[dict[str, Any], ...] = ()
     inference_time: float | None = None
     video_file: Path | None = None
+    # A model's validation error naming this input field (fal's 422 `detail` list).
+    error_field: str | None = None
 
     @property
     def body(self) -> dict[str, Any]:
         """What `GET …/requests/<id>` answers, and a webhook's payload."""
         if self.output is not None:
             return self.output
+        if self.error_field is not None:
+            problem = {"loc": ["body", self.error_field], "msg": self.error, "type": "value_error"}
+            return {"detail": [problem]}
         return {"detail": self.error, "error_type": self.error_type}
 
 
@@ -260,9 +265,11 @@ class FakeQueue:
         if status.state == "failed":
             return Outcome(
                 error=status.error,
-                error_type=directives.error_type,
+                # A model's validation error has no request error type (fal's docs).
+                error_type=None if directives.error_field else directives.error_type,
                 http_status=directives.error_status,
                 logs=logs,
+                error_field=directives.error_field,
             )
         try:
             rendered = self.simulator.result(request.model, request.simulator_id)

@@ -1,7 +1,12 @@
 """POST /v1/webhooks/fal: fal's signed completion callbacks move a job on at once.
 
 Public (fal sends no API key): the Ed25519 signature is the authentication. Polling
-stays the safety net, so a refused or lost callback only costs time.
+stays the safety net, so a refused or lost callback only costs time. A verified callback is never answered 500:
+one whose body we cannot use (no video in an OK payload, as when fal could not serialise
+the output and sent `payload: null` with a `payload_error`) makes the job's poll due now,
+and the queue API gives the result. One that comes before the worker has recorded the
+request id is kept and applied once the id is known: fal's retries of a refused callback
+are spread over two hours, so refusing it would cost more than the first safety poll.
 """
 
 from __future__ import annotations
@@ -14,11 +19,12 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from services.api import context
 from services.api.contract import UNAVAILABLE, Param, Reply, render, route
 from services.api.errors import error_response
-from services.worker.celery_app import SETTLE_CREDITS, send_after_commit
+from services.worker.celery_app import send_callback_follow_up
 from shared import metrics
 from shared.errors import ErrorBody
 from shared.jobs import service as jobs
-from shared.providers.fal_protocol import InvalidWebhook, WebhookVerifier
+from shared.providers.base import CallbackOutcome
+from shared.providers.fal_protocol import InvalidWebhook, WebhookVerifier, callback_outcome
 
 bp = Blueprint("webhooks", __name__, url_prefix="/v1/webhooks")
 
@@ -30,13 +36,16 @@ class FalCallback(BaseModel):
     gateway_request_id: str | None = None
     status: Literal["OK", "ERROR"]
     payload: Any = None
+    # Set (with `payload: null`) when fal could not serialise the output.
+    payload_error: str | None = None
+    # For ERROR: "Invalid status code: N", N the HTTP status of the result in `payload`.
     error: str | None = None
 
 
-class CallbackOutcome(BaseModel):
+class CallbackAnswer(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    status: Literal["delivered", "failed", "cancelled", "ignored"]
+    status: Literal["delivered", "failed", "cancelled", "polling", "kept", "ignored"]
 
 
 FAL_HEADERS = (
@@ -72,7 +81,12 @@ def verifier() -> WebhookVerifier:
     body=FalCallback,
     parse=False,  # the signature covers the raw bytes: verify them before parsing
     replies={
-        200: Reply("Applied, or ignored when the job has moved on.", CallbackOutcome),
+        200: Reply(
+            "Applied; `polling`: the job is polled now (no usable video in the callback); "
+            "`kept`: applied once the job knows the request id; `ignored`: the job has "
+            "moved on.",
+            CallbackAnswer,
+        ),
         401: Reply("Unsigned, forged, stale or malformed.", ErrorBody),
         503: UNAVAILABLE,
     },
@@ -83,21 +97,30 @@ def fal_callback() -> Response:
     body = request.get_data()
     try:
         request_id = verifier().verify(request.headers, body)
-        callback = FalCallback.model_validate_json(body)
-        if callback.request_id != request_id:
-            raise InvalidWebhook("the body does not match the signed request id")
-    except (InvalidWebhook, ValidationError) as exc:
+    except InvalidWebhook as exc:
         metrics.WEBHOOKS.labels("refused").inc()
         return error_response(401, "invalid_signature", f"Callback refused: {exc}.")
+    outcome = _outcome(request_id, body)
     with context.runtime().db.transaction() as session:
-        outcome, job = jobs.apply_provider_callback(
-            session=session,
-            request_id=request_id,
-            ok=callback.status == "OK",
-            payload=callback.payload,
-            error=callback.error,
+        applied, job = jobs.apply_provider_callback(
+            session=session, request_id=request_id, outcome=outcome
         )
-        if outcome == "delivered" and job is not None:
-            send_after_commit(session, context.celery(), SETTLE_CREDITS, str(job.id))
-    metrics.WEBHOOKS.labels(outcome).inc()
-    return render(CallbackOutcome.model_validate({"status": outcome}))
+        send_callback_follow_up(session, context.celery(), applied, job)
+    if applied == "kept":
+        # The worker may have recorded the id meanwhile, and looked before this commit.
+        with context.runtime().db.transaction() as session:
+            early, job = jobs.apply_early_callback(session=session, request_id=request_id)
+            send_callback_follow_up(session, context.celery(), early, job)
+    metrics.WEBHOOKS.labels(applied).inc()
+    return render(CallbackAnswer.model_validate({"status": applied}))
+
+
+def _outcome(request_id: str, body: bytes) -> CallbackOutcome:
+    """What the signed body says; None (poll now) for a body we cannot use."""
+    try:
+        callback = FalCallback.model_validate_json(body)
+    except ValidationError:
+        return None
+    if callback.request_id != request_id:
+        return None
+    return callback_outcome(callback.status, callback.payload, callback.error)
