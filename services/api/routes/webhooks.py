@@ -1,12 +1,14 @@
 """POST /v1/webhooks/fal: fal's signed completion callbacks move a job on at once.
 
 Public (fal sends no API key): the Ed25519 signature is the authentication. Polling
-stays the safety net, so a refused or lost callback only costs time. A verified callback is never answered 500:
-one whose body we cannot use (no video in an OK payload, as when fal could not serialise
-the output and sent `payload: null` with a `payload_error`) makes the job's poll due now,
-and the queue API gives the result. One that comes before the worker has recorded the
-request id is kept and applied once the id is known: fal's retries of a refused callback
-are spread over two hours, so refusing it would cost more than the first safety poll.
+stays the safety net, so a refused or lost callback only costs time.
+
+A verified callback is never answered 500. One whose body we cannot use (no video in an
+OK payload, as when fal could not serialise the output and sent `payload: null` with a
+`payload_error`) makes the job's poll due now: the queue API gives the result. One that
+comes before the worker has recorded the request id is kept and applied once the id is
+known: fal spreads its retries of a refused callback over two hours, so refusing it
+would cost more than the first safety poll.
 """
 
 from __future__ import annotations
