@@ -21,6 +21,7 @@ from services.worker.redis_publish import RedisPublisher
 from shared.config import Settings
 from shared.db import after_commit
 from shared.jobs.machine import Step
+from shared.jobs.models import Job
 
 log = logging.getLogger(__name__)
 
@@ -146,3 +147,17 @@ def send_after_commit(
             log.warning("broker unavailable: %s %s left to the dispatcher", task, args[:1])
 
     after_commit(session, send)
+
+
+def send_callback_follow_up(
+    session: Session, celery: Celery, outcome: str, job: Job | None
+) -> None:
+    """The step a provider callback's outcome calls for, after the commit: settlement for a
+    delivered job, a poll now (with the job's new token) for one whose callback carried no
+    usable video."""
+    if job is None:
+        return
+    if outcome == "delivered":
+        send_after_commit(session, celery, SETTLE_CREDITS, str(job.id))
+    elif outcome == "polling" and job.poll_token is not None:
+        send_after_commit(session, celery, POLL_JOB, str(job.id), job.poll_token)
