@@ -44,6 +44,7 @@ CHECKS = [
     response_schema_conformance,
     response_headers_conformance,
 ]
+STATEFUL_EXAMPLES = 25
 # fal signs its callbacks with its own key: generated ones are refused (a documented 401).
 UNSIGNED = "/v1/webhooks/fal"
 
@@ -157,3 +158,29 @@ def test_real_objects_conform_to_document(
 
     poor = make_account(credits="0")
     assert call("/v1/video/generate", "POST", body=body, auth=poor.headers).status_code == 402
+
+
+def test_stateful_workflows_conform_to_document(
+    idle_api: str, rich_account: conftest.TestAccount
+) -> None:
+    """schemathesis's stateful phase: sequences that follow the document's links (submit,
+    then read or cancel the job it made), every answer checked like the single calls."""
+    headers = rich_account.headers
+
+    class Workflow(schema.as_state_machine()):  # type: ignore[misc]
+        def get_call_kwargs(self, case: Case) -> dict[str, Any]:
+            return {"base_url": idle_api, "headers": headers, "timeout": 30}
+
+        def validate_response(
+            self, response: Response, case: Case, additional_checks: Any = None, **kwargs: Any
+        ) -> None:
+            case.validate_response(response, checks=CHECKS, transport_kwargs=kwargs)
+
+    Workflow.run(
+        settings=hypothesis.settings(
+            max_examples=STATEFUL_EXAMPLES,
+            stateful_step_count=4,
+            deadline=None,
+            suppress_health_check=list(hypothesis.HealthCheck),
+        )
+    )
