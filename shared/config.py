@@ -87,6 +87,8 @@ class Settings:
     # before any database lookup. Counted in Redis when the broker is Redis.
     rate_limit: Rate
     rate_limit_auth_failures: Rate
+    # Per client address on fal's callback route (signed, so no key to count by).
+    rate_limit_webhooks: Rate
     rate_limit_storage_url: str
     log_level: str
     log_json: bool
@@ -210,6 +212,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         poll_horizon_seconds=float(_number(env, "POLL_HORIZON_SECONDS", "2")),
         rate_limit=_rate(env, "RATE_LIMIT", "600 per minute"),
         rate_limit_auth_failures=_rate(env, "RATE_LIMIT_AUTH_FAILURES", "30 per minute"),
+        rate_limit_webhooks=_rate(env, "RATE_LIMIT_WEBHOOKS", "1200 per minute"),
         rate_limit_storage_url=env.get("RATE_LIMIT_STORAGE_URL") or _limit_storage(env),
         log_level=env.get("LOG_LEVEL", "INFO").upper(),
         log_json=env.get("LOG_FORMAT", "json") == "json",

@@ -5,6 +5,8 @@ to the API over HTTP. Each test says which item it proves."""
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -233,3 +235,65 @@ def test_a_callback_before_the_submit_answer_is_kept_and_applied(
     with runtime.db.transaction() as session:
         kept = session.scalar(select(EarlyCallback).where(EarlyCallback.request_id == request_id))
     assert kept is None  # applied once, and gone
+
+
+# ---- 15: forged callbacks: JWKS fetches throttled and time-bound; rate limited per source --
+
+
+def test_forged_callbacks_with_a_stalling_jwks_host_cost_little_and_fetch_once(
+    make_app: Callable[..., Flask], stack: Stack, fake_fal: FakeFalServer
+) -> None:
+    # A fresh API: its JWKS cache is empty, as after a deploy.
+    app = make_app(**stack.env, RATE_LIMIT_STORAGE_URL="memory://")
+    forger = WebhookSigner.generate()
+    body = json.dumps({"request_id": "forged", "status": "OK", "payload": None}).encode()
+    fetches = httpx.get(f"{fake_fal.base_url}/_fake/stats").json()["jwks_fetches"]
+    httpx.post(f"{fake_fal.base_url}/_fake/jwks-stall", json={"seconds": 8})
+    try:
+        with serving(app) as url:
+            answers: list[tuple[int, float]] = []
+
+            def forge() -> None:
+                started = time.monotonic()
+                status = _signed_post(url, "forged", body, forger).status_code
+                answers.append((status, time.monotonic() - started))
+
+            threads = [threading.Thread(target=forge) for _ in range(2)]
+            for thread in threads:
+                thread.start()
+            started = time.monotonic()
+            health = httpx.get(f"{url}/healthz", timeout=10)
+            health_took = time.monotonic() - started
+            for thread in threads:
+                thread.join()
+            # The JWKS fetch is throttled even with no key cached, and not waited for.
+            for _ in range(5):
+                forge()
+    finally:
+        httpx.post(f"{fake_fal.base_url}/_fake/jwks-stall", json={"seconds": 0})
+    assert health.status_code == 200 and health_took < 1
+    assert [status for status, _ in answers] == [401] * 7
+    assert max(took for _, took in answers[:2]) < 3  # the fetch's deadline, not the stall
+    assert max(took for _, took in answers[2:]) < 0.5  # no fetch to wait for
+    after = httpx.get(f"{fake_fal.base_url}/_fake/stats").json()["jwks_fetches"]
+    assert after - fetches == 1
+
+
+def test_the_callback_route_is_rate_limited_per_source(
+    make_app: Callable[..., Flask], stack: Stack, account: conftest.TestAccount
+) -> None:
+    app = make_app(
+        **stack.env, RATE_LIMIT_STORAGE_URL="memory://", RATE_LIMIT_WEBHOOKS="5 per minute"
+    )
+    client = app.test_client()
+    body = json.dumps({"request_id": "forged", "status": "OK", "payload": None}).encode()
+    headers = WebhookSigner.generate().sign(body, "forged")
+    answers = [
+        client.post("/v1/webhooks/fal", data=body, headers=headers, content_type="application/json")
+        for _ in range(6)
+    ]
+    assert [answer.status_code for answer in answers] == [401] * 5 + [429]
+    assert answers[-1].json["error"]["code"] == "rate_limited"
+    assert int(answers[-1].headers["Retry-After"]) > 0
+    # The same address's API traffic has its own budget.
+    assert client.get("/v1/credits", headers=account.headers).status_code == 200

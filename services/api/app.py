@@ -42,7 +42,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     http_metrics.init_app(app)
     for blueprint in (video.bp, jobs.bp, media.bp, credits.bp, ops.bp, webhooks.bp):
         app.register_blueprint(blueprint)
-    # Operations and signed provider callbacks are not the API's customers' traffic.
-    ratelimit.init_app(app, settings, exempt=[ops.bp, webhooks.bp])
+    # Operations are not the API's customers' traffic; fal's callbacks have a budget of their
+    # own per client address (forged ones would otherwise be unlimited).
+    ratelimit.init_app(
+        app, settings, exempt=[ops.bp], own_budgets={webhooks.bp: settings.rate_limit_webhooks}
+    )
     runtime.db.ping()  # fail at start-up, not on the first request
     return app

@@ -9,6 +9,8 @@ Each request is checked against two fixed windows in one round trip (a Lua scrip
   ends, so rotating invented `nv_sk_…` keys (each a fresh caller) buys nothing. A key
   that authenticated within its last window still passes: customers behind the same
   address (a NAT, a proxy) are not locked out by someone else's guessing.
+Routes with a budget of their own (fal's signed callbacks, which send no key) are counted
+per client address in a window of their own instead of `RATE_LIMIT`.
 A breach answers 429 `rate_limited` with `Retry-After`; every answer carries the caller's
 `X-RateLimit-Limit`, `-Remaining` and `-Reset`. If Redis is down the limiter fails open:
 an outage of Redis must not take the API down with it.
@@ -21,6 +23,7 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -127,19 +130,28 @@ class MemoryCounters:
             self._windows[caller + ":ok"] = (1, time.monotonic() + rate.seconds)
 
 
-def _keys() -> tuple[str, str]:
-    """The caller's window and its client address's failures window."""
+def _keys(own: str | None) -> tuple[str, str]:
+    """The caller's window (per address in the window `own` of a route with its own
+    budget) and its client address's failures window."""
     address = request.remote_addr or "unknown"
     key = context.bearer_key()
     caller = "key:" + hashlib.sha256(key.encode()).hexdigest()[:32] if key else "ip:" + address
+    caller = f"{own}:ip:{address}" if own else caller
     return "naive:rl:" + caller, "naive:rl:fail:" + address
 
 
-def init_app(app: Flask, settings: Settings, *, exempt: list[Blueprint]) -> None:
+def init_app(
+    app: Flask,
+    settings: Settings,
+    *,
+    exempt: list[Blueprint],
+    own_budgets: Mapping[Blueprint, Rate] | None = None,
+) -> None:
     url = settings.rate_limit_storage_url
     counters: Counters = MemoryCounters() if url == "memory://" else RedisCounters(url)
     rate, failures_rate = settings.rate_limit, settings.rate_limit_auth_failures
     exempt_names = {blueprint.name for blueprint in exempt}
+    budgets = {blueprint.name: own for blueprint, own in (own_budgets or {}).items()}
 
     def refused(reset_in: float) -> Response:
         retry_after = max(1, math.ceil(reset_in))
@@ -153,16 +165,18 @@ def init_app(app: Flask, settings: Settings, *, exempt: list[Blueprint]) -> None
     def _limit() -> Response | None:
         if request.blueprint in exempt_names:
             return None
-        caller, failures = _keys()
+        own = budgets.get(request.blueprint or "")
+        caller, failures = _keys(request.blueprint if own else None)
+        limit = own or rate
         try:
-            mine, failed = counters.hit(caller, failures, rate)
+            mine, failed = counters.hit(caller, failures, limit)
         except redis.RedisError as exc:
             log.warning("rate limits not counted (Redis unavailable): %s", exc)
             return None
-        g.rate_window, g.rate_keys = mine, (caller, failures)
+        g.rate_window, g.rate_keys, g.rate = mine, (caller, failures), limit
         if failed.count >= failures_rate.amount and not mine.trusted:
             return refused(failed.reset_in)
-        if mine.count > rate.amount:
+        if mine.count > limit.amount:
             return refused(mine.reset_in)
         return None
 
@@ -179,7 +193,8 @@ def init_app(app: Flask, settings: Settings, *, exempt: list[Blueprint]) -> None
                 counters.trust(caller, rate)
         except redis.RedisError as exc:
             log.warning("authentication not counted (Redis unavailable): %s", exc)
-        response.headers["X-RateLimit-Limit"] = str(rate.amount)
-        response.headers["X-RateLimit-Remaining"] = str(max(0, rate.amount - window.count))
+        limit: Rate = g.rate
+        response.headers["X-RateLimit-Limit"] = str(limit.amount)
+        response.headers["X-RateLimit-Remaining"] = str(max(0, limit.amount - window.count))
         response.headers["X-RateLimit-Reset"] = str(math.ceil(time.time() + window.reset_in))
         return response

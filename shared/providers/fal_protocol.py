@@ -33,7 +33,14 @@ ERROR_TYPES = {
 CALLBACK_STATUS = re.compile(r"status code:?\s*(\d{3})", re.IGNORECASE)
 MAX_MESSAGE_CHARS = 500
 MAX_CLOCK_SKEW_SECONDS = 300
+# At most one JWKS fetch per this many seconds, whether keys are cached or not, so forged
+# callbacks cannot turn us into a JWKS fetching loop.
 JWKS_MIN_REFRESH_SECONDS = 5.0
+# A JWKS fetch's whole budget (connect, headers, body), and the longest any callback waits
+# for a fetch under way: a stalling JWKS host costs each callback this much at most.
+JWKS_DEADLINE_SECONDS = 2.0
+JWKS_MAX_BYTES = 64 * 1024
+
 
 def parse_result(data: Any) -> ProviderResult:
     """The model's output `{"video": {url, content_type, file_size}}`."""
@@ -126,14 +133,18 @@ class WebhookVerifier:
     """Checks fal's callback signatures against its JWKS, cached per process.
 
     fal names no key id in a callback, so "an unknown key" is a signature that no cached
-    key verifies: then the JWKS is fetched again (at most every few seconds, so forged
-    callbacks cannot turn us into a JWKS fetching loop) and the check repeated.
+    key verifies: then the JWKS is fetched again and the check repeated. Fetches run one at
+    a time in a thread of their own, at most every `JWKS_MIN_REFRESH_SECONDS`, each within
+    `JWKS_DEADLINE_SECONDS`; a callback waits for the fetch under way only until that
+    deadline, so a stalling JWKS host cannot hold the API's threads.
     """
 
     def __init__(self, jwks_url: str) -> None:
         self.jwks_url = jwks_url
         self._keys: list[Ed25519PublicKey] = []
-        self._fetched_at = 0.0
+        self._fetched_at = -JWKS_MIN_REFRESH_SECONDS
+        self._fetched = threading.Event()  # set when no fetch is under way
+        self._fetched.set()
         self._lock = threading.Lock()
 
     def verify(self, headers: Headers, body: bytes, *, now: float | None = None) -> str:
@@ -152,7 +163,7 @@ class WebhookVerifier:
         message = "\n".join(
             [request_id, user_id, timestamp, hashlib.sha256(body).hexdigest()]
         ).encode()
-        if self._verifies(signature, message, self._cached_keys()):
+        if self._verifies(signature, message, self._keys):
             return request_id
         if self._verifies(signature, message, self._refreshed_keys()):
             return request_id
@@ -168,25 +179,38 @@ class WebhookVerifier:
             return True
         return False
 
-    def _cached_keys(self) -> list[Ed25519PublicKey]:
-        return self._keys or self._refreshed_keys()
-
     def _refreshed_keys(self) -> list[Ed25519PublicKey]:
+        """The keys after a fetch: a new one if none ran lately, else the one under way
+        (waited for until its deadline at most), else the keys we have."""
         with self._lock:
-            if time.monotonic() - self._fetched_at < JWKS_MIN_REFRESH_SECONDS and self._keys:
-                return self._keys
-            self._fetched_at = time.monotonic()
-            try:
-                response = httpx.get(self.jwks_url, timeout=10)
+            started = time.monotonic()
+            if self._fetched.is_set() and started - self._fetched_at >= JWKS_MIN_REFRESH_SECONDS:
+                self._fetched_at = started
+                self._fetched.clear()
+                threading.Thread(target=self._fetch, name="fal-jwks", daemon=True).start()
+            deadline = self._fetched_at + JWKS_DEADLINE_SECONDS
+        self._fetched.wait(max(0.0, deadline - time.monotonic()))
+        return self._keys
+
+    def _fetch(self) -> None:
+        deadline = time.monotonic() + JWKS_DEADLINE_SECONDS
+        try:
+            body = bytearray()
+            with httpx.stream("GET", self.jwks_url, timeout=JWKS_DEADLINE_SECONDS) as response:
                 response.raise_for_status()
-                self._keys = [
-                    _public_key(jwk)
-                    for jwk in response.json().get("keys", [])
-                    if jwk.get("kty") == "OKP" and jwk.get("crv") == "Ed25519"
-                ]
-            except (httpx.HTTPError, ValueError):
-                pass  # keep the keys we have; the sender retries
-            return self._keys
+                for chunk in response.iter_bytes():
+                    body += chunk
+                    if len(body) > JWKS_MAX_BYTES or time.monotonic() > deadline:
+                        return  # keep the keys we have; the sender retries
+            self._keys = [
+                _public_key(jwk)
+                for jwk in json.loads(body).get("keys", [])
+                if jwk.get("kty") == "OKP" and jwk.get("crv") == "Ed25519"
+            ]
+        except (httpx.HTTPError, ValueError, TypeError, AttributeError, KeyError):
+            pass  # keep the keys we have; the sender retries
+        finally:
+            self._fetched.set()
 
 
 def _public_key(jwk: Mapping[str, str]) -> Ed25519PublicKey:

@@ -8,6 +8,7 @@ import re
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -256,9 +257,21 @@ def _platform_routes(app: Flask, platform: Platform, refusal: Refusal) -> None:
 def _control_routes(
     app: Flask, queue: FakeQueue, signer: WebhookSigner, outage: Window, platform_outage: Window
 ) -> None:
+    jwks_stall, jwks_fetches = Window(), Counter[str]()
+    lock = threading.Lock()
+
     @app.get("/.well-known/jwks.json")
     def jwks() -> Response:
+        with lock:
+            jwks_fetches["fetches"] += 1
+        while jwks_stall.status() is not None:
+            time.sleep(0.05)  # a stalling JWKS host: nothing is sent until the stall ends
         return json_response(200, signer.jwks())
+
+    @app.post("/_fake/jwks-stall")
+    def stall_jwks() -> Response:
+        jwks_stall.open(float(request.get_json(force=True)["seconds"]))
+        return json_response(200, {"ok": True})
 
     @app.post("/_fake/outage")
     def start_outage() -> Response:
@@ -277,7 +290,13 @@ def _control_routes(
 
     @app.get("/_fake/stats")
     def stats() -> Response:
-        return json_response(200, {"requests": {r.request_id: r.stats() for r in queue.all()}})
+        return json_response(
+            200,
+            {
+                "requests": {r.request_id: r.stats() for r in queue.all()},
+                "jwks_fetches": jwks_fetches["fetches"],
+            },
+        )
 
 
 def _owner_alias(endpoint_id: str) -> str:

@@ -9,6 +9,8 @@ OK payload, as when fal could not serialise the output and sent `payload: null` 
 comes before the worker has recorded the request id is kept and applied once the id is
 known: fal spreads its retries of a refused callback over two hours, so refusing it
 would cost more than the first safety poll.
+
+The route is rate limited per client address (`RATE_LIMIT_WEBHOOKS`).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from flask import Blueprint, Response, current_app, request
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from services.api import context
-from services.api.contract import UNAVAILABLE, Param, Reply, render, route
+from services.api.contract import RATE_LIMITED, UNAVAILABLE, Param, Reply, render, route
 from services.api.errors import error_response
 from services.worker.celery_app import send_callback_follow_up
 from shared import metrics
@@ -90,6 +92,7 @@ def verifier() -> WebhookVerifier:
             CallbackAnswer,
         ),
         401: Reply("Unsigned, forged, stale or malformed.", ErrorBody),
+        429: RATE_LIMITED,
         503: UNAVAILABLE,
     },
     params=FAL_HEADERS,
