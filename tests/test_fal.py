@@ -23,7 +23,6 @@ from shared.config import Settings, load_settings
 from shared.db import utcnow
 from shared.media.probe import probe_video
 from shared.runtime import Runtime
-from tests.conftest import NO_BEAT
 from tests.fake_fal import FakeFalServer, WebhookSigner
 from tests.helpers import (
     KLING_I2V,
@@ -56,7 +55,6 @@ class FalStack:
 def _fal_env(fake: FakeFalServer, queue: str, **extra: str) -> dict[str, str]:
     return {
         **fal_env(fake),
-        **NO_BEAT,  # these workers have no beat beside them: never park a poll
         "FAL_START_TIMEOUT_SECONDS": "3",
         "CELERY_QUEUE": queue,
         **extra,

@@ -19,9 +19,10 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from shared.jobs.models import EarlyCallback
+from shared.providers.base import ProviderError
+from shared.providers.fal_protocol import callback_outcome, request_failure
 from shared.runtime import Runtime
 from tests import conftest
-from tests.conftest import NO_BEAT
 from tests.fake_fal import FakeFalServer, WebhookSigner
 from tests.helpers import fal_stats, generate, job_entries, tagged, wait_for_job
 from tests.stack import fal_env, free_port, running_worker, serving
@@ -51,7 +52,6 @@ def stack(
     port = free_port()
     env = {
         **fal_env(fake_fal),
-        **NO_BEAT,
         "CELERY_QUEUE": f"{test_env['CELERY_QUEUE']}-hostile-fal",
         "FAL_WEBHOOK_URL": f"http://127.0.0.1:{port}/v1/webhooks/fal",
         "RESULT_RETRY_SECONDS": str(RESULT_RETRY_SECONDS),
@@ -147,6 +147,52 @@ def test_an_error_callback_without_a_payload_fails_the_job_with_a_plain_message(
     message = "fal failed the request (HTTP 500)"
     assert job["error"] == {"code": "provider_error", "message": message}
     assert job_entries(runtime, job["id"]) == {"hold": [350], "release": [350]}
+
+
+@pytest.mark.parametrize(
+    ("callback", "expected"),
+    [
+        (  # fal's documented ERROR: the result's 422 as payload, its status in `error`
+            {
+                "status": "ERROR",
+                "error": "Invalid status code: 422",
+                "payload": {"detail": [{"loc": ["body", "duration"], "msg": "bad", "type": "x"}]},
+            },
+            ("invalid_input", "The model refused the input: duration: bad"),
+        ),
+        (  # a request error: flat detail and error_type
+            {
+                "status": "ERROR",
+                "error": "Invalid status code: 504",
+                "payload": {"detail": "Request timed out", "error_type": "request_timeout"},
+            },
+            ("provider_timeout", "Request timed out"),
+        ),
+        (
+            {"status": "ERROR", "error": "Runner crashed", "payload": None},
+            ("provider_error", "Runner crashed"),
+        ),
+        (  # an odd detail is shown as JSON, never as a Python repr
+            {
+                "status": "ERROR",
+                "error": "Invalid status code: 500",
+                "payload": {"detail": {"a": 1}},
+            },
+            ("provider_error", '{"a": 1}'),
+        ),
+    ],
+)
+def test_one_mapping_reads_every_documented_error_callback(
+    callback: dict[str, Any], expected: tuple[str, str]
+) -> None:
+    outcome = callback_outcome(callback["status"], callback["payload"], callback["error"])
+    assert isinstance(outcome, ProviderError)
+    assert (outcome.code, str(outcome)) == expected
+    payload = callback["payload"]
+    if payload:  # polling reads the same answer from the result GET: status, detail, type
+        status = int(callback["error"].rsplit(" ", 1)[-1])
+        polled = request_failure(status, payload["detail"], payload.get("error_type"))
+        assert (polled.code, str(polled)) == expected
 
 
 # ---- 12: a result that keeps answering 5xx ends with provider_error, not at the deadline ---
