@@ -163,9 +163,9 @@ class DbTask(Task):
         retry_for = timedelta(seconds=self.runtime.settings.result_retry_seconds)
         with self.runtime.db.transaction() as session:
             job = jobs.record_result_unfetched(session=session, job_id=job_id)
-            if job is not None and not machine.gives_up_fetching_result(
-                job, now=utcnow(), retry_for=retry_for
-            ):
+            if job is None:
+                return True
+            if not machine.gives_up_fetching_result(job, now=utcnow(), retry_for=retry_for):
                 return False
             jobs.fail(session=session, job_id=job_id, failure=machine.result_unfetched(reason))
         return True

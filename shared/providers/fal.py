@@ -77,9 +77,8 @@ class FalProvider:
         answer an ERROR callback carries), else the status's own summary does."""
         try:
             self._client.result(model.id, request_id)
-        except fal_client.client.FalClientHTTPError as exc:
-            headers = {key.lower(): value for key, value in (exc.response_headers or {}).items()}
-            error_type = exc.error_type or headers.get("x-fal-error-type") or status.error_type
+        except fal_client.client.FalClientHTTPError as exc:  # error_type: body, else header
+            error_type = exc.error_type or status.error_type
             return request_failure(exc.status_code, exc.message, error_type)
         except httpx.HTTPError:
             pass
