@@ -1,4 +1,4 @@
-"""Jobs per second through the whole worker pipeline, beside a plain Celery floor.
+"""Jobs per second through the whole worker pipeline, beside a fair floor and plain Celery.
 
     python -m bench.pipeline_throughput [--jobs 200] [--concurrency 4] [--poll-initial 2]
 
@@ -11,14 +11,17 @@ Self-contained. For each worker concurrency K (comma-separated list), on this ma
     sent at once; the clock runs from the first message to the last job `completed`
     (submit → poll → settle_credits → ingest_media: the video copied, probed with PyAV,
     its poster written, its media asset recorded).
-  * plain: `bench/plain_chain.py`, a Celery app with the same delivery settings whose
-    job is a chain of four no-op tasks, N chains sent at once, the same K.
+  * fair floor: `bench/fair_floor.py` on the same database and the same kind of jobs:
+    the same four tasks, countdowns, provider calls and ingest, with the least database
+    work (6 transactions per job, hand-written SQL on one psycopg connection per process).
+  * plain (context): `bench/plain_chain.py`, a Celery app with the same delivery settings
+    whose job is a chain of four no-op tasks, N chains sent at once, the same K.
 
 Reports jobs/s over the whole run (first message to last completion), when half the
 jobs were done, the CPU the worker processes used per job (from /proc: the figure least
-disturbed by other test runs on this machine), and naive/plain. The first poll of each
-job waits POLL_INITIAL_SECONDS (2 s in production) after its submit; with N jobs sent
-at once that wait overlaps other jobs' work and adds at most that much to the total.
+disturbed by other test runs on this machine), and each row against the fair floor. The
+first poll of each job waits the step after an instant render (0.2–0.25 s) after its
+submit; with N jobs sent at once that wait overlaps other jobs' work.
 K worker processes share this machine's two cores with PostgreSQL, Redis and this client.
 """
 
@@ -26,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import signal
 import statistics
 import tempfile
 import time
@@ -39,6 +41,7 @@ import psycopg
 import redis
 
 from bench import harness
+from services.processes import CELERY_APP
 from services.worker.celery_app import SUBMIT_JOB, make_celery
 from shared import accounts, catalog
 from shared.config import load_settings
@@ -60,9 +63,22 @@ def _rates(t0: float, finished: list[float]) -> tuple[float, float, float]:
 
 
 def run_naive(
-    database_url: str, work: Path, concurrency: int, n: int, args: argparse.Namespace
+    database_url: str,
+    work: Path,
+    concurrency: int,
+    n: int,
+    args: argparse.Namespace,
+    *,
+    floor: bool = False,
 ) -> dict[str, float]:
-    queue = harness.unique_queue("pipeline")
+    """The product's worker, or (`floor`) bench/fair_floor.py's, on the same kind of jobs."""
+    app, submit = ("bench.fair_floor", "floor.submit") if floor else (CELERY_APP, SUBMIT_JOB)
+    profile = work / f"profile-{concurrency}"
+    if args.profile and not floor:
+        app = "bench.worker_profile"
+        profile.mkdir()
+    name = "floor" if floor else "naive"
+    queue = harness.unique_queue(name)
     broker = harness.redis_url(REDIS_DB)
     env = {
         "DATABASE_URL": database_url,
@@ -73,6 +89,7 @@ def run_naive(
         "PROMETHEUS_MULTIPROC_DIR": str(work / f"prometheus-{concurrency}"),
         "POLL_INITIAL_SECONDS": str(args.poll_initial),
         "SECRET_KEY": "bench",
+        "BENCH_PROFILE_DIR": str(profile),
     }
     settings = load_settings(env)
     settings.ensure_local_dirs()
@@ -120,32 +137,28 @@ def run_naive(
                     if len(rows) == len(ids):
                         return rows
                     if time.monotonic() > deadline:
-                        raise SystemExit(f"naive: {len(rows)}/{len(ids)} jobs finished in time")
+                        raise SystemExit(f"{name}: {len(rows)}/{len(ids)} jobs finished in time")
                     time.sleep(0.2)
 
-        log = work / f"naive-worker-{concurrency}.log"
-        with running_worker(env, log, concurrency) as worker:
+        log = work / f"{name}-worker-{concurrency}.log"
+        with running_worker(env, log, concurrency, app=app) as worker:
             warm = create(max(concurrency, 4))  # renders the one video, opens connections
             for job_id in warm:
-                celery.send_task(SUBMIT_JOB, args=(job_id,))
+                celery.send_task(submit, args=(job_id,))
             wait(warm, 120)
 
             ids = create(n)
-            raw = work / f"spy-worker-{concurrency}.txt"
-            spy = harness.py_spy(worker.pid, raw, None, gil=True) if args.py_spy else None
             cpu, pg = harness.cpu_seconds(worker.pid), harness.postgres_cpu(database_url)
             t0 = time.time()
             for job_id in ids:
-                celery.send_task(SUBMIT_JOB, args=(job_id,))
+                celery.send_task(submit, args=(job_id,))
             sent = time.time() - t0
             rows = wait(ids, args.timeout)
             cpu = harness.cpu_seconds(worker.pid) - cpu
             pg_cpu = harness.cpu_delta(pg, harness.postgres_cpu(database_url))
-            if spy is not None:
-                spy.send_signal(signal.SIGINT)
-                spy.wait(timeout=60)
-                title = f"naive worker CPU, K={concurrency} (py-spy --gil)"
-                harness.summarize_py_spy(raw, 250, n, title, unit="job")
+        if app == "bench.worker_profile":
+            for kind in ("main", "child"):
+                harness.summarize_cprofile(profile, kind, n + len(warm))
         failed = sum(1 for status, _, _ in rows if status != "completed")
         makespan, rate, median = _rates(t0, [float(done) for _, done, _ in rows if done])
         with psycopg.connect(plain_url) as conn:
@@ -223,7 +236,10 @@ def main() -> None:
     )
     parser.add_argument("--timeout", type=float, default=600)
     parser.add_argument(
-        "--py-spy", action="store_true", help="also sample the naive worker's CPU with py-spy"
+        "--profile",
+        action="store_true",
+        help="run the naive worker under cProfile (bench/worker_profile.py) and print where "
+        "its processes spend their CPU per job (warm-up included; cProfile slows it)",
     )
     args = parser.parse_args()
     levels = [int(k) for k in args.concurrency.split(",")]
@@ -236,11 +252,14 @@ def main() -> None:
         database_url = stack.enter_context(harness.scratch_database("naive_bench"))
         for k in levels:
             naive = run_naive(database_url, work, k, args.jobs, args)
+            floor = run_naive(database_url, work, k, args.jobs, args, floor=True)
             plain = run_plain(work, k, args.jobs, args.timeout)
-            if naive["failed"] or naive["assets"] != args.jobs:
-                print(f"warning: {naive['failed']} failed, {naive['assets']} assets")
-            rows.append(_row(k, "naive pipeline", naive, plain))
-            rows.append(_row(k, "plain 4-task chain", plain, plain))
+            for result in (naive, floor):
+                if result["failed"] or result["assets"] != args.jobs:
+                    print(f"warning: {result['failed']} failed, {result['assets']} assets")
+            rows.append(_row(k, "naive pipeline", naive, floor))
+            rows.append(_row(k, "fair floor (6 transactions)", floor, floor))
+            rows.append(_row(k, "plain 4-task chain (context)", plain, floor))
             print(
                 f"K={k}: naive sent {args.jobs} submit messages in {naive['sent']:.2f} s, "
                 f"{naive['polls']:.2f} polls/job, {naive['assets']} media assets; "
@@ -260,15 +279,15 @@ def main() -> None:
             "jobs/s",
             "worker CPU ms/job",
             "PostgreSQL CPU ms/job",
-            "jobs/s vs plain",
-            "CPU/job vs plain",
+            "jobs/s vs fair floor",
+            "CPU/job vs fair floor",
         ],
         rows,
     )
     print(f"\nbench ran {time.monotonic() - started:.0f} s")
 
 
-def _row(k: int, name: str, result: dict[str, float], plain: dict[str, float]) -> list[object]:
+def _row(k: int, name: str, result: dict[str, float], floor: dict[str, float]) -> list[object]:
     return [
         k,
         name,
@@ -277,8 +296,8 @@ def _row(k: int, name: str, result: dict[str, float], plain: dict[str, float]) -
         f"{result['rate']:.1f}",
         f"{result['cpu_ms']:.1f}",
         f"{result['pg_ms']:.1f}" if "pg_ms" in result else "-",
-        f"{result['rate'] / plain['rate']:.3f}",
-        f"{result['cpu_ms'] / plain['cpu_ms']:.1f}×",
+        f"{result['rate'] / floor['rate']:.3f}",
+        f"{result['cpu_ms'] / floor['cpu_ms']:.2f}×",
     ]
 
 

@@ -68,6 +68,9 @@ def main() -> None:
             "FAL_JWKS_URL": fake.jwks_url,
             "FAL_PLATFORM_URL": fake.platform_url,
             "SSL_CERT_FILE": str(fake.ca_file),
+            # No beat runs here (the two modes share a database, and a dispatcher sends to
+            # its own queue): every poll is a countdown message, none is parked.
+            "POLL_HORIZON_SECONDS": "3600",
         }
         modes = {}
         for name, webhooks in (("polling", False), ("webhooks", True)):

@@ -36,10 +36,6 @@ def database_url() -> Iterator[str]:
         yield url
 
 
-# For a worker with no beat beside it: polls are never parked (see POLL_HORIZON_SECONDS).
-NO_BEAT = {"POLL_HORIZON_SECONDS": "3600"}
-
-
 @pytest.fixture(scope="session")
 def test_env(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """The environment shared by the worker process and the in-test API."""
@@ -56,6 +52,9 @@ def test_env(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> dic
         "RATE_LIMIT_AUTH_FAILURES": "100000 per minute",  # every test client is 127.0.0.1
         "CATALOG_CACHE_SECONDS": "0",
         "SUBMIT_RETRY_SECONDS": "3",
+        # A test's workers run without beat unless it starts one (tests/test_recovery.py),
+        # and nothing else sends a parked poll: here every poll is a countdown message.
+        "POLL_HORIZON_SECONDS": "3600",
     }
 
 
@@ -84,8 +83,7 @@ def worker_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def worker(test_env: dict[str, str], worker_log: Path) -> Iterator[None]:
-    # No beat beside this worker: its polls are never parked (recovery and faults park).
-    with running_worker({**test_env, **NO_BEAT}, worker_log):
+    with running_worker(test_env, worker_log):
         yield
 
 

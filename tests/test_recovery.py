@@ -120,6 +120,7 @@ def stack(
         "POLL_INITIAL_SECONDS": "0.5",
         "POLL_MAX_SECONDS": "2",
         "VISIBILITY_TIMEOUT_SECONDS": "3600",  # as in production: only the dispatcher helps
+        "POLL_HORIZON_SECONDS": "2",  # as in production: beat sends the polls due later
     }
     env = {**test_env, **changes}
     app = make_app(**changes)

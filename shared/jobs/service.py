@@ -68,23 +68,81 @@ def _not_past_deadline(at: ColumnElement[datetime]) -> ColumnElement[datetime]:
     return case((Job.deadline_at < at, Job.deadline_at), else_=at)
 
 
-# A poll's two statements, built once: a poll is the worker's most frequent step, and
-# building an UPDATE cost more CPU than PostgreSQL took to run it.
-_CLAIM_POLL = (
-    update(Job)
-    .where(
-        Job.id == bindparam("job_id"),
-        Job.status.in_(ACTIVE_AT_PROVIDER),
-        Job.poll_token == bindparam("token"),
-    )
-    .values(
-        poll_token=bindparam("new_token"),
-        poll_count=Job.poll_count + 1,
-        updated_at=bindparam("now"),
-        due_at=_not_past_deadline(bindparam("due", type_=UTCDateTime())),
-    )
-    .returning(Job)
-    .execution_options(synchronize_session=False, populate_existing=True)
+class _Transition:
+    """A transition's conditional update, built once: `_move` without building the
+    statement on every call (building an UPDATE cost more CPU than PostgreSQL took to run
+    it). Parameters: `job_id`, `now` (bound at the call) and the statement's own."""
+
+    def __init__(self, expected: Sequence[JobStatus], *conditions: Any, **values: Any) -> None:
+        self.target: JobStatus | None = values.get("status")
+        if self.target is not None:
+            machine.check_transition(tuple(expected), self.target)
+        self.statement = (
+            update(Job)
+            .where(Job.id == bindparam("job_id"), Job.status.in_(expected), *conditions)
+            .values(updated_at=_NOW, **values)
+            .returning(Job)
+            .execution_options(synchronize_session=False, populate_existing=True)
+        )
+
+    def __call__(self, session: Session, job_id: uuid.UUID, **params: Any) -> Job | None:
+        bound = {"job_id": job_id, "now": utcnow(), **params}
+        job = session.scalars(self.statement, bound).one_or_none()
+        if job is not None and self.target is not None:
+            _log_moved(job, self.target)
+        return job
+
+
+def _log_moved(job: Job, target: JobStatus) -> None:
+    ids = {"job_id": str(job.id), "account_id": str(job.account_id)}
+    log.info("job is now %s", target, extra=ids)
+
+
+_NOW = bindparam("now", type_=UTCDateTime())
+_DUE = bindparam("due", type_=UTCDateTime())  # capped at the deadline
+_CLAIM_SUBMIT = _Transition(
+    [JobStatus.QUEUED],
+    Job.submit_attempted_at.is_(None),
+    submit_attempted_at=_NOW,
+    due_at=_not_past_deadline(_DUE),
+)
+_SUBMITTED = _Transition(
+    [JobStatus.QUEUED],
+    status=JobStatus.SUBMITTED,
+    provider_request_id=bindparam("request_id"),
+    started_at=_NOW,
+    poll_token=bindparam("poll_token"),
+    estimated_seconds=bindparam("estimated_seconds"),
+    due_at=_not_past_deadline(_DUE),
+)
+_CLAIM_POLL = _Transition(
+    ACTIVE_AT_PROVIDER,
+    Job.poll_token == bindparam("token"),
+    poll_token=bindparam("new_token"),
+    poll_count=Job.poll_count + 1,
+    due_at=_not_past_deadline(_DUE),
+)
+_DELIVERED = _Transition(
+    ACTIVE_AT_PROVIDER,
+    status=JobStatus.SETTLING,
+    progress=100,
+    queue_position=None,
+    provider_result=bindparam("provider_result"),
+    provider_completed_at=_NOW,
+    due_at=_NOW,  # settlement is sent after the commit; resent if lost
+)
+_SETTLE = _Transition(
+    [JobStatus.SETTLING],
+    status=JobStatus.INGESTING,
+    credits_used=Job.estimated_credits,
+    due_at=_NOW,  # ingestion follows in the same chain; resent if lost
+)
+_COMPLETE = _Transition(
+    [JobStatus.INGESTING],
+    status=JobStatus.COMPLETED,
+    result=bindparam("result"),
+    completed_at=_NOW,
+    due_at=None,
 )
 _REPORT = (  # run on the connection: no RETURNING, no ORM
     update(Job)
@@ -93,8 +151,8 @@ _REPORT = (  # run on the connection: no RETURNING, no ORM
         queue_position=bindparam("queue_position"),
         progress=bindparam("progress"),
         poll_token=bindparam("poll_token"),
-        updated_at=bindparam("now"),
-        due_at=_not_past_deadline(bindparam("due", type_=UTCDateTime())),
+        updated_at=_NOW,
+        due_at=_not_past_deadline(_DUE),
     )
 )
 
@@ -282,21 +340,13 @@ def _move(
         .execution_options(synchronize_session=False, populate_existing=True)
     ).one_or_none()
     if job is not None and target is not None:
-        ids = {"job_id": str(job_id), "account_id": str(job.account_id)}
-        log.info("job is now %s", target, extra=ids)
+        _log_moved(job, target)
     return job
 
 
 def claim_submit(*, session: Session, job_id: uuid.UUID) -> Job | None:
     """Record the submit attempt before calling the provider; None if someone else has."""
-    return _move(
-        session,
-        job_id,
-        [JobStatus.QUEUED],
-        Job.submit_attempted_at.is_(None),
-        submit_attempted_at=utcnow(),
-        due_at=_due_in(machine.SUBMIT_BUDGET),
-    )
+    return _CLAIM_SUBMIT(session, job_id, due=utcnow() + machine.SUBMIT_BUDGET)
 
 
 def forget_submit_attempt(*, session: Session, job_id: uuid.UUID, retry_in: float) -> None:
@@ -318,30 +368,24 @@ def record_submitted(
     the job's `estimated_seconds` from now on) and its first poll is due in `poll_in`
     seconds, sent with `poll_token` (None: parked until the dispatcher sends it). None
     if the job was cancelled while the provider call was in flight."""
-    started = utcnow()
-    job = _move(
+    job = _SUBMITTED(
         session,
         job_id,
-        [JobStatus.QUEUED],
-        status=JobStatus.SUBMITTED,
-        provider_request_id=request_id,
-        started_at=started,
+        request_id=request_id,
         poll_token=poll_token,
         estimated_seconds=expected_seconds,
-        due_at=_due_in(poll_in),
+        due=utcnow() + timedelta(seconds=poll_in),
     )
-    if job is not None:
-        waited, model = (started - job.created_at).total_seconds(), job.model
+    if job is not None and job.started_at is not None:
+        waited, model = (job.started_at - job.created_at).total_seconds(), job.model
         after_commit(session, lambda: metrics.QUEUE_WAIT.labels(model).observe(waited))
     return job
 
 
 def claim_poll(*, session: Session, job_id: uuid.UUID, token: str, new_token: str) -> Job | None:
     """Take the poll loop's turn. A stale or duplicate poll message holds an old token."""
-    now = utcnow()
-    params = {"job_id": job_id, "token": token, "new_token": new_token, "now": now}
-    params["due"] = now + machine.POLL_BUDGET
-    return session.scalars(_CLAIM_POLL, params).one_or_none()
+    due = utcnow() + machine.POLL_BUDGET
+    return _CLAIM_POLL(session, job_id, token=token, new_token=new_token, due=due)
 
 
 def poll_now(*, session: Session, job_id: uuid.UUID, token: str) -> Job | None:
@@ -409,20 +453,7 @@ def record_progress(
 
 def record_delivered(*, session: Session, job_id: uuid.UUID, result: ProviderResult) -> bool:
     """The provider finished: keep its result and move on to settlement."""
-    return (
-        _move(
-            session,
-            job_id,
-            ACTIVE_AT_PROVIDER,
-            status=JobStatus.SETTLING,
-            progress=100,
-            queue_position=None,
-            provider_result=result.to_dict(),
-            provider_completed_at=utcnow(),
-            due_at=utcnow(),  # settlement is sent after the commit; resent if lost
-        )
-        is not None
-    )
+    return _DELIVERED(session, job_id, provider_result=result.to_dict()) is not None
 
 
 def _end_unpaid(
@@ -601,14 +632,7 @@ def settle(*, session: Session, job_id: uuid.UUID) -> Job | None:
     what the provider bills. The hold is the estimate too, so the charge is known before
     the update and goes in with it.
     """
-    job = _move(
-        session,
-        job_id,
-        [JobStatus.SETTLING],
-        status=JobStatus.INGESTING,
-        credits_used=Job.estimated_credits,
-        due_at=utcnow(),  # ingestion follows in the same chain; resent if lost
-    )
+    job = _SETTLE(session, job_id)
     if job is not None:
         ledger.capture(
             session=session,
@@ -656,15 +680,7 @@ def complete(*, session: Session, job: Job, media_asset_id: uuid.UUID, file_size
     provided = job.provider_result or {}
     video = {**provided.get("video", {}), "file_size": file_size}
     result = {**provided, "video": video, "media_asset_id": str(media_asset_id)}
-    completed = _move(
-        session,
-        job.id,
-        [JobStatus.INGESTING],
-        status=JobStatus.COMPLETED,
-        result=result,
-        completed_at=utcnow(),
-        due_at=None,
-    )
+    completed = _COMPLETE(session, job.id, result=result)
     if completed is not None:
         after_commit(session, lambda: metrics.observe_finished(completed))
     return completed is not None
