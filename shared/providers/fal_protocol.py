@@ -115,7 +115,8 @@ def _validation_fields(detail: Any) -> str:
     for item in detail:
         loc = item.get("loc")
         location = [str(part) for part in loc if part != "body"] if isinstance(loc, list) else []
-        parts.append(f"{'.'.join(location) or 'input'}: {item['msg']}")
+        message = item["msg"] if isinstance(item["msg"], str) else json.dumps(item["msg"])
+        parts.append(f"{'.'.join(location) or 'input'}: {message}")
     return "; ".join(parts)
 
 
