@@ -12,6 +12,11 @@ import httpx
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
+from shared import catalog
+from shared.config import Settings
+from shared.jobs import service as jobs
+from shared.jobs.models import Job
+from shared.jobs.schemas import JobCreate
 from shared.ledger import service as ledger
 from shared.ledger.models import LedgerEntry
 from shared.runtime import Runtime
@@ -82,6 +87,22 @@ def wait_for_job(
         return dict(last) if last["status"] in statuses else None
 
     return wait_for(reached, timeout=timeout, interval=0.1, message=lambda: str(last))
+
+
+def queued_job(
+    runtime: Runtime, settings: Settings, account_id: uuid.UUID, prompt: str = "A lighthouse in fog"
+) -> Job:
+    """A job created by the service alone (no API, no worker), as a submit leaves it."""
+    with runtime.db.transaction() as session:
+        return jobs.create_job(
+            session=session,
+            settings=settings,
+            catalog=catalog.BUILTIN,
+            provider_name="simulator",
+            account_id=account_id,
+            request=JobCreate(model=KLING_T2V, input={"prompt": prompt}),
+            idempotency_key=None,
+        ).job
 
 
 def job_entries(runtime: Runtime, job_id: str) -> dict[str, list[int]]:

@@ -11,40 +11,23 @@ from typing import Any
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from shared import catalog
 from shared.config import Settings
 from shared.db import utcnow
 from shared.jobs import machine
 from shared.jobs import service as jobs
 from shared.jobs.models import Job
-from shared.jobs.schemas import JobCreate
 from shared.jobs.status import JobStatus
 from shared.ledger import service as ledger
 from shared.providers.base import ProviderResult
 from shared.runtime import Runtime
-from tests.helpers import KLING_T2V, job_entries
+from tests.helpers import job_entries, queued_job
 
-
-def _queued(runtime: Runtime, settings: Settings, account_id: uuid.UUID) -> Job:
-    with runtime.db.transaction() as session:
-        return jobs.create_job(
-            session=session,
-            settings=settings,
-            catalog=catalog.BUILTIN,
-            provider_name="simulator",
-            account_id=account_id,
-            request=REQUEST,
-            idempotency_key=None,
-        ).job
-
-
-REQUEST = JobCreate(model=KLING_T2V, input={"prompt": "A lighthouse in fog"})
 VIDEO = ProviderResult(video_url="https://example.com/v.mp4", content_type="video/mp4", file_size=9)
 
 
 def _delivered(runtime: Runtime, settings: Settings, account_id: uuid.UUID) -> uuid.UUID:
     """A job the provider has delivered (settling), moved there by the service alone."""
-    job = _queued(runtime, settings, account_id)
+    job = queued_job(runtime, settings, account_id)
     with runtime.db.transaction() as session:
         assert jobs.claim_submit(session=session, job_id=job.id) is not None
         assert jobs.claim_submit(session=session, job_id=job.id) is None  # a duplicate
@@ -107,7 +90,7 @@ def test_a_failure_after_delivery_changes_nothing(
 def test_every_state_change_writes_when_the_next_step_is_due(
     runtime: Runtime, settings: Settings, make_account: Callable[..., Any]
 ) -> None:
-    job = _queued(runtime, settings, make_account().id)
+    job = queued_job(runtime, settings, make_account().id)
     assert job.due_at == job.created_at  # its submit message is sent after the commit
     with runtime.db.transaction() as session:
         claimed = jobs.claim_submit(session=session, job_id=job.id)
@@ -137,7 +120,7 @@ def test_the_dispatcher_claims_each_due_job_once_and_skips_what_another_holds(
     runtime: Runtime, settings: Settings, make_account: Callable[..., Any]
 ) -> None:
     account = make_account()
-    ids = {_queued(runtime, settings, account.id).id for _ in range(3)}
+    ids = {queued_job(runtime, settings, account.id).id for _ in range(3)}
     later = utcnow() + timedelta(seconds=60)  # all three (and any other due job) are due
 
     def claim(session: Session) -> set[uuid.UUID]:
@@ -187,7 +170,7 @@ def test_an_unexpected_error_ends_a_delivered_job_without_charging_it(
 def test_a_parked_poll_has_no_valid_message_until_the_dispatcher_claims_it_once(
     runtime: Runtime, settings: Settings, make_account: Callable[..., Any]
 ) -> None:
-    job = _queued(runtime, settings, make_account().id)
+    job = queued_job(runtime, settings, make_account().id)
     with runtime.db.transaction() as session:
         assert jobs.claim_submit(session=session, job_id=job.id) is not None
         submitted = jobs.record_submitted(

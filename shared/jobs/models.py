@@ -1,4 +1,4 @@
-"""The job row and the idempotency keys that point at jobs."""
+"""The job row, its events, and the idempotency keys that point at jobs."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -87,6 +89,43 @@ class Job(Base):
     # The lease of the one ingest running for the job (None: none is): a duplicate message
     # or a re-sent step leaves a running download alone until the lease runs out.
     ingest_started_at: Mapped[datetime | None]
+    # The sequence number of the job's latest event (`JobEvent.seq`), bumped by the same
+    # update that makes the change: the row lock orders a job's events without gaps.
+    event_seq: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+
+class JobEvent(Base):
+    """A change of a job a customer can see, written in the transaction that made it (an
+    outbox): `job.queued`, `job.processing`, `job.completed`, `job.failed`,
+    `job.cancelled`, `asset.ingested`. `seq` counts 1, 2, 3… per job without gaps; `data`
+    is the job's public view at that moment (`schemas.Job.of(row, None)`: the video's URL
+    is the provider's, as our signed copy's is made at read time)."""
+
+    __tablename__ = "job_events"
+    __table_args__ = (
+        # A job's events after a sequence number (a stream resuming); no seq twice.
+        UniqueConstraint("job_id", "seq"),
+        # The events no delivery has taken yet, oldest first.
+        Index(
+            "ix_job_events_undispatched",
+            "id",
+            postgresql_where=text("dispatched_at IS NULL"),
+            sqlite_where=text("dispatched_at IS NULL"),
+        ),
+    )
+
+    # The order events were written in, across jobs (what deliveries reference).
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
+    )
+    job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("jobs.id"))
+    account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id"))
+    seq: Mapped[int] = mapped_column(Integer)
+    type: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    data: Mapped[dict[str, Any]]
+    # When the deliveries took the event (fanned it out to subscriptions); None: not yet.
+    dispatched_at: Mapped[datetime | None]
 
 
 class IdempotencyKey(Base):

@@ -40,7 +40,7 @@ from shared.catalog import Catalog, normalize_input, pricing
 from shared.config import Settings
 from shared.db import UTCDateTime, after_commit, utcnow
 from shared.errors import IdempotencyConflict, InvalidInput, NotCancellable
-from shared.jobs import machine
+from shared.jobs import events, machine
 from shared.jobs.machine import Failure
 from shared.jobs.models import EarlyCallback, IdempotencyKey, Job
 from shared.jobs.schemas import JobCreate
@@ -71,12 +71,16 @@ def _not_past_deadline(at: ColumnElement[datetime]) -> ColumnElement[datetime]:
 class _Transition:
     """A transition's conditional update, built once: `_move` without building the
     statement on every call (building an UPDATE cost more CPU than PostgreSQL took to run
-    it). Parameters: `job_id`, `now` (bound at the call) and the statement's own."""
+    it). Parameters: `job_id`, `now` (bound at the call) and the statement's own. Emits
+    its events as `_move` does."""
 
     def __init__(self, expected: Sequence[JobStatus], *conditions: Any, **values: Any) -> None:
         self.target: JobStatus | None = values.get("status")
         if self.target is not None:
             machine.check_transition(tuple(expected), self.target)
+        self.events = events.count(expected, values)
+        if self.events:
+            values["event_seq"] = Job.event_seq + self.events
         self.statement = (
             update(Job)
             .where(Job.id == bindparam("job_id"), Job.status.in_(expected), *conditions)
@@ -88,6 +92,8 @@ class _Transition:
     def __call__(self, session: Session, job_id: uuid.UUID, **params: Any) -> Job | None:
         bound = {"job_id": job_id, "now": utcnow(), **params}
         job = session.scalars(self.statement, bound).one_or_none()
+        if job is not None and self.events:
+            events.emit(session, job)
         if job is not None and self.target is not None:
             _log_moved(job, self.target)
         return job
@@ -144,12 +150,20 @@ _COMPLETE = _Transition(
     completed_at=_NOW,
     due_at=None,
 )
-_REPORT = (  # run on the connection: no RETURNING, no ORM
+# A poll's report: one that moves the progress or the queue position writes them and its
+# event; one that changes neither only re-arms the poll (on the connection: no RETURNING,
+# no ORM, no event).
+_PROGRESS = _Transition(
+    ACTIVE_AT_PROVIDER,
+    queue_position=bindparam("queue_position"),
+    progress=bindparam("progress"),
+    poll_token=bindparam("poll_token"),
+    due_at=_not_past_deadline(_DUE),
+)
+_REPORT = (
     update(Job)
     .where(Job.id == bindparam("job_id"), Job.status.in_(ACTIVE_AT_PROVIDER))
     .values(
-        queue_position=bindparam("queue_position"),
-        progress=bindparam("progress"),
         poll_token=bindparam("poll_token"),
         updated_at=_NOW,
         due_at=_not_past_deadline(_DUE),
@@ -246,10 +260,12 @@ def create_job(
         "updated_at": now,
         "deadline_at": now + timedelta(seconds=deadline),
         "due_at": now,  # the submit message is sent after the commit; resent if lost
+        "event_seq": len(events.types_for(JobStatus.QUEUED)),  # job.queued, emitted below
     }
     connection.execute(_INSERT_JOB, row)
     metadata = row.pop("metadata")
     job = Job(**row, job_metadata=metadata)  # the answer's view of the row; not in the session
+    events.emit(session, job)
     ledger.place_hold(session=session, account_id=account_id, job_id=job.id, amount=quote.units)
     if idempotency_key is not None:
         connection.execute(
@@ -328,10 +344,14 @@ def _move(
     **values: Any,
 ) -> Job | None:
     """The one conditional update every transition goes through: the job as it is after
-    the update, or None if it was not in an expected state (someone else moved it)."""
+    the update, or None if it was not in an expected state (someone else moved it). A
+    move a customer can see writes its events in the same transaction (`events.count`)."""
     target = values.get("status")
     if target is not None:
         machine.check_transition(tuple(expected), target)
+    seen = events.count(expected, values)
+    if seen:
+        values["event_seq"] = Job.event_seq + seen
     job = session.scalars(
         update(Job)
         .where(Job.id == job_id, Job.status.in_(expected), *conditions)
@@ -339,6 +359,8 @@ def _move(
         .returning(Job)
         .execution_options(synchronize_session=False, populate_existing=True)
     ).one_or_none()
+    if job is not None and seen:
+        events.emit(session, job)
     if job is not None and target is not None:
         _log_moved(job, target)
     return job
@@ -423,28 +445,21 @@ def record_progress(
     """Store what the provider says; the next poll is due in `poll_in` seconds, sent with
     `poll_token` (None: parked until the dispatcher sends it). False if the job moved on.
     A report that changes nothing but the progress and the queue position (most of them)
-    is one prebuilt statement."""
+    is one prebuilt statement; only what changed is written, so a report that changes
+    nothing a customer sees emits no event."""
     progress = job.progress if status.progress is None else max(job.progress, status.progress)
     moved_to = machine.status_for_report(status.state)
+    reported: dict[str, Any] = {"progress": progress, "queue_position": status.queue_position}
+    if status.logs:
+        reported["provider_logs"] = status.logs[-MAX_LOG_LINES:]
+    changed = {name: value for name, value in reported.items() if value != getattr(job, name)}
     if not status.logs and moved_to in (None, job.status):
         now = utcnow()
-        report = {
-            "job_id": job.id,
-            "queue_position": status.queue_position,
-            "progress": progress,
-            "poll_token": poll_token,
-            "now": now,
-            "due": now + timedelta(seconds=poll_in),
-        }
-        return session.connection().execute(_REPORT, report).rowcount == 1
-    values: dict[str, Any] = {
-        "queue_position": status.queue_position,
-        "due_at": _due_in(poll_in),
-        "poll_token": poll_token,
-        "progress": progress,
-    }
-    if status.logs:
-        values["provider_logs"] = status.logs[-MAX_LOG_LINES:]
+        report = {"poll_token": poll_token, "now": now, "due": now + timedelta(seconds=poll_in)}
+        if changed:
+            return _PROGRESS(session, job.id, **reported, **report) is not None
+        return session.connection().execute(_REPORT, {"job_id": job.id, **report}).rowcount == 1
+    values: dict[str, Any] = {"due_at": _due_in(poll_in), "poll_token": poll_token, **changed}
     expected: Sequence[JobStatus] = ACTIVE_AT_PROVIDER
     if moved_to is not None and moved_to != job.status:
         values["status"], expected = moved_to, [job.status]
