@@ -115,7 +115,8 @@ def test_real_objects_conform_to_document(
     live_api: str, make_account: Callable[..., conftest.TestAccount]
 ) -> None:
     """What fuzzing cannot reach: a job the worker renders, its media and their bytes, an
-    idempotent replay and a conflict, a cancel that comes too late, a 402."""
+    idempotent replay (and one with `Prefer: wait`) and a conflict, a cancel that comes too
+    late, a 402."""
     account = make_account()
 
     def call(
@@ -138,6 +139,8 @@ def test_real_objects_conform_to_document(
 
     job = wait_for(finished, timeout=60)
     assert job["status"] == "completed", job
+    waited = {**key, "Prefer": "wait=5"}  # a replay of an ended job: 200 with the job
+    assert call("/v1/video/generate", "POST", body=body, headers=waited).status_code == 200
     job_path = {"job_id": job_id}
     call("/v1/video/{job_id}", path_parameters=job_path)
     assert call("/v1/jobs/{job_id}", "DELETE", path_parameters=job_path).status_code == 409

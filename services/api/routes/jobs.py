@@ -6,7 +6,7 @@ import logging
 
 from flask import Blueprint, Response
 
-from services.api import context
+from services.api import context, prefer
 from services.api.contract import Reply, render, route
 from services.worker.celery_app import CANCEL_AT_PROVIDER, send_after_commit
 from shared import logs
@@ -20,7 +20,7 @@ from shared.media.urls import job_video_urls
 bp = Blueprint("jobs", __name__, url_prefix="/v1/jobs")
 log = logging.getLogger(__name__)
 
-JOB_REPLIES = {200: Reply("The job.", Job)}
+JOB_REPLIES = {200: Reply("The job.", Job, headers=prefer.APPLIED_HEADER)}
 
 
 def job_view(job: JobRow) -> Job:
@@ -59,12 +59,24 @@ def list_jobs(query: JobListQuery) -> JobPage:
     return JobPage(data=data, next_cursor=next_cursor, has_more=next_cursor is not None)
 
 
-@route(bp, "GET", "/<job_id>", summary="A job", replies=JOB_REPLIES, errors=(NotFound,))
+@route(
+    bp,
+    "GET",
+    "/<job_id>",
+    summary="A job",
+    replies=JOB_REPLIES,
+    errors=(NotFound,),
+    params=(prefer.WAIT,),
+)
 def get_job(job_id: str) -> Response:
+    """The job; with `Prefer: wait=N`, once it is final or N seconds have passed."""
     account_id = context.authenticated_account()
     with context.runtime().db.transaction() as session:
         job = jobs.get_job(session=session, account_id=account_id, job_id=job_id)
+    wait = prefer.requested_wait()
+    if wait is None:
         return render(job_view(job))
+    return render(job_view(prefer.until_final(job, wait)), headers=prefer.applied(wait))
 
 
 @route(

@@ -7,9 +7,9 @@ import uuid
 
 from flask import Blueprint, Response, request
 
-from services.api import context
+from services.api import context, prefer
 from services.api.contract import Param, Reply, parse_body, render, route
-from services.api.routes.jobs import JOB_REPLIES, get_job
+from services.api.routes.jobs import JOB_REPLIES, get_job, job_view
 from services.worker.celery_app import SUBMIT_JOB, send_after_commit
 from shared import catalog, logs, metrics
 from shared.catalog import pricing
@@ -23,7 +23,7 @@ from shared.errors import (
     NotFound,
 )
 from shared.jobs import service as jobs
-from shared.jobs.schemas import MAX_IDEMPOTENCY_KEY, JobAccepted, JobCreate
+from shared.jobs.schemas import MAX_IDEMPOTENCY_KEY, Job, JobAccepted, JobCreate
 
 bp = Blueprint("video", __name__, url_prefix="/v1/video")
 log = logging.getLogger(__name__)
@@ -35,7 +35,8 @@ IDEMPOTENCY_KEY = Param(
     "The same key and body return the first job; another body is refused.",
 )
 ACCEPTED = Reply(
-    "Accepted (or replayed by `Idempotency-Key`): poll the job.",
+    "Accepted (or replayed by `Idempotency-Key`; or not ended within `Prefer: wait`): poll "
+    "the job.",
     JobAccepted,
     headers={
         "Location": {
@@ -47,10 +48,20 @@ ACCEPTED = Reply(
             "description": "`true` when an earlier job is returned.",
             "schema": {"type": "string", "enum": ["true"]},
         },
+        **prefer.APPLIED_HEADER,
     },
     links={
         name: {"operationId": endpoint, "parameters": {"job_id": "$response.body#/job_id"}}
         for name, endpoint in (("GetJob", "jobs.get_job"), ("CancelJob", "jobs.cancel_job"))
+    },
+)
+ENDED_WHILE_WAITING = Reply(
+    "With `Prefer: wait=N`: the job ended within the wait (or had ended, for a replay); "
+    "the job as `GET /v1/jobs/{id}` returns it.",
+    Job,
+    headers={
+        **ACCEPTED.headers,
+        "Preference-Applied": {**prefer.APPLIED_HEADER["Preference-Applied"], "required": True},
     },
 )
 
@@ -62,9 +73,9 @@ ACCEPTED = Reply(
     summary="Submit a video generation job",
     body=JobCreate,
     parse=False,  # authenticated first, inside the submit's transaction
-    replies={202: ACCEPTED},
+    replies={202: ACCEPTED, 200: ENDED_WHILE_WAITING},
     errors=(InsufficientCredits, InvalidModel, IdempotencyConflict, InvalidInput),
-    params=(IDEMPOTENCY_KEY,),
+    params=(IDEMPOTENCY_KEY, prefer.WAIT),
 )
 def generate() -> Response:
     runtime = context.runtime()
@@ -94,11 +105,18 @@ def generate() -> Response:
         )
         if submission.created:
             model = job.model
-            after_commit(session, lambda: metrics.JOBS_SUBMITTED.labels(model).inc())
+            after_commit(session, lambda: metrics.child(metrics.JOBS_SUBMITTED, model).inc())
             send_after_commit(session, context.celery(), SUBMIT_JOB, str(job.id))
     headers = {"Location": f"/v1/jobs/{job.id}"}
     if not submission.created:
         headers["Idempotent-Replayed"] = "true"
+    wait = prefer.requested_wait()
+    if wait is None:
+        return render(JobAccepted.of(job), 202, headers)
+    job = prefer.until_final(job, wait)
+    headers |= prefer.applied(wait)
+    if job.status.is_terminal:
+        return render(job_view(job), 200, headers)
     return render(JobAccepted.of(job), 202, headers)
 
 
@@ -148,7 +166,13 @@ def _preview_input(model: catalog.VideoModel, duration: int | None) -> dict[str,
 # Only a UUID is a job id here, so `GET /generate` answers 405 (the path is POST's) rather
 # than "no job 'generate'", and `/models` and `/pricing` are never taken for ids.
 @route(
-    bp, "GET", "/<uuid:job_id>", summary="A job (alias)", replies=JOB_REPLIES, errors=(NotFound,)
+    bp,
+    "GET",
+    "/<uuid:job_id>",
+    summary="A job (alias)",
+    replies=JOB_REPLIES,
+    errors=(NotFound,),
+    params=(prefer.WAIT,),
 )
 def get_video_job(job_id: uuid.UUID) -> Response:
     return get_job(job_id=str(job_id))
