@@ -11,15 +11,19 @@ from __future__ import annotations
 
 import select
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from sqlalchemy import JSON, DateTime, MetaData, TypeDecorator, Uuid, create_engine, event, text
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Dialect, Engine
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.sql import Insert, Select
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.crud import REQUIRED
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -105,6 +109,99 @@ def make_engine(database_url: str) -> Engine:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+class Prepared:
+    """A Core statement compiled once, then run on the driver's connection.
+
+    SQLAlchemy's execution layer (an execution context, parameter processing, a result
+    object) cost more CPU per submit than psycopg's own execute: ≈ 90 µs a statement against
+    ≈ 31 µs. On PostgreSQL the statement's SQL, its fixed parameters (literals, scalar
+    column defaults) and its bind processors (JSON, UTC checks) are taken from one
+    compilation, and each call is one psycopg `execute` (psycopg prepares it on the server
+    after a few calls) on the connection of the caller's transaction. What SQLAlchemy
+    would still do is done here too: the engine's `before_cursor_execute` and
+    `after_cursor_execute` listeners see the statement (the statement counters), and a
+    driver error is raised as SQLAlchemy's exception, a lost connection invalidated. Other
+    databases (SQLite, the embedded default) run the statement through SQLAlchemy.
+
+    An INSERT without values takes its columns from the parameters' keys, as
+    `Connection.execute(insert(table), row)` does: it is compiled once per set of keys.
+    """
+
+    def __init__(self, statement: Select[Any] | Insert) -> None:
+        self.statement = statement
+        self._keyed = (
+            isinstance(statement, Insert)
+            and statement._values is None
+            and statement.select is None
+            and not statement._multi_values
+        )
+        self._compiled: dict[tuple[str, ...] | None, _Compiled] = {}
+        self._dialect: Dialect | None = None
+
+    def _compile(self, dialect: Dialect, keys: tuple[str, ...] | None) -> _Compiled:
+        compiled = self.statement.compile(
+            dialect=dialect, column_keys=list(keys) if keys is not None else None
+        )
+        assert isinstance(compiled, SQLCompiler)
+        fixed = {
+            name: value
+            for name, value in compiled.params.items()
+            if value is not None and value is not REQUIRED  # the caller's
+        }
+        for column in compiled.insert_prefetch:
+            default = column.default
+            if default is None or not default.is_scalar:
+                raise TypeError(f"{column} needs a value: its default is not a constant")
+            fixed[column.key] = default.arg  # type: ignore[attr-defined]
+        processors: Any = tuple(compiled._bind_processors.items())  # one callable per name here
+        found = _Compiled(compiled.string, fixed, processors)
+        if self._dialect is not dialect:
+            self._compiled.clear()
+            self._dialect = dialect
+        self._compiled[keys] = found
+        return found
+
+    def rows(self, connection: Connection, params: Mapping[str, Any]) -> list[Any]:
+        """Run the statement in `connection`'s transaction; the rows it returns, if any."""
+        if connection.dialect.driver != "psycopg":
+            return list(connection.execute(self.statement, dict(params)))
+        keys = tuple(params) if self._keyed else None
+        compiled = self._compiled.get(keys)
+        if compiled is None or self._dialect is not connection.dialect:
+            compiled = self._compile(connection.dialect, keys)
+        values = {**compiled.fixed, **params}
+        for name, process in compiled.processors:
+            values[name] = process(values[name])
+        sql = compiled.sql
+        events = connection._has_events or connection.engine._has_events
+        cursor = None
+        try:
+            driver: Any = connection.connection.driver_connection
+            cursor = driver.cursor()
+            if events:
+                connection.dispatch.before_cursor_execute(
+                    connection, cursor, sql, values, None, False
+                )
+            cursor.execute(sql, values)
+            if events:
+                connection.dispatch.after_cursor_execute(
+                    connection, cursor, sql, values, None, False
+                )
+            return cursor.fetchall() if cursor.description is not None else []
+        except Exception as exc:
+            connection._handle_dbapi_exception(exc, sql, values, cursor, None)
+        finally:
+            if cursor is not None:
+                cursor.close()
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    sql: str
+    fixed: dict[str, Any]  # parameters the statement gives itself
+    processors: tuple[tuple[str, Callable[[Any], Any]], ...]
 
 
 def after_commit(session: Session, callback: Callable[[], None]) -> None:

@@ -89,17 +89,43 @@ SQL_VERBS = frozenset({"select", "insert", "update", "delete"})
 DB_TRANSACTIONS = Counter("naive_db_transactions", "Database transactions ended", ["outcome"])
 
 
+_Child = Any  # a metric's child for one set of label values
+_children: dict[tuple[object, tuple[str, ...]], _Child] = {}
+_MAX_CHILDREN = 4096  # label sets are few; past this, look them up each time
+
+
+def child(metric: Counter | Histogram, *values: str) -> _Child:
+    """`metric.labels(*values)`, remembered: the hot paths (every request, statement and
+    submit) count with the same few label sets, and prometheus-client's lookup (checks,
+    a lock) cost more than the count itself."""
+    key = (metric, values)
+    found = _children.get(key)
+    if found is None:
+        found = metric.labels(*values)
+        if len(_children) < _MAX_CHILDREN:
+            _children[key] = found
+    return found
+
+
+_statement_counters: dict[str, _Child] = {}
+
+
 def _count_statement(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-    verb = statement.lstrip()[:6].lower()
-    DB_STATEMENTS.labels(verb if verb in SQL_VERBS else "other").inc()
+    counter = _statement_counters.get(statement)
+    if counter is None:
+        verb = statement.lstrip()[:6].lower()
+        counter = child(DB_STATEMENTS, verb if verb in SQL_VERBS else "other")
+        if len(_statement_counters) < _MAX_CHILDREN:  # prebuilt statements: a few dozen
+            _statement_counters[statement] = counter
+    counter.inc()
 
 
 def count_database_work(engine: Engine) -> None:
     """Count the statements and transactions this process sends: the database work per job
     is what limits throughput, and a regression shows here before it shows in latency."""
     event.listen(engine, "before_cursor_execute", _count_statement)
-    event.listen(engine, "commit", lambda _: DB_TRANSACTIONS.labels("commit").inc())
-    event.listen(engine, "rollback", lambda _: DB_TRANSACTIONS.labels("rollback").inc())
+    event.listen(engine, "commit", lambda _: child(DB_TRANSACTIONS, "commit").inc())
+    event.listen(engine, "rollback", lambda _: child(DB_TRANSACTIONS, "rollback").inc())
 
 
 def registry() -> CollectorRegistry:

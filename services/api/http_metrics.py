@@ -8,7 +8,7 @@ import time
 
 from flask import Flask, Response, g, request
 
-from shared.metrics import HTTP_LATENCY, HTTP_REQUESTS
+from shared.metrics import HTTP_LATENCY, HTTP_REQUESTS, child
 
 METHODS = frozenset(
     {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE"}
@@ -24,8 +24,8 @@ def init_app(app: Flask) -> None:
     def _record(response: Response) -> Response:
         route = request.url_rule.rule if request.url_rule else "unmatched"
         method = request.method if request.method in METHODS else "other"
-        HTTP_REQUESTS.labels(route, method, str(response.status_code)).inc()
+        child(HTTP_REQUESTS, route, method, str(response.status_code)).inc()
         started = g.get("request_started")
         if started is not None:
-            HTTP_LATENCY.labels(route, method).observe(time.perf_counter() - started)
+            child(HTTP_LATENCY, route, method).observe(time.perf_counter() - started)
         return response

@@ -13,6 +13,7 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from shared.accounts.models import Account, ApiKey
+from shared.db import Prepared
 from shared.errors import NotFound, Unauthorized
 from shared.jobs.models import Job
 from shared.ledger import service as ledger
@@ -53,9 +54,11 @@ def create_api_key(*, session: Session, account_id: uuid.UUID) -> str:
 
 
 _KEYS = ApiKey.__table__
-# Built once: every request runs it.
-_ACCOUNT_OF_KEY = select(_KEYS.c.account_id).where(
-    _KEYS.c.key_hash == bindparam("key_hash"), _KEYS.c.revoked_at.is_(None)
+# Compiled once and run on the driver's connection: every request runs it.
+_ACCOUNT_OF_KEY = Prepared(
+    select(_KEYS.c.account_id).where(
+        _KEYS.c.key_hash == bindparam("key_hash"), _KEYS.c.revoked_at.is_(None)
+    )
 )
 
 
@@ -63,11 +66,10 @@ def authenticate(*, session: Session, api_key: str | None) -> uuid.UUID:
     """The account id the key belongs to, or `Unauthorized`."""
     if not api_key or not api_key.startswith(KEY_PREFIX):
         raise Unauthorized("Send 'Authorization: Bearer nv_sk_…' with a valid API key.")
-    account_id: uuid.UUID | None = session.connection().scalar(
-        _ACCOUNT_OF_KEY, {"key_hash": hash_key(api_key)}
-    )
-    if account_id is None:
+    found = _ACCOUNT_OF_KEY.rows(session.connection(), {"key_hash": hash_key(api_key)})
+    if not found:
         raise Unauthorized("The API key is not valid or has been revoked.")
+    account_id: uuid.UUID = found[0][0]
     return account_id
 
 

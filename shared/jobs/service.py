@@ -38,7 +38,7 @@ from sqlalchemy.orm import Session
 from shared import accounts, metrics
 from shared.catalog import Catalog, normalize_input, pricing
 from shared.config import Settings
-from shared.db import UTCDateTime, after_commit, utcnow
+from shared.db import Prepared, UTCDateTime, after_commit, utcnow
 from shared.errors import IdempotencyConflict, InvalidInput, NotCancellable
 from shared.jobs import events, machine
 from shared.jobs.machine import Failure
@@ -185,15 +185,17 @@ def _request_hash(request: JobCreate) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-# The submit's statements, built once (SQLAlchemy Core: compiled once per process, no unit
-# of work): a submit is the API's hottest path.
+# The submit's statements, compiled once and run on the driver's connection (no unit of
+# work, no execution context): a submit is the API's hottest path.
 _IDEMPOTENCY_KEYS = IdempotencyKey.__table__
-_EARLIER_JOB = select(_IDEMPOTENCY_KEYS.c.request_hash, _IDEMPOTENCY_KEYS.c.job_id).where(
-    _IDEMPOTENCY_KEYS.c.account_id == bindparam("account_id"),
-    _IDEMPOTENCY_KEYS.c.key == bindparam("key"),
+_EARLIER_JOB = Prepared(
+    select(_IDEMPOTENCY_KEYS.c.request_hash, _IDEMPOTENCY_KEYS.c.job_id).where(
+        _IDEMPOTENCY_KEYS.c.account_id == bindparam("account_id"),
+        _IDEMPOTENCY_KEYS.c.key == bindparam("key"),
+    )
 )
-_INSERT_JOB = insert(Job)
-_INSERT_KEY = insert(IdempotencyKey)
+_INSERT_JOB = Prepared(insert(Job))  # the row's keys are its columns
+_INSERT_KEY = Prepared(insert(IdempotencyKey))
 
 
 def create_job(
@@ -229,16 +231,15 @@ def create_job(
     connection = session.connection()
     if idempotency_key is not None:
         request_hash = _request_hash(request)
-        earlier = connection.execute(
-            _EARLIER_JOB, {"account_id": account_id, "key": idempotency_key}
-        ).first()
-        if earlier is not None:
-            if earlier.request_hash != request_hash:
+        earlier = _EARLIER_JOB.rows(connection, {"account_id": account_id, "key": idempotency_key})
+        if earlier:
+            earlier_hash, earlier_job = earlier[0]
+            if earlier_hash != request_hash:
                 raise IdempotencyConflict(
                     "This Idempotency-Key was used with a different request body.",
-                    job_id=str(earlier.job_id),
+                    job_id=str(earlier_job),
                 )
-            return Submission(session.get_one(Job, earlier.job_id), created=False)
+            return Submission(session.get_one(Job, earlier_job), created=False)
 
     now = utcnow()
     deadline = settings.job_deadline_seconds or model.deadline_seconds
@@ -262,14 +263,14 @@ def create_job(
         "due_at": now,  # the submit message is sent after the commit; resent if lost
         "event_seq": len(events.types_for(JobStatus.QUEUED)),  # job.queued, emitted below
     }
-    connection.execute(_INSERT_JOB, row)
+    _INSERT_JOB.rows(connection, row)
     metadata = row.pop("metadata")
     job = Job(**row, job_metadata=metadata)  # the answer's view of the row; not in the session
     events.emit(session, job)
     ledger.place_hold(session=session, account_id=account_id, job_id=job.id, amount=quote.units)
     if idempotency_key is not None:
-        connection.execute(
-            _INSERT_KEY,
+        _INSERT_KEY.rows(
+            connection,
             {
                 "account_id": account_id,
                 "key": idempotency_key,

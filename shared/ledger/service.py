@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 
 from shared import metrics
 from shared.accounts.models import Account
-from shared.db import UTCDateTime, after_commit, utcnow
+from shared.db import Prepared, UTCDateTime, after_commit, utcnow
 from shared.errors import InsufficientCredits
 from shared.ledger.credits import (
     UNITS_PER_CREDIT,
@@ -44,7 +44,9 @@ __all__ = ["Balance", "LedgerKind", "to_credits", "to_units"]  # also read from 
 
 
 def _count(session: Session, kind: str, units: int) -> None:
-    after_commit(session, lambda: metrics.CREDITS.labels(kind).inc(units / UNITS_PER_CREDIT))
+    after_commit(
+        session, lambda: metrics.child(metrics.CREDITS, kind).inc(units / UNITS_PER_CREDIT)
+    )
 
 
 def _total(kind: LedgerKind) -> ColumnElement[int]:
@@ -78,7 +80,7 @@ def top_up(*, session: Session, account_id: uuid.UUID, credits: Decimal, note: s
     session.flush()
 
 
-_LOCK_ACCOUNT = (
+_LOCK_ACCOUNT = Prepared(
     select(Account.__table__.c.id)
     .where(Account.__table__.c.id == bindparam("account_id"))
     .with_for_update()
@@ -104,9 +106,9 @@ _AVAILABLE = (
     .scalar_subquery()
 )
 # The hold, inserted only if the account can afford it: the check and the write in one
-# statement, built once.
+# statement, compiled once and run on the driver's connection (every submit runs it).
 _HOLD_AMOUNT = bindparam("hold_amount", type_=BigInteger())
-_INSERT_HOLD = (
+_INSERT_HOLD = Prepared(
     insert(LedgerEntry)
     .from_select(
         ["id", "account_id", "job_id", "kind", "amount", "created_at"],
@@ -125,7 +127,7 @@ _INSERT_HOLD = (
 
 def lock_account(*, session: Session, account_id: uuid.UUID) -> None:
     """Lock the account row until the transaction ends (SQLite: BEGIN IMMEDIATE already has)."""
-    session.connection().execute(_LOCK_ACCOUNT, {"account_id": account_id})
+    _LOCK_ACCOUNT.rows(session.connection(), {"account_id": account_id})
 
 
 def place_hold(*, session: Session, account_id: uuid.UUID, job_id: uuid.UUID, amount: int) -> None:
@@ -134,8 +136,8 @@ def place_hold(*, session: Session, account_id: uuid.UUID, job_id: uuid.UUID, am
     The caller holds `lock_account`, so concurrent submits for one account check and
     hold one after the other and can never overdraw.
     """
-    placed = session.connection().execute(
-        _INSERT_HOLD,
+    placed = _INSERT_HOLD.rows(
+        session.connection(),
         {
             "hold_id": uuid.uuid4(),
             "hold_account": account_id,
@@ -144,7 +146,7 @@ def place_hold(*, session: Session, account_id: uuid.UUID, job_id: uuid.UUID, am
             "hold_at": utcnow(),
         },
     )
-    if placed.first() is None:
+    if not placed:
         available = balance(session=session, account_id=account_id).available
         raise InsufficientCredits(
             f"This job needs {to_credits(amount)} credits; {to_credits(available)} are available.",
