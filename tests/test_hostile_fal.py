@@ -343,3 +343,22 @@ def test_the_callback_route_is_rate_limited_per_source(
     assert int(answers[-1].headers["Retry-After"]) > 0
     # The same address's API traffic has its own budget.
     assert client.get("/v1/credits", headers=account.headers).status_code == 200
+
+
+@pytest.mark.parametrize("fault", ["404", "html"])
+def test_a_video_that_cannot_be_downloaded_fails_the_job_and_refunds_it(
+    stack: Stack, make_account: Callable[..., conftest.TestAccount], runtime: Runtime, fault: str
+) -> None:
+    """Item 18: fal delivers a result whose video URL answers 404, or an HTML page. After
+    its retries the job ends failed with `ingest_failed`, its capture refunded: a customer
+    pays only for a video in its library (it used to end completed, charged, no asset)."""
+    account = make_account()
+    prompt = tagged(f"Unfetchable [sim latency=0.5] [fal file={fault}]")
+    job = wait_for_job(
+        stack.client, account, generate(stack.client, account, prompt)["job_id"], timeout=60
+    )
+    assert (job["status"], job["error"]["code"]) == ("failed", "ingest_failed"), job
+    assert job["result"] is None or job["result"].get("media_asset_id") is None
+    assert job_entries(runtime, job["id"]) == {"hold": [350], "capture": [350], "refund": [350]}
+    media = stack.client.get("/v1/media", headers=account.headers).json
+    assert media["data"] == []

@@ -219,8 +219,10 @@ def _queue_routes(app: Flask, queue: FakeQueue, refusal: Refusal) -> None:
         match = FILE_NAME.fullmatch(name)
         found = queue.get(match["id"]) if match else None
         outcome = found.outcome if found else None
-        if outcome is None or outcome.video_file is None:
+        if outcome is None or outcome.video_file is None or found.directives.file_fault == "404":
             return json_error(404, "File not found")
+        if found.directives.file_fault == "html":
+            return Response("<html><body>Sign in to continue</body></html>", mimetype="text/html")
         return send_file(
             outcome.video_file, mimetype="video/mp4", download_name=name, conditional=True
         )

@@ -18,6 +18,7 @@ Tokens, e.g. `"A beach [fal submit=429x2 status=502-ingressx1 queue=5]"`:
     webhook=twice|none|delay=S   deliver the callback twice, never, or S seconds late
     webhook=unserializable       an OK callback with `payload: null` and a `payload_error`
                                  (fal's shape for output it could not serialise)
+    file=404|html         the result's video URL answers 404, or an HTML page (200, text/html)
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ class Directives:
     webhook_copies: int = 1
     webhook_delay: float = 0.0
     webhook_unserializable: bool = False
+    file_fault: str | None = None
 
 
 def parse_directives(prompt: str) -> tuple[str, Directives]:
@@ -114,6 +116,8 @@ def _option(token: str, key: str, value: str) -> dict[str, Any]:
             return {"ignore_cancel": True}
         if token == "webhook=unserializable":
             return {"webhook_unserializable": True}
+        if token in ("file=404", "file=html"):
+            return {"file_fault": value}
         if token in ("webhook=twice", "webhook=none"):
             return {"webhook_copies": 2 if value == "twice" else 0}
         if value.startswith("delay=") and key == "webhook":
