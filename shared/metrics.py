@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -228,6 +228,21 @@ class BrokerCollector(Collector):
             finally:
                 client.close()
         yield depth
+
+
+class MediaSpaceCollector(Collector):
+    """Free bytes where media is stored (a full disk fails every ingest); no sample when
+    the storage cannot say (a bucket, an unreadable folder)."""
+
+    def __init__(self, free_bytes: Callable[[], int | None]) -> None:
+        self.free_bytes = free_bytes
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        free = GaugeMetricFamily("naive_media_free_bytes", "Free bytes in media storage")
+        value = self.free_bytes()
+        if value is not None:
+            free.add_metric([], value)
+        yield free
 
 
 class Cached(Collector):

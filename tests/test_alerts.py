@@ -48,6 +48,7 @@ COLLECTED = {
     "naive_jobs_in_flight": {"state"},
     "naive_oldest_in_flight_job_age_seconds": set(),
     "naive_broker_queue_depth": {"queue"},
+    "naive_media_free_bytes": set(),
     "up": set(),
 }
 TARGET_LABELS = {"job", "instance"}
@@ -308,6 +309,7 @@ def test_the_required_alerts_watch_what_they_should() -> None:
         "NaiveNoWorkerUp": 'absent(up{job="naive-worker"} == 1)',
         "NaiveNoApiUp": 'absent(up{job="naive-api"} == 1)',
         "NaiveIngestFailed": 'increase(naive_ingest_failures_total{final="true"}[15m])',
+        "NaiveMediaDiskAlmostFull": 'min(naive_media_free_bytes{job="naive-api"})',
         "NaiveApiErrorRateHigh": "naive:http_5xx:ratio_rate5m > 0.05",
         "NaiveApiLatencyBudgetBurnFast": "naive:http_request_slow:ratio_rate5m > (14.4 * 0.01)",
         "NaiveApiLatencyBudgetBurnSlow": "naive:http_request_slow:ratio_rate30m > (6 * 0.01)",

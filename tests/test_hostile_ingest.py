@@ -27,6 +27,7 @@ from shared.jobs.status import JobStatus
 from shared.media.ingest import IngestError, ingest_video
 from shared.media.render import render_video
 from shared.media.storage import LocalStorage
+from shared.metrics import MediaSpaceCollector
 from shared.runtime import Runtime
 from tests.helpers import generate, job_entries, wait_for_job
 from tests.stack import running_worker
@@ -162,3 +163,16 @@ def test_every_task_has_a_soft_and_a_hard_time_limit(celery_sender: Celery) -> N
     for name, task in ours.items():
         assert 0 < task.soft_time_limit < task.time_limit, name
     assert ours[names.INGEST_MEDIA].time_limit <= machine.INGEST_BUDGET.total_seconds()
+
+
+def test_readiness_and_metrics_report_the_media_disks_free_space(
+    client: Any, runtime: Runtime
+) -> None:
+    """Operators see a filling disk before ingests fail on it (an alert fires below 2 GiB)."""
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    free = ready.json["media_free_bytes"]
+    assert free is not None and free > 0
+    (sample,) = MediaSpaceCollector(runtime.storage.free_bytes).collect()
+    assert sample.name == "naive_media_free_bytes"
+    assert abs(sample.samples[0].value - free) < 1024**3  # the same disk, moments apart

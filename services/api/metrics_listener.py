@@ -17,7 +17,13 @@ from typing import TYPE_CHECKING
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from shared.errors import error_body
-from shared.metrics import BrokerCollector, Cached, DatabaseCollector, registry
+from shared.metrics import (
+    BrokerCollector,
+    Cached,
+    DatabaseCollector,
+    MediaSpaceCollector,
+    registry,
+)
 from shared.runtime import Runtime
 
 if TYPE_CHECKING:
@@ -28,13 +34,15 @@ LIVE_SECONDS = 10.0
 
 
 def live_registry(runtime: Runtime) -> CollectorRegistry:
-    """Jobs in flight (the database) and the queue length (the broker), cached."""
+    """Jobs in flight (the database), the queue length (the broker) and the media storage's
+    free space, cached."""
     live = CollectorRegistry()
     settings = runtime.settings
     live.register(Cached(DatabaseCollector(runtime.db), LIVE_SECONDS))
     live.register(
         Cached(BrokerCollector(settings.broker_url, settings.celery_queues), LIVE_SECONDS)
     )
+    live.register(Cached(MediaSpaceCollector(runtime.storage.free_bytes), LIVE_SECONDS))
     return live
 
 

@@ -69,6 +69,11 @@ class MediaStorage(Protocol):
         None when the storage cannot sign one (the API's own signed route serves it)."""
         ...
 
+    def free_bytes(self) -> int | None:
+        """Room left for new media (a full disk fails every ingest); None when the storage
+        does not say (a bucket) or cannot be read."""
+        ...
+
 
 def _check_key(key: str) -> str:
     """Keys are relative paths without `..`: the same rule on every backend."""
@@ -116,6 +121,12 @@ class LocalStorage:
         self, key: str, *, filename: str | None, content_type: str, expires: int
     ) -> str | None:
         return None
+
+    def free_bytes(self) -> int | None:
+        try:
+            return shutil.disk_usage(self.root).free
+        except OSError:  # not there yet, or unreadable: nothing to say
+            return None
 
 
 class _HourQueryAuth(botocore.auth.S3SigV4QueryAuth):
@@ -214,6 +225,9 @@ class S3Storage:
         # Signed as of the hour's start: an hour more keeps it valid for at least `expires`.
         lifetime = min(expires + PRESIGN_TIME_STEP, MAX_PRESIGN_SECONDS)
         return self.client.generate_presigned_url("get_object", Params=params, ExpiresIn=lifetime)
+
+    def free_bytes(self) -> int | None:
+        return None  # a bucket has no free space to report
 
 
 def make_storage(settings: Settings) -> MediaStorage:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from flask import Blueprint, Response, jsonify
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from services.api import context, contract
 from services.api.contract import Reply, route
@@ -28,6 +28,10 @@ class Alive(BaseModel):
 class Ready(BaseModel):
     model_config = ConfigDict(extra="forbid")
     status: Literal["ready"] = "ready"
+    media_free_bytes: int | None = Field(
+        description="Free bytes in media storage (null for a bucket): a full disk fails "
+        "every ingest, while the API itself still serves."
+    )
 
 
 class OpenApiDocument(BaseModel):
@@ -55,13 +59,14 @@ def healthz() -> Alive:
     bp,
     "GET",
     "/readyz",
-    summary="Readiness (the database only)",
+    summary="Readiness (the database), with the media storage's free space",
     replies={200: Reply("Ready.", Ready), 503: contract.UNAVAILABLE},
     security=PUBLIC,
 )
 def readyz() -> Ready:
-    context.runtime().db.ping()
-    return Ready()
+    runtime = context.runtime()
+    runtime.db.ping()
+    return Ready(media_free_bytes=runtime.storage.free_bytes())
 
 
 @route(
