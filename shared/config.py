@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
@@ -105,6 +105,9 @@ class Settings:
     # The API answers GET /metrics only on the listener of this port (the Procfile's second
     # `--bind`), never on its public PORT.
     api_metrics_port: int = 9101
+    # The operator token of the admin API (`/v1/admin/…`, e.g. granting credits); None: that
+    # API is off (its routes answer 404).
+    admin_token: str | None = field(default=None, repr=False)
 
     @property
     def completions_queue(self) -> str:
@@ -229,6 +232,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         s3_endpoint_url=env.get("S3_ENDPOINT_URL") or None,
         s3_region=env.get("S3_REGION") or "us-east-1",
         api_metrics_port=int(_number(env, "API_METRICS_PORT", "9101")),
+        admin_token=env.get("ADMIN_TOKEN") or None,
     )
     _validate(settings)
     return settings
@@ -252,3 +256,6 @@ def _validate(settings: Settings) -> None:
     # Each dispatch sends the parked polls due before the next one (and a little more).
     if settings.poll_horizon_seconds < settings.dispatch_interval_seconds:
         raise ConfigError("POLL_HORIZON_SECONDS must be at least DISPATCH_INTERVAL_SECONDS")
+    # The operator token grants credits: one short enough to guess is refused.
+    if settings.admin_token is not None and len(settings.admin_token) < 16:
+        raise ConfigError("ADMIN_TOKEN must be at least 16 characters")

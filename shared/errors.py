@@ -92,6 +92,7 @@ class InsufficientCreditsDetail(ErrorDetail):
     estimated_credits: float
     available_credits: float
     pricing_url: str
+    hint: str = Field(description="How to get credits.")
 
 
 class InsufficientCredits(DomainError):

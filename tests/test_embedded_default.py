@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -40,6 +41,11 @@ def test_the_quick_start_makes_a_playable_video_with_no_servers(tmp_path: Path):
     try:
         started = run("local", "up", "--port", str(free_port()))
         assert started.returncode == 0, started.stdout + started.stderr
+        # It says how to add credits to the local account: a command that works as printed.
+        topup = re.search(
+            r"naive (admin grant-credits --account \S+ --credits 100)", started.stderr
+        )
+        assert topup is not None, started.stderr
         output = tmp_path / "golden.mp4"
         generated = run(
             "video",
@@ -64,6 +70,9 @@ def test_the_quick_start_makes_a_playable_video_with_no_servers(tmp_path: Path):
 
         credits = json.loads(run("credits").stdout)["result"]
         assert (credits["balance"], credits["held"]) == (96.5, 0.0)
+        granted = run(*topup.group(1).split(), "--json")
+        assert json.loads(granted.stdout)["result"]["balance"] == 196.5, granted.stderr
+        assert json.loads(run("credits").stdout)["result"]["available"] == 196.5
         media = json.loads(run("media", "list", "--source", "video_generation").stdout)
         assert media["result"]["total"] == 1
         assert (tmp_path / "var" / "naive.db").is_file()  # SQLite, not a server

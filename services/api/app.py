@@ -6,7 +6,7 @@ from flask import Flask
 from flask.json.provider import DefaultJSONProvider
 
 from services.api import errors, http_metrics, ratelimit
-from services.api.routes import credits, jobs, media, ops, video, webhooks
+from services.api.routes import admin, credits, jobs, media, ops, video, webhooks
 from services.worker.celery_app import make_celery
 from shared import logs
 from shared.catalog.sync import CatalogCache
@@ -40,7 +40,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.before_request(logs.reset)
     errors.init_app(app)
     http_metrics.init_app(app)
-    for blueprint in (video.bp, jobs.bp, media.bp, credits.bp, ops.bp, webhooks.bp):
+    for blueprint in (video.bp, jobs.bp, media.bp, credits.bp, ops.bp, webhooks.bp, admin.bp):
         app.register_blueprint(blueprint)
     # Operations are not the API's customers' traffic; fal's callbacks have a budget of their
     # own per client address (forged ones would otherwise be unlimited).

@@ -347,8 +347,9 @@ def document() -> Schema:
             "version": "1",
             "description": (
                 "Asynchronous video generation: submit a job, poll it, fetch the video. "
-                "Every `/v1` route but fal's webhook needs `Authorization: Bearer nv_sk_…` and "
-                "is rate limited per key (`X-RateLimit-*` headers; 429 `rate_limited` with "
+                "Every `/v1` route but fal's webhook and the operator API (`/v1/admin`, "
+                "the operator token) needs `Authorization: Bearer nv_sk_…`; each is "
+                "rate limited per key (`X-RateLimit-*` headers; 429 `rate_limited` with "
                 "`Retry-After`). Errors have one shape: "
                 '`{"error": {"code", "message", …}}`.'
             ),
@@ -370,6 +371,11 @@ def document() -> Schema:
                     "scheme": "bearer",
                     "bearerFormat": "nv_sk_…",
                     "description": "An API key (`naive admin …` creates them).",
+                },
+                "operator": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "The operator token (`ADMIN_TOKEN`) of the admin API.",
                 },
                 "signedUrl": {
                     "type": "apiKey",

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import json
+import uuid
 from decimal import Decimal
 
 import click
+from pydantic import ValidationError
 
+from services.cli.output import Reporter, wants_json
+from services.cli.state import State, json_option, pass_state
 from shared import accounts
 from shared.catalog import sync as catalog_sync
 from shared.config import load_settings
 from shared.db import Database
+from shared.errors import NotFound
+from shared.ledger import service as ledger
+from shared.ledger.schemas import CreditGrant, CreditsGranted
 from shared.migrate import upgrade
 
 
@@ -51,6 +58,41 @@ def create_account(name: str, credits_: Decimal | None, as_json: bool) -> None:
         click.echo(f"account {created.account_id} with {grant} credits")
         click.echo(f"API key (shown once): {created.api_key}")
     db.dispose()
+
+
+@admin.command("grant-credits")
+@click.option("--account", "account_id", type=click.UUID, required=True, help="The account's id.")
+@click.option("--credits", "credits_", type=Decimal, required=True, help="Credits to add.")
+@click.option("--note", default=None, help="Kept on the ledger entry.")
+@json_option
+@pass_state
+def grant_credits(state: State, account_id: uuid.UUID, credits_: Decimal, note: str | None) -> None:
+    """Top up an account: a `topup` ledger entry (as POST /v1/admin/accounts/{id}/credits)."""
+    try:
+        grant = CreditGrant.model_validate(
+            {"credits": credits_} if note is None else {"credits": credits_, "note": note}
+        )
+    except ValidationError as exc:
+        problems = "; ".join(f"--{e['loc'][0]}: {e['msg']}" for e in exc.errors())
+        raise click.UsageError(problems) from None
+    db = Database(load_settings().database_url)
+    try:
+        with db.transaction() as session:
+            entry, totals = ledger.grant(
+                session=session, account_id=account_id, credits=grant.credits, note=grant.note
+            )
+            granted = CreditsGranted.of(account_id, entry, totals)
+    except NotFound as exc:
+        raise click.ClickException(exc.message) from None
+    finally:
+        db.dispose()
+    message = (
+        f"granted {grant.credits} credits to account {account_id}: "
+        f"balance {granted.balance:g}, available {granted.available:g}"
+    )
+    Reporter("admin.grant-credits", json_mode=wants_json(state.json_flag)).success(
+        granted.model_dump(mode="json"), view=lambda: message
+    )
 
 
 @admin.command("refresh-catalog")

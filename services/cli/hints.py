@@ -50,6 +50,8 @@ def advise(
                 ),
                 command("credits"),
             ]
+            if hint := error.get("hint"):
+                advice.hints.append(str(hint))
         case "invalid_model":
             if suggestions := error.get("suggestions"):
                 advice.hints.append("Did you mean: " + ", ".join(map(str, suggestions)) + "?")

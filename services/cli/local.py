@@ -26,6 +26,7 @@ from services import processes
 from shared import accounts
 from shared.config import load_settings
 from shared.db import Database
+from shared.ledger.service import grant_command
 from shared.migrate import upgrade
 
 STACK_FILE = "local-stack.json"
@@ -114,6 +115,7 @@ def up(port: int, credits_: Decimal) -> None:
     stack = read_local_stack() or {}
     if stack.get("pids") and all(_alive(pid) for pid in stack["pids"].values()):
         click.echo(f"local stack already running at {stack['api_url']}", err=True)
+        _echo_topup(stack["account_id"])
         return
     settings = load_settings()
     for name, taken, option in (
@@ -154,7 +156,12 @@ def up(port: int, credits_: Decimal) -> None:
         "the worker", lambda: b"ready." in (logs / "worker.log").read_bytes(), logs / "worker.log"
     )
     click.echo(f"local stack up: API {api_url}, logs in {logs}", err=True)
+    _echo_topup(stack["account_id"])
     click.echo("`naive local down` stops it.", err=True)
+
+
+def _echo_topup(account_id: str) -> None:
+    click.echo(f"add credits to the local account: {grant_command(account_id, '100')}", err=True)
 
 
 @local.command()

@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 from shared import metrics
 from shared.accounts.models import Account
 from shared.db import Prepared, UTCDateTime, after_commit, utcnow
-from shared.errors import InsufficientCredits
+from shared.errors import InsufficientCredits, NotFound
 from shared.ledger.credits import (
     UNITS_PER_CREDIT,
     Balance,
@@ -71,13 +71,39 @@ def balance(*, session: Session, account_id: uuid.UUID) -> Balance:
     return Balance(balance=topups - captures + refunds, held=holds - captures - releases)
 
 
-def top_up(*, session: Session, account_id: uuid.UUID, credits: Decimal, note: str) -> None:
-    session.add(
-        LedgerEntry(
-            account_id=account_id, kind=LedgerKind.TOPUP.value, amount=to_units(credits), note=note
-        )
+def top_up(*, session: Session, account_id: uuid.UUID, credits: Decimal, note: str) -> LedgerEntry:
+    entry = LedgerEntry(
+        account_id=account_id, kind=LedgerKind.TOPUP.value, amount=to_units(credits), note=note
     )
+    session.add(entry)
     session.flush()
+    return entry
+
+
+def grant(
+    *, session: Session, account_id: uuid.UUID, credits: Decimal, note: str
+) -> tuple[LedgerEntry, Balance]:
+    """An operator's top-up of an existing account (`NotFound` otherwise): its `topup`
+    entry and the account's credits after it."""
+    if session.get(Account, account_id) is None:
+        raise NotFound(f"No account {account_id}.")
+    entry = top_up(session=session, account_id=account_id, credits=credits, note=note)
+    _count(session, "granted", entry.amount)
+    return entry, balance(session=session, account_id=account_id)
+
+
+def grant_command(account_id: uuid.UUID | str, credits: str = "N") -> str:
+    """The operator's command that adds credits to an account."""
+    return f"naive admin grant-credits --account {account_id} --credits {credits}"
+
+
+def topup_hint(account_id: uuid.UUID) -> str:
+    """How an account gets credits (the 402's hint)."""
+    return (
+        f"To add credits, an operator runs `{grant_command(account_id)}` (or POST "
+        f"/v1/admin/accounts/{account_id}/credits with the operator token); GET /v1/credits "
+        "shows the balance."
+    )
 
 
 _LOCK_ACCOUNT = Prepared(
@@ -153,6 +179,7 @@ def place_hold(*, session: Session, account_id: uuid.UUID, job_id: uuid.UUID, am
             estimated_credits=to_credits(amount),
             available_credits=to_credits(available),
             pricing_url="/v1/video/pricing",
+            hint=topup_hint(account_id),
         )
     _count(session, "held", amount)
 
