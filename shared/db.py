@@ -166,7 +166,8 @@ class Prepared:
     def rows(self, connection: Connection, params: Mapping[str, Any]) -> list[Any]:
         """Run the statement in `connection`'s transaction; the rows it returns, if any."""
         if connection.dialect.driver != "psycopg":
-            return list(connection.execute(self.statement, dict(params)))
+            result = connection.execute(self.statement, dict(params))
+            return list(result) if result.returns_rows else []
         keys = tuple(params) if self._keyed else None
         compiled = self._compiled.get(keys)
         if compiled is None or self._dialect is not connection.dialect:
