@@ -6,6 +6,8 @@
 - A failed or cancelled job has its hold released in full and nothing captured.
 - Per account: balance == topups − captures == the grant − Σ credits_used, held == 0,
   available ≥ 0. Amounts are integer hundredths, so "balanced" means to the cent.
+- Every job's events are numbered 1…`event_seq` without a gap, start with `job.queued`,
+  end with its one final event, and the last shows the job exactly as it is.
 
 All violations are collected and reported together, so a failure names every bad job.
 """
@@ -19,7 +21,9 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import select
 
-from shared.jobs.models import Job
+from shared.jobs import events
+from shared.jobs.models import Job, JobEvent
+from shared.jobs.schemas import Job as JobView
 from shared.ledger import service as ledger
 from shared.ledger.models import LedgerEntry
 from shared.media.models import MediaAsset
@@ -85,6 +89,12 @@ def assert_invariants(
         assets = list(
             session.scalars(select(MediaAsset).where(MediaAsset.account_id.in_(account_ids)))
         )
+        written = session.scalars(
+            select(JobEvent).where(JobEvent.account_id.in_(account_ids)).order_by(JobEvent.seq)
+        )
+        events_by_job: dict[uuid.UUID, list[JobEvent]] = defaultdict(list)
+        for event in written:
+            events_by_job[event.job_id].append(event)
         balances = {
             account_id: ledger.balance(session=session, account_id=account_id)
             for account_id in account_ids
@@ -112,6 +122,7 @@ def assert_invariants(
         if job.error:
             summary.errors[str(job.error.get("code"))] += 1
         problems += _job_problems(runtime, job, by_job[job.id], assets_by_job[job.id])
+        problems += _event_problems(job, events_by_job[job.id])
 
     for account_id, grant in accounts.items():
         mine = [entry for entry in entries if entry.account_id == account_id]
@@ -197,4 +208,19 @@ def _job_problems(
             problems.append(f"{name}: credits_used {job.credits_used} though not completed")
         if assets:
             problems.append(f"{name}: has {len(assets)} media assets though not completed")
+    return problems
+
+
+def _event_problems(job: Job, written: list[JobEvent]) -> list[str]:
+    name = f"job {job.id} ({job.status})"
+    numbers = [event.seq for event in written]
+    if numbers != list(range(1, job.event_seq + 1)):
+        return [f"{name}: events numbered {numbers}, event_seq {job.event_seq}"]
+    types = [event.type for event in written]
+    final = events.types_for(job.status)[-1]
+    problems: list[str] = []
+    if types[:1] != ["job.queued"] or types[-1:] != [final] or types.count(final) != 1:
+        problems.append(f"{name}: events {types}")
+    if written and written[-1].data != JobView.of(job, None).model_dump(mode="json"):
+        problems.append(f"{name}: its last event shows {written[-1].data}")
     return problems

@@ -1,4 +1,4 @@
-"""Job events: the outbox that webhooks, Server-Sent Events and `Prefer: wait` read.
+"""Job events: the outbox that customer webhooks and Server-Sent Events read.
 
 Every change of a job a customer can see is written as a `JobEvent` in the transaction that
 makes it, numbered per job by `jobs.event_seq`, which the same conditional update bumps: the
