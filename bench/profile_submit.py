@@ -2,6 +2,7 @@
 
     python -m bench.profile_submit [--seconds 10] [--concurrency 8]
                                    [--ledger-sizes 0,10000,100000] [--no-py-spy]
+    python -m bench.profile_submit --in-process [--submits 250] [--rounds 8] [--cprofile]
 
 Three parts, all on this machine against a scratch PostgreSQL database and Redis db 8
 (a queue no worker reads, so nothing renders):
@@ -16,12 +17,18 @@ Three parts, all on this machine against a scratch PostgreSQL database and Redis
    socket, no round trip), and Redis commands by name.
 3. The ledger: submit latency and the balance query for one account with 0, 10 000 and
    100 000 earlier ledger entries (every submit sums the account's whole ledger).
+
+`--in-process` instead measures only the CPU per submit of the API and of its durable
+floor (bench/submit_floor.py), both through Flask's test client in this process, rounds
+alternating (`in_process_cpu`); `--cprofile` adds a cProfile of the API's submits.
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
 import json
+import logging
 import os
 import statistics
 import tempfile
@@ -40,6 +47,7 @@ from sqlalchemy import event
 
 from bench import harness
 from services.api.app import create_app
+from shared import logs
 from shared.config import load_settings
 
 PATH = "/v1/video/generate"
@@ -164,6 +172,55 @@ def round_trips(app: Any, key: str, n: int = 100) -> None:
         )
 
 
+# ---- CPU per submit in process ---------------------------------------------------------
+
+
+def in_process_cpu(
+    app: Any, keys: list[str], submits: int, rounds: int, profile: Path | None
+) -> None:
+    """CPU per submit of the API and of its floor (bench/submit_floor.py), each through
+    Flask's test client in this process on the same database and Redis: no server, no load
+    generator, no other process in the figure. Rounds alternate; the minimum is the figure
+    least disturbed by other work on the machine, the median is shown beside it."""
+    import importlib  # the floor reads DATABASE_URL and its queue when imported
+
+    floor = importlib.import_module("bench.submit_floor").app.test_client()
+    api = app.test_client()
+    body = json.dumps(BODY)
+
+    def run(client: Any, count: int) -> None:
+        for i in range(count):
+            headers = {"Authorization": f"Bearer {keys[i % len(keys)]}"}
+            answer = client.post(PATH, data=body, content_type="application/json", headers=headers)
+            if answer.status_code != 202:
+                raise SystemExit(f"submit failed: {answer.status_code} {answer.get_data(True)}")
+
+    run(api, 50)
+    run(floor, 50)
+    cpu: dict[str, list[float]] = {"API submit": [], "durable floor": []}
+    for _ in range(rounds):
+        for name, client in (("API submit", api), ("durable floor", floor)):
+            started = time.process_time()
+            run(client, submits)
+            cpu[name].append((time.process_time() - started) * 1000 / submits)
+    print(f"\nCPU per submit in process ({rounds} rounds of {submits}, alternating)")
+    rows = [
+        [name, f"{min(ms):.2f}", f"{statistics.median(ms):.2f}", f"{max(ms):.2f}"]
+        for name, ms in cpu.items()
+    ]
+    harness.print_table(["app", "min ms", "median ms", "max ms"], rows)
+    ratio = min(cpu["API submit"]) / min(cpu["durable floor"])
+    print(f"API vs floor (minimums): {ratio:.2f}x")
+    if profile is not None:
+        profiler = cProfile.Profile(time.process_time)
+        profiler.enable()
+        run(api, submits)
+        profiler.disable()
+        profile.mkdir(parents=True, exist_ok=True)
+        profiler.dump_stats(profile / "main-api.prof")
+        harness.summarize_cprofile(profile, "main", submits)
+
+
 # ---- 3. the ledger -------------------------------------------------------------------
 
 
@@ -222,6 +279,14 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--ledger-sizes", default="0,10000,100000")
     parser.add_argument("--no-py-spy", action="store_true")
+    parser.add_argument(
+        "--in-process",
+        action="store_true",
+        help="only the CPU per submit of the API and its floor in this process",
+    )
+    parser.add_argument("--submits", type=int, default=250, help="per in-process round")
+    parser.add_argument("--rounds", type=int, default=8, help="in-process rounds")
+    parser.add_argument("--cprofile", action="store_true", help="and cProfile the API after")
     args = parser.parse_args()
     started = time.monotonic()
     harness.print_machine()
@@ -229,6 +294,20 @@ def main() -> None:
     with ExitStack() as stack:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-profile-")))
         database_url, env = harness.sink_env(stack, "profile", work, REDIS_DB)
+        if args.in_process:
+            os.environ.update(env)  # the floor's module reads its settings when imported
+            Path(env["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
+            logs.configure(json_format=True)  # JSON lines at INFO, as under gunicorn
+            handler = logging.getLogger().handlers[0]
+            assert isinstance(handler, logging.StreamHandler)
+            handler.setStream(stack.enter_context(open(os.devnull, "w")))  # formatted, unread
+            app = create_app(load_settings({**os.environ, **env}))
+            keys = harness.create_accounts(database_url, 32)
+            profile = work / "cprofile" if args.cprofile else None
+            in_process_cpu(app, keys, args.submits, args.rounds, profile)
+            app.extensions["naive"].db.dispose()
+            print(f"\n{harness.load_average()}")
+            return
         if args.no_py_spy or not harness.py_spy_path():
             print("\n(py-spy part skipped: `.venv/bin/pip install py-spy`)")
         else:
