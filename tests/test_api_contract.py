@@ -286,7 +286,8 @@ def test_models_catalog_lists_the_spec_models(client, account):
 
 def test_operations_endpoints(client):
     assert client.get("/healthz").json == {"status": "ok"}
-    assert client.get("/readyz").json == {"status": "ready"}
+    ready = client.get("/readyz").json
+    assert ready["status"] == "ready" and ready["media_free_bytes"] > 0
     assert client.get("/metrics").status_code == 404  # on its own port only
 
 

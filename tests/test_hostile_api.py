@@ -203,7 +203,10 @@ def test_media_fetched_with_a_key_is_private_to_caches(http, asset):
 def test_a_tampered_media_token_is_refused_with_its_own_code(http, asset):
     url = httpx.URL(asset["url"])
     token = url.params["token"]
-    tampered = token[:-1] + ("A" if token[-1] != "A" else "B")
+    # A character inside the signature: the last one's low bits may be base64 padding,
+    # which decodes to the same signature.
+    at = token.rindex(".") + 3
+    tampered = token[:at] + ("A" if token[at] != "A" else "B") + token[at + 1 :]
     response = http.get(url.copy_set_param("token", tampered))
     assert response.status_code == 403
     assert error_code(response) == "invalid_media_token"

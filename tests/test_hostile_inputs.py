@@ -92,9 +92,12 @@ def test_an_unexpected_error_in_a_task_ends_the_job_at_once_and_releases_its_hol
         lambda: _provider_request_id(runtime, job_id), timeout=30, message="never submitted"
     )
     record: Path = settings.simulator_root / "requests" / f"{request_id}.json"
-    record.write_text(record.read_text()[:10])
-
-    job = wait_for_job(client, account, job_id, timeout=20)
+    intact = record.read_text()
+    record.write_text(intact[:10])
+    try:
+        job = wait_for_job(client, account, job_id, timeout=20)
+    finally:
+        record.write_text(intact)  # the simulator's folder is the session's: leave it whole
 
     assert job["status"] == "failed", job
     assert job["error"]["code"] == "internal_error"

@@ -31,6 +31,8 @@ class State:
     deadline_at: datetime = NOW + timedelta(minutes=10)
     submit_attempted_at: datetime | None = None
     cancel_requested_at: datetime | None = None
+    provider_completed_at: datetime | None = None
+    result_unfetched_since: datetime | None = None
 
 
 def due(**fields: object) -> State:
@@ -106,6 +108,15 @@ def test_every_status_is_reachable_from_queued() -> None:
         (due(status=JobStatus.RUNNING), Step.POLL),
         (due(status=JobStatus.SETTLING), Step.SETTLE),
         (due(status=JobStatus.INGESTING), Step.INGEST),
+        (
+            due(status=JobStatus.INGESTING, provider_completed_at=NOW - timedelta(minutes=14)),
+            Step.INGEST,
+        ),
+        # not in the library 15 minutes after delivery: it never will be (failed, refunded)
+        (
+            due(status=JobStatus.INGESTING, provider_completed_at=NOW - timedelta(minutes=15)),
+            Step.FAIL_INGEST,
+        ),
         (due(status=JobStatus.COMPLETED), None),
         (due(status=JobStatus.CANCELLED, due_at=None), None),
         (State(status=JobStatus.RUNNING, deadline_at=NOW), Step.FAIL_TIMEOUT),
