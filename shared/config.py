@@ -111,8 +111,8 @@ class Settings:
 
     @property
     def completions_queue(self) -> str:
-        """Settlement and ingestion: a queue of their own, so a burst of finished renders
-        never makes the polls of the renders still running wait behind them."""
+        """Settlement, ingestion and the dispatcher's tick: a queue of their own, so a burst
+        of finished renders, or a backlog of polls, never makes them wait behind polls."""
         return f"{self.celery_queue}.completions"
 
     @property

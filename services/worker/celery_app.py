@@ -100,6 +100,9 @@ def make_celery(settings: Settings) -> Celery:
         task_routes={
             SETTLE_CREDITS: {"queue": settings.completions_queue},
             INGEST_MEDIA: {"queue": settings.completions_queue},
+            # The dispatcher's tick sends the parked and the overdue polls: behind a backlog
+            # of polls it would only make them later.
+            DISPATCH: {"queue": settings.completions_queue},
         },
         broker_transport_options=_transport_options(settings),
         beat_schedule=_beat_schedule(settings),
