@@ -16,7 +16,7 @@ from kombu import Queue
 from kombu.exceptions import KombuError
 from sqlalchemy.orm import Session
 
-from services.worker import redis_transport
+from services.worker import filesystem_transport, redis_transport
 from services.worker.redis_publish import RedisPublisher
 from shared.config import Settings
 from shared.db import after_commit
@@ -87,6 +87,8 @@ def _beat_schedule(settings: Settings) -> dict[str, Any]:
 def make_celery(settings: Settings) -> Celery:
     if settings.broker_is_filesystem:
         settings.ensure_local_dirs()  # kombu lists the queue folder as the worker starts
+        # kombu's filesystem channel, patched so a message is never read half written.
+        filesystem_transport.install()
     else:
         # kombu's Redis channel, patched so a worker survives a Redis restart.
         redis_transport.install()
