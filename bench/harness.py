@@ -467,8 +467,6 @@ def _package(frame: str) -> str:
         return "our code (services/, shared/)"
     top = path.split("/", 1)[0].removesuffix(".py")
     return {
-        "flask_limiter": "limits, flask_limiter",
-        "limits": "limits, flask_limiter",
         "kombu": "celery, kombu",
         "celery": "celery, kombu",
         "werkzeug": "flask, werkzeug",
