@@ -82,6 +82,8 @@ class Settings:
     simulator_latency_seconds: float | None
     max_request_bytes: int
     allow_private_image_urls: bool
+    # Customer webhook URLs may name private and loopback addresses (a closed network, tests).
+    webhook_allow_private_urls: bool
     # Per API key (per client address without one), as "600 per minute"; and per client
     # address for answers 401 (no key, an invented or revoked one): a tighter budget, spent
     # before any database lookup. Counted in Redis when the broker is Redis.
@@ -212,6 +214,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         simulator_latency_seconds=_optional_float(env, "SIMULATOR_LATENCY_SECONDS"),
         max_request_bytes=int(_number(env, "MAX_REQUEST_BYTES", str(2 * 1024 * 1024))),
         allow_private_image_urls=env.get("ALLOW_PRIVATE_IMAGE_URLS", "") in ("1", "true", "yes"),
+        webhook_allow_private_urls=(
+            env.get("WEBHOOK_ALLOW_PRIVATE_URLS", "") in ("1", "true", "yes")
+        ),
         poll_horizon_seconds=float(_number(env, "POLL_HORIZON_SECONDS", "2")),
         rate_limit=_rate(env, "RATE_LIMIT", "600 per minute"),
         rate_limit_auth_failures=_rate(env, "RATE_LIMIT_AUTH_FAILURES", "30 per minute"),

@@ -8,6 +8,7 @@ from shared.db import Base
 from shared.jobs.models import IdempotencyKey, Job
 from shared.ledger.models import LedgerEntry
 from shared.media.models import MediaAsset
+from shared.webhooks.models import WebhookSubscription
 
 metadata = Base.metadata
 
@@ -19,5 +20,6 @@ __all__ = [
     "LedgerEntry",
     "MediaAsset",
     "ModelPrice",
+    "WebhookSubscription",
     "metadata",
 ]

@@ -6,7 +6,16 @@ from flask import Flask
 from flask.json.provider import DefaultJSONProvider
 
 from services.api import errors, http_metrics, ratelimit
-from services.api.routes import admin, credits, jobs, media, ops, video, webhooks
+from services.api.routes import (
+    admin,
+    credits,
+    customer_webhooks,
+    jobs,
+    media,
+    ops,
+    video,
+    webhooks,
+)
 from services.worker.celery_app import make_celery
 from shared import logs
 from shared.catalog.sync import CatalogCache
@@ -40,7 +49,17 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.before_request(logs.reset)
     errors.init_app(app)
     http_metrics.init_app(app)
-    for blueprint in (video.bp, jobs.bp, media.bp, credits.bp, ops.bp, webhooks.bp, admin.bp):
+    blueprints = (
+        video.bp,
+        jobs.bp,
+        media.bp,
+        credits.bp,
+        ops.bp,
+        webhooks.bp,
+        customer_webhooks.bp,
+        admin.bp,
+    )
+    for blueprint in blueprints:
         app.register_blueprint(blueprint)
     # Operations are not the API's customers' traffic; fal's callbacks have a budget of their
     # own per client address (forged ones would otherwise be unlimited).

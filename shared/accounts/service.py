@@ -18,8 +18,9 @@ from shared.errors import NotFound, Unauthorized
 from shared.jobs.models import Job
 from shared.ledger import service as ledger
 from shared.media.models import MediaAsset
+from shared.webhooks.models import WebhookSubscription
 
-Owned = TypeVar("Owned", Job, MediaAsset)  # the rows an account owns
+Owned = TypeVar("Owned", Job, MediaAsset, WebhookSubscription)  # the rows an account owns
 
 KEY_PREFIX = "nv_sk_"
 

@@ -1,0 +1,1 @@
+"""Customer webhooks: the subscriptions an account registers for its jobs' events."""
