@@ -110,6 +110,11 @@ class Settings:
     # The operator token of the admin API (`/v1/admin/…`, e.g. granting credits); None: that
     # API is off (its routes answer 404).
     admin_token: str | None = field(default=None, repr=False)
+    # `GET /v1/jobs/{id}/events`: a comment line this often keeps proxies from closing a quiet
+    # stream; a stream ends after this long (the client resumes with `Last-Event-ID`), so no
+    # request lives for ever.
+    event_stream_heartbeat_seconds: float = 15
+    event_stream_max_seconds: float = 300
 
     @property
     def completions_queue(self) -> str:
@@ -238,6 +243,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         s3_region=env.get("S3_REGION") or "us-east-1",
         api_metrics_port=int(_number(env, "API_METRICS_PORT", "9101")),
         admin_token=env.get("ADMIN_TOKEN") or None,
+        event_stream_heartbeat_seconds=float(_number(env, "EVENT_STREAM_HEARTBEAT_SECONDS", "15")),
+        event_stream_max_seconds=float(_number(env, "EVENT_STREAM_MAX_SECONDS", "300")),
     )
     _validate(settings)
     return settings
@@ -261,6 +268,8 @@ def _validate(settings: Settings) -> None:
     # Each dispatch sends the parked polls due before the next one (and a little more).
     if settings.poll_horizon_seconds < settings.dispatch_interval_seconds:
         raise ConfigError("POLL_HORIZON_SECONDS must be at least DISPATCH_INTERVAL_SECONDS")
+    if settings.event_stream_heartbeat_seconds <= 0 or settings.event_stream_max_seconds <= 0:
+        raise ConfigError("EVENT_STREAM_HEARTBEAT_SECONDS and _MAX_SECONDS must be positive")
     # The operator token grants credits: one short enough to guess is refused.
     if settings.admin_token is not None and len(settings.admin_token) < 16:
         raise ConfigError("ADMIN_TOKEN must be at least 16 characters")

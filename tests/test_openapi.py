@@ -1,10 +1,12 @@
 """GET /openapi.json: valid OpenAPI, complete (every route the app registers), and true of
 the real API over HTTP, as schemathesis finds by generating requests from it.
 
-Generated submissions create real jobs, so the requests go to `idle_app` (its messages
-reach no worker): the run renders no videos. schemathesis loads the document at import
-(one test per operation: its fixture-based loader breaks on this pytest), and the first test
-checks that the API serves exactly that document.
+Generated submissions create real jobs, so the requests go to an idle app (its messages
+reach no worker): the run renders no videos. Its jobs stay queued, so their event streams
+(the stateful phase follows a submit to them) end after a second, not after five minutes.
+schemathesis loads the document at import (one test per operation: its fixture-based
+loader breaks on this pytest), and the first test checks that the API serves exactly that
+document.
 """
 
 from __future__ import annotations
@@ -50,8 +52,9 @@ UNSIGNED = "/v1/webhooks/fal"
 
 
 @pytest.fixture(scope="module")
-def idle_api(idle_app: Flask) -> Iterator[str]:
-    with serving(idle_app) as url:
+def idle_api(make_app: Callable[..., Flask]) -> Iterator[str]:
+    idle = make_app(CELERY_QUEUE=f"{conftest.RUN_QUEUE}-idle", EVENT_STREAM_MAX_SECONDS="1")
+    with serving(idle) as url:
         yield url
 
 

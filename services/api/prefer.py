@@ -86,7 +86,7 @@ def until_final(job: Job, seconds: int) -> Job:
     """`job` as it is once final, or after `seconds`, or once the client has hung up."""
     deadline = time.monotonic() + seconds
     interval = FIRST_READ_SECONDS
-    client = _Client(request.environ.get("gunicorn.socket"))
+    client = ClientSocket(request.environ.get("gunicorn.socket"))
     while not job.status.is_terminal:
         left = deadline - time.monotonic()
         if left <= 0 or not client.still_there_after(min(interval, left)):
@@ -97,7 +97,7 @@ def until_final(job: Job, seconds: int) -> Job:
     return job
 
 
-class _Client:
+class ClientSocket:
     """The waiting request's client connection, when the server exposes it (gunicorn puts
     it in the WSGI environ; the test client and werkzeug's server do not)."""
 

@@ -114,6 +114,16 @@ class JobError(Open):
     message: str
 
 
+def with_our_video(result: dict[str, Any], video_url: str | None) -> dict[str, Any]:
+    """A job's `result` as the API shows it: once ingested (`video_url`, our copy's URL),
+    `video.url` is ours and `video.provider_url` the provider's."""
+    video = dict(result.get("video") or {})
+    if video_url is not None:
+        video["provider_url"] = video.get("url")
+        video["url"] = video_url
+    return {**result, "video": video}
+
+
 class Job(Open):
     """`GET /v1/jobs/{id}`: the job as the database has it (the provider is never called)."""
 
@@ -142,11 +152,7 @@ class Job(Open):
         """The job's view; `video_url` is the URL of our copy of its video, once ingested."""
         result = None
         if job.result is not None:
-            video = dict(job.result.get("video") or {})
-            if video_url is not None:
-                video["provider_url"] = video.get("url")
-                video["url"] = video_url
-            result = JobResult.model_validate({**job.result, "video": video})
+            result = JobResult.model_validate(with_our_video(job.result, video_url))
         return cls(
             id=job.id,
             type=job.type,

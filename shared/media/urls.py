@@ -12,7 +12,9 @@ within the hour and browsers and CDNs can cache the video; both stay valid for a
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from itsdangerous import BadSignature, TimestampSigner, URLSafeTimedSerializer
 
@@ -116,16 +118,23 @@ def asset_urls(
 
 
 def job_video_urls(
-    job: Job, *, storage: MediaStorage, base_url: str, secret_key: str
+    job: Job,
+    *,
+    storage: MediaStorage,
+    base_url: str,
+    secret_key: str,
+    result: Mapping[str, Any] | None = None,
 ) -> MediaUrls | None:
-    """The URLs of a job's ingested video (`result.video.url`), None before ingest.
+    """The URLs of a job's ingested video (`result.video.url`), None before ingest; with
+    `result`, of the job as that result shows it (one of its events' views).
 
     Derived from the job alone (ingest's key rule, the library's file name), so rendering a
     page of jobs reads no asset rows."""
-    asset_id = (job.result or {}).get("media_asset_id")
+    result = (job.result if result is None else result) or {}
+    asset_id = result.get("media_asset_id")
     if not asset_id:
         return None
-    video = (job.result or {}).get("video") or {}
+    video = result.get("video") or {}
     return media_urls(
         storage=storage,
         asset_id=str(asset_id),
