@@ -84,6 +84,9 @@ class Settings:
     allow_private_image_urls: bool
     # Customer webhook URLs may name private and loopback addresses (a closed network, tests).
     webhook_allow_private_urls: bool
+    # Seconds between a customer webhook delivery's attempts; each wait is stretched by up to
+    # a fifth at random (never shortened); after the last, the delivery has failed.
+    webhook_retry_schedule: tuple[float, ...]
     # Per API key (per client address without one), as "600 per minute"; and per client
     # address for answers 401 (no key, an invented or revoked one): a tighter budget, spent
     # before any database lookup. Counted in Redis when the broker is Redis.
@@ -123,9 +126,14 @@ class Settings:
         return f"{self.celery_queue}.completions"
 
     @property
-    def celery_queues(self) -> tuple[str, str]:
-        """Every queue a worker reads (each worker reads both unless told otherwise)."""
-        return (self.celery_queue, self.completions_queue)
+    def webhooks_queue(self) -> str:
+        """Customer webhook deliveries: a flood of them never delays polls or completions."""
+        return f"{self.celery_queue}.webhooks"
+
+    @property
+    def celery_queues(self) -> tuple[str, ...]:
+        """Every queue a worker reads (each worker reads all unless told otherwise)."""
+        return (self.celery_queue, self.completions_queue, self.webhooks_queue)
 
     @property
     def broker_is_filesystem(self) -> bool:
@@ -149,6 +157,11 @@ class Settings:
             (self.broker_folder / "control").mkdir(parents=True, exist_ok=True)
 
 
+# Standard Webhooks' suggested schedule: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h after the
+# first attempt, 27.6 h in all (at least 24 h even before the jitter stretches it).
+WEBHOOK_RETRY_SCHEDULE = "5,300,1800,7200,18000,36000,36000"
+
+
 def _number(env: Mapping[str, str], name: str, default: str) -> Decimal:
     raw = env.get(name, default)
     try:
@@ -160,6 +173,14 @@ def _number(env: Mapping[str, str], name: str, default: str) -> Decimal:
 def _optional_float(env: Mapping[str, str], name: str) -> float | None:
     raw = env.get(name)
     return None if raw in (None, "") else float(_number(env, name, raw))
+
+
+def _schedule(env: Mapping[str, str], name: str, default: str) -> tuple[float, ...]:
+    raw = env.get(name) or default
+    waits = tuple(float(_number({name: part.strip()}, name, "")) for part in raw.split(","))
+    if not all(0 < wait < 10**7 for wait in waits):
+        raise ConfigError(f"{name} must be positive numbers of seconds, got {raw!r}")
+    return waits
 
 
 def _rate(env: Mapping[str, str], name: str, default: str) -> Rate:
@@ -222,6 +243,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         webhook_allow_private_urls=(
             env.get("WEBHOOK_ALLOW_PRIVATE_URLS", "") in ("1", "true", "yes")
         ),
+        webhook_retry_schedule=_schedule(env, "WEBHOOK_RETRY_SCHEDULE", WEBHOOK_RETRY_SCHEDULE),
         poll_horizon_seconds=float(_number(env, "POLL_HORIZON_SECONDS", "2")),
         rate_limit=_rate(env, "RATE_LIMIT", "600 per minute"),
         rate_limit_auth_failures=_rate(env, "RATE_LIMIT_AUTH_FAILURES", "30 per minute"),

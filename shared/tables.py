@@ -8,7 +8,7 @@ from shared.db import Base
 from shared.jobs.models import IdempotencyKey, Job
 from shared.ledger.models import LedgerEntry
 from shared.media.models import MediaAsset
-from shared.webhooks.models import WebhookSubscription
+from shared.webhooks.models import WebhookDelivery, WebhookSubscription
 
 metadata = Base.metadata
 
@@ -20,6 +20,7 @@ __all__ = [
     "LedgerEntry",
     "MediaAsset",
     "ModelPrice",
+    "WebhookDelivery",
     "WebhookSubscription",
     "metadata",
 ]

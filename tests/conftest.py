@@ -55,6 +55,9 @@ def test_env(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> dic
         # A test's workers run without beat unless it starts one (tests/test_recovery.py),
         # and nothing else sends a parked poll: here every poll is a countdown message.
         "POLL_HORIZON_SECONDS": "3600",
+        # Customer webhooks go to a receiver on this machine, and retry in seconds.
+        "WEBHOOK_ALLOW_PRIVATE_URLS": "1",
+        "WEBHOOK_RETRY_SCHEDULE": "0.3,0.3,0.3,0.3",
     }
 
 

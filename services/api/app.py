@@ -57,6 +57,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         ops.bp,
         webhooks.bp,
         customer_webhooks.bp,
+        customer_webhooks.deliveries_bp,
         admin.bp,
     )
     for blueprint in blueprints:

@@ -8,6 +8,8 @@ again; every task is safe to run twice.
 from __future__ import annotations
 
 import logging
+import uuid
+from collections.abc import Iterable
 from typing import Any
 
 import redis
@@ -32,6 +34,7 @@ INGEST_MEDIA = "naive.ingest_media"
 CANCEL_AT_PROVIDER = "naive.cancel_at_provider"
 DISPATCH = "naive.dispatch"
 REFRESH_CATALOG = "naive.refresh_catalog"
+DELIVER_WEBHOOK = "naive.deliver_webhook"
 
 
 # How messages are delivered: JSON ids only, acknowledged late, redelivered when a worker
@@ -92,7 +95,11 @@ def make_celery(settings: Settings) -> Celery:
     else:
         # kombu's Redis channel, patched so a worker survives a Redis restart.
         redis_transport.install()
-    app = Celery("naive", broker=settings.broker_url, include=["services.worker.tasks"])
+    app = Celery(
+        "naive",
+        broker=settings.broker_url,
+        include=["services.worker.tasks", "services.worker.webhook_tasks"],
+    )
     app.conf.update(
         DELIVERY_OPTIONS,
         task_default_queue=settings.celery_queue,
@@ -105,6 +112,7 @@ def make_celery(settings: Settings) -> Celery:
             # The dispatcher's tick sends the parked and the overdue polls: behind a backlog
             # of polls it would only make them later.
             DISPATCH: {"queue": settings.completions_queue},
+            DELIVER_WEBHOOK: {"queue": settings.webhooks_queue},
         },
         broker_transport_options=_transport_options(settings),
         beat_schedule=_beat_schedule(settings),
@@ -166,3 +174,14 @@ def send_callback_follow_up(
         send_after_commit(session, celery, SETTLE_CREDITS, str(job.id))
     elif outcome == "polling" and job.poll_token is not None:
         send_after_commit(session, celery, POLL_JOB, str(job.id), job.poll_token)
+
+
+def send_webhook_deliveries(
+    session: Session, celery: Celery, sends: Iterable[tuple[uuid.UUID, int, float]]
+) -> None:
+    """Each delivery's attempt, after the commit: its id and the attempts made so far (which
+    fences a duplicate message), with its countdown."""
+    for delivery_id, attempts, countdown in sends:
+        send_after_commit(
+            session, celery, DELIVER_WEBHOOK, str(delivery_id), str(attempts), countdown=countdown
+        )

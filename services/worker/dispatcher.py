@@ -8,7 +8,9 @@ dispatchers never take the same job), and carries out `machine.step_for` for eac
 sends the step's message again (so a message lost with a worker, a FLUSHALL or a Redis
 restart costs seconds), fails a job past its deadline, or fails a submit whose outcome is
 unknown. It also sends the parked polls (waits beyond `POLL_HORIZON_SECONDS`, which no
-message carries) due within that horizon, each with the countdown to its due time.
+message carries) due within that horizon, each with the countdown to its due time; and
+fans the new job events out to customer webhook deliveries and sends those that are due
+(`dispatch_webhooks`).
 The rules are the state machine's; this module only applies them.
 """
 
@@ -28,6 +30,7 @@ from shared.jobs.machine import Step
 from shared.jobs.models import Job
 from shared.jobs.status import JobStatus
 from shared.runtime import Runtime
+from shared.webhooks import deliveries
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +39,8 @@ BATCH = 500
 
 def dispatch(runtime: Runtime, celery: Celery, *, now: datetime) -> int:
     """Carry out every step due by `now` less the grace, then send the parked polls due
-    within the horizon; returns how many jobs it acted on."""
+    within the horizon, then the customer webhook deliveries due; returns how many jobs it
+    acted on."""
     cutoff = now - timedelta(seconds=runtime.settings.dispatch_grace_seconds)
     acted = 0
     while True:
@@ -61,7 +65,25 @@ def dispatch(runtime: Runtime, celery: Celery, *, now: datetime) -> int:
                 )
         acted += len(parked)
         if len(parked) < BATCH:
-            return acted
+            break
+    dispatch_webhooks(runtime, celery, now=now)
+    return acted
+
+
+def dispatch_webhooks(runtime: Runtime, celery: Celery, *, now: datetime) -> None:
+    """Write the deliveries of every job event not yet taken, then send every delivery that
+    is due and first of its job's pending ones."""
+    while True:
+        with runtime.db.transaction() as session:
+            taken = deliveries.fan_out(session=session, now=now, limit=BATCH)
+        if taken < BATCH:
+            break
+    while True:
+        with runtime.db.transaction() as session:
+            due = deliveries.claim_due(session=session, now=now, limit=BATCH)
+            names.send_webhook_deliveries(session, celery, due)
+        if len(due) < BATCH:
+            return
 
 
 def _carry_out(session: Session, celery: Celery, job: Job, *, now: datetime, token: str) -> int:

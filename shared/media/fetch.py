@@ -107,8 +107,8 @@ def _read_http_url(url: str, allow_address: AddressPolicy, max_bytes: int, timeo
                 )
             with (
                 httpcore.ConnectionPool(
-                    ssl_context=_ssl_context(),
-                    network_backend=_PinnedBackend(addresses, deadline),
+                    ssl_context=ssl_context(),
+                    network_backend=PinnedBackend(addresses, deadline),
                     max_connections=1,
                 ) as pool,
                 pool.stream(
@@ -181,19 +181,23 @@ def _time_left(deadline: float, expired: type[httpcore.TimeoutException]) -> flo
 
 
 @functools.cache
-def _ssl_context() -> ssl.SSLContext:
+def ssl_context() -> ssl.SSLContext:
     """The context httpx verifies with by default (certifi's roots), built once."""
     return httpx.create_ssl_context()
 
 
-class _PinnedBackend(httpcore.NetworkBackend):
+class PinnedBackend(httpcore.NetworkBackend):
     """Connects to the checked addresses, whatever host name httpcore connects for (the URL
     keeps its name, so Host, SNI and certificate checks are the name's), and holds every
-    socket operation to the fetch's deadline instead of httpcore's per-operation timeouts."""
+    socket operation to the fetch's deadline instead of httpcore's per-operation timeouts;
+    connecting, to `connect_deadline` if that is sooner."""
 
-    def __init__(self, addresses: list[Address], deadline: float) -> None:
+    def __init__(
+        self, addresses: list[Address], deadline: float, connect_deadline: float | None = None
+    ) -> None:
         self._addresses = addresses
         self._deadline = deadline
+        self._connect_deadline = min(deadline, connect_deadline or deadline)
         self._sockets = httpcore.SyncBackend()
 
     def connect_tcp(
@@ -210,7 +214,7 @@ class _PinnedBackend(httpcore.NetworkBackend):
                 stream = self._sockets.connect_tcp(
                     str(address),
                     port,
-                    timeout=_time_left(self._deadline, httpcore.ConnectTimeout),
+                    timeout=_time_left(self._connect_deadline, httpcore.ConnectTimeout),
                     socket_options=socket_options,
                 )
             except httpcore.ConnectError as exc:

@@ -1,4 +1,5 @@
-"""Customer webhooks' wire shapes: a subscription as created, read, listed and changed."""
+"""Customer webhooks' wire shapes: a subscription as created, read, listed and changed, and
+its deliveries."""
 
 from __future__ import annotations
 
@@ -6,11 +7,12 @@ import uuid
 from datetime import datetime
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from shared.wire import Closed, Open
+from shared.wire import Closed, Open, QueryInt
 
 if TYPE_CHECKING:  # the row is read, not imported: clients use these shapes too
+    from shared.webhooks.models import WebhookDelivery as DeliveryRow
     from shared.webhooks.models import WebhookSubscription
 
 # The job events a subscription can receive (`shared.jobs.events` writes them).
@@ -72,3 +74,52 @@ class WebhookList(Open):
     model_config = ConfigDict(title="WebhookList")
 
     data: list[Webhook]
+
+
+DeliveryStatus = Literal["pending", "delivered", "failed"]
+
+
+class WebhookDelivery(Open):
+    """One event sent (or to send) to one subscription; `id` is its `webhook-id` header."""
+
+    id: uuid.UUID
+    event: EventType
+    job_id: uuid.UUID
+    seq: int = Field(description="The event's number among its job's events (1, 2, 3…).")
+    status: DeliveryStatus = Field(
+        description="`pending` (its next attempt is due at `next_attempt_at`, or it waits for "
+        "the job's earlier events), `delivered` (a 2xx), or `failed` (a 4xx other than 408 "
+        "and 429, or every retry spent)."
+    )
+    attempts: int
+    last_response_code: int | None = Field(description="The receiver's last HTTP status.")
+    last_error: str | None = Field(description="Why the last attempt had no answer.")
+    latency_ms: int | None = Field(description="How long the last attempt took.")
+    last_attempt_at: datetime | None
+    next_attempt_at: datetime | None
+    created_at: datetime
+
+    @classmethod
+    def of(cls, row: DeliveryRow) -> WebhookDelivery:
+        return cls(
+            id=row.id,
+            event=row.event_type,  # type: ignore[arg-type]  # one of the event types
+            job_id=row.job_id,
+            seq=row.seq,
+            status=row.status,  # type: ignore[arg-type]  # one of the statuses
+            attempts=row.attempts,
+            last_response_code=row.last_status_code,
+            last_error=row.last_error,
+            latency_ms=row.last_latency_ms,
+            last_attempt_at=row.last_attempt_at,
+            next_attempt_at=row.next_attempt_at,
+            created_at=row.created_at,
+        )
+
+
+class WebhookDeliveryList(Open):
+    data: list[WebhookDelivery]
+
+
+class DeliveryQuery(BaseModel):
+    limit: QueryInt = Field(default=50, ge=1, le=500, description="How many, newest first.")

@@ -1,5 +1,6 @@
-"""Customer webhooks: an account's subscriptions to its jobs' events (fal's own callback
-is `routes/webhooks.py`). Another account's subscription is not found, never forbidden."""
+"""Customer webhooks: an account's subscriptions to its jobs' events, their deliveries and
+redelivery (fal's own callback is `routes/webhooks.py`). Another account's subscription or
+delivery is not found, never forbidden."""
 
 from __future__ import annotations
 
@@ -7,17 +8,24 @@ from flask import Blueprint, Response
 
 from services.api import context
 from services.api.contract import Reply, route
+from services.worker.celery_app import send_webhook_deliveries
+from shared.db import utcnow
 from shared.errors import InvalidInput, NotFound
+from shared.webhooks import deliveries
 from shared.webhooks import service as webhooks
 from shared.webhooks.schemas import (
+    DeliveryQuery,
     Webhook,
     WebhookCreate,
     WebhookCreated,
+    WebhookDelivery,
+    WebhookDeliveryList,
     WebhookList,
     WebhookUpdate,
 )
 
 bp = Blueprint("customer_webhooks", __name__, url_prefix="/v1/webhooks")
+deliveries_bp = Blueprint("webhook_deliveries", __name__, url_prefix="/v1/webhook-deliveries")
 
 
 @route(
@@ -108,3 +116,39 @@ def delete_webhook(webhook_id: str) -> Response:
     with context.runtime().db.transaction() as session:
         webhooks.delete(session=session, account_id=account_id, webhook_id=webhook_id)
     return Response(status=204)
+
+
+@route(
+    bp,
+    "GET",
+    "/<webhook_id>/deliveries",
+    summary="A subscription's deliveries, newest first",
+    query=DeliveryQuery,
+    replies={200: Reply("Each event sent or to send, with its attempts.", WebhookDeliveryList)},
+    errors=(NotFound, InvalidInput),
+)
+def list_deliveries(webhook_id: str, query: DeliveryQuery) -> WebhookDeliveryList:
+    account_id = context.authenticated_account()
+    with context.runtime().db.transaction() as session:
+        rows = deliveries.list_for(
+            session=session, account_id=account_id, webhook_id=webhook_id, limit=query.limit
+        )
+        return WebhookDeliveryList(data=[WebhookDelivery.of(row) for row in rows])
+
+
+@route(
+    deliveries_bp,
+    "POST",
+    "/<delivery_id>/redeliver",
+    summary="Send a delivery again: the identical body under the same webhook-id",
+    replies={202: Reply("Queued: sent now, or after its job's earlier events.", WebhookDelivery)},
+    errors=(NotFound,),
+)
+def redeliver(delivery_id: str) -> WebhookDelivery:
+    account_id = context.authenticated_account()
+    with context.runtime().db.transaction() as session:
+        row, sends = deliveries.redeliver(
+            session=session, account_id=account_id, delivery_id=delivery_id, now=utcnow()
+        )
+        send_webhook_deliveries(session, context.celery(), sends)
+        return WebhookDelivery.of(row)

@@ -1,0 +1,279 @@
+"""Customer webhook deliveries: fanned out from the job events outbox, sent in order per job,
+retried on the schedule, listed and redelivered.
+
+The dispatcher (beat) takes the events no delivery has taken yet (`fan_out`: one delivery
+per matching subscription, its body fixed then) and sends every delivery that is due and
+first among its job's pending ones for its subscription (`claim_due`), leasing it so the
+next tick does not send it again while its message is out. The delivery task claims an
+attempt (`begin_attempt`: the attempt number in the message fences duplicates), POSTs with
+no transaction open, and records what it found (`record_attempt`), which says what to send
+next: the same delivery later (a retry within the countdown horizon) or the job's next
+event now. Retries further away are left to the dispatcher, so no long countdown sits in
+Redis. Functions flush and leave the commit to the caller.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import ColumnElement, exists, insert, or_, select, update
+from sqlalchemy.orm import Session, aliased
+
+from shared import accounts
+from shared.errors import NotFound
+from shared.jobs.models import JobEvent
+from shared.webhooks import delivery
+from shared.webhooks.models import DeliveryStatus, WebhookDelivery, WebhookSubscription
+
+BATCH = 500
+# How long a sent message holds its delivery: longer than an attempt may take, so a delivery
+# is sent again only when its message or its worker was lost.
+LEASE = timedelta(seconds=delivery.TOTAL_SECONDS * 4)
+# A retry due within this is sent as a countdown message; later ones by the dispatcher.
+COUNTDOWN_HORIZON = 60.0
+# Each wait of the schedule is stretched by up to this fraction at random, never shortened.
+JITTER = 0.2
+
+Send = tuple[uuid.UUID, int, float]  # (delivery id, attempts so far, countdown seconds)
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """An attempt to make: where, with which key, what."""
+
+    url: str
+    secret: str
+    webhook_id: str
+    body: bytes
+
+
+def body_of(event: JobEvent) -> str:
+    """The delivery's body: the event's type and time, and the job's view at that moment."""
+    timestamp = event.created_at.isoformat().replace("+00:00", "Z")
+    return json.dumps({"type": event.type, "timestamp": timestamp, "data": event.data})
+
+
+def fan_out(*, session: Session, now: datetime, limit: int = BATCH) -> int:
+    """Take up to `limit` events no delivery has taken, oldest first, and write a delivery
+    for each subscription of the event's account that wants its type (and existed when it
+    happened); returns how many events were taken."""
+    taken = session.scalars(
+        select(JobEvent)
+        .where(JobEvent.dispatched_at.is_(None))
+        .order_by(JobEvent.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    ).all()
+    if not taken:
+        return 0
+    subscriptions: dict[uuid.UUID, list[WebhookSubscription]] = defaultdict(list)
+    for subscription in session.scalars(
+        select(WebhookSubscription).where(
+            WebhookSubscription.account_id.in_({event.account_id for event in taken})
+        )
+    ):
+        subscriptions[subscription.account_id].append(subscription)
+    rows = [
+        {
+            "id": uuid.uuid4(),
+            "subscription_id": subscription.id,
+            "event_id": event.id,
+            "job_id": event.job_id,
+            "seq": event.seq,
+            "event_type": event.type,
+            "body": body_of(event),
+            "status": DeliveryStatus.PENDING,
+            "attempts": 0,
+            "retries": 0,
+            "next_attempt_at": now,
+            "created_at": now,
+        }
+        for event in taken
+        for subscription in subscriptions[event.account_id]
+        if event.type in subscription.events and event.created_at >= subscription.created_at
+    ]
+    if rows:
+        session.execute(insert(WebhookDelivery), rows)
+    session.execute(
+        update(JobEvent)
+        .where(JobEvent.id.in_([event.id for event in taken]))
+        .values(dispatched_at=now)
+    )
+    return len(taken)
+
+
+def _first_pending() -> ColumnElement[bool]:
+    """Whether no earlier event of the same job is pending for the same subscription."""
+    earlier = aliased(WebhookDelivery)
+    return ~exists().where(
+        earlier.subscription_id == WebhookDelivery.subscription_id,
+        earlier.job_id == WebhookDelivery.job_id,
+        earlier.seq < WebhookDelivery.seq,
+        earlier.status == DeliveryStatus.PENDING,
+    )
+
+
+def _sendable(now: datetime) -> list[ColumnElement[bool]]:
+    return [
+        WebhookDelivery.status == DeliveryStatus.PENDING,
+        WebhookDelivery.next_attempt_at <= now,
+        or_(WebhookDelivery.leased_until.is_(None), WebhookDelivery.leased_until < now),
+        _first_pending(),
+    ]
+
+
+def claim_due(*, session: Session, now: datetime, limit: int = BATCH) -> list[Send]:
+    """Lease up to `limit` deliveries that are due, unleased and first of their job's
+    pending ones; returns what to send now."""
+    due = session.scalars(
+        select(WebhookDelivery)
+        .where(*_sendable(now))
+        .order_by(WebhookDelivery.next_attempt_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True, of=WebhookDelivery)
+    ).all()
+    for row in due:
+        row.leased_until = now + LEASE
+    session.flush()
+    return [(row.id, row.attempts, 0.0) for row in due]
+
+
+def begin_attempt(
+    *, session: Session, delivery_id: uuid.UUID, attempts: int, now: datetime
+) -> Claimed | None:
+    """Count an attempt of the delivery, if it is still the one the message was sent for
+    (pending, `attempts` made so far) and none of its job's earlier events is pending; None
+    otherwise (a duplicate or stale message: nothing to do)."""
+    row = session.scalars(
+        select(WebhookDelivery)
+        .where(
+            WebhookDelivery.id == delivery_id,
+            WebhookDelivery.status == DeliveryStatus.PENDING,
+            WebhookDelivery.attempts == attempts,
+            _first_pending(),
+        )
+        .with_for_update(of=WebhookDelivery)
+    ).one_or_none()
+    subscription = None if row is None else session.get(WebhookSubscription, row.subscription_id)
+    if row is None or subscription is None:
+        return None
+    row.attempts += 1
+    row.last_attempt_at = now
+    row.leased_until = now + LEASE
+    session.flush()
+    return Claimed(
+        url=subscription.url,
+        secret=subscription.secret,
+        webhook_id=str(row.id),
+        body=row.body.encode(),
+    )
+
+
+def record_attempt(
+    *,
+    session: Session,
+    delivery_id: uuid.UUID,
+    attempts: int,
+    attempt: delivery.Attempt,
+    now: datetime,
+    schedule: Sequence[float],
+) -> list[Send]:
+    """Record attempt number `attempts` of the delivery and decide what follows: delivered
+    or given up, the job's next event for this subscription is sent now; a retryable failure
+    waits its turn in `schedule` (failed once the schedule is spent). Returns what to send."""
+    row = session.get(WebhookDelivery, delivery_id, with_for_update=True)
+    if row is None or row.attempts != attempts or row.status != DeliveryStatus.PENDING:
+        return []  # redelivered meanwhile: that attempt's record is the one that counts
+    row.last_status_code = attempt.status_code
+    row.last_error = attempt.error
+    row.last_latency_ms = attempt.latency_ms
+    row.leased_until = None
+    if not attempt.delivered and attempt.retryable and row.retries < len(schedule):
+        wait = schedule[row.retries] * (1 + random.random() * JITTER)
+        row.retries += 1
+        row.next_attempt_at = now + timedelta(seconds=wait)
+        if wait > COUNTDOWN_HORIZON:
+            return []
+        row.leased_until = row.next_attempt_at + LEASE
+        return [(row.id, row.attempts, wait)]
+    row.status = DeliveryStatus.DELIVERED if attempt.delivered else DeliveryStatus.FAILED
+    row.next_attempt_at = None
+    session.flush()
+    following = session.scalars(
+        select(WebhookDelivery)
+        .where(
+            WebhookDelivery.subscription_id == row.subscription_id,
+            WebhookDelivery.job_id == row.job_id,
+            *_sendable(now),
+        )
+        .order_by(WebhookDelivery.seq)
+        .limit(1)
+        .with_for_update(skip_locked=True, of=WebhookDelivery)
+    ).one_or_none()
+    if following is None:
+        return []
+    following.leased_until = now + LEASE
+    return [(following.id, following.attempts, 0.0)]
+
+
+def list_for(
+    *, session: Session, account_id: uuid.UUID, webhook_id: str, limit: int
+) -> list[WebhookDelivery]:
+    """A subscription's deliveries, newest first."""
+    subscription = accounts.get_owned(
+        session=session,
+        model=WebhookSubscription,
+        account_id=account_id,
+        raw_id=webhook_id,
+        noun="webhook",
+    )
+    return list(
+        session.scalars(
+            select(WebhookDelivery)
+            .where(WebhookDelivery.subscription_id == subscription.id)
+            .order_by(WebhookDelivery.created_at.desc(), WebhookDelivery.seq.desc())
+            .limit(limit)
+        )
+    )
+
+
+def redeliver(
+    *, session: Session, account_id: uuid.UUID, delivery_id: str, now: datetime
+) -> tuple[WebhookDelivery, list[Send]]:
+    """Send the delivery again, the same body under the same `webhook-id`, with a fresh
+    retry schedule: now, unless an earlier event of its job is still pending for the
+    subscription (then in its turn)."""
+    try:
+        key = uuid.UUID(delivery_id)
+    except ValueError:
+        raise NotFound(f"No webhook delivery {delivery_id!r}.") from None
+    row = session.scalars(
+        select(WebhookDelivery)
+        .join(WebhookSubscription, WebhookSubscription.id == WebhookDelivery.subscription_id)
+        .where(WebhookDelivery.id == key, WebhookSubscription.account_id == account_id)
+        .with_for_update(of=WebhookDelivery)
+    ).one_or_none()
+    if row is None:
+        raise NotFound(f"No webhook delivery {delivery_id!r}.")
+    row.status = DeliveryStatus.PENDING
+    row.retries = 0
+    row.next_attempt_at = now
+    row.leased_until = None
+    session.flush()
+    first = session.scalar(
+        select(WebhookDelivery.id).where(
+            WebhookDelivery.id == row.id,
+            _first_pending(),
+        )
+    )
+    if first is None:
+        return row, []
+    row.leased_until = now + LEASE
+    session.flush()
+    return row, [(row.id, row.attempts, 0.0)]
