@@ -139,7 +139,9 @@ def test_progress_queue_position_and_logs_are_stored_on_the_job(polling, account
     accepted = generate(
         polling.client,
         account,
-        tagged("Slow queue [sim latency=8] [fal queue=6]"),
+        tagged(
+            "Slow queue [sim latency=14] [fal queue=6]"
+        ),  # 2.8 s queued: the start timeout is 3 s
         model=UNMEASURED_MODEL,
     )
     positions: list[int] = []
