@@ -234,6 +234,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         poll_max_seconds=float(_number(env, "POLL_MAX_SECONDS", "15")),
         dispatch_interval_seconds=float(_number(env, "DISPATCH_INTERVAL_SECONDS", "1")),
         dispatch_grace_seconds=float(_number(env, "DISPATCH_GRACE_SECONDS", "1")),
+        poll_horizon_seconds=float(_number(env, "POLL_HORIZON_SECONDS", "2")),
         job_deadline_seconds=_optional_float(env, "JOB_DEADLINE_SECONDS"),
         submit_retry_seconds=float(_number(env, "SUBMIT_RETRY_SECONDS", "300")),
         result_retry_seconds=float(_number(env, "RESULT_RETRY_SECONDS", "120")),
@@ -244,7 +245,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             env.get("WEBHOOK_ALLOW_PRIVATE_URLS", "") in ("1", "true", "yes")
         ),
         webhook_retry_schedule=_schedule(env, "WEBHOOK_RETRY_SCHEDULE", WEBHOOK_RETRY_SCHEDULE),
-        poll_horizon_seconds=float(_number(env, "POLL_HORIZON_SECONDS", "2")),
         rate_limit=_rate(env, "RATE_LIMIT", "600 per minute"),
         rate_limit_auth_failures=_rate(env, "RATE_LIMIT_AUTH_FAILURES", "30 per minute"),
         rate_limit_webhooks=_rate(env, "RATE_LIMIT_WEBHOOKS", "1200 per minute"),

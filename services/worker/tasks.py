@@ -60,6 +60,8 @@ DB_OUTAGE_RETRY: dict[str, Any] = {
 # Errors of the world, not of the job: the step is tried again (retry, the dispatcher).
 TRANSIENT = (OperationalError, SoftTimeLimitExceeded, TimeLimitExceeded, WorkerLostError)
 T = TypeVar("T")
+
+
 HARD_AFTER_SOFT = timedelta(seconds=5)
 # A poll may render the simulator's video on its first result, hence more than its budget.
 POLL_TIME_LIMIT = timedelta(seconds=60)
