@@ -44,6 +44,8 @@ IMAGE = "ghcr.io/naive/naive-video"
 SECRET = "naive-secrets"
 SECRET_KEYS = {"DATABASE_URL", "CELERY_BROKER_URL", "FAL_KEY", "SECRET_KEY"}
 KEDA_SECRET_KEYS = {"REDIS_ADDRESS", "REDIS_PASSWORD"}
+# The operator API's token: the api alone reads it, optionally (without it that API is off).
+ADMIN_SECRET_KEY = "ADMIN_TOKEN"
 STORAGE_SECRET = "naive-object-storage"
 STORAGE_SECRET_KEYS = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
 S3_SETTINGS = {"S3_BUCKET", "S3_PREFIX", "S3_ENDPOINT_URL", "S3_REGION"}
@@ -199,7 +201,7 @@ def test_every_base_file_is_a_resource_except_the_secret_template() -> None:
 @pytest.mark.parametrize(
     ("template", "name", "keys"),
     [
-        (BASE / "secret.example.yaml", SECRET, SECRET_KEYS | KEDA_SECRET_KEYS),
+        (BASE / "secret.example.yaml", SECRET, SECRET_KEYS | KEDA_SECRET_KEYS | {ADMIN_SECRET_KEY}),
         (OBJECT_STORAGE / "secret.example.yaml", STORAGE_SECRET, STORAGE_SECRET_KEYS),
     ],
     ids=["naive-secrets", "naive-object-storage"],
@@ -592,7 +594,7 @@ def test_settings_come_from_the_config_map_and_the_secret() -> None:
         "DISPATCH_GRACE_SECONDS",
     ):
         assert config[key], key
-    assert not set(config) & (SECRET_KEYS | KEDA_SECRET_KEYS)
+    assert not set(config) & (SECRET_KEYS | KEDA_SECRET_KEYS | {ADMIN_SECRET_KEY})
     for c in all_containers(OBJECTS):
         assert c["envFrom"] == [{"configMapRef": {"name": "naive-config"}}], c["name"]
         secret_refs = {
@@ -600,9 +602,14 @@ def test_settings_come_from_the_config_map_and_the_secret() -> None:
             for e in c.get("env", [])
             if "secretKeyRef" in e.get("valueFrom", {})
         }
+        admin = secret_refs.pop(ADMIN_SECRET_KEY, None)
         assert set(secret_refs) == SECRET_KEYS, c["name"]
         for name, ref in secret_refs.items():
             assert ref == {"name": SECRET, "key": name}, c["name"]
+        if c["name"] == "api":
+            assert admin == {"name": SECRET, "key": ADMIN_SECRET_KEY, "optional": True}
+        else:
+            assert admin is None, c["name"]
         names = [e["name"] for e in c.get("env", [])]
         assert len(names) == len(set(names)), c["name"]
 
