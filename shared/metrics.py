@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -22,12 +23,15 @@ import redis
 from prometheus_client import CollectorRegistry, Counter, Histogram, multiprocess
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import REGISTRY, Collector
-from sqlalchemy import event, func, select
+from sqlalchemy import event, exists, func, select
 from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, aliased
 
 from shared.db import Database, utcnow
-from shared.jobs.models import Job
+from shared.jobs.models import Job, JobEvent
 from shared.jobs.status import TERMINAL, JobStatus
+from shared.webhooks.delivery import Attempt
+from shared.webhooks.models import DeliveryStatus, WebhookDelivery
 
 DURATION_BUCKETS = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 3600)
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -87,6 +91,22 @@ DISPATCHED = Counter(
 DB_STATEMENTS = Counter("naive_db_statements", "SQL statements sent to the database", ["verb"])
 SQL_VERBS = frozenset({"select", "insert", "update", "delete"})
 DB_TRANSACTIONS = Counter("naive_db_transactions", "Database transactions ended", ["outcome"])
+WEBHOOK_DELIVERIES = Counter(
+    "naive_webhook_deliveries",
+    "Customer webhook delivery attempts by outcome: delivered, retried, failed (given up)",
+    ["outcome"],
+)
+WEBHOOK_DELIVERY_LAG = Histogram(
+    "naive_webhook_delivery_lag_seconds",
+    "From a job event to its webhook delivered",
+    buckets=DURATION_BUCKETS,
+)
+# What a delivery's status after an attempt says the attempt came to.
+_ATTEMPT_OUTCOMES = {
+    DeliveryStatus.DELIVERED: "delivered",
+    DeliveryStatus.PENDING: "retried",
+    DeliveryStatus.FAILED: "failed",
+}
 
 
 _Child = Any  # a metric's child for one set of label values
@@ -173,6 +193,29 @@ def observe_finished(job: Job) -> None:
             )
 
 
+def observe_webhook_attempt(
+    *, session: Session, delivery_id: uuid.UUID, attempts: int, attempt: Attempt
+) -> None:
+    """Count a recorded delivery attempt by what it came to, and time a delivered one from
+    its event. Nothing is counted when the row moved on meanwhile (a redelivery)."""
+    row = session.get(WebhookDelivery, delivery_id)  # the row just recorded: no query
+    if row is None or row.attempts != attempts:
+        return
+    outcome = _ATTEMPT_OUTCOMES.get(DeliveryStatus(row.status))
+    if outcome is None or (outcome == "delivered") != attempt.delivered:
+        return
+    child(WEBHOOK_DELIVERIES, outcome).inc()
+    if attempt.delivered:
+        created = session.scalar(select(JobEvent.created_at).where(JobEvent.id == row.event_id))
+        if created is not None:
+            WEBHOOK_DELIVERY_LAG.observe(_seconds(_aware(created), utcnow()))
+
+
+def _aware(moment: datetime) -> datetime:
+    """SQLite hands back naive UTC datetimes; PostgreSQL aware ones."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=utcnow().tzinfo)
+
+
 def _seconds(start: datetime, end: datetime) -> float:
     return max(0.0, (end - start).total_seconds())
 
@@ -204,6 +247,46 @@ class DatabaseCollector(Collector):
             first = first.replace(tzinfo=utcnow().tzinfo)
         oldest.add_metric([], _seconds(first, utcnow()) if first else 0.0)
         yield in_flight
+        yield oldest
+
+
+class WebhookBacklogCollector(Collector):
+    """The age of the oldest job event still owed to a customer: not yet fanned out to the
+    subscriptions, or with a delivery due now that is not blocked behind the same job's
+    earlier one. A delivery waiting out its retry backoff is not backlog (a receiver that
+    is down is the customer's outage, shown by the retried and failed counts)."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        oldest = GaugeMetricFamily(
+            "naive_webhook_oldest_undelivered_event_age_seconds",
+            "Age of the oldest job event not yet fanned out or delivered when due",
+        )
+        now = utcnow()
+        earlier = aliased(WebhookDelivery)
+        blocked = exists().where(
+            earlier.subscription_id == WebhookDelivery.subscription_id,
+            earlier.job_id == WebhookDelivery.job_id,
+            earlier.seq < WebhookDelivery.seq,
+            earlier.status == DeliveryStatus.PENDING,
+        )
+        with self.db.transaction() as session:
+            undispatched = session.scalar(
+                select(func.min(JobEvent.created_at)).where(JobEvent.dispatched_at.is_(None))
+            )
+            due = session.scalar(
+                select(func.min(JobEvent.created_at))
+                .join(WebhookDelivery, WebhookDelivery.event_id == JobEvent.id)
+                .where(
+                    WebhookDelivery.status == DeliveryStatus.PENDING,
+                    WebhookDelivery.next_attempt_at <= now,
+                    ~blocked,
+                )
+            )
+        firsts = [_aware(moment) for moment in (undispatched, due) if moment is not None]
+        oldest.add_metric([], _seconds(min(firsts), now) if firsts else 0.0)
         yield oldest
 
 

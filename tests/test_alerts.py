@@ -49,11 +49,12 @@ COLLECTED = {
     "naive_oldest_in_flight_job_age_seconds": set(),
     "naive_broker_queue_depth": {"queue"},
     "naive_media_free_bytes": set(),
+    "naive_webhook_oldest_undelivered_event_age_seconds": set(),
     "up": set(),
 }
 TARGET_LABELS = {"job", "instance"}
 SEVERITIES = {"critical", "warning"}
-DASHBOARD_ROWS = ["Job pipeline", "Provider", "Credits", "API", "Workers"]
+DASHBOARD_ROWS = ["Job pipeline", "Provider", "Credits", "API", "Workers", "Webhooks"]
 
 # Words of PromQL that are not metric names.
 KEYWORDS = {
@@ -313,6 +314,9 @@ def test_the_required_alerts_watch_what_they_should() -> None:
         "NaiveApiErrorRateHigh": "naive:http_5xx:ratio_rate5m > 0.05",
         "NaiveApiLatencyBudgetBurnFast": "naive:http_request_slow:ratio_rate5m > (14.4 * 0.01)",
         "NaiveApiLatencyBudgetBurnSlow": "naive:http_request_slow:ratio_rate30m > (6 * 0.01)",
+        "NaiveWebhookBacklogGrowing": (
+            "max(naive_webhook_oldest_undelivered_event_age_seconds) > 600"
+        ),
     }
     assert set(rules_by_name) == set(expected)
     for name, fragment in expected.items():
@@ -420,7 +424,12 @@ def test_the_dashboard_shows_what_each_row_is_about() -> None:
         "naive_http_request_duration_seconds_bucket",
     } <= rows["API"]
     assert {"up", "naive_broker_queue_depth", "naive_ingest_failures_total"} <= rows["Workers"]
+    assert rows["Webhooks"] == {
+        "naive_webhook_deliveries_total",
+        "naive_webhook_delivery_lag_seconds_bucket",
+        "naive_webhook_oldest_undelivered_event_age_seconds",
+    }
     # Gauges every API replica exports alike are never summed on the dashboard either.
     for expr in dashboard_exprs().values():
-        for gauge in ("naive_jobs_in_flight", "naive_oldest_in_flight_job_age_seconds"):
+        for gauge in COLLECTED.keys() - {"up"}:
             assert not re.search(rf"sum\b[^()]*\([^()]*\b{gauge}\b", expr), expr

@@ -346,6 +346,48 @@ ROWS: list[tuple[str, list[Panel]]] = [
             ),
         ],
     ),
+    (
+        "Webhooks",
+        [
+            Panel(
+                "Webhook deliveries by outcome",
+                "Customer webhook delivery attempts per second: delivered (2xx), retried (a "
+                "5xx, 408, 429 or no answer, tried again later), failed (given up).",
+                "ops",
+                [
+                    Query(
+                        f"sum by (outcome) (rate(naive_webhook_deliveries_total{RATE}))",
+                        "{{outcome}}",
+                    )
+                ],
+                8,
+                stacked=True,
+            ),
+            Panel(
+                "Delivery lag",
+                "From a job event to its webhook delivered (retries included), p50 and p95.",
+                "s",
+                [
+                    Query(
+                        f"histogram_quantile({level}, sum by (le) "
+                        f"(rate(naive_webhook_delivery_lag_seconds_bucket{RATE})))",
+                        f"p{round(level * 100)}",
+                    )
+                    for level in (0.5, 0.95)
+                ],
+                8,
+            ),
+            Panel(
+                "Oldest undelivered event",
+                "Age of the oldest job event not yet fanned out, or due and not delivered "
+                "(deliveries waiting out a retry excluded). NaiveWebhookBacklogGrowing fires "
+                "past 10 minutes while it grows.",
+                "s",
+                [Query("max(naive_webhook_oldest_undelivered_event_age_seconds)", "oldest")],
+                8,
+            ),
+        ],
+    ),
 ]
 
 
@@ -437,7 +479,7 @@ def build() -> dashboard.Dashboard:
         dashboard_builder.Dashboard("Naive Video")
         .uid("naive-video")
         .description(
-            "Naive Video: job pipeline, provider, credits, API and workers. "
+            "Naive Video: job pipeline, provider, credits, API, workers and webhooks. "
             "Metrics: shared/metrics.py; alerts: deploy/prometheus/alerts.yml."
         )
         .tags(["naive", "naive-video"])

@@ -22,6 +22,7 @@ from shared.metrics import (
     Cached,
     DatabaseCollector,
     MediaSpaceCollector,
+    WebhookBacklogCollector,
     registry,
 )
 from shared.runtime import Runtime
@@ -34,11 +35,12 @@ LIVE_SECONDS = 10.0
 
 
 def live_registry(runtime: Runtime) -> CollectorRegistry:
-    """Jobs in flight (the database), the queue length (the broker) and the media storage's
-    free space, cached."""
+    """Jobs in flight and the webhook backlog (the database), the queue length (the broker)
+    and the media storage's free space, cached."""
     live = CollectorRegistry()
     settings = runtime.settings
     live.register(Cached(DatabaseCollector(runtime.db), LIVE_SECONDS))
+    live.register(Cached(WebhookBacklogCollector(runtime.db), LIVE_SECONDS))
     live.register(
         Cached(BrokerCollector(settings.broker_url, settings.celery_queues), LIVE_SECONDS)
     )

@@ -16,6 +16,7 @@ from celery import Task, shared_task
 
 from services.worker import celery_app as names
 from services.worker.tasks import DB_OUTAGE_RETRY, runtime_for, time_limits
+from shared import metrics
 from shared.db import utcnow
 from shared.media.url_policy import address_policy
 from shared.webhooks import deliveries, delivery
@@ -55,6 +56,9 @@ def deliver_webhook(self: Task, delivery_id: str, attempts: str) -> None:
             attempt=attempt,
             now=utcnow(),
             schedule=settings.webhook_retry_schedule,
+        )
+        metrics.observe_webhook_attempt(
+            session=session, delivery_id=key, attempts=made + 1, attempt=attempt
         )
         names.send_webhook_deliveries(session, self.app, sends)
     log.info(
