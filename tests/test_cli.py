@@ -18,9 +18,11 @@ from typing import Any
 import httpx
 import pexpect
 import pytest
+from werkzeug.exceptions import NotFound
 
 from shared.media.probe import probe_video
 from tests.helpers import KLING_T2V, job_entries
+from tests.stack import serving
 from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,6 +58,22 @@ class Naive:
         assert isinstance(envelope["next_steps"], list)
         assert isinstance(envelope["hints"], list)
         return proc.returncode, envelope
+
+    def stream(self, *args: str, timeout: float = 60) -> tuple[int, list[dict], dict[str, Any]]:
+        """A streaming command's JSON lines (one per item), then its envelope."""
+        proc = subprocess.run(
+            [*NAIVE, *args, "--json"],
+            env=self.env,
+            cwd=self.cwd,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        lines = proc.stdout.splitlines(keepends=True)
+        start = lines.index("{\n")
+        envelope = json.loads("".join(lines[start:]))
+        assert set(envelope) == ENVELOPE_KEYS, proc.stdout
+        return proc.returncode, [json.loads(line) for line in lines[:start]], envelope
 
     def spawn(self, *args: str, timeout: float = 60, width: int = 160) -> pexpect.spawn:
         return pexpect.spawn(
@@ -398,6 +416,79 @@ def test_jobs_list_and_cancel(naive, live_api, account):
     assert envelope["result"]["data"] == []
     credits = httpx.get(f"{live_api}/v1/credits", headers=account.headers).json()
     assert (credits["held"], credits["available"]) == (0, 100)
+
+
+def submit(naive: Naive, prompt: str) -> str:
+    code, envelope = naive.json("video", "generate", "-m", KLING_T2V, prompt)
+    assert code == 0, envelope
+    return str(envelope["result"]["job_id"])
+
+
+def test_jobs_watch_prints_each_event_in_order_then_the_final_job(naive):
+    job_id = submit(naive, "A lighthouse [sim latency=1.5]")
+    code, events, envelope = naive.stream("jobs", "watch", job_id)
+    assert code == 0
+    assert (envelope["success"], envelope["action"]) == (True, "jobs.watch")
+    assert envelope["result"]["status"] == "completed"
+    assert envelope["result"]["credits_used"] == 3.5
+    assert [event["id"] for event in events] == list(range(1, len(events) + 1))
+    assert events[0]["type"] == "job.queued" and events[-1]["type"] == "job.completed"
+    assert "job.processing" in [event["type"] for event in events]
+    assert all(event["data"]["id"] == job_id for event in events)
+
+    # A job that has ended: its whole history, then the job.
+    code, again, envelope = naive.stream("jobs", "watch", job_id)
+    assert (code, again, envelope["result"]["status"]) == (0, events, "completed")
+
+    code, screen = naive.tty("jobs", "watch", submit(naive, "A bell [sim latency=1]"))
+    assert code == 0
+    assert re.search(r"#1\s+job\.queued\s+queued\s+0%", screen)
+    assert re.search(r"job\.completed\s+completed\s+100%", screen)
+
+
+def test_jobs_watch_resumes_a_closed_stream_without_duplicates(make_app, make_naive, account):
+    """The API ends each stream after 1 s; the job takes 3: the CLI reconnects with
+    Last-Event-ID and sees every event once."""
+    with serving(make_app(EVENT_STREAM_MAX_SECONDS="1")) as api_url:
+        naive = make_naive(account, api_url)
+        job_id = submit(naive, "A slow tide [sim latency=3]")
+        code, events, envelope = naive.stream("jobs", "watch", job_id)
+    assert code == 0 and envelope["result"]["status"] == "completed"
+    assert [event["id"] for event in events] == list(range(1, len(events) + 1))
+    assert events[-1]["type"] == "job.completed"
+
+
+def test_jobs_watch_polls_an_api_without_the_event_stream(make_app, make_naive, account):
+    """An older API answers 404 for /events: the CLI follows the job by polling."""
+    older = make_app()
+    current = older.wsgi_app
+
+    def without_events(environ: dict[str, Any], start_response: Any) -> Any:
+        if environ["PATH_INFO"].endswith("/events"):
+            return NotFound()(environ, start_response)
+        return current(environ, start_response)
+
+    older.wsgi_app = without_events  # type: ignore[method-assign]
+    with serving(older) as api_url:
+        naive = make_naive(account, api_url)
+        code, envelope = naive.json(
+            "video", "generate", "-m", KLING_T2V, "A mill [sim latency=1]", "--wait"
+        )
+        assert code == 0 and envelope["result"]["status"] == "completed"
+        code, events, envelope = naive.stream("jobs", "watch", submit(naive, "A wheel"))
+    assert code == 0 and envelope["result"]["status"] == "completed"
+    assert {event["id"] for event in events} == {None}
+    assert events[-1]["type"] == "job.completed"
+
+
+def test_jobs_watch_of_a_cancelled_job_exits_4(naive, live_api, account):
+    job_id = submit(naive, "A stuck clock [sim stall]")
+    wait_for_status(live_api, account, job_id, "processing")
+    httpx.delete(f"{live_api}/v1/jobs/{job_id}", headers=account.headers, timeout=10)
+    code, events, envelope = naive.stream("jobs", "watch", job_id)
+    assert code == 4
+    assert (envelope["success"], envelope["result"]["status"]) == (False, "cancelled")
+    assert events[-1]["type"] == "job.cancelled"
 
 
 def test_an_idempotency_key_replays_the_first_job(naive, live_api, account):

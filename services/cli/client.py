@@ -88,13 +88,21 @@ class ApiClient:
         return self._call(self._http.build_request("DELETE", path, headers=self._auth))
 
     @contextlib.contextmanager
-    def stream(self, url: str) -> Iterator[httpx.Response]:
-        """GET `url` (relative to the API, or absolute) as a byte stream, following redirects.
+    def stream(
+        self,
+        url: str,
+        headers: Mapping[str, str] | None = None,
+        timeout: float = TIMEOUT_SECONDS,
+    ) -> Iterator[httpx.Response]:
+        """GET `url` (relative to the API, or absolute) as a byte stream, following redirects;
+        `timeout` bounds each read.
 
         The API key goes only to the API's own origin: a provider or storage URL must not see it
         (and a presigned storage URL refuses a second form of authorization).
         """
-        request = self._http.build_request("GET", url)
+        request = self._http.build_request(
+            "GET", url, headers=headers, timeout=httpx.Timeout(timeout, connect=10.0)
+        )
         if _origin(request.url) == _origin(self._http.base_url):
             request.headers.update(self._auth)
         with self._transport_errors(request):

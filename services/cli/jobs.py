@@ -1,11 +1,13 @@
-"""`naive jobs`: list the account's jobs, show one, cancel one."""
+"""`naive jobs`: list the account's jobs, show one, watch one's events, cancel one."""
 
 import click
 
 from services.cli import views
 from services.cli.client import read, segment
+from services.cli.errors import ExitCode, Failure
 from services.cli.hints import command, flags, job_hints, job_next_steps
 from services.cli.state import State, json_option, pass_state
+from services.cli.wait import Update, watch
 from shared.jobs.schemas import Job, JobPage
 from shared.jobs.status import PublicStatus
 
@@ -30,7 +32,7 @@ def jobs(
     limit: int | None,
     cursor: str | None,
 ) -> None:
-    """List your jobs, newest first; `get` or `cancel` one."""
+    """List your jobs, newest first; `get`, `watch` or `cancel` one."""
     if ctx.invoked_subcommand is not None:
         return
     with state.action("jobs.list") as out:
@@ -68,6 +70,57 @@ def get_job(state: State, job_id: str) -> None:
             view=lambda: views.job(job),
             next_steps=job_next_steps(job),
             hints=job_hints(job),
+        )
+
+
+@jobs.command("watch")
+@click.argument("job_id")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="SECONDS",
+    help="Give up watching after SECONDS (the job keeps running).",
+)
+@json_option
+@pass_state
+def watch_job(state: State, job_id: str, timeout: float | None) -> None:
+    """Follow a job's events as they happen, until it ends (exit 4 if it fails or is cancelled).
+
+    \b
+    With --json: one JSON line per event ({id, type, timestamp, data: the job}), then the
+    envelope with the final job. Reads the job's event stream, resuming after a dropped
+    connection; polls the job where the API has no stream.
+    """
+    with state.action("jobs.watch") as out:
+
+        def show(update: Update) -> None:
+            out.item(update.as_json(), view=lambda: views.event(update))
+
+        try:
+            job = watch(state.client, job_id, timeout=timeout, on_update=show)
+        except KeyboardInterrupt:
+            raise Failure(
+                {
+                    "code": "interrupted",
+                    "message": f"Stopped watching; job {job_id} keeps running.",
+                    "job_id": job_id,
+                },
+                ExitCode.INTERRUPTED,
+            ) from None
+        if job.status is not PublicStatus.COMPLETED:
+            error = job.error
+            out.failure(
+                job.model_dump(mode="json"),
+                message=f"Job {job.id} {job.status}"
+                + (f": {error.message} [{error.code}]" if error else "."),
+                next_steps=job_next_steps(job),
+                hints=job_hints(job),
+            )
+            raise click.exceptions.Exit(ExitCode.JOB_FAILED)
+        out.success(
+            job.model_dump(mode="json"),
+            view=lambda: views.finished_video(job),
+            next_steps=job_next_steps(job),
         )
 
 

@@ -27,6 +27,7 @@ Commands at a glance:
   naive video status ID                           a video job's status and result
   naive jobs [--status S]                         your jobs, newest first
   naive jobs get ID | naive jobs cancel ID        one job; cancel a running one
+  naive jobs watch ID                             follow a job's events until it ends
   naive media list --source video_generation      your media library
   naive media get ID | naive media download ID    one asset; download its file
   naive credits                                   balance, holds and ledger
@@ -40,7 +41,7 @@ Exit codes:
   0    success
   2    user error: bad usage, or the API refused the request (any 4xx)
   3    service error: a 5xx, connection refused, a timeout (of a request or of --timeout)
-  4    the job ended failed or cancelled (with --wait)
+  4    the job ended failed or cancelled (with --wait, or jobs watch)
   130  interrupted (Ctrl-C)
 """
 

@@ -62,6 +62,15 @@ class Reporter:
         if not self.json_mode:
             self.console.print(Text(message, style="dim"))
 
+    def item(self, data: Any, *, view: Callable[[], RenderableType]) -> None:
+        """One item of a stream before the envelope: a line of JSON for scripts (`data`),
+        the rendering `view` builds for a person."""
+        if self.json_mode:
+            sys.stdout.write(json.dumps(data, ensure_ascii=False) + "\n")
+            sys.stdout.flush()
+        else:
+            self.console.print(view(), crop=False, soft_wrap=True)
+
     def _envelope(
         self, success: bool, result: Any, next_steps: Sequence[str], hints: Sequence[str]
     ) -> None:

@@ -15,6 +15,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from services.cli.wait import Update
 from shared.catalog.schemas import Model, PriceQuote
 from shared.jobs.schemas import Job, JobAccepted
 from shared.jobs.status import PublicStatus
@@ -68,6 +69,20 @@ def fields(rows: Iterable[tuple[str, RenderableType]]) -> Table:
     for label, value in rows:
         grid.add_row(label, value)
     return grid
+
+
+def event(update: Update) -> RenderableType:
+    """One event of a job as a line: when, its number, its type, and the job then."""
+    data = update.job
+    position = f"  queue #{data.queue_position}" if data.queue_position is not None else ""
+    return Text.assemble(
+        (update.timestamp.strftime("%H:%M:%S"), "dim"),
+        f"  #{update.seq if update.seq is not None else '-'}  ",
+        (f"{update.type:<15}", "bold"),
+        "  ",
+        status(data.status),
+        f"  {data.progress}%{position}",
+    )
 
 
 def accepted(response: JobAccepted) -> RenderableType:
