@@ -23,6 +23,9 @@ from werkzeug.exceptions import NotFound
 from shared.media.probe import probe_video
 from tests.helpers import KLING_T2V, job_entries
 from tests.stack import serving
+
+# The receiver and the dispatcher's ticks of the webhook tests, used by name.
+from tests.test_customer_webhooks import Receiver, dispatching, receiver  # noqa: F401
 from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -489,6 +492,64 @@ def test_jobs_watch_of_a_cancelled_job_exits_4(naive, live_api, account):
     assert code == 4
     assert (envelope["success"], envelope["result"]["status"]) == (False, "cancelled")
     assert events[-1]["type"] == "job.cancelled"
+
+
+# --- webhooks ------------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("dispatching")
+def test_webhooks_create_list_deliveries_redeliver_and_delete(naive, live_api, account, request):
+    hooks: Receiver = request.getfixturevalue("receiver")
+    url = hooks.endpoint()
+    code, envelope = naive.json(
+        "webhooks", "create", "--url", url, "--event", "job.completed", "--description", "cli"
+    )
+    assert code == 0
+    assert (envelope["success"], envelope["action"]) == (True, "webhooks.create")
+    created = envelope["result"]
+    assert created["secret"].startswith("whsec_")
+    assert (created["url"], created["events"]) == (url, ["job.completed"])
+    hook_id = created["id"]
+
+    code, envelope = naive.json("webhooks", "list")
+    assert code == 0
+    assert [hook["id"] for hook in envelope["result"]["data"]] == [hook_id]
+    assert "secret" not in envelope["result"]["data"][0]
+    code, envelope = naive.json("webhooks", "get", hook_id)
+    assert (code, envelope["result"]["description"]) == (0, "cli")
+
+    job_id = submit(naive, "A kite [sim latency=0.5]")
+    path = f"{live_api}/v1/webhooks/{hook_id}/deliveries"
+
+    def delivered() -> list[dict[str, Any]] | None:
+        data = httpx.get(path, headers=account.headers, timeout=10).json()["data"]
+        return data if data and data[0]["status"] == "delivered" else None
+
+    wait_for(delivered, timeout=60, interval=0.2)
+    code, envelope = naive.json("webhooks", "deliveries", hook_id)
+    assert code == 0
+    [delivery] = envelope["result"]["data"]
+    assert (delivery["event"], delivery["job_id"], delivery["attempts"]) == (
+        "job.completed",
+        job_id,
+        1,
+    )
+    assert envelope["next_steps"] == [f"naive webhooks redeliver {delivery['id']}"]
+    code, screen = naive.tty("webhooks", "deliveries", hook_id, width=250)
+    assert code == 0 and "delivered" in screen and "job.completed #" in screen
+
+    code, envelope = naive.json("webhooks", "redeliver", delivery["id"])
+    assert (code, envelope["result"]["id"]) == (0, delivery["id"])
+    first, again = wait_for(lambda: (got := hooks.at(url))[1:] and got, timeout=60, interval=0.2)
+    assert again.body == first.body
+    assert again.headers["webhook-id"] == first.headers["webhook-id"] == delivery["id"]
+
+    code, envelope = naive.json("webhooks", "delete", hook_id)
+    assert (code, envelope["result"]) == (0, {"id": hook_id, "deleted": True})
+    code, envelope = naive.json("webhooks", "list")
+    assert envelope["result"]["data"] == []
+    code, envelope = naive.json("webhooks", "get", hook_id)
+    assert (code, envelope["result"]["code"]) == (2, "not_found")
 
 
 def test_an_idempotency_key_replays_the_first_job(naive, live_api, account):

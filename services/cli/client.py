@@ -123,6 +123,8 @@ class ApiClient:
             response = self._http.send(request)
         if response.is_error:
             raise _failure(response)
+        if response.status_code == httpx.codes.NO_CONTENT:
+            return None, response.headers
         try:
             return response.json(), response.headers
         except ValueError:

@@ -17,6 +17,7 @@ from services.cli.media import media
 from services.cli.output import Reporter, wants_json
 from services.cli.state import State, json_option, pass_state
 from services.cli.video import video
+from services.cli.webhooks import webhooks
 from shared.ledger.schemas import Credits
 
 EPILOG = """\b
@@ -31,6 +32,8 @@ Commands at a glance:
   naive media list --source video_generation      your media library
   naive media get ID | naive media download ID    one asset; download its file
   naive credits                                   balance, holds and ledger
+  naive webhooks create --url URL [--event E]     receive job events at your URL
+  naive webhooks list | deliveries ID | redeliver DELIVERY_ID
   naive local up | naive local down               run the whole stack on this machine
   naive mcp [--budget 20]                         serve the agent tools (Model Context Protocol)
   naive admin migrate | naive admin create-account operator commands (database access)
@@ -179,6 +182,7 @@ def credits_command(state: State) -> None:
 cli.add_command(video)
 cli.add_command(jobs)
 cli.add_command(media)
+cli.add_command(webhooks)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from shared.catalog.schemas import Model, PriceQuote
 from shared.jobs.schemas import Job, JobAccepted
 from shared.jobs.status import PublicStatus
 from shared.ledger.schemas import Credits
+from shared.webhooks.schemas import DeliveryStatus, Webhook, WebhookCreated, WebhookDelivery
 
 if TYPE_CHECKING:  # imported where used: the media library's module is slow to import
     from shared.media.schemas import MediaAsset
@@ -30,6 +31,12 @@ STATUS_STYLES: dict[PublicStatus, str] = {
     PublicStatus.COMPLETED: "green",
     PublicStatus.FAILED: "red",
     PublicStatus.CANCELLED: "magenta",
+}
+
+DELIVERY_STYLES: dict[DeliveryStatus, str] = {
+    "pending": "yellow",
+    "delivered": "green",
+    "failed": "red",
 }
 
 
@@ -285,3 +292,55 @@ def _seconds(value: Any) -> str | None:
 
 def _frame(data: MediaAsset) -> str | None:
     return f"{data.width}×{data.height}" if data.width and data.height else None
+
+
+def webhook(data: Webhook) -> RenderableType:
+    """One webhook subscription; its signing secret when just created (shown this once)."""
+    rows: list[tuple[str, RenderableType]] = [
+        ("URL", cell(data.url)),
+        ("Events", cell(", ".join(data.events))),
+        ("Description", cell(data.description)),
+        ("Created", cell(data.created_at)),
+    ]
+    if isinstance(data, WebhookCreated):
+        rows.append(("Secret", Text(data.secret, style="bold")))
+    return Panel(fields(rows), title=f"Webhook {data.id}", title_align="left", expand=False)
+
+
+def webhooks(data: Iterable[Webhook]) -> RenderableType:
+    """The account's webhook subscriptions."""
+    table = Table(box=box.SIMPLE_HEAD)
+    table.add_column("Webhook", no_wrap=True)
+    table.add_column("URL", overflow="fold")
+    table.add_column("Events", overflow="fold")
+    table.add_column("Created", overflow="fold")
+    for item in data:
+        table.add_row(
+            cell(item.id), cell(item.url), cell(", ".join(item.events)), cell(item.created_at)
+        )
+    return table
+
+
+def deliveries(data: Iterable[WebhookDelivery]) -> RenderableType:
+    """A subscription's deliveries, newest first."""
+    table = Table(box=box.SIMPLE_HEAD)
+    table.add_column("Delivery", no_wrap=True)
+    table.add_column("Event")
+    table.add_column("Job", overflow="fold")
+    table.add_column("Status")
+    table.add_column("Attempts", justify="right")
+    table.add_column("Last answer", overflow="fold")
+    table.add_column("Next attempt", overflow="fold")
+    for item in data:
+        answer = item.last_response_code if item.last_response_code else item.last_error
+        latency = f" in {item.latency_ms} ms" if item.latency_ms is not None else ""
+        table.add_row(
+            cell(item.id),
+            cell(f"{item.event} #{item.seq}"),
+            cell(item.job_id),
+            Text(item.status, style=DELIVERY_STYLES[item.status]),
+            cell(item.attempts),
+            cell(f"{answer}{latency}" if answer else None),
+            cell(item.next_attempt_at),
+        )
+    return table
