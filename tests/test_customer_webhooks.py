@@ -23,6 +23,7 @@ import standardwebhooks
 from celery import Celery
 from flask import Flask
 from flask.testing import FlaskClient
+from werkzeug.test import TestResponse
 
 from services.worker import dispatcher
 from shared.config import ConfigError, load_settings
@@ -36,7 +37,7 @@ from shared.webhooks import deliveries, delivery
 from shared.webhooks import service as webhooks
 from shared.webhooks.schemas import EventType
 from tests import conftest
-from tests.helpers import generate, get_job, wait_for_job
+from tests.helpers import KLING_T2V, generate, get_job, wait_for_job
 from tests.waiting import wait_for
 
 RECEIVER = "http://127.0.0.1:9/hooks"
@@ -508,3 +509,74 @@ def test_the_default_retry_schedule_spans_a_day() -> None:
 def test_a_bad_retry_schedule_is_refused(raw: str) -> None:
     with pytest.raises(ConfigError, match="WEBHOOK_RETRY_SCHEDULE"):
         load_settings({"WEBHOOK_RETRY_SCHEDULE": raw})
+
+
+# ---- a job's own webhook ----------------------------------------------------------------
+
+
+def _generate(
+    api: FlaskClient,
+    account: conftest.TestAccount,
+    headers: dict[str, str] | None = None,
+    **body: Any,
+) -> TestResponse:
+    body = {"model": KLING_T2V, "input": {"prompt": "A kite over dunes"}, **body}
+    return api.post("/v1/video/generate", json=body, headers={**account.headers, **(headers or {})})
+
+
+@pytest.mark.usefixtures("dispatching")
+def test_a_jobs_own_webhook_gets_the_events_it_names_signed_with_its_secret(
+    api: FlaskClient, account: conftest.TestAccount, receiver: Receiver
+) -> None:
+    url = receiver.endpoint()
+    body = {"webhook_url": url, "webhook_events": ["job.queued", "job.completed"]}
+    key = {"Idempotency-Key": uuid.uuid4().hex}
+    answer = _generate(api, account, headers={**key, "Prefer": "wait=10"}, **body)
+    assert answer.status_code == 202, answer.get_json()
+    assert "Preference-Applied" not in answer.headers
+    accepted = answer.get_json()
+    secret, job_id = accepted["webhook_secret"], accepted["job_id"]
+    assert secret.startswith("whsec_")
+    assert wait_for_job(api, account, job_id)["status"] == "completed"
+    got = wait_for(
+        lambda: len(receiver.at(url)) >= 2 and receiver.at(url),
+        timeout=30,
+        message=lambda: f"{len(receiver.at(url))} of 2 events arrived",
+    )
+    assert [request.event["type"] for request in got] == ["job.queued", "job.completed"]
+    verifier = standardwebhooks.Webhook(secret)
+    for request in got:
+        assert verifier.verify(request.body, request.headers) == request.event
+        assert request.event["data"]["id"] == job_id
+    # Not one of the account's subscriptions; a replay shows the same secret.
+    assert api.get("/v1/webhooks", headers=account.headers).get_json()["data"] == []
+    replayed = _generate(api, account, headers=key, **body)
+    assert replayed.status_code == 202
+    assert replayed.headers["Idempotent-Replayed"] == "true"
+    assert replayed.get_json()["webhook_secret"] == secret
+    # Without one, the answer has no secret.
+    assert _generate(api, account).get_json()["webhook_secret"] is None
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"webhook_url": "ftp://example.com/hook"}, "webhook_url"),
+        ({"webhook_url": RECEIVER, "webhook_events": []}, "webhook_events"),
+        ({"webhook_url": RECEIVER, "webhook_events": ["job.started"]}, "webhook_events.0"),
+    ],
+)
+def test_a_bad_job_webhook_is_refused_naming_the_field(
+    api: FlaskClient, account: conftest.TestAccount, body: dict[str, Any], field: str
+) -> None:
+    answer = _generate(api, account, **body)
+    assert answer.status_code == 422
+    assert field in answer.get_json()["error"]["fields"]
+
+
+def test_a_job_webhook_passes_the_address_policy(
+    public_only: Flask, account: conftest.TestAccount
+) -> None:
+    answer = _generate(public_only.test_client(), account, webhook_url="http://10.1.2.3/hook")
+    assert answer.status_code == 422
+    assert "non-public" in answer.get_json()["error"]["fields"]["webhook_url"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import JsonSchemaValue
@@ -18,12 +18,18 @@ from pydantic_core import core_schema
 
 from shared.jobs.status import PublicStatus
 from shared.ledger.credits import to_credits
+from shared.webhooks.schemas import EventType
 from shared.wire import Closed, Open, QueryInt
 
 if TYPE_CHECKING:  # the row is read, not imported: clients use these shapes too
     from shared.jobs.models import Job as JobRow
 
 Metadata = dict[str, Any]
+WEBHOOK_URL = (
+    "Where this job's events are POSTed, signed as Standard Webhooks specifies with the "
+    "`webhook_secret` of the answer (the account's subscriptions receive them too)."
+)
+WEBHOOK_EVENTS = "The event types sent to `webhook_url`; every type if absent."
 MAX_IDEMPOTENCY_KEY = 200
 JOB_TYPE = "video_generation"
 
@@ -36,6 +42,10 @@ class JobCreate(Closed):
     model: str = Field(description="A model id from GET /v1/video/models.")
     input: dict[str, Any] = Field(description="The model's parameters.")
     metadata: Metadata = Field(default_factory=dict, description="Free-form, returned as given.")
+    webhook_url: str | None = Field(default=None, max_length=2000, description=WEBHOOK_URL)
+    webhook_events: list[EventType] | None = Field(
+        default=None, min_length=1, max_length=6, description=WEBHOOK_EVENTS
+    )
 
     @classmethod
     def __get_pydantic_json_schema__(
@@ -61,6 +71,18 @@ class JobCreate(Closed):
                             "type": "object",
                             "description": "Free-form, returned as given.",
                         },
+                        "webhook_url": {
+                            "type": "string",
+                            "maxLength": 2000,
+                            "description": WEBHOOK_URL,
+                        },
+                        "webhook_events": {
+                            "type": "array",
+                            "items": {"type": "string", "enum": list(get_args(EventType))},
+                            "minItems": 1,
+                            "maxItems": 6,
+                            "description": WEBHOOK_EVENTS,
+                        },
                     },
                     "required": ["model", "input"],
                     "additionalProperties": False,
@@ -80,10 +102,16 @@ class JobAccepted(Open):
     estimated_seconds: int
     estimated_credits: float = Field(description="Credits, to two decimals.")
     hint: str
+    webhook_secret: str | None = Field(
+        default=None,
+        description="With `webhook_url`: the secret (`whsec_` and base64) that signs this "
+        "job's deliveries there; null otherwise. A replay by Idempotency-Key shows it again.",
+    )
 
     @classmethod
-    def of(cls, job: JobRow) -> JobAccepted:
+    def of(cls, job: JobRow, webhook_secret: str | None = None) -> JobAccepted:
         return cls(
+            webhook_secret=webhook_secret,
             job_id=job.id,
             status=job.status.public,
             type=job.type,

@@ -48,6 +48,7 @@ from shared.jobs.status import ACTIVE_AT_PROVIDER, CANCELLABLE, JobStatus, Publi
 from shared.ledger import service as ledger
 from shared.media.url_policy import UnsafeUrl, check_fetchable
 from shared.providers.base import CallbackOutcome, ProviderError, ProviderResult, ProviderStatus
+from shared.webhooks import service as webhooks
 
 MAX_LOG_LINES = 50
 log = logging.getLogger(__name__)
@@ -178,6 +179,7 @@ _REPORT = (
 class Submission:
     job: Job
     created: bool  # False when an Idempotency-Key replayed an earlier job
+    webhook_secret: str | None = None  # signs the job's own webhook, if it has one
 
 
 def _request_hash(request: JobCreate) -> str:
@@ -223,6 +225,12 @@ def create_job(
             raise InvalidInput(
                 f"input.image_url {exc}.", fields={"input.image_url": str(exc)}
             ) from None
+    if request.webhook_url is not None:
+        webhooks.check_url(
+            request.webhook_url,
+            allow_private=settings.webhook_allow_private_urls,
+            field="webhook_url",
+        )
     quote = pricing.quote(model, model.output_seconds(normalized), settings)
 
     # Lock the account before looking at idempotency keys and credits: concurrent submits
@@ -239,7 +247,12 @@ def create_job(
                     "This Idempotency-Key was used with a different request body.",
                     job_id=str(earlier_job),
                 )
-            return Submission(session.get_one(Job, earlier_job), created=False)
+            secret = None
+            if request.webhook_url is not None:
+                secret = webhooks.secret_for_job(session=session, job_id=earlier_job)
+            return Submission(
+                session.get_one(Job, earlier_job), created=False, webhook_secret=secret
+            )
 
     now = utcnow()
     deadline = settings.job_deadline_seconds or model.deadline_seconds
@@ -268,6 +281,15 @@ def create_job(
     job = Job(**row, job_metadata=metadata)  # the answer's view of the row; not in the session
     events.emit(session, job)
     ledger.place_hold(session=session, account_id=account_id, job_id=job.id, amount=quote.units)
+    secret = None
+    if request.webhook_url is not None:
+        secret = webhooks.create_for_job(
+            session=session,
+            account_id=account_id,
+            job_id=job.id,
+            url=request.webhook_url,
+            events=request.webhook_events,
+        ).secret
     if idempotency_key is not None:
         _INSERT_KEY.rows(
             connection,
@@ -279,7 +301,7 @@ def create_job(
                 "created_at": now,
             },
         )
-    return Submission(job, created=True)
+    return Submission(job, created=True, webhook_secret=secret)
 
 
 # ---- reading -------------------------------------------------------------------------

@@ -25,10 +25,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import ColumnElement, exists, insert, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
-from shared import accounts
 from shared.errors import NotFound
 from shared.jobs.models import JobEvent
-from shared.webhooks import delivery
+from shared.webhooks import delivery, service
 from shared.webhooks.models import DeliveryStatus, WebhookDelivery, WebhookSubscription
 
 BATCH = 500
@@ -61,8 +60,8 @@ def body_of(event: JobEvent) -> str:
 
 def fan_out(*, session: Session, now: datetime, limit: int = BATCH) -> int:
     """Take up to `limit` events no delivery has taken, oldest first, and write a delivery
-    for each subscription of the event's account that wants its type (and existed when it
-    happened); returns how many events were taken."""
+    for each subscription of the event's account, and the job's own webhook, that wants its
+    type (and existed when it happened); returns how many events were taken."""
     taken = session.scalars(
         select(JobEvent)
         .where(JobEvent.dispatched_at.is_(None))
@@ -72,13 +71,18 @@ def fan_out(*, session: Session, now: datetime, limit: int = BATCH) -> int:
     ).all()
     if not taken:
         return 0
+    # The accounts' subscriptions by account, and the jobs' own webhooks by job.
     subscriptions: dict[uuid.UUID, list[WebhookSubscription]] = defaultdict(list)
     for subscription in session.scalars(
         select(WebhookSubscription).where(
-            WebhookSubscription.account_id.in_({event.account_id for event in taken})
+            or_(
+                WebhookSubscription.account_id.in_({event.account_id for event in taken})
+                & WebhookSubscription.job_id.is_(None),
+                WebhookSubscription.job_id.in_({event.job_id for event in taken}),
+            )
         )
     ):
-        subscriptions[subscription.account_id].append(subscription)
+        subscriptions[subscription.job_id or subscription.account_id].append(subscription)
     rows = [
         {
             "id": uuid.uuid4(),
@@ -95,8 +99,10 @@ def fan_out(*, session: Session, now: datetime, limit: int = BATCH) -> int:
             "created_at": now,
         }
         for event in taken
-        for subscription in subscriptions[event.account_id]
-        if event.type in subscription.events and event.created_at >= subscription.created_at
+        for subscription in subscriptions[event.account_id] + subscriptions[event.job_id]
+        if event.type in subscription.events
+        # A job's own webhook was written with the job: it wants every event of it.
+        and (subscription.job_id is not None or event.created_at >= subscription.created_at)
     ]
     if rows:
         session.execute(insert(WebhookDelivery), rows)
@@ -226,13 +232,7 @@ def list_for(
     *, session: Session, account_id: uuid.UUID, webhook_id: str, limit: int
 ) -> list[WebhookDelivery]:
     """A subscription's deliveries, newest first."""
-    subscription = accounts.get_owned(
-        session=session,
-        model=WebhookSubscription,
-        account_id=account_id,
-        raw_id=webhook_id,
-        noun="webhook",
-    )
+    subscription = service.get(session=session, account_id=account_id, webhook_id=webhook_id)
     return list(
         session.scalars(
             select(WebhookDelivery)

@@ -25,11 +25,21 @@ from shared.db import Base, utcnow
 class WebhookSubscription(Base):
     """An account's URL and the event types it receives there. `secret` signs the
     deliveries (Standard Webhooks: HMAC-SHA256 with a shared key), so it is kept as it is,
-    not hashed as API keys are; it is shown once, when the subscription is created."""
+    not hashed as API keys are; it is shown once, when the subscription is created.
+
+    A row with `job_id` is a job's own webhook (`webhook_url` on the submit): it receives
+    that job's events only and is not one of the account's subscriptions (not listed, not
+    found by id); its secret is shown in the submit's answer (and its replays)."""
 
     __tablename__ = "webhook_subscriptions"
     __table_args__ = (
         Index("ix_webhook_subscriptions_account_created", "account_id", "created_at"),
+        Index(
+            "ix_webhook_subscriptions_job",
+            "job_id",
+            postgresql_where=text("job_id IS NOT NULL"),
+            sqlite_where=text("job_id IS NOT NULL"),
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
@@ -38,6 +48,7 @@ class WebhookSubscription(Base):
     events: Mapped[list[str]] = mapped_column(JSON)
     description: Mapped[str | None] = mapped_column(String(500))
     secret: Mapped[str] = mapped_column(String(100))
+    job_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("jobs.id"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

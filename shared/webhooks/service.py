@@ -10,16 +10,17 @@ from __future__ import annotations
 import base64
 import secrets
 import uuid
+from typing import get_args
 from urllib.parse import urlparse
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from shared import accounts
-from shared.errors import InvalidInput
+from shared.errors import InvalidInput, NotFound
 from shared.media.url_policy import UnsafeUrl, check_fetchable
 from shared.webhooks.models import WebhookSubscription
-from shared.webhooks.schemas import WebhookCreate, WebhookUpdate
+from shared.webhooks.schemas import EventType, WebhookCreate, WebhookUpdate
 
 SECRET_PREFIX = "whsec_"
 # Standard Webhooks asks for keys of 24 to 64 random bytes.
@@ -30,14 +31,15 @@ def new_secret() -> str:
     return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(SECRET_BYTES)).decode()
 
 
-def check_url(url: str, *, allow_private: bool) -> None:
-    """`InvalidInput` naming `url` unless it is an http(s) URL the address policy allows."""
+def check_url(url: str, *, allow_private: bool, field: str = "url") -> None:
+    """`InvalidInput` naming `field` unless `url` is an http(s) URL the address policy
+    allows."""
     try:
         if urlparse(url).scheme not in ("http", "https"):
             raise UnsafeUrl("must be an https or http URL")
         check_fetchable(url, allow_private=allow_private)
     except (UnsafeUrl, ValueError) as exc:
-        raise InvalidInput(f"`url` {exc}.", fields={"url": str(exc)}) from None
+        raise InvalidInput(f"`{field}` {exc}.", fields={field: str(exc)}) from None
 
 
 def create(
@@ -56,24 +58,56 @@ def create(
     return row
 
 
+def create_for_job(
+    *,
+    session: Session,
+    account_id: uuid.UUID,
+    job_id: uuid.UUID,
+    url: str,
+    events: list[EventType] | None,
+) -> WebhookSubscription:
+    """The job's own webhook: its events (every type unless `events` names some) to `url`,
+    which the caller has checked (`check_url`), signed with a secret of its own."""
+    row = WebhookSubscription(
+        account_id=account_id,
+        job_id=job_id,
+        url=url,
+        events=list(dict.fromkeys(events or get_args(EventType))),
+        secret=new_secret(),
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def secret_for_job(*, session: Session, job_id: uuid.UUID) -> str | None:
+    """The secret of the job's own webhook, if it has one."""
+    return session.scalar(
+        select(WebhookSubscription.secret).where(WebhookSubscription.job_id == job_id)
+    )
+
+
 def list_for(*, session: Session, account_id: uuid.UUID) -> list[WebhookSubscription]:
     """The account's subscriptions, oldest first."""
     query = (
         select(WebhookSubscription)
-        .where(WebhookSubscription.account_id == account_id)
+        .where(WebhookSubscription.account_id == account_id, WebhookSubscription.job_id.is_(None))
         .order_by(WebhookSubscription.created_at, WebhookSubscription.id)
     )
     return list(session.scalars(query))
 
 
 def get(*, session: Session, account_id: uuid.UUID, webhook_id: str) -> WebhookSubscription:
-    return accounts.get_owned(
+    row = accounts.get_owned(
         session=session,
         model=WebhookSubscription,
         account_id=account_id,
         raw_id=webhook_id,
         noun="webhook",
     )
+    if row.job_id is not None:  # a job's own webhook is not a subscription
+        raise NotFound(f"No webhook {webhook_id!r}.")
+    return row
 
 
 def update(

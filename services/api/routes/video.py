@@ -110,9 +110,11 @@ def generate() -> Response:
     headers = {"Location": f"/v1/jobs/{job.id}"}
     if not submission.created:
         headers["Idempotent-Replayed"] = "true"
-    wait = prefer.requested_wait()
+    # A wait that ended in the job's view would not carry the webhook's secret: with
+    # `webhook_url`, the preference is not applied (RFC 7240 lets a server ignore it).
+    wait = None if body.webhook_url is not None else prefer.requested_wait()
     if wait is None:
-        return render(JobAccepted.of(job), 202, headers)
+        return render(JobAccepted.of(job, submission.webhook_secret), 202, headers)
     job = prefer.until_final(job, wait)
     headers |= prefer.applied(wait)
     if job.status.is_terminal:
