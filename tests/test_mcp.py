@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,6 +21,7 @@ from mcp.client.streamable_http import streamable_http_client
 
 from tests.helpers import KLING_T2V, balance, job_entries
 from tests.stack import free_port, started
+from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 TOOLS = {
@@ -28,6 +30,7 @@ TOOLS = {
     "naive_video_status",
     "naive_video_pricing",
     "naive_media_list",
+    "naive_cancel_video",
 }
 
 NAIVE_MCP = [sys.executable, "-m", "services.cli.main", "mcp"]
@@ -85,7 +88,7 @@ def jobs_of(live_api: str, account: Any) -> list[dict]:
     return response.json()["data"]
 
 
-def test_lists_the_five_tools_with_schemas_from_the_catalog(live_api, account, tmp_path):
+def test_lists_the_six_tools_with_schemas_from_the_catalog(live_api, account, tmp_path):
     async def body(session: ClientSession) -> Any:
         return (await session.list_tools()).tools
 
@@ -117,6 +120,13 @@ def test_lists_the_five_tools_with_schemas_from_the_catalog(live_api, account, t
     for needed in ("required", "no default", "naive_video_models", "naive_video_status", "job_id"):
         assert needed in text
     assert tools["naive_video_status"].input_schema["required"] == ["job_id"]
+    cancel = tools["naive_cancel_video"]
+    assert cancel.input_schema["required"] == ["job_id"]
+    assert cancel.output_schema is not None
+    assert {"job_id", "status", "cancel_requested_at", "next_steps", "cost"} <= set(
+        cancel.output_schema["properties"]
+    )
+    assert cancel.annotations is not None and cancel.annotations.destructive_hint
 
 
 def test_free_tools_answer_with_cost_zero(live_api, account, tmp_path):
@@ -186,9 +196,16 @@ def test_generate_with_wait_returns_the_video_url_and_credits_used(
     assert status["video_url"]
     assert [asset["source_job_id"] for asset in media["data"]] == [answer["job_id"]]
     assert job_entries(runtime, answer["job_id"]) == {"hold": [350], "capture": [350]}
-    # While it waited, the server reported the job's progress to the client.
+    # While it waited, the server reported the job's progress to the client: one
+    # notification per event of the job's stream, from queued to completed.
+    assert progress[0] == (0, 100, "queued")
+    assert "processing" in [status for _, _, status in progress]
     assert progress[-1] == (100, 100, "completed")
     assert all(total == 100 for _, total, _ in progress)
+    events = httpx.get(
+        f"{live_api}/v1/jobs/{answer['job_id']}/events", headers=account.headers, timeout=30
+    ).text
+    assert len(progress) == events.count("\nevent: ")
 
 
 def test_generate_returns_at_once_then_status_polls_to_completion(live_api, account, tmp_path):
@@ -356,6 +373,54 @@ def test_api_errors_come_back_as_tool_errors_with_what_to_do(live_api, make_acco
     assert "input.duration" in answers["input"][1]["error"]["fields"]
     assert answers["status"][1]["error"]["code"] == "not_found"
     assert jobs_of(live_api, poor) == []
+
+
+def test_cancel_stops_a_job_and_releases_its_hold(live_api, account, tmp_path):
+    async def body(session: ClientSession) -> tuple:
+        submitted = await call(
+            session,
+            "naive_generate_video",
+            model=KLING_T2V,
+            input={"prompt": "A queue that never moves [sim stall]"},
+        )
+        job_id = submitted[1]["job_id"]
+        await anyio.to_thread.run_sync(
+            lambda: wait_for(
+                lambda: (
+                    httpx.get(
+                        f"{live_api}/v1/jobs/{job_id}", headers=account.headers, timeout=10
+                    ).json()["status"]
+                    == "processing"
+                ),
+                timeout=60,
+                interval=0.2,
+            )
+        )
+        cancelled = await call(session, "naive_cancel_video", job_id=job_id)
+        unknown = await call(session, "naive_cancel_video", job_id=str(uuid.uuid4()))
+        return cancelled, unknown
+
+    (is_error, answer), (unknown_error, unknown) = with_mcp(
+        server_env(live_api, account.key, tmp_path), body
+    )
+    assert not is_error, answer
+    assert answer["cancel_requested_at"] and answer["cost"] == 0
+    assert answer["status"] in ("processing", "cancelled")
+    assert answer["next_steps"]
+    job_id = answer["job_id"]
+    wait_for(
+        lambda: (
+            httpx.get(f"{live_api}/v1/jobs/{job_id}", headers=account.headers, timeout=10).json()[
+                "status"
+            ]
+            == "cancelled"
+        ),
+        timeout=60,
+        interval=0.2,
+    )
+    credits = httpx.get(f"{live_api}/v1/credits", headers=account.headers, timeout=10).json()
+    assert credits["held"] == 0
+    assert unknown_error and unknown["error"]["code"] == "not_found"
 
 
 def test_a_job_that_fails_while_waited_on_is_a_tool_error(live_api, account, runtime, tmp_path):

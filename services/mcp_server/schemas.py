@@ -25,7 +25,8 @@ MODELS = "naive_video_models"
 STATUS = "naive_video_status"
 PRICING = "naive_video_pricing"
 MEDIA_LIST = "naive_media_list"
-TOOL_NAMES = (GENERATE, MODELS, STATUS, PRICING, MEDIA_LIST)
+CANCEL = "naive_cancel_video"
+TOOL_NAMES = (GENERATE, MODELS, STATUS, PRICING, MEDIA_LIST, CANCEL)
 
 MAX_WAIT_SECONDS = 600
 MAX_INTENT_KEY = 200
@@ -120,6 +121,12 @@ class StatusAnswer(JobSummary):
     cost: Literal[0] = _cost()
 
 
+class CancelAnswer(JobSummary):
+    cancel_requested_at: datetime | None = _job_field("cancel_requested_at")
+    next_steps: list[str] = _next_steps()
+    cost: Literal[0] = _cost()
+
+
 class PricingAnswer(PriceQuote):
     model_config = ConfigDict(title="PricingAnswer")
 
@@ -159,7 +166,7 @@ def _output_schema(answer: type[BaseModel]) -> dict[str, Any]:
 
 
 def build_tools(models: Sequence[Model] | None) -> list[types.Tool]:
-    """The five tools; `models` is the catalog's `data`, or None when it could not be read."""
+    """The six tools; `models` is the catalog's `data`, or None when it could not be read."""
     model_ids = [model.id for model in models or ()]
     model_schema: dict[str, Any] = {
         "type": "string",
@@ -272,6 +279,37 @@ def build_tools(models: Sequence[Model] | None) -> list[types.Tool]:
             },
             output_schema=_output_schema(MediaListAnswer),
             annotations=_read_only("List the media library"),
+        ),
+        types.Tool(
+            name=CANCEL,
+            title="Cancel a video job",
+            description=(
+                f"Cancel a video job submitted with {GENERATE} that is still queued or "
+                f"processing: its credit hold is released and nothing is charged. A job already "
+                f"at the provider is asked to stop (cancel_requested_at is set) and becomes "
+                f"{CANCELLED} once it has; call {STATUS} to see it. Cancelling again answers the "
+                f"same; a job already {COMPLETED} or {FAILED} cannot be cancelled. Free (cost: 0)."
+            ),
+            input_schema={
+                "type": "object",
+                "properties": {
+                    "job_id": {
+                        "type": "string",
+                        "minLength": 1,
+                        "description": f"The job_id returned by {GENERATE}.",
+                    }
+                },
+                "required": ["job_id"],
+                "additionalProperties": False,
+            },
+            output_schema=_output_schema(CancelAnswer),
+            annotations=types.ToolAnnotations(
+                title="Cancel a video job",
+                read_only_hint=False,
+                destructive_hint=True,
+                idempotent_hint=True,
+                open_world_hint=True,
+            ),
         ),
     ]
 

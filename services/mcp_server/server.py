@@ -1,4 +1,4 @@
-"""The MCP server: the `mcp` SDK's low-level `Server` with our five tools, over stdio or HTTP.
+"""The MCP server: the `mcp` SDK's low-level `Server` with our six tools, over stdio or HTTP.
 
 The low-level server (rather than `MCPServer`'s decorators) because the schemas are data:
 `naive_generate_video`'s `model` enum and `input` properties come from the live catalog.
@@ -78,6 +78,8 @@ async def _dispatch(
         return await tools.video_pricing(arguments)
     if name == schemas.MEDIA_LIST:
         return await tools.media_list(arguments)
+    if name == schemas.CANCEL:
+        return await tools.cancel_video(arguments)
     raise ToolError(
         {
             "code": "unknown_tool",

@@ -20,10 +20,12 @@ from functools import partial
 from typing import Any, TypeVar
 
 import anyio
+import anyio.from_thread
 import anyio.to_thread
 
 from services.cli.client import ApiClient, read, segment
 from services.cli.errors import ExitCode, Failure
+from services.cli.wait import Update, watch
 from services.mcp_server import schemas
 from shared.catalog.schemas import Model, ModelList, PriceQuote
 from shared.jobs.schemas import Job, JobAccepted
@@ -33,9 +35,7 @@ from shared.media.schemas import MediaPage
 T = TypeVar("T")
 Answer = dict[str, Any]
 
-POLL_SECONDS = 1.0
 CATALOG_TTL_SECONDS = 300.0
-MAX_CONSECUTIVE_POLL_ERRORS = 5
 MAX_SESSIONS = 1000
 
 
@@ -141,6 +141,20 @@ class NaiveTools:
         job_id = _required_string(arguments, "job_id")
         job = await self._job(job_id)
         answer = schemas.StatusAnswer.of(job, next_steps=job_next_steps(job))
+        return answer.model_dump(mode="json")
+
+    async def cancel_video(self, arguments: Mapping[str, Any]) -> Answer:
+        _only(arguments, {"job_id"})
+        job_id = _required_string(arguments, "job_id")
+        job = await self._api(lambda: read(Job, self.client.delete(f"/v1/jobs/{segment(job_id)}")))
+        next_steps = (
+            [f'{schemas.STATUS} {{"job_id": "{job_id}"}} shows when it has stopped']
+            if job.status is not PublicStatus.CANCELLED
+            else [f"{schemas.GENERATE} submits a new job"]
+        )
+        answer = schemas.CancelAnswer.of(
+            job, cancel_requested_at=job.cancel_requested_at, next_steps=next_steps
+        )
         return answer.model_dump(mode="json")
 
     async def video_pricing(self, arguments: Mapping[str, Any]) -> Answer:
@@ -337,27 +351,22 @@ class NaiveTools:
     async def _follow(
         self, job_id: str, wait: float, progress: Callable[[float, str], Any] | None
     ) -> Job:
-        """Poll the job until it ends or `wait` seconds pass; return its last state."""
-        deadline = anyio.current_time() + wait
-        errors = 0
-        job = await self._job(job_id)
-        while True:
+        """Follow the job's events (polling where the API has no stream) until it ends or
+        `wait` seconds pass, reporting its progress at each; return its last state."""
+
+        def report(update: Update) -> None:
             if progress is not None:
-                await progress(float(job.progress), job.status.value)
-            if job.status.is_final:
-                return job
-            remaining = deadline - anyio.current_time()
-            if remaining <= 0:
-                return job
-            await anyio.sleep(min(POLL_SECONDS, remaining))
-            try:
-                job = await self._job(job_id)
-                errors = 0
-            except ToolError as exc:
-                transient = exc.error.get("code") in ("connection_error", "timeout", "unavailable")
-                if not transient or errors >= MAX_CONSECUTIVE_POLL_ERRORS:
-                    raise
-                errors += 1
+                job = update.job
+                anyio.from_thread.run(progress, float(job.progress), job.status.value)
+
+        try:
+            return await anyio.to_thread.run_sync(
+                partial(watch, self.client, job_id, timeout=wait, on_update=report)
+            )
+        except Failure as failure:
+            if failure.code != "wait_timeout":
+                raise api_error(failure, api_url=self.client.base_url) from None
+        return await self._job(job_id)
 
 
 def derived_intent_key(session_id: str, model: str, model_input: Mapping[str, Any]) -> str:
