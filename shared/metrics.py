@@ -96,9 +96,12 @@ WEBHOOK_DELIVERIES = Counter(
     "Customer webhook delivery attempts by outcome: delivered, retried, failed (given up)",
     ["outcome"],
 )
+# Labelled, as every metric here is: in multiprocess mode an unlabelled one writes its file
+# at import, before the server has made PROMETHEUS_MULTIPROC_DIR.
 WEBHOOK_DELIVERY_LAG = Histogram(
     "naive_webhook_delivery_lag_seconds",
     "From a job event to its webhook delivered",
+    ["event"],
     buckets=DURATION_BUCKETS,
 )
 # What a delivery's status after an attempt says the attempt came to.
@@ -208,7 +211,7 @@ def observe_webhook_attempt(
     if attempt.delivered:
         created = session.scalar(select(JobEvent.created_at).where(JobEvent.id == row.event_id))
         if created is not None:
-            WEBHOOK_DELIVERY_LAG.observe(_seconds(_aware(created), utcnow()))
+            child(WEBHOOK_DELIVERY_LAG, row.event_type).observe(_seconds(_aware(created), utcnow()))
 
 
 def _aware(moment: datetime) -> datetime:

@@ -39,8 +39,9 @@ def _outcomes() -> dict[str, float]:
 
 
 def _lag() -> tuple[float, float]:
-    count = REGISTRY.get_sample_value("naive_webhook_delivery_lag_seconds_count") or 0.0
-    total = REGISTRY.get_sample_value("naive_webhook_delivery_lag_seconds_sum") or 0.0
+    labels = {"event": "job.queued"}
+    count = REGISTRY.get_sample_value("naive_webhook_delivery_lag_seconds_count", labels) or 0.0
+    total = REGISTRY.get_sample_value("naive_webhook_delivery_lag_seconds_sum", labels) or 0.0
     return count, total
 
 
@@ -101,6 +102,7 @@ def _attempt(runtime: Runtime, delivery_id: uuid.UUID, made: int, status: int) -
             attempt=attempt,
             now=utcnow(),
             schedule=SCHEDULE,
+            disable_after=timedelta(days=5),
         )
         metrics.observe_webhook_attempt(
             session=session, delivery_id=delivery_id, attempts=made + 1, attempt=attempt
