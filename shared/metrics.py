@@ -104,8 +104,9 @@ WEBHOOK_DELIVERY_LAG = Histogram(
     ["event"],
     buckets=DURATION_BUCKETS,
 )
-# What a delivery's status after an attempt says the attempt came to.
-_ATTEMPT_OUTCOMES = {
+# What a delivery's status after an attempt says the attempt came to (any other status,
+# one added later, is not counted rather than failing the task).
+_ATTEMPT_OUTCOMES: dict[str, str] = {
     DeliveryStatus.DELIVERED: "delivered",
     DeliveryStatus.PENDING: "retried",
     DeliveryStatus.FAILED: "failed",
@@ -204,7 +205,7 @@ def observe_webhook_attempt(
     row = session.get(WebhookDelivery, delivery_id)  # the row just recorded: no query
     if row is None or row.attempts != attempts:
         return
-    outcome = _ATTEMPT_OUTCOMES.get(DeliveryStatus(row.status))
+    outcome = _ATTEMPT_OUTCOMES.get(row.status)
     if outcome is None or (outcome == "delivered") != attempt.delivered:
         return
     child(WEBHOOK_DELIVERIES, outcome).inc()
