@@ -87,6 +87,9 @@ class Settings:
     # Seconds between a customer webhook delivery's attempts; each wait is stretched by up to
     # a fifth at random (never shortened); after the last, the delivery has failed.
     webhook_retry_schedule: tuple[float, ...]
+    # A subscription whose every attempt has failed for this long is disabled (PATCH
+    # `{"status": "enabled"}` turns it back on).
+    webhook_disable_after_seconds: float
     # Per API key (per client address without one), as "600 per minute"; and per client
     # address for answers 401 (no key, an invented or revoked one): a tighter budget, spent
     # before any database lookup. Counted in Redis when the broker is Redis.
@@ -245,6 +248,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             env.get("WEBHOOK_ALLOW_PRIVATE_URLS", "") in ("1", "true", "yes")
         ),
         webhook_retry_schedule=_schedule(env, "WEBHOOK_RETRY_SCHEDULE", WEBHOOK_RETRY_SCHEDULE),
+        webhook_disable_after_seconds=float(
+            _number(env, "WEBHOOK_DISABLE_AFTER_SECONDS", str(5 * 86400))
+        ),
         rate_limit=_rate(env, "RATE_LIMIT", "600 per minute"),
         rate_limit_auth_failures=_rate(env, "RATE_LIMIT_AUTH_FAILURES", "30 per minute"),
         rate_limit_webhooks=_rate(env, "RATE_LIMIT_WEBHOOKS", "1200 per minute"),
@@ -293,5 +299,7 @@ def _validate(settings: Settings) -> None:
     if settings.event_stream_heartbeat_seconds <= 0 or settings.event_stream_max_seconds <= 0:
         raise ConfigError("EVENT_STREAM_HEARTBEAT_SECONDS and _MAX_SECONDS must be positive")
     # The operator token grants credits: one short enough to guess is refused.
+    if settings.webhook_disable_after_seconds <= 0:
+        raise ConfigError("WEBHOOK_DISABLE_AFTER_SECONDS must be above 0")
     if settings.admin_token is not None and len(settings.admin_token) < 16:
         raise ConfigError("ADMIN_TOKEN must be at least 16 characters")

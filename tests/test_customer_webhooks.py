@@ -70,7 +70,17 @@ def test_event_types_are_every_event_a_job_writes() -> None:
 
 def test_create_shows_the_secret_once(api: FlaskClient, account: conftest.TestAccount) -> None:
     created = _create(api, account, events=["job.completed", "job.failed"], description="ci")
-    assert set(created) == {"id", "url", "events", "description", "secret", "created_at"}
+    assert set(created) == {
+        "id",
+        "url",
+        "events",
+        "description",
+        "status",
+        "disabled_reason",
+        "secret",
+        "created_at",
+    }
+    assert (created["status"], created["disabled_reason"]) == ("enabled", None)
     assert created["url"] == RECEIVER
     assert created["events"] == ["job.completed", "job.failed"]
     assert created["secret"].startswith("whsec_")

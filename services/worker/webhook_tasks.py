@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from datetime import timedelta
 
 from celery import Task, shared_task
 
@@ -56,6 +57,7 @@ def deliver_webhook(self: Task, delivery_id: str, attempts: str) -> None:
             attempt=attempt,
             now=utcnow(),
             schedule=settings.webhook_retry_schedule,
+            disable_after=timedelta(seconds=settings.webhook_disable_after_seconds),
         )
         metrics.observe_webhook_attempt(
             session=session, delivery_id=key, attempts=made + 1, attempt=attempt

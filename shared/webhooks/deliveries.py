@@ -79,7 +79,8 @@ def fan_out(*, session: Session, now: datetime, limit: int = BATCH) -> int:
                 WebhookSubscription.account_id.in_({event.account_id for event in taken})
                 & WebhookSubscription.job_id.is_(None),
                 WebhookSubscription.job_id.in_({event.job_id for event in taken}),
-            )
+            ),
+            WebhookSubscription.disabled_at.is_(None),
         )
     ):
         subscriptions[subscription.job_id or subscription.account_id].append(subscription)
@@ -189,10 +190,13 @@ def record_attempt(
     attempt: delivery.Attempt,
     now: datetime,
     schedule: Sequence[float],
+    disable_after: timedelta,
 ) -> list[Send]:
     """Record attempt number `attempts` of the delivery and decide what follows: delivered
     or given up, the job's next event for this subscription is sent now; a retryable failure
-    waits its turn in `schedule` (failed once the schedule is spent). Returns what to send."""
+    waits its turn in `schedule` (failed once the schedule is spent). A subscription whose
+    every attempt has failed for `disable_after` is disabled, and its pending deliveries
+    fail. Returns what to send."""
     row = session.get(WebhookDelivery, delivery_id, with_for_update=True)
     if row is None or row.attempts != attempts or row.status != DeliveryStatus.PENDING:
         return []  # redelivered meanwhile: that attempt's record is the one that counts
@@ -200,6 +204,10 @@ def record_attempt(
     row.last_error = attempt.error
     row.last_latency_ms = attempt.latency_ms
     row.leased_until = None
+    if _note_health(
+        session, row.subscription_id, attempt=attempt, now=now, disable_after=disable_after
+    ):
+        return []
     if not attempt.delivered and attempt.retryable and row.retries < len(schedule):
         wait = schedule[row.retries] * (1 + random.random() * JITTER)
         row.retries += 1
@@ -226,6 +234,65 @@ def record_attempt(
         return []
     following.leased_until = now + LEASE
     return [(following.id, following.attempts, 0.0)]
+
+
+def _note_health(
+    session: Session,
+    subscription_id: uuid.UUID,
+    *,
+    attempt: delivery.Attempt,
+    now: datetime,
+    disable_after: timedelta,
+) -> bool:
+    """Track since when every attempt to the subscription has failed; disable it (and fail
+    its pending deliveries) once that has lasted `disable_after`. Returns whether it was
+    disabled now. Conditional updates: most attempts change nothing and lock nothing."""
+    ours = WebhookSubscription.id == subscription_id
+    if attempt.delivered:
+        session.execute(
+            update(WebhookSubscription)
+            .where(ours, WebhookSubscription.failing_since.is_not(None))
+            .values(failing_since=None)
+        )
+        return False
+    session.execute(
+        update(WebhookSubscription)
+        .where(ours, WebhookSubscription.failing_since.is_(None))
+        .values(failing_since=now)
+    )
+    last = attempt.status_code or attempt.error
+    disabled = session.execute(
+        update(WebhookSubscription)
+        .where(
+            ours,
+            WebhookSubscription.disabled_at.is_(None),
+            WebhookSubscription.failing_since <= now - disable_after,
+        )
+        .values(
+            disabled_at=now,
+            disabled_reason=(
+                f"every delivery attempt failed for {disable_after.total_seconds():g} s "
+                f"(the last: {last})"
+            ),
+        )
+        .returning(WebhookSubscription.id)
+    ).first()
+    if disabled is None:
+        return False
+    session.execute(
+        update(WebhookDelivery)
+        .where(
+            WebhookDelivery.subscription_id == subscription_id,
+            WebhookDelivery.status == DeliveryStatus.PENDING,
+        )
+        .values(
+            status=DeliveryStatus.FAILED,
+            next_attempt_at=None,
+            leased_until=None,
+            last_error="the subscription is disabled",
+        )
+    )
+    return True
 
 
 def list_for(

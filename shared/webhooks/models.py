@@ -50,6 +50,11 @@ class WebhookSubscription(Base):
     secret: Mapped[str] = mapped_column(String(100))
     job_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("jobs.id"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # When the first failed attempt since the last delivered one happened (null while the
+    # receiver answers): failing for `WEBHOOK_DISABLE_AFTER_SECONDS` disables it.
+    failing_since: Mapped[datetime | None]
+    disabled_at: Mapped[datetime | None]
+    disabled_reason: Mapped[str | None] = mapped_column(String(200))
 
 
 class DeliveryStatus(enum.StrEnum):

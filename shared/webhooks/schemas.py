@@ -43,6 +43,9 @@ class WebhookUpdate(Closed):
         default=None, min_length=1, max_length=6, description=EVENTS.description
     )
     description: str | None = DESCRIPTION
+    status: Literal["enabled"] | None = Field(
+        default=None, description="`enabled` turns a disabled subscription back on."
+    )
 
 
 class Webhook(Open):
@@ -50,6 +53,12 @@ class Webhook(Open):
     url: str
     events: list[EventType]
     description: str | None
+    status: Literal["enabled", "disabled"] = Field(
+        description="`disabled` once every delivery attempt has failed for "
+        "`WEBHOOK_DISABLE_AFTER_SECONDS` (5 days by default): nothing is sent until a PATCH "
+        '`{"status": "enabled"}`.'
+    )
+    disabled_reason: str | None = Field(description="Why it was disabled; null when enabled.")
     created_at: datetime
 
     @classmethod
@@ -59,6 +68,8 @@ class Webhook(Open):
             url=row.url,
             events=row.events,  # type: ignore[arg-type]  # stored as validated
             description=row.description,
+            status="enabled" if row.disabled_at is None else "disabled",
+            disabled_reason=row.disabled_reason,
             created_at=row.created_at,
         )
 

@@ -120,7 +120,7 @@ def update(
 ) -> WebhookSubscription:
     row = get(session=session, account_id=account_id, webhook_id=webhook_id)
     given = change.model_fields_set
-    for name in ("url", "events"):
+    for name in ("url", "events", "status"):
         if name in given and getattr(change, name) is None:
             raise InvalidInput(f"`{name}` cannot be null.", fields={name: "cannot be null"})
     if change.url is not None:
@@ -130,6 +130,8 @@ def update(
         row.events = list(dict.fromkeys(change.events))
     if "description" in given:
         row.description = change.description
+    if change.status == "enabled":
+        row.disabled_at = row.disabled_reason = row.failing_since = None
     session.flush()
     return row
 
