@@ -11,6 +11,8 @@ import os
 import re
 import subprocess
 import sys
+import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -482,6 +484,23 @@ def test_jobs_watch_polls_an_api_without_the_event_stream(make_app, make_naive, 
     assert code == 0 and envelope["result"]["status"] == "completed"
     assert {event["id"] for event in events} == {None}
     assert events[-1]["type"] == "job.completed"
+
+
+def test_jobs_watch_timeout_ends_a_quiet_stream_on_time(make_app, make_naive, account):
+    """A job no worker takes: its stream carries heartbeats only, and --timeout still ends
+    the watch on time, exit 3, the job untouched."""
+    quiet = make_app(
+        CELERY_QUEUE=f"idle-{uuid.uuid4().hex[:8]}", EVENT_STREAM_HEARTBEAT_SECONDS="0.3"
+    )
+    with serving(quiet) as api_url:
+        naive = make_naive(account, api_url)
+        job_id = submit(naive, "Never rendered")
+        started = time.monotonic()
+        code, events, envelope = naive.stream("jobs", "watch", job_id, "--timeout", "2")
+        elapsed = time.monotonic() - started
+    assert code == 3 and envelope["result"]["code"] == "wait_timeout"
+    assert [event["type"] for event in events] == ["job.queued"]
+    assert 2 <= elapsed < 6
 
 
 def test_jobs_watch_of_a_cancelled_job_exits_4(naive, live_api, account):

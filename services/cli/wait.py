@@ -29,6 +29,9 @@ from shared.jobs.status import PublicStatus
 POLL_SECONDS = 1.0
 # A blip in the network or a restarting API should not abandon a long wait.
 MAX_CONSECUTIVE_ERRORS = 5
+# How far a wait may run past its timeout on a quiet stream: a stream is reopened with a
+# shorter read timeout at most this often near the end.
+OVERRUN_SECONDS = 1.0
 # The answers of an API that has no event stream: then poll.
 NO_STREAM = frozenset({"http_404", "http_405", "not_found"})
 # The events after which a job never changes (the stream closes after them). Not the job's
@@ -63,6 +66,12 @@ class Deadline:
         return (
             TIMEOUT_SECONDS if self.at is None else min(TIMEOUT_SECONDS, self.at - time.monotonic())
         )
+
+    def outlasts(self, read_timeout: float) -> bool:
+        """Whether a read waiting `read_timeout` from now could end after the wait: then the
+        stream is reopened with a shorter one, so a quiet stream (heartbeats only) still
+        ends the wait on time."""
+        return self.at is not None and time.monotonic() + read_timeout > self.at + OVERRUN_SECONDS
 
     def check(self, pause: float) -> None:
         """Raise `wait_timeout` when the wait would end within `pause` seconds."""
@@ -147,7 +156,7 @@ def watch(
     while True:
         pause = 0.0  # the server ended the stream (its longest): resume at once
         try:
-            for update in _events(client, path, after, deadline.read_timeout()):
+            for update in _events(client, path, after, deadline):
                 after, errors = update.seq or after, 0
                 on_update(update)
                 if update.type in FINAL_EVENTS:
@@ -163,8 +172,10 @@ def watch(
         time.sleep(pause)
 
 
-def _events(client: ApiClient, path: str, after: int, read_timeout: float) -> Iterator[Update]:
-    """The events after `after`, until the server ends this connection (a 204 has none)."""
+def _events(client: ApiClient, path: str, after: int, deadline: Deadline) -> Iterator[Update]:
+    """The events after `after`, until the server ends this connection (a 204 has none), or
+    until the wait's end is nearer than this connection's read timeout."""
+    read_timeout = deadline.read_timeout()
     headers = {"Accept": "text/event-stream"}
     if after:
         headers["Last-Event-ID"] = str(after)
@@ -174,9 +185,7 @@ def _events(client: ApiClient, path: str, after: int, read_timeout: float) -> It
         fields: dict[str, str] = {}
         data: list[str] = []
         for line in response.iter_lines():
-            if line.startswith(":"):
-                continue  # a heartbeat
-            if line:
+            if line and not line.startswith(":"):  # a field of the frame being read
                 name, _, value = line.partition(":")
                 value = value.removeprefix(" ")
                 if name == "data":
@@ -184,10 +193,13 @@ def _events(client: ApiClient, path: str, after: int, read_timeout: float) -> It
                 else:
                     fields[name] = value
                 continue
-            if data and "id" in fields:
-                body = read(_Frame, _json("\n".join(data)))
-                yield Update(int(fields["id"]), body.type, body.timestamp, body.data)
-            fields, data = {}, []
+            if not line:  # the frame's end (a comment line is a heartbeat)
+                if data and "id" in fields:
+                    body = read(_Frame, _json("\n".join(data)))
+                    yield Update(int(fields["id"]), body.type, body.timestamp, body.data)
+                fields, data = {}, []
+            if deadline.outlasts(read_timeout):
+                return  # between frames: resumed at once, with what is left to wait
 
 
 def _poll(
