@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -458,6 +458,40 @@ def test_jobs_watch_resumes_a_closed_stream_without_duplicates(make_app, make_na
         naive = make_naive(account, api_url)
         job_id = submit(naive, "A slow tide [sim latency=3]")
         code, events, envelope = naive.stream("jobs", "watch", job_id)
+    assert code == 0 and envelope["result"]["status"] == "completed"
+    assert [event["id"] for event in events] == list(range(1, len(events) + 1))
+    assert events[-1]["type"] == "job.completed"
+
+
+def test_jobs_watch_reconnects_after_a_dropped_connection_without_duplicates(
+    make_app, make_naive, account
+):
+    """Each job's first stream breaks after its first frames (no end of the chunked body):
+    the CLI reconnects with Last-Event-ID and sees every event once."""
+    flaky = make_app()
+    current = flaky.wsgi_app
+    broken: set[str] = set()
+
+    def dropped(body: Iterable[bytes]) -> Iterator[bytes]:
+        for sent, chunk in enumerate(body):
+            if sent == 2:
+                raise ConnectionAbortedError("the connection dropped mid-stream")
+            yield chunk
+
+    def dropping(environ: dict[str, Any], start_response: Any) -> Any:
+        body = current(environ, start_response)
+        path = environ["PATH_INFO"]
+        if not path.endswith("/events") or path in broken:
+            return body
+        broken.add(path)
+        return dropped(body)
+
+    flaky.wsgi_app = dropping  # type: ignore[method-assign]
+    with serving(flaky) as api_url:
+        naive = make_naive(account, api_url)
+        job_id = submit(naive, "A swaying bridge [sim latency=2]")
+        code, events, envelope = naive.stream("jobs", "watch", job_id)
+    assert broken == {f"/v1/jobs/{job_id}/events"}
     assert code == 0 and envelope["result"]["status"] == "completed"
     assert [event["id"] for event in events] == list(range(1, len(events) + 1))
     assert events[-1]["type"] == "job.completed"
