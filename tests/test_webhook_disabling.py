@@ -36,7 +36,11 @@ def _fanned_out(
     """Submit a job, fan every event out; the subscription's deliveries."""
     generate(api, account, "A kite over dunes")
     with runtime.db.transaction() as session:
-        while deliveries.fan_out(session=session, now=utcnow()):
+        while deliveries.fan_out(
+            session=session,
+            now=utcnow(),
+            links=deliveries.media_links(runtime.settings, runtime.storage),
+        ):
             pass  # earlier events left by other tests go first
         return list(
             session.scalars(

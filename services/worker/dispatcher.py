@@ -73,9 +73,10 @@ def dispatch(runtime: Runtime, celery: Celery, *, now: datetime) -> int:
 def dispatch_webhooks(runtime: Runtime, celery: Celery, *, now: datetime) -> None:
     """Write the deliveries of every job event not yet taken, then send every delivery that
     is due and first of its job's pending ones."""
+    links = deliveries.media_links(runtime.settings, runtime.storage)
     while True:
         with runtime.db.transaction() as session:
-            taken = deliveries.fan_out(session=session, now=now, limit=BATCH)
+            taken = deliveries.fan_out(session=session, now=now, links=links, limit=BATCH)
         if taken < BATCH:
             break
     while True:

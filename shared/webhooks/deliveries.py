@@ -21,12 +21,17 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import ColumnElement, exists, insert, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
+from shared.config import Settings
 from shared.errors import NotFound
-from shared.jobs.models import JobEvent
+from shared.jobs.models import Job, JobEvent
+from shared.jobs.schemas import with_our_video
+from shared.media.storage import MediaStorage
+from shared.media.urls import job_video_urls
 from shared.webhooks import delivery, service
 from shared.webhooks.models import DeliveryStatus, WebhookDelivery, WebhookSubscription
 
@@ -52,13 +57,45 @@ class Claimed:
     body: bytes
 
 
-def body_of(event: JobEvent) -> str:
+@dataclass(frozen=True)
+class MediaLinks:
+    """How a body links our copy of the job's video, as `GET /v1/jobs/{id}` does: the
+    storage's presigned URL, else our signed route under `base_url` (`PUBLIC_BASE_URL`; ""
+    without it, which makes the route a path relative to the API's address, since a worker
+    has no request to take the address from)."""
+
+    storage: MediaStorage
+    base_url: str
+    secret_key: str
+
+
+def media_links(settings: Settings, storage: MediaStorage) -> MediaLinks:
+    return MediaLinks(storage, settings.public_base_url or "", settings.secret_key)
+
+
+def job_view(session: Session, event: JobEvent, links: MediaLinks) -> dict[str, Any]:
+    """The job as the event recorded it, shown as `GET /v1/jobs/{id}` shows a job: once its
+    video is ingested, `result.video.url` is our copy's and `provider_url` the provider's."""
+    result = event.data.get("result")
+    if not result or not result.get("media_asset_id"):
+        return event.data
+    urls = job_video_urls(
+        session.get_one(Job, event.job_id),
+        storage=links.storage,
+        base_url=links.base_url,
+        secret_key=links.secret_key,
+        result=result,
+    )
+    return {**event.data, "result": with_our_video(result, urls.content if urls else None)}
+
+
+def body_of(event: JobEvent, data: dict[str, Any]) -> str:
     """The delivery's body: the event's type and time, and the job's view at that moment."""
     timestamp = event.created_at.isoformat().replace("+00:00", "Z")
-    return json.dumps({"type": event.type, "timestamp": timestamp, "data": event.data})
+    return json.dumps({"type": event.type, "timestamp": timestamp, "data": data})
 
 
-def fan_out(*, session: Session, now: datetime, limit: int = BATCH) -> int:
+def fan_out(*, session: Session, now: datetime, links: MediaLinks, limit: int = BATCH) -> int:
     """Take up to `limit` events no delivery has taken, oldest first, and write a delivery
     for each subscription of the event's account, and the job's own webhook, that wants its
     type (and existed when it happened); returns how many events were taken."""
@@ -84,6 +121,7 @@ def fan_out(*, session: Session, now: datetime, limit: int = BATCH) -> int:
         )
     ):
         subscriptions[subscription.job_id or subscription.account_id].append(subscription)
+    bodies = {event.id: body_of(event, job_view(session, event, links)) for event in taken}
     rows = [
         {
             "id": uuid.uuid4(),
@@ -92,7 +130,7 @@ def fan_out(*, session: Session, now: datetime, limit: int = BATCH) -> int:
             "job_id": event.job_id,
             "seq": event.seq,
             "event_type": event.type,
-            "body": body_of(event),
+            "body": bodies[event.id],
             "status": DeliveryStatus.PENDING,
             "attempts": 0,
             "retries": 0,
