@@ -28,7 +28,8 @@ import threading
 import time
 import urllib.parse
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 import httpcore
 import httpx
@@ -105,23 +106,9 @@ def _read_http_url(url: str, allow_address: AddressPolicy, max_bytes: int, timeo
                 raise ImageFetchError(
                     "image URL leads to a private, loopback or otherwise non-public address"
                 )
-            with (
-                httpcore.ConnectionPool(
-                    ssl_context=ssl_context(),
-                    network_backend=PinnedBackend(addresses, deadline),
-                    max_connections=1,
-                ) as pool,
-                pool.stream(
-                    "GET",
-                    httpcore.URL(
-                        scheme=target.raw_scheme,
-                        host=target.raw_host,
-                        port=target.port,
-                        target=target.raw_path,
-                    ),
-                    headers=[(b"Host", target.netloc), *_REQUEST_HEADERS],
-                ) as response,
-            ):
+            with pinned_exchange(
+                "GET", target, addresses, headers=_REQUEST_HEADERS, deadline=deadline
+            ) as response:
                 location = _header(response.headers, b"location")
                 if response.status in _REDIRECT_STATUSES and location is not None:
                     url = str(target.join(location.decode("latin-1")))
@@ -178,6 +165,40 @@ def _time_left(deadline: float, expired: type[httpcore.TimeoutException]) -> flo
     if left <= 0:
         raise expired("the fetch deadline has passed")
     return left
+
+
+@contextmanager
+def pinned_exchange(
+    method: str,
+    target: httpx.URL,
+    addresses: list[Address],
+    *,
+    headers: list[tuple[bytes, bytes]],
+    deadline: float,
+    connect_deadline: float | None = None,
+    content: bytes | None = None,
+) -> Iterator[httpcore.Response]:
+    """One HTTP exchange with `target`, connected to exactly `addresses` (checked by the
+    caller) and held to `deadline`; the response streams until the block ends."""
+    with (
+        httpcore.ConnectionPool(
+            ssl_context=ssl_context(),
+            network_backend=PinnedBackend(addresses, deadline, connect_deadline),
+            max_connections=1,
+        ) as pool,
+        pool.stream(
+            method,
+            httpcore.URL(
+                scheme=target.raw_scheme,
+                host=target.raw_host,
+                port=target.port,
+                target=target.raw_path,
+            ),
+            headers=[(b"Host", target.netloc), *headers],
+            content=content,
+        ) as response,
+    ):
+        yield response
 
 
 @functools.cache

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import httpcore
 import httpx
 
-from shared.media.fetch import PinnedBackend, ssl_context
+from shared.media.fetch import pinned_exchange
 from shared.media.url_policy import AddressPolicy, resolve
 
 CONNECT_SECONDS = 5.0
@@ -112,24 +112,15 @@ def _post(
     addresses = resolve(target.host)
     if not addresses or not all(allow_address(address) for address in addresses):
         raise _Refused
-    with (
-        httpcore.ConnectionPool(
-            ssl_context=ssl_context(),
-            network_backend=PinnedBackend(addresses, deadline, connect_deadline),
-            max_connections=1,
-        ) as pool,
-        pool.stream(
-            "POST",
-            httpcore.URL(
-                scheme=target.raw_scheme,
-                host=target.raw_host,
-                port=target.port,
-                target=target.raw_path,
-            ),
-            headers=[(b"Host", target.netloc), *headers],
-            content=body,
-        ) as response,
-    ):
+    with pinned_exchange(
+        "POST",
+        target,
+        addresses,
+        headers=headers,
+        deadline=deadline,
+        connect_deadline=connect_deadline,
+        content=body,
+    ) as response:
         read = 0
         for chunk in response.iter_stream():  # read, up to the cap, so the exchange ends
             read += len(chunk)
