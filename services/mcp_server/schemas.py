@@ -161,6 +161,21 @@ class ModelsAnswer(BaseModel):
         return schema
 
 
+# The input of the tools that act on one job (status, cancel).
+JOB_ID_INPUT: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "job_id": {
+            "type": "string",
+            "minLength": 1,
+            "description": f"The job_id returned by {GENERATE}.",
+        }
+    },
+    "required": ["job_id"],
+    "additionalProperties": False,
+}
+
+
 def _output_schema(answer: type[BaseModel]) -> dict[str, Any]:
     return answer.model_json_schema(mode="serialization")
 
@@ -200,18 +215,7 @@ def build_tools(models: Sequence[Model] | None) -> list[types.Tool]:
                 f"call this every 15-30 s until the status is final ({FINAL_STATUSES}). "
                 "Free (cost: 0)."
             ),
-            input_schema={
-                "type": "object",
-                "properties": {
-                    "job_id": {
-                        "type": "string",
-                        "minLength": 1,
-                        "description": f"The job_id returned by {GENERATE}.",
-                    }
-                },
-                "required": ["job_id"],
-                "additionalProperties": False,
-            },
+            input_schema=JOB_ID_INPUT,
             output_schema=_output_schema(StatusAnswer),
             annotations=_read_only("Check a video job"),
         ),
@@ -290,18 +294,7 @@ def build_tools(models: Sequence[Model] | None) -> list[types.Tool]:
                 f"{CANCELLED} once it has; call {STATUS} to see it. Cancelling again answers the "
                 f"same; a job already {COMPLETED} or {FAILED} cannot be cancelled. Free (cost: 0)."
             ),
-            input_schema={
-                "type": "object",
-                "properties": {
-                    "job_id": {
-                        "type": "string",
-                        "minLength": 1,
-                        "description": f"The job_id returned by {GENERATE}.",
-                    }
-                },
-                "required": ["job_id"],
-                "additionalProperties": False,
-            },
+            input_schema=JOB_ID_INPUT,
             output_schema=_output_schema(CancelAnswer),
             annotations=types.ToolAnnotations(
                 title="Cancel a video job",
