@@ -11,15 +11,18 @@ from typing import Any
 import httpx
 from flask.testing import FlaskClient
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from shared import catalog
 from shared.config import Settings
+from shared.db import utcnow
 from shared.jobs import service as jobs
 from shared.jobs.models import Job
 from shared.jobs.schemas import JobCreate
 from shared.ledger import service as ledger
 from shared.ledger.models import LedgerEntry
 from shared.runtime import Runtime
+from shared.webhooks import deliveries
 from tests.fake_fal import FakeFalServer
 from tests.waiting import wait_for
 
@@ -141,3 +144,11 @@ def fal_stats(fake: FakeFalServer, request_id: str) -> dict[str, Any]:
 def tagged(prompt: str) -> str:
     """A prompt no other test sends (the fake counts faults per request body)."""
     return f"{prompt} #{uuid.uuid4().hex[:8]}"
+
+
+def fan_out_everything(runtime: Runtime, session: Session) -> None:
+    """Take every job event still in the outbox into deliveries, as the dispatcher does
+    (earlier events left by other tests go first)."""
+    links = deliveries.media_links(runtime.settings, runtime.storage)
+    while deliveries.fan_out(session=session, now=utcnow(), links=links):
+        pass

@@ -18,7 +18,7 @@ from shared.webhooks import deliveries
 from shared.webhooks.delivery import Attempt
 from shared.webhooks.models import WebhookDelivery
 from tests import conftest
-from tests.helpers import generate
+from tests.helpers import fan_out_everything, generate
 
 DISABLE_AFTER = timedelta(seconds=2)
 SCHEDULE = (0.0,) * 5
@@ -36,12 +36,7 @@ def _fanned_out(
     """Submit a job, fan every event out; the subscription's deliveries."""
     generate(api, account, "A kite over dunes")
     with runtime.db.transaction() as session:
-        while deliveries.fan_out(
-            session=session,
-            now=utcnow(),
-            links=deliveries.media_links(runtime.settings, runtime.storage),
-        ):
-            pass  # earlier events left by other tests go first
+        fan_out_everything(runtime, session)
         return list(
             session.scalars(
                 select(WebhookDelivery.id).where(WebhookDelivery.subscription_id == uuid.UUID(hook))

@@ -23,7 +23,7 @@ from shared.webhooks import deliveries
 from shared.webhooks.delivery import Attempt
 from shared.webhooks.models import WebhookDelivery, WebhookSubscription
 from tests import conftest
-from tests.helpers import generate
+from tests.helpers import fan_out_everything, generate
 
 # Older than anything the tests leave behind: the gauge's value is this event's age.
 BACKDATED = timedelta(days=100)
@@ -78,12 +78,7 @@ def _backdated_delivery(
         ).scalar_one()
     before_fan_out = _oldest_undelivered(runtime)
     with runtime.db.transaction() as session:
-        while deliveries.fan_out(
-            session=session,
-            now=utcnow(),
-            links=deliveries.media_links(runtime.settings, runtime.storage),
-        ):
-            pass  # earlier events left by other tests go first
+        fan_out_everything(runtime, session)
         delivery_id = session.scalars(
             select(WebhookDelivery.id).where(WebhookDelivery.event_id == event_id)
         ).one()
