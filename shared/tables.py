@@ -3,7 +3,9 @@ Alembic sees the whole schema. Import this, not the slices' models one by one, w
 whole schema matters."""
 
 from shared.accounts.models import Account, ApiKey
-from shared.catalog.models import ModelPrice
+from shared.batches.models import Batch
+from shared.budgets.models import Budget
+from shared.catalog.models import ModelPrice, PriceQuote
 from shared.db import Base
 from shared.jobs.models import IdempotencyKey, Job
 from shared.ledger.models import LedgerEntry
@@ -15,11 +17,14 @@ metadata = Base.metadata
 __all__ = [
     "Account",
     "ApiKey",
+    "Batch",
+    "Budget",
     "IdempotencyKey",
     "Job",
     "LedgerEntry",
     "MediaAsset",
     "ModelPrice",
+    "PriceQuote",
     "WebhookDelivery",
     "WebhookSubscription",
     "metadata",

@@ -39,12 +39,20 @@ def authenticated_account(session: Session | None = None) -> uuid.UUID:
     Given a session, the check joins that transaction (one round trip fewer per submit)."""
     if session is None:
         with runtime().db.transaction() as own:
-            account_id = accounts.authenticate(session=own, api_key=bearer_key())
+            caller = accounts.authenticate(session=own, api_key=bearer_key())
     else:
-        account_id = accounts.authenticate(session=session, api_key=bearer_key())
-    logs.bind(account_id=account_id)
+        caller = accounts.authenticate(session=session, api_key=bearer_key())
+    logs.bind(account_id=caller.account_id)
     g.authenticated = True  # the rate limiter lets this key past an address's failure block
-    return account_id
+    g.api_key_id = caller.key_id
+    return caller.account_id
+
+
+def api_key_id() -> uuid.UUID:
+    """The id of the key `authenticated_account` accepted (jobs record it: budgets per
+    key, usage by key)."""
+    key_id: uuid.UUID = g.api_key_id
+    return key_id
 
 
 def catalog(session: Session | None = None) -> Catalog:

@@ -20,6 +20,10 @@ class Account(Base):
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     name: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Fair scheduling: at most this many jobs at the provider at once (None: no cap of
+    # its own), and the account's share of a busy provider relative to others (default 1).
+    concurrency_cap: Mapped[int | None]
+    scheduling_weight: Mapped[int] = mapped_column(default=1, server_default="1")
 
 
 class ApiKey(Base):

@@ -26,6 +26,14 @@ KEY_PREFIX = "nv_sk_"
 
 
 @dataclass(frozen=True)
+class Caller:
+    """Who made a request: the account and the key it used."""
+
+    account_id: uuid.UUID
+    key_id: uuid.UUID
+
+
+@dataclass(frozen=True)
 class NewAccount:
     account_id: uuid.UUID
     api_key: str
@@ -57,21 +65,21 @@ def create_api_key(*, session: Session, account_id: uuid.UUID) -> str:
 _KEYS = ApiKey.__table__
 # Compiled once and run on the driver's connection: every request runs it.
 _ACCOUNT_OF_KEY = Prepared(
-    select(_KEYS.c.account_id).where(
+    select(_KEYS.c.account_id, _KEYS.c.id).where(
         _KEYS.c.key_hash == bindparam("key_hash"), _KEYS.c.revoked_at.is_(None)
     )
 )
 
 
-def authenticate(*, session: Session, api_key: str | None) -> uuid.UUID:
-    """The account id the key belongs to, or `Unauthorized`."""
+def authenticate(*, session: Session, api_key: str | None) -> Caller:
+    """The account the key belongs to, and the key's id; or `Unauthorized`."""
     if not api_key or not api_key.startswith(KEY_PREFIX):
         raise Unauthorized("Send 'Authorization: Bearer nv_sk_…' with a valid API key.")
     found = _ACCOUNT_OF_KEY.rows(session.connection(), {"key_hash": hash_key(api_key)})
     if not found:
         raise Unauthorized("The API key is not valid or has been revoked.")
-    account_id: uuid.UUID = found[0][0]
-    return account_id
+    account_id, key_id = found[0]
+    return Caller(account_id, key_id)
 
 
 def get_owned(

@@ -16,12 +16,16 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.db import Base, utcnow
 from shared.jobs.status import JobStatus
+
+# A job waiting for a slot from the fair scheduler (the partial index's predicate).
+WAITING = "status = 'queued' AND capacity_limited AND admitted_at IS NULL"
 
 
 class StatusColumn(TypeDecorator[JobStatus]):
@@ -46,6 +50,14 @@ class Job(Base):
         Index("ix_jobs_status_updated", "status", "updated_at"),
         Index("ix_jobs_due_at", "due_at"),
         Index("ix_jobs_model_delivered", "model", "provider_completed_at"),
+        # The jobs waiting for a slot, per provider, oldest first (the fair scheduler).
+        Index(
+            "ix_jobs_waiting",
+            "provider",
+            "created_at",
+            postgresql_where=text(WAITING),
+            sqlite_where=text(WAITING),
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
@@ -92,6 +104,23 @@ class Job(Base):
     # The sequence number of the job's latest event (`JobEvent.seq`), bumped by the same
     # update that makes the change: the row lock orders a job's events without gaps.
     event_seq: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # The API key that submitted the job (budgets per key, usage by key); None for jobs
+    # made before keys were recorded.
+    api_key_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("api_keys.id"))
+    # The batch the job is an item of (its hold is the batch's aggregate hold).
+    batch_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("batches.id"), index=True)
+    # The binding quote the job was priced by.
+    quote_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("quotes.id"))
+    # Fair scheduling (`shared.jobs.admission`): a job that counts against a capacity (its
+    # provider's, its model's or its account's) waits in our queue with `admitted_at` None
+    # until the scheduler gives it a slot, and gives the slot back when it leaves the
+    # provider. Jobs no capacity limits are admitted when they are made.
+    capacity_limited: Mapped[bool] = mapped_column(default=False, server_default=false())
+    admitted_at: Mapped[datetime | None]
+    # What the provider reported it billed for the request, when it reports it (fal:
+    # `x-fal-billable-units`), and that at the model's unit price.
+    provider_units: Mapped[float | None]
+    provider_cost_usd: Mapped[float | None]
 
 
 class JobEvent(Base):

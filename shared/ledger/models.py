@@ -21,11 +21,14 @@ class LedgerEntry(Base):
 
     __tablename__ = "ledger_entries"
     # One capture, one hold, one release per job: a duplicate settle cannot charge twice.
-    __table_args__ = (UniqueConstraint("job_id", "kind"),)
+    # A batch holds once for all its items (`batch_id`, no `job_id`); each item's capture
+    # and release carry its job.
+    __table_args__ = (UniqueConstraint("job_id", "kind"), UniqueConstraint("batch_id", "kind"))
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id"), index=True)
     job_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("jobs.id"))
+    batch_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("batches.id"))
     kind: Mapped[str] = mapped_column(String(16))
     amount: Mapped[int] = mapped_column(BigInteger)
     note: Mapped[str | None] = mapped_column(String(200))

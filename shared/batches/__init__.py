@@ -1,0 +1,1 @@
+"""Batches: many jobs submitted as one, under one aggregate hold."""

@@ -1,0 +1,1 @@
+"""Spending limits per account or per API key, per day or per month."""
