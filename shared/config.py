@@ -121,6 +121,18 @@ class Settings:
     # request lives for ever.
     event_stream_heartbeat_seconds: float = 15
     event_stream_max_seconds: float = 300
+    # Fair scheduling (shared/jobs/admission): at most this many jobs at the provider at
+    # once (None: no limit), and per model (`MODEL_CONCURRENCY="model-id=2,other-id=1"`).
+    # Jobs beyond a capacity wait in our queue and are admitted in a fair order.
+    provider_concurrency: int | None = None
+    model_concurrency: Mapping[str, int] = field(default_factory=dict, hash=False)
+    # How long a binding quote (`POST /v1/video/quotes`) holds its price.
+    quote_ttl_seconds: float = 900
+
+    def capacity_limits(self, model: str) -> bool:
+        """Whether a job of `model` counts against a capacity whatever its account (the
+        provider's or the model's)."""
+        return self.provider_concurrency is not None or model in self.model_concurrency
 
     @property
     def completions_queue(self) -> str:
@@ -171,6 +183,28 @@ def _number(env: Mapping[str, str], name: str, default: str) -> Decimal:
         return Decimal(raw)
     except ArithmeticError as exc:
         raise ConfigError(f"{name} must be a number, got {raw!r}") from exc
+
+
+def _optional_count(env: Mapping[str, str], name: str) -> int | None:
+    """A positive whole number, or None when unset or empty."""
+    raw = env.get(name)
+    if raw in (None, ""):
+        return None
+    if not raw.strip().isdigit() or int(raw) < 1:
+        raise ConfigError(f"{name} must be a whole number above 0, got {raw!r}")
+    return int(raw)
+
+
+def _counts(env: Mapping[str, str], name: str) -> dict[str, int]:
+    """`"a=2,b=1"` as {"a": 2, "b": 1} (each a positive whole number)."""
+    counts: dict[str, int] = {}
+    for part in filter(None, (piece.strip() for piece in (env.get(name) or "").split(","))):
+        key, _, value = part.rpartition("=")
+        count = _optional_count({name: value}, name)
+        if not key or count is None:
+            raise ConfigError(f"{name} must read like 'model-id=2,other-id=1', got {part!r}")
+        counts[key.strip()] = count
+    return counts
 
 
 def _optional_float(env: Mapping[str, str], name: str) -> float | None:
@@ -273,6 +307,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         admin_token=env.get("ADMIN_TOKEN") or None,
         event_stream_heartbeat_seconds=float(_number(env, "EVENT_STREAM_HEARTBEAT_SECONDS", "15")),
         event_stream_max_seconds=float(_number(env, "EVENT_STREAM_MAX_SECONDS", "300")),
+        provider_concurrency=_optional_count(env, "PROVIDER_CONCURRENCY"),
+        model_concurrency=_counts(env, "MODEL_CONCURRENCY"),
+        quote_ttl_seconds=float(_number(env, "QUOTE_TTL_SECONDS", "900")),
     )
     _validate(settings)
     return settings
@@ -301,5 +338,7 @@ def _validate(settings: Settings) -> None:
     # The operator token grants credits: one short enough to guess is refused.
     if settings.webhook_disable_after_seconds <= 0:
         raise ConfigError("WEBHOOK_DISABLE_AFTER_SECONDS must be above 0")
+    if settings.quote_ttl_seconds <= 0:
+        raise ConfigError("QUOTE_TTL_SECONDS must be above 0")
     if settings.admin_token is not None and len(settings.admin_token) < 16:
         raise ConfigError("ADMIN_TOKEN must be at least 16 characters")

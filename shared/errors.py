@@ -137,7 +137,8 @@ class InvalidMediaToken(DomainError):
 
 class IdempotencyConflictDetail(ErrorDetail):
     code: Literal["idempotency_conflict"] = "idempotency_conflict"
-    job_id: uuid.UUID
+    job_id: uuid.UUID | None = Field(default=None, description="The first job (a submit).")
+    batch_id: uuid.UUID | None = Field(default=None, description="The first batch (a batch).")
 
 
 class IdempotencyConflict(DomainError):
@@ -157,3 +158,54 @@ class NotCancellable(DomainError):
     http_status = 409
     description = "The job was delivered and can no longer be cancelled."
     Detail = NotCancellableDetail
+
+
+class BudgetState(BaseModel):
+    """A budget as a refusal reports it."""
+
+    id: uuid.UUID
+    scope: Literal["account", "key"]
+    key_id: uuid.UUID | None
+    period: Literal["day", "month"]
+    credits: float
+    period_start: str = Field(description="When the current period began (UTC, ISO 8601).")
+
+
+class BudgetExceededDetail(ErrorDetail):
+    code: Literal["budget_exceeded"] = "budget_exceeded"
+    budget: BudgetState
+    spent_credits: float = Field(description="Committed in the period: charged plus held.")
+    remaining_credits: float
+    estimated_credits: float = Field(description="What the refused request would commit.")
+
+
+class BudgetExceeded(DomainError):
+    code = "budget_exceeded"
+    http_status = 402
+    description = "The request would take a budget of the account or the key past its limit."
+    Detail = BudgetExceededDetail
+
+
+class QuoteExpiredDetail(ErrorDetail):
+    code: Literal["quote_expired"] = "quote_expired"
+    quote_id: uuid.UUID
+    expired_at: str
+
+
+class QuoteExpired(DomainError):
+    code = "quote_expired"
+    http_status = 409
+    description = "The quote's price no longer holds: ask for a new quote."
+    Detail = QuoteExpiredDetail
+
+
+class QuoteMismatchDetail(ErrorDetail):
+    code: Literal["quote_mismatch"] = "quote_mismatch"
+    quote_id: uuid.UUID
+
+
+class QuoteMismatch(DomainError):
+    code = "quote_mismatch"
+    http_status = 409
+    description = "The quote was made for another model or input (or is unknown)."
+    Detail = QuoteMismatchDetail

@@ -88,6 +88,9 @@ WEBHOOKS = Counter("naive_webhooks", "Provider callbacks received", ["outcome"])
 DISPATCHED = Counter(
     "naive_dispatched_steps", "Steps the dispatcher carried out for overdue jobs", ["step"]
 )
+BUDGET_REFUSALS = Counter(
+    "naive_budget_refusals", "Requests refused as over a budget", ["scope", "period"]
+)
 DB_STATEMENTS = Counter("naive_db_statements", "SQL statements sent to the database", ["verb"])
 SQL_VERBS = frozenset({"select", "insert", "update", "delete"})
 DB_TRANSACTIONS = Counter("naive_db_transactions", "Database transactions ended", ["outcome"])

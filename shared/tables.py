@@ -5,7 +5,7 @@ whole schema matters."""
 from shared.accounts.models import Account, ApiKey
 from shared.batches.models import Batch
 from shared.budgets.models import Budget
-from shared.catalog.models import ModelPrice, PriceQuote
+from shared.catalog.models import BindingQuote, ModelPrice
 from shared.db import Base
 from shared.jobs.models import IdempotencyKey, Job
 from shared.ledger.models import LedgerEntry
@@ -18,13 +18,13 @@ __all__ = [
     "Account",
     "ApiKey",
     "Batch",
+    "BindingQuote",
     "Budget",
     "IdempotencyKey",
     "Job",
     "LedgerEntry",
     "MediaAsset",
     "ModelPrice",
-    "PriceQuote",
     "WebhookDelivery",
     "WebhookSubscription",
     "metadata",

@@ -95,6 +95,51 @@ def grant_credits(state: State, account_id: uuid.UUID, credits_: Decimal, note: 
     )
 
 
+@admin.command("set-scheduling")
+@click.option("--account", "account_id", type=click.UUID, required=True, help="The account's id.")
+@click.option(
+    "--concurrency-cap",
+    type=click.IntRange(min=1),
+    default=None,
+    help="At most this many of its jobs at the provider at once (omit: no cap of its own).",
+)
+@click.option(
+    "--weight",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Its share of a busy provider relative to other accounts (default 1).",
+)
+@json_option
+@pass_state
+def set_scheduling(
+    state: State, account_id: uuid.UUID, concurrency_cap: int | None, weight: int | None
+) -> None:
+    """Set an account's own concurrency cap and its weight in the fair scheduler."""
+    db = Database(load_settings().database_url)
+    try:
+        with db.transaction() as session:
+            account = accounts.set_scheduling(
+                session=session,
+                account_id=account_id,
+                concurrency_cap=concurrency_cap,
+                weight=weight,
+            )
+            result = {
+                "account_id": str(account.id),
+                "concurrency_cap": account.concurrency_cap,
+                "scheduling_weight": account.scheduling_weight,
+            }
+    except NotFound as exc:
+        raise click.ClickException(exc.message) from None
+    finally:
+        db.dispose()
+    cap = result["concurrency_cap"] or "none"
+    message = f"account {account_id}: concurrency cap {cap}, weight {result['scheduling_weight']}"
+    Reporter("admin.set-scheduling", json_mode=wants_json(state.json_flag)).success(
+        result, view=lambda: message
+    )
+
+
 @admin.command("refresh-catalog")
 def refresh_catalog() -> None:
     """Fetch model listings and prices from fal's platform API now."""

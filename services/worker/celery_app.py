@@ -35,6 +35,7 @@ CANCEL_AT_PROVIDER = "naive.cancel_at_provider"
 DISPATCH = "naive.dispatch"
 REFRESH_CATALOG = "naive.refresh_catalog"
 DELIVER_WEBHOOK = "naive.deliver_webhook"
+ADMIT_JOBS = "naive.admit_jobs"
 
 
 # How messages are delivered: JSON ids only, acknowledged late, redelivered when a worker
@@ -112,6 +113,8 @@ def make_celery(settings: Settings) -> Celery:
             # The dispatcher's tick sends the parked and the overdue polls: behind a backlog
             # of polls it would only make them later.
             DISPATCH: {"queue": settings.completions_queue},
+            # A free slot at the provider goes to the next waiting job at once.
+            ADMIT_JOBS: {"queue": settings.completions_queue},
             DELIVER_WEBHOOK: {"queue": settings.webhooks_queue},
         },
         broker_transport_options=_transport_options(settings),

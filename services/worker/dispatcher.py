@@ -10,8 +10,9 @@ restart costs seconds), fails a job past its deadline, or fails a submit whose o
 unknown. It also sends the parked polls (waits beyond `POLL_HORIZON_SECONDS`, which no
 message carries) due within that horizon, each with the countdown to its due time; and
 fans the new job events out to customer webhook deliveries and sends those that are due
-(`dispatch_webhooks`).
-The rules are the state machine's; this module only applies them.
+(`dispatch_webhooks`); and runs a round of the fair scheduler for every provider some job
+waits for (`admit_waiting`: a slot freed by a cancel, or a lost message, costs a tick).
+The rules are the state machine's and the scheduler's; this module only applies them.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from services.worker import celery_app as names
 from shared import metrics
-from shared.jobs import machine
+from shared.jobs import admission, machine
 from shared.jobs import service as jobs
 from shared.jobs.machine import Step
 from shared.jobs.models import Job
@@ -66,8 +67,26 @@ def dispatch(runtime: Runtime, celery: Celery, *, now: datetime) -> int:
         acted += len(parked)
         if len(parked) < BATCH:
             break
+    with runtime.db.transaction() as session:
+        waited_for = admission.providers_with_waiting(session=session)
+    for provider in waited_for:
+        acted += admit_waiting(runtime, celery, provider, now=now)
     dispatch_webhooks(runtime, celery, now=now)
     return acted
+
+
+def admit_waiting(runtime: Runtime, celery: Celery, provider: str, *, now: datetime) -> int:
+    """Give the provider's free slots to waiting jobs in the fair order and send their
+    submits; returns how many were admitted."""
+    with runtime.db.transaction() as session:
+        admitted = admission.admit(
+            session=session, settings=runtime.settings, provider=provider, now=now
+        )
+        for job_id in admitted:
+            names.send_after_commit(session, celery, names.SUBMIT_JOB, str(job_id))
+    if admitted:
+        log.info("admitted %d waiting jobs at %s", len(admitted), provider)
+    return len(admitted)
 
 
 def dispatch_webhooks(runtime: Runtime, celery: Celery, *, now: datetime) -> None:

@@ -27,7 +27,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from services.worker import celery_app as names
-from services.worker.dispatcher import dispatch
+from services.worker.dispatcher import admit_waiting, dispatch
 from shared import catalog, logs, metrics
 from shared.catalog import VideoModel
 from shared.catalog import sync as catalog_sync
@@ -137,6 +137,12 @@ class DbTask(Task):
 
     def send(self, session: Session, task: str, *args: str, countdown: float = 0) -> None:
         names.send_after_commit(session, self.app, task, *args, countdown=countdown)
+
+    def free_slot(self, session: Session, job: Job) -> None:
+        """The job left the provider: if it held a slot of the fair scheduler, hand it to the
+        next waiting job now rather than at the dispatcher's next tick."""
+        if job.capacity_limited:
+            self.send(session, names.ADMIT_JOBS, job.provider)
 
     def poll_token_for(self, wait: float) -> str | None:
         """A fresh token for a poll message due in `wait` seconds, or None if that is beyond
@@ -263,6 +269,7 @@ def submit_job(self: DbTask, job_id: str) -> None:
     except ProviderError as exc:
         with self.runtime.db.transaction() as session:
             jobs.fail(session=session, job_id=key, failure=Failure(exc.code, str(exc)))
+            self.free_slot(session, job)
         return
     logs.bind(provider_request_id=request_id)
     measured = self.measured_seconds(job, model)
@@ -332,6 +339,7 @@ def poll_job(self: DbTask, job_id: str, token: str) -> None:
     except ProviderError as exc:
         with self.runtime.db.transaction() as session:
             jobs.record_provider_failure(session=session, job=job, code=exc.code, message=str(exc))
+            self.free_slot(session, job)
         return
     log.debug(
         "provider status %s",
@@ -342,11 +350,13 @@ def poll_job(self: DbTask, job_id: str, token: str) -> None:
         if result is not None:
             if jobs.record_delivered(session=session, job_id=key, result=result):
                 self.send(session, names.SETTLE_CREDITS, job_id)
+                self.free_slot(session, job)
             return
         if status.state == "failed":
             jobs.record_provider_failure(
                 session=session, job=job, code=status.error_code, message=status.error
             )
+            self.free_slot(session, job)
             return
         wait = self.poll_wait(job, model, queue_position=status.queue_position)
         next_token = self.poll_token_for(wait)
@@ -449,6 +459,20 @@ def cancel_at_provider(self: DbTask, job_id: str) -> None:
     with self.runtime.db.transaction() as session:
         if jobs.poll_now(session=session, job_id=job.id, token=token) is not None:
             self.send(session, names.POLL_JOB, job_id, token)
+
+
+@shared_task(
+    bind=True,
+    name=names.ADMIT_JOBS,
+    max_retries=3,
+    **DB_OUTAGE_RETRY,
+    **time_limits(SHORT_TIME_LIMIT),
+)
+def admit_jobs(self: Task, provider: str) -> None:
+    """Give the provider's free slots to waiting jobs, in the fair order (not a step of one
+    job: a duplicate or a lost message is harmless, every dispatcher tick runs the same
+    round)."""
+    admit_waiting(runtime_for(self.app.naive_settings), self.app, provider, now=utcnow())
 
 
 @shared_task(base=DbTask, bind=True, name=names.DISPATCH, **time_limits(SHORT_TIME_LIMIT))

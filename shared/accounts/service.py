@@ -53,6 +53,29 @@ def create_account(*, session: Session, name: str, credits: Decimal) -> NewAccou
     return NewAccount(account.id, create_api_key(session=session, account_id=account.id))
 
 
+def set_scheduling(
+    *,
+    session: Session,
+    account_id: uuid.UUID,
+    concurrency_cap: int | None,
+    weight: int | None = None,
+) -> Account:
+    """Set the account's own concurrency cap (None: none) and, if given, its weight in the
+    fair scheduler (`shared.jobs.admission`); `NotFound` for an unknown account."""
+    account = session.get(Account, account_id)
+    if account is None:
+        raise NotFound(f"No account {account_id}.")
+    if concurrency_cap is not None and concurrency_cap < 1:
+        raise ValueError("a concurrency cap is at least 1")
+    if weight is not None and weight < 1:
+        raise ValueError("a weight is at least 1")
+    account.concurrency_cap = concurrency_cap
+    if weight is not None:
+        account.scheduling_weight = weight
+    session.flush()
+    return account
+
+
 def create_api_key(*, session: Session, account_id: uuid.UUID) -> str:
     api_key = KEY_PREFIX + secrets.token_urlsafe(32)
     session.add(

@@ -31,7 +31,7 @@ class ModelPrice(Base):
     fetched_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-class PriceQuote(Base):
+class BindingQuote(Base):
     """A binding quote: the credits a job of `model` with exactly `input` (normalized, its
     hash in `input_hash`) costs if submitted by `expires_at`, whatever the catalog says by
     then."""

@@ -1,7 +1,10 @@
-"""The catalog's wire shapes: a model on offer, the list of them, a price quote."""
+"""The catalog's wire shapes: a model on offer, the list of them, a price preview and a
+binding quote."""
 
 from __future__ import annotations
 
+import uuid
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -10,7 +13,7 @@ from pydantic.config import JsonDict
 from shared.catalog.builtin import Catalog, VideoModel, all_models
 from shared.catalog.pricing import Quote
 from shared.ledger.credits import to_credits
-from shared.wire import Open, QueryInt
+from shared.wire import Closed, Open, QueryInt
 
 PriceUnit = Literal["second", "video"]
 CREDITS = "Credits, to two decimals."
@@ -128,3 +131,25 @@ class PricingQuery(BaseModel):
         description="Alias of `duration`.",
         json_schema_extra={**_durations(), "deprecated": True},
     )
+
+
+class QuoteRequest(Closed):
+    """`POST /v1/video/quotes`: a model and its input, as `POST /v1/video/generate` takes
+    them; the answer's `quote_id` binds the price of exactly that request until it expires."""
+
+    model_config = ConfigDict(title="QuoteRequest")
+
+    model: str = Field(description="A model id from GET /v1/video/models.")
+    input: dict[str, Any] = Field(description="The model's parameters, as for generate.")
+
+
+class BindingQuote(PriceQuote):
+    """A binding quote: `POST /v1/video/generate` with the same model and input and this
+    `quote_id` holds and charges `estimated_credits` until `expires_at`, whatever the
+    catalog's price by then."""
+
+    model_config = ConfigDict(title="Quote")
+
+    quote_id: uuid.UUID
+    input: dict[str, Any] = Field(description="The input quoted, defaults filled in.")
+    expires_at: datetime

@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import JsonSchemaValue
@@ -22,14 +22,20 @@ from shared.webhooks.schemas import EventType
 from shared.wire import Closed, Open, QueryInt
 
 if TYPE_CHECKING:  # the row is read, not imported: clients use these shapes too
+    from shared.jobs.admission import Place
     from shared.jobs.models import Job as JobRow
 
 Metadata = dict[str, Any]
+ThrottledBy = Literal["provider", "account"]
 WEBHOOK_URL = (
     "Where this job's events are POSTed, signed as Standard Webhooks specifies with the "
     "`webhook_secret` of the answer (the account's subscriptions receive them too)."
 )
 WEBHOOK_EVENTS = "The event types sent to `webhook_url`; every type if absent."
+QUOTE_ID = (
+    "A binding quote of this model and input (POST /v1/video/quotes): the job holds and "
+    "charges its credits. 409 `quote_expired` or `quote_mismatch` otherwise."
+)
 MAX_IDEMPOTENCY_KEY = 200
 JOB_TYPE = "video_generation"
 
@@ -46,6 +52,7 @@ class JobCreate(Closed):
     webhook_events: list[EventType] | None = Field(
         default=None, min_length=1, max_length=6, description=WEBHOOK_EVENTS
     )
+    quote_id: uuid.UUID | None = Field(default=None, description=QUOTE_ID)
 
     @classmethod
     def __get_pydantic_json_schema__(
@@ -83,6 +90,7 @@ class JobCreate(Closed):
                             "maxItems": 6,
                             "description": WEBHOOK_EVENTS,
                         },
+                        "quote_id": {"type": "string", "format": "uuid", "description": QUOTE_ID},
                     },
                     "required": ["model", "input"],
                     "additionalProperties": False,
@@ -159,7 +167,15 @@ class Job(Open):
     type: str = Field(examples=[JOB_TYPE])
     status: PublicStatus
     progress: int = Field(ge=0, le=100)
-    queue_position: int | None
+    queue_position: int | None = Field(
+        description="The provider's queue position; while the job waits in our fair queue "
+        "(`throttled_by` set), its place there (1: next)."
+    )
+    throttled_by: ThrottledBy | None = Field(
+        default=None,
+        description="While queued for a slot: `provider` (the provider's or the model's "
+        "capacity is in use) or `account` (the account's own concurrency cap is reached).",
+    )
     model: str
     input: dict[str, Any] = Field(description="The input, defaults filled in.")
     result: JobResult | None
@@ -174,10 +190,13 @@ class Job(Open):
     started_at: datetime | None
     completed_at: datetime | None
     metadata: Metadata
+    batch_id: uuid.UUID | None = Field(default=None, description="The batch it is an item of.")
+    quote_id: uuid.UUID | None = Field(default=None, description="The quote that priced it.")
 
     @classmethod
-    def of(cls, job: JobRow, video_url: str | None) -> Job:
-        """The job's view; `video_url` is the URL of our copy of its video, once ingested."""
+    def of(cls, job: JobRow, video_url: str | None, place: Place | None = None) -> Job:
+        """The job's view; `video_url` is the URL of our copy of its video, once ingested;
+        `place`, where it stands in the fair queue while it waits for a slot."""
         result = None
         if job.result is not None:
             result = JobResult.model_validate(with_our_video(job.result, video_url))
@@ -186,7 +205,8 @@ class Job(Open):
             type=job.type,
             status=job.status.public,
             progress=job.progress,
-            queue_position=job.queue_position,
+            queue_position=job.queue_position if place is None else place.position,
+            throttled_by=None if place is None else place.throttled_by.value,
             model=job.model,
             input=job.input,
             result=result,
@@ -201,6 +221,8 @@ class Job(Open):
             started_at=job.started_at,
             completed_at=job.completed_at,
             metadata=job.job_metadata,
+            batch_id=job.batch_id,
+            quote_id=job.quote_id,
         )
 
 

@@ -15,7 +15,7 @@ import logging
 import secrets
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -36,11 +36,12 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from shared import accounts, metrics
-from shared.catalog import Catalog, normalize_input, pricing
+from shared.budgets import service as budgets
+from shared.catalog import Catalog, VideoModel, normalize_input, pricing, quotes
 from shared.config import Settings
 from shared.db import Prepared, UTCDateTime, after_commit, utcnow
 from shared.errors import IdempotencyConflict, InvalidInput, NotCancellable
-from shared.jobs import events, machine
+from shared.jobs import admission, events, machine
 from shared.jobs.machine import Failure
 from shared.jobs.models import EarlyCallback, IdempotencyKey, Job
 from shared.jobs.schemas import JobCreate
@@ -110,6 +111,7 @@ _DUE = bindparam("due", type_=UTCDateTime())  # capped at the deadline
 _CLAIM_SUBMIT = _Transition(
     [JobStatus.QUEUED],
     Job.submit_attempted_at.is_(None),
+    or_(Job.capacity_limited.is_(False), Job.admitted_at.is_not(None)),  # not waiting
     submit_attempted_at=_NOW,
     due_at=_not_past_deadline(_DUE),
 )
@@ -200,20 +202,19 @@ _INSERT_JOB = Prepared(insert(Job))  # the row's keys are its columns
 _INSERT_KEY = Prepared(insert(IdempotencyKey))
 
 
-def create_job(
-    *,
-    session: Session,
-    settings: Settings,
-    catalog: Catalog,
-    provider_name: str,
-    account_id: uuid.UUID,
-    request: JobCreate,
-    idempotency_key: str | None,
-) -> Submission:
-    """Quote, hold the estimate and write the job, all in the caller's transaction.
+@dataclass(frozen=True)
+class Priced:
+    """A request checked against its model and priced: what a job row is made from."""
 
-    `request` has its shape checked already; the model's own input schema is checked here.
-    """
+    model: VideoModel
+    input: dict[str, Any]
+    units: int  # the estimate held, hundredths of a credit
+    quote_id: uuid.UUID | None = None
+
+
+def price_request(*, settings: Settings, catalog: Catalog, request: JobCreate) -> Priced:
+    """Check the input against the model's own schema (and its image URL against the URL
+    policy) and price it at the catalog's price; no database."""
     model = catalog.get(request.model)
     normalized = normalize_input(model, request.input)
     if "image_url" in normalized:
@@ -231,11 +232,105 @@ def create_job(
             allow_private=settings.webhook_allow_private_urls,
             field="webhook_url",
         )
-    quote = pricing.quote(model, model.output_seconds(normalized), settings)
+    price = pricing.quote(model, model.output_seconds(normalized), settings)
+    return Priced(model, normalized, price.units)
+
+
+def _bind_quote(
+    session: Session, account_id: uuid.UUID, request: JobCreate, priced: Priced
+) -> Priced:
+    """The request at its quote's price, if it names a binding quote that still holds."""
+    if request.quote_id is None:
+        return priced
+    quote = quotes.honour(
+        session=session,
+        account_id=account_id,
+        quote_id=request.quote_id,
+        model=priced.model.id,
+        normalized=priced.input,
+    )
+    return replace(priced, units=quote.amount, quote_id=quote.id)
+
+
+def job_row(
+    *,
+    settings: Settings,
+    priced: Priced,
+    provider_name: str,
+    account_id: uuid.UUID,
+    api_key_id: uuid.UUID | None,
+    account: ledger.LockedAccount,
+    metadata: dict[str, Any],
+    now: datetime,
+    batch_id: uuid.UUID | None = None,
+) -> dict[str, Any]:
+    """A new job's row (keys are its columns). A job no capacity limits is admitted at
+    once and its submit is due now; one that counts against a capacity waits, with no due
+    time, for the fair scheduler (`admission.admit`) to give it a slot."""
+    model = priced.model
+    deadline = settings.job_deadline_seconds or model.deadline_seconds
+    capacity_limited = admission.limited(settings, model.id, account.concurrency_cap)
+    return {
+        "id": uuid.uuid4(),
+        "account_id": account_id,
+        "api_key_id": api_key_id,
+        "batch_id": batch_id,
+        "quote_id": priced.quote_id,
+        "type": "video_generation",
+        "model": model.id,
+        "input": priced.input,
+        "metadata": metadata,
+        "status": JobStatus.QUEUED,
+        "progress": 0,
+        "provider_logs": [],
+        "provider": provider_name,
+        "poll_count": 0,
+        "estimated_seconds": model.estimated_seconds,
+        "estimated_credits": priced.units,
+        "created_at": now,
+        "updated_at": now,
+        "deadline_at": now + timedelta(seconds=deadline),
+        "capacity_limited": capacity_limited,
+        "admitted_at": None if capacity_limited else now,
+        # the submit message is sent after the commit; resent if lost
+        "due_at": None if capacity_limited else now,
+        "event_seq": len(events.types_for(JobStatus.QUEUED)),  # job.queued, emitted below
+    }
+
+
+def insert_job(session: Session, row: dict[str, Any]) -> Job:
+    """Write a new job's row and its `job.queued` event; the answer's view of the row (not
+    in the session)."""
+    _INSERT_JOB.rows(session.connection(), row)
+    fields = dict(row)
+    metadata = fields.pop("metadata")
+    job = Job(**fields, job_metadata=metadata)
+    events.emit(session, job)
+    return job
+
+
+def create_job(
+    *,
+    session: Session,
+    settings: Settings,
+    catalog: Catalog,
+    provider_name: str,
+    account_id: uuid.UUID,
+    request: JobCreate,
+    idempotency_key: str | None,
+    api_key_id: uuid.UUID | None = None,
+) -> Submission:
+    """Quote, hold the estimate and write the job, all in the caller's transaction.
+
+    `request` has its shape checked already; the model's own input schema is checked here.
+    A binding quote (`request.quote_id`) sets the estimate; the account's and the key's
+    budgets are checked, and the hold placed, under the account's lock.
+    """
+    priced = price_request(settings=settings, catalog=catalog, request=request)
 
     # Lock the account before looking at idempotency keys and credits: concurrent submits
     # of one account run this section one at a time, so neither a key nor a credit races.
-    ledger.lock_account(session=session, account_id=account_id)
+    account = ledger.lock_account(session=session, account_id=account_id)
     connection = session.connection()
     if idempotency_key is not None:
         request_hash = _request_hash(request)
@@ -254,33 +349,26 @@ def create_job(
                 session.get_one(Job, earlier_job), created=False, webhook_secret=secret
             )
 
+    priced = _bind_quote(session, account_id, request, priced)
+    if account.has_budgets:
+        budgets.check(
+            session=session, account_id=account_id, key_id=api_key_id, amount=priced.units
+        )
     now = utcnow()
-    deadline = settings.job_deadline_seconds or model.deadline_seconds
-    row: dict[str, Any] = {
-        "id": uuid.uuid4(),
-        "account_id": account_id,
-        "type": "video_generation",
-        "model": model.id,
-        "input": normalized,
-        "metadata": request.metadata,
-        "status": JobStatus.QUEUED,
-        "progress": 0,
-        "provider_logs": [],
-        "provider": provider_name,
-        "poll_count": 0,
-        "estimated_seconds": model.estimated_seconds,
-        "estimated_credits": quote.units,
-        "created_at": now,
-        "updated_at": now,
-        "deadline_at": now + timedelta(seconds=deadline),
-        "due_at": now,  # the submit message is sent after the commit; resent if lost
-        "event_seq": len(events.types_for(JobStatus.QUEUED)),  # job.queued, emitted below
-    }
-    _INSERT_JOB.rows(connection, row)
-    metadata = row.pop("metadata")
-    job = Job(**row, job_metadata=metadata)  # the answer's view of the row; not in the session
-    events.emit(session, job)
-    ledger.place_hold(session=session, account_id=account_id, job_id=job.id, amount=quote.units)
+    job = insert_job(
+        session,
+        job_row(
+            settings=settings,
+            priced=priced,
+            provider_name=provider_name,
+            account_id=account_id,
+            api_key_id=api_key_id,
+            account=account,
+            metadata=request.metadata,
+            now=now,
+        ),
+    )
+    ledger.place_hold(session=session, account_id=account_id, job_id=job.id, amount=priced.units)
     secret = None
     if request.webhook_url is not None:
         secret = webhooks.create_for_job(

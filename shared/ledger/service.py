@@ -12,6 +12,7 @@ ledger stays append-only.
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from decimal import Decimal
 
 from sqlalchemy import (
@@ -20,6 +21,7 @@ from sqlalchemy import (
     Uuid,
     bindparam,
     case,
+    exists,
     func,
     insert,
     literal,
@@ -29,6 +31,7 @@ from sqlalchemy.orm import Session
 
 from shared import metrics
 from shared.accounts.models import Account
+from shared.budgets.models import Budget
 from shared.db import Prepared, UTCDateTime, after_commit, utcnow
 from shared.errors import InsufficientCredits, NotFound
 from shared.ledger.credits import (
@@ -106,11 +109,24 @@ def topup_hint(account_id: uuid.UUID) -> str:
     )
 
 
+_ACCOUNTS = Account.__table__
 _LOCK_ACCOUNT = Prepared(
-    select(Account.__table__.c.id)
-    .where(Account.__table__.c.id == bindparam("account_id"))
-    .with_for_update()
+    select(
+        _ACCOUNTS.c.concurrency_cap,
+        exists().where(Budget.__table__.c.account_id == _ACCOUNTS.c.id),
+    )
+    .where(_ACCOUNTS.c.id == bindparam("account_id"))
+    .with_for_update(of=_ACCOUNTS)
 )
+
+
+@dataclass(frozen=True)
+class LockedAccount:
+    """What a submit needs to know of the account it locked."""
+
+    concurrency_cap: int | None  # fair scheduling: its own cap, if any
+    has_budgets: bool  # whether the submit must check budgets
+
 
 _ENTRIES = LedgerEntry.__table__
 # available = topups + refunds + releases − holds (captures cancel out: each one moves
@@ -151,9 +167,14 @@ _INSERT_HOLD = Prepared(
 )
 
 
-def lock_account(*, session: Session, account_id: uuid.UUID) -> None:
-    """Lock the account row until the transaction ends (SQLite: BEGIN IMMEDIATE already has)."""
-    _LOCK_ACCOUNT.rows(session.connection(), {"account_id": account_id})
+def lock_account(*, session: Session, account_id: uuid.UUID) -> LockedAccount:
+    """Lock the account row until the transaction ends (SQLite: BEGIN IMMEDIATE already
+    has), reading what a submit needs of it in the same statement."""
+    rows = _LOCK_ACCOUNT.rows(session.connection(), {"account_id": account_id})
+    if not rows:
+        raise NotFound(f"No account {account_id}.")
+    cap, has_budgets = rows[0]
+    return LockedAccount(cap, bool(has_budgets))
 
 
 def place_hold(*, session: Session, account_id: uuid.UUID, job_id: uuid.UUID, amount: int) -> None:

@@ -13,6 +13,7 @@ from services.api.contract import Reply, render, route
 from services.worker.celery_app import CANCEL_AT_PROVIDER, send_after_commit
 from shared import logs
 from shared.errors import InvalidInput, NotCancellable, NotFound
+from shared.jobs import admission
 from shared.jobs import service as jobs
 from shared.jobs.models import Job as JobRow
 from shared.jobs.schemas import Job, JobListQuery, JobPage, with_our_video
@@ -26,7 +27,8 @@ JOB_REPLIES = {200: Reply("The job.", Job, headers=prefer.APPLIED_HEADER)}
 
 
 def job_view(job: JobRow) -> Job:
-    """The job as the API shows it: its video's URL is our signed (or presigned) copy."""
+    """The job as the API shows it: its video's URL is our signed (or presigned) copy;
+    while it waits for a slot, why and its place in the fair queue."""
     runtime = context.runtime()
     urls = job_video_urls(
         job,
@@ -34,7 +36,11 @@ def job_view(job: JobRow) -> Job:
         base_url=context.base_url(),
         secret_key=runtime.settings.secret_key,
     )
-    return Job.of(job, urls.content if urls else None)
+    place = None
+    if admission.is_waiting(job):
+        with runtime.db.transaction() as session:
+            place = admission.place_in_line(session=session, job=job)
+    return Job.of(job, urls.content if urls else None, place)
 
 
 def event_view(job: JobRow) -> Callable[[dict[str, Any]], dict[str, Any]]:

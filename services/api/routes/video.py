@@ -6,23 +6,28 @@ import logging
 import uuid
 
 from flask import Blueprint, Response, request
+from sqlalchemy.orm import Session
 
 from services.api import context, prefer
 from services.api.contract import Param, Reply, parse_body, render, route
 from services.api.routes.jobs import JOB_REPLIES, get_job, job_view
-from services.worker.celery_app import SUBMIT_JOB, send_after_commit
+from services.worker.celery_app import ADMIT_JOBS, SUBMIT_JOB, send_after_commit
 from shared import catalog, logs, metrics
 from shared.catalog import pricing
 from shared.catalog.schemas import ModelList, PriceQuote, PricingQuery
 from shared.db import after_commit
 from shared.errors import (
+    BudgetExceeded,
     IdempotencyConflict,
     InsufficientCredits,
     InvalidInput,
     InvalidModel,
     NotFound,
+    QuoteExpired,
+    QuoteMismatch,
 )
 from shared.jobs import service as jobs
+from shared.jobs.models import Job as JobRow
 from shared.jobs.schemas import MAX_IDEMPOTENCY_KEY, Job, JobAccepted, JobCreate
 
 bp = Blueprint("video", __name__, url_prefix="/v1/video")
@@ -74,7 +79,15 @@ ENDED_WHILE_WAITING = Reply(
     body=JobCreate,
     parse=False,  # authenticated first, inside the submit's transaction
     replies={202: ACCEPTED, 200: ENDED_WHILE_WAITING},
-    errors=(InsufficientCredits, InvalidModel, IdempotencyConflict, InvalidInput),
+    errors=(
+        InsufficientCredits,
+        BudgetExceeded,
+        InvalidModel,
+        IdempotencyConflict,
+        QuoteExpired,
+        QuoteMismatch,
+        InvalidInput,
+    ),
     params=(IDEMPOTENCY_KEY, prefer.WAIT),
 )
 def generate() -> Response:
@@ -96,6 +109,7 @@ def generate() -> Response:
             account_id=account_id,
             request=body,
             idempotency_key=key,
+            api_key_id=context.api_key_id(),
         )
         job = submission.job
         logs.bind(job_id=job.id)
@@ -106,7 +120,7 @@ def generate() -> Response:
         if submission.created:
             model = job.model
             after_commit(session, lambda: metrics.child(metrics.JOBS_SUBMITTED, model).inc())
-            send_after_commit(session, context.celery(), SUBMIT_JOB, str(job.id))
+            send_first_step(session, job)
     headers = {"Location": f"/v1/jobs/{job.id}"}
     if not submission.created:
         headers["Idempotent-Replayed"] = "true"
@@ -120,6 +134,15 @@ def generate() -> Response:
     if job.status.is_terminal:
         return render(job_view(job), 200, headers)
     return render(JobAccepted.of(job), 202, headers)
+
+
+def send_first_step(session: Session, job: JobRow) -> None:
+    """After the commit: the job's submit, or (a job that must wait for a slot) a round of
+    the fair scheduler for its provider."""
+    if job.admitted_at is not None:
+        send_after_commit(session, context.celery(), SUBMIT_JOB, str(job.id))
+    else:
+        send_after_commit(session, context.celery(), ADMIT_JOBS, job.provider)
 
 
 @route(
