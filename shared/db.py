@@ -212,6 +212,10 @@ def after_commit(session: Session, callback: Callable[[], None]) -> None:
 
 class Database:
     def __init__(self, database_url: str) -> None:
+        # Every slice's table on the metadata, whichever models the process imported: a
+        # foreign key (a job's batch, an entry's batch) resolves at the first flush.
+        import shared.tables  # noqa: F401  (imports every slice's models; they import this)
+
         self.url = database_url
         self.engine = make_engine(database_url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)

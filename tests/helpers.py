@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,3 +155,16 @@ def fan_out_everything(runtime: Runtime, session: Session) -> None:
     links = deliveries.media_links(runtime.settings, runtime.storage)
     while deliveries.fan_out(session=session, now=utcnow(), links=links):
         pass
+
+
+def naive_admin(test_env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """`naive` through its real entry point, on the tests' database (operator commands)."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith("NAIVE_")}
+    return subprocess.run(
+        [sys.executable, "-m", "services.cli.main", *args],
+        env={**env, **test_env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )

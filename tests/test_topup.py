@@ -4,9 +4,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -18,7 +15,7 @@ from sqlalchemy import select
 
 from shared.ledger.models import LedgerEntry
 from shared.runtime import Runtime
-from tests.helpers import KLING_T2V
+from tests.helpers import KLING_T2V, naive_admin
 
 ADMIN_TOKEN = "operator-token-for-tests-0123456789"
 BODY = {"model": KLING_T2V, "input": {"prompt": "A kite at noon", "duration": "5"}}
@@ -32,19 +29,6 @@ def _topups(runtime: Runtime, account_id: uuid.UUID) -> list[tuple[int, str | No
             .order_by(LedgerEntry.created_at)
         )
         return [(amount, note) for amount, note in rows]
-
-
-def _naive(test_env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    """`naive` through its real entry point, on the tests' database."""
-    env = {name: value for name, value in os.environ.items() if not name.startswith("NAIVE_")}
-    return subprocess.run(
-        [sys.executable, "-m", "services.cli.main", *args],
-        env={**env, **test_env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +123,7 @@ def test_naive_admin_grant_credits(
     test_env: dict[str, str], make_account: Callable[..., Any], runtime: Runtime
 ) -> None:
     account = make_account("0")
-    ran = _naive(
+    ran = naive_admin(
         test_env, "admin", "grant-credits", "--account", str(account.id), "--credits", "25.5",
         "--json",
     )  # fmt: skip
@@ -152,12 +136,12 @@ def test_naive_admin_grant_credits(
     assert result["entry"]["kind"] == "topup" and result["entry"]["amount"] == 25.5
     assert _topups(runtime, account.id) == [(2550, "granted by an operator")]
 
-    unknown = _naive(test_env, "admin", "grant-credits", "--account", str(uuid.uuid4()),
+    unknown = naive_admin(test_env, "admin", "grant-credits", "--account", str(uuid.uuid4()),
                      "--credits", "5", "--json")  # fmt: skip
     assert unknown.returncode == 2
     assert json.loads(unknown.stdout)["success"] is False
     assert "No account" in json.loads(unknown.stdout)["result"]["message"]
-    negative = _naive(test_env, "admin", "grant-credits", "--account", str(account.id),
+    negative = naive_admin(test_env, "admin", "grant-credits", "--account", str(account.id),
                       "--credits", "-1", "--json")  # fmt: skip
     assert negative.returncode == 2
     assert "--credits" in json.loads(negative.stdout)["result"]["message"]

@@ -8,6 +8,7 @@ from flask.json.provider import DefaultJSONProvider
 from services.api import errors, http_metrics, ratelimit
 from services.api.routes import (
     admin,
+    budgets,
     credits,
     customer_webhooks,
     jobs,
@@ -59,6 +60,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         customer_webhooks.bp,
         customer_webhooks.deliveries_bp,
         admin.bp,
+        budgets.bp,
     )
     for blueprint in blueprints:
         app.register_blueprint(blueprint)

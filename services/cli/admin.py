@@ -12,10 +12,12 @@ from pydantic import ValidationError
 from services.cli.output import Reporter, wants_json
 from services.cli.state import State, json_option, pass_state
 from shared import accounts
+from shared.budgets import service as budgets
+from shared.budgets.schemas import BudgetSet
 from shared.catalog import sync as catalog_sync
 from shared.config import load_settings
-from shared.db import Database
-from shared.errors import NotFound
+from shared.db import Database, utcnow
+from shared.errors import InvalidInput, NotFound
 from shared.ledger import service as ledger
 from shared.ledger.schemas import CreditGrant, CreditsGranted
 from shared.migrate import upgrade
@@ -137,6 +139,50 @@ def set_scheduling(
     message = f"account {account_id}: concurrency cap {cap}, weight {result['scheduling_weight']}"
     Reporter("admin.set-scheduling", json_mode=wants_json(state.json_flag)).success(
         result, view=lambda: message
+    )
+
+
+@admin.command("set-budget")
+@click.option("--account", "account_id", type=click.UUID, required=True, help="The account's id.")
+@click.option(
+    "--key-id", type=click.UUID, default=None, help="Limit this key only (default: every key)."
+)
+@click.option("--period", type=click.Choice(["day", "month"]), required=True)
+@click.option("--credits", "credits_", type=Decimal, required=True, help="The most per period.")
+@json_option
+@pass_state
+def set_budget(
+    state: State, account_id: uuid.UUID, key_id: uuid.UUID | None, period: str, credits_: Decimal
+) -> None:
+    """Set an account's (or one key's) budget per day or month, as POST /v1/budgets does."""
+    try:
+        request = BudgetSet.model_validate(
+            {
+                "scope": "account" if key_id is None else "key",
+                "key_id": key_id,
+                "period": period,
+                "credits": credits_,
+            }
+        )
+    except ValidationError as exc:
+        raise click.UsageError("; ".join(error["msg"] for error in exc.errors())) from None
+    db = Database(load_settings().database_url)
+    try:
+        with db.transaction() as session:
+            ledger.lock_account(session=session, account_id=account_id)
+            saved = budgets.set_budget(session=session, account_id=account_id, request=request)
+            view = budgets.view(session=session, budget=saved.budget, now=utcnow())
+    except (NotFound, InvalidInput) as exc:
+        raise click.ClickException(exc.message) from None
+    finally:
+        db.dispose()
+    scope = "account" if key_id is None else f"key {key_id}"
+    message = (
+        f"{scope} of {account_id}: {view.credits:g} credits per {period}, "
+        f"{view.spent_credits:g} spent this {period}"
+    )
+    Reporter("admin.set-budget", json_mode=wants_json(state.json_flag)).success(
+        view.model_dump(mode="json"), view=lambda: message
     )
 
 

@@ -13,8 +13,14 @@ from services.api.contract import Param, Reply, parse_body, render, route
 from services.api.routes.jobs import JOB_REPLIES, get_job, job_view
 from services.worker.celery_app import ADMIT_JOBS, SUBMIT_JOB, send_after_commit
 from shared import catalog, logs, metrics
-from shared.catalog import pricing
-from shared.catalog.schemas import ModelList, PriceQuote, PricingQuery
+from shared.catalog import pricing, quotes
+from shared.catalog.schemas import (
+    BindingQuote,
+    ModelList,
+    PriceQuote,
+    PricingQuery,
+    QuoteRequest,
+)
 from shared.db import after_commit
 from shared.errors import (
     BudgetExceeded,
@@ -178,6 +184,31 @@ def price_preview(query: PricingQuery) -> PriceQuote:
         normalized = catalog.normalize_input(model, _preview_input(model, duration))
         seconds = int(normalized["duration"])
     return PriceQuote.of(pricing.quote(model, seconds, context.runtime().settings))
+
+
+@route(
+    bp,
+    "POST",
+    "/quotes",
+    summary="A binding quote: the price of this exact request, held until it expires",
+    body=QuoteRequest,
+    replies={
+        201: Reply("The quote; submit with its `quote_id` before `expires_at`.", BindingQuote)
+    },
+    errors=(InvalidModel, InvalidInput),
+)
+def create_quote(body: QuoteRequest) -> Response:
+    runtime = context.runtime()
+    with runtime.db.transaction() as session:
+        account_id = context.authenticated_account(session)
+        issued = quotes.issue(
+            session=session,
+            settings=runtime.settings,
+            catalog=context.catalog(session),
+            account_id=account_id,
+            request=body,
+        )
+    return render(issued, 201)
 
 
 def _preview_input(model: catalog.VideoModel, duration: int | None) -> dict[str, str]:
