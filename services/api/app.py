@@ -8,6 +8,7 @@ from flask.json.provider import DefaultJSONProvider
 from services.api import errors, http_metrics, ratelimit
 from services.api.routes import (
     admin,
+    batches,
     budgets,
     credits,
     customer_webhooks,
@@ -61,6 +62,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         customer_webhooks.deliveries_bp,
         admin.bp,
         budgets.bp,
+        batches.bp,
     )
     for blueprint in blueprints:
         app.register_blueprint(blueprint)

@@ -631,6 +631,11 @@ def fail_on_error(*, session: Session, job_id: uuid.UUID, kind: str) -> Job | No
     return failed
 
 
+def cancel_queued(*, session: Session, job_id: uuid.UUID) -> Job | None:
+    """Cancel a job not yet at the provider, releasing its hold; None if it is not queued."""
+    return _end_unpaid(session, job_id, [JobStatus.QUEUED], JobStatus.CANCELLED)
+
+
 def cancel(*, session: Session, account_id: uuid.UUID, job_id: str) -> tuple[Job, bool]:
     """Cancel a job; returns the job and whether the provider must be asked to stop it.
 
@@ -640,7 +645,7 @@ def cancel(*, session: Session, account_id: uuid.UUID, job_id: str) -> tuple[Job
     charged. Cancelling twice answers the same; a delivered job cannot be cancelled.
     """
     job = get_job(session=session, account_id=account_id, job_id=job_id)
-    cancelled = _end_unpaid(session, job.id, [JobStatus.QUEUED], JobStatus.CANCELLED)
+    cancelled = cancel_queued(session=session, job_id=job.id)
     if cancelled is not None:
         return cancelled, False
     requested = _move(

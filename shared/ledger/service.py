@@ -153,11 +153,12 @@ _HOLD_AMOUNT = bindparam("hold_amount", type_=BigInteger())
 _INSERT_HOLD = Prepared(
     insert(LedgerEntry)
     .from_select(
-        ["id", "account_id", "job_id", "kind", "amount", "created_at"],
+        ["id", "account_id", "job_id", "batch_id", "kind", "amount", "created_at"],
         select(
             bindparam("hold_id", type_=Uuid()),
             bindparam("hold_account", type_=Uuid()),
             bindparam("hold_job", type_=Uuid()),
+            bindparam("hold_batch", type_=Uuid()),
             literal(LedgerKind.HOLD.value),
             _HOLD_AMOUNT,
             bindparam("hold_at", type_=UTCDateTime()),
@@ -177,8 +178,16 @@ def lock_account(*, session: Session, account_id: uuid.UUID) -> LockedAccount:
     return LockedAccount(cap, bool(has_budgets))
 
 
-def place_hold(*, session: Session, account_id: uuid.UUID, job_id: uuid.UUID, amount: int) -> None:
-    """Hold `amount` for a job, or raise `InsufficientCredits`.
+def place_hold(
+    *,
+    session: Session,
+    account_id: uuid.UUID,
+    amount: int,
+    job_id: uuid.UUID | None = None,
+    batch_id: uuid.UUID | None = None,
+) -> None:
+    """Hold `amount` for a job, or for all the jobs of a batch at once (each item's capture
+    and release then carry its job), or raise `InsufficientCredits`.
 
     The caller holds `lock_account`, so concurrent submits for one account check and
     hold one after the other and can never overdraw.
@@ -189,6 +198,7 @@ def place_hold(*, session: Session, account_id: uuid.UUID, job_id: uuid.UUID, am
             "hold_id": uuid.uuid4(),
             "hold_account": account_id,
             "hold_job": job_id,
+            "hold_batch": batch_id,
             "hold_amount": amount,
             "hold_at": utcnow(),
         },
