@@ -670,3 +670,29 @@ def test_media_list_and_download(naive, live_api, account, tmp_path):
     code, envelope = naive.json("media", "download", "00000000-0000-0000-0000-000000000000")
     assert code == 2
     assert envelope["result"]["code"] == "not_found"
+
+
+def test_video_batch_from_jsonl_waits_and_reports_partial_failure(naive, tmp_path):
+    lines = [
+        {"model": KLING_T2V, "input": {"prompt": "Dawn [sim latency=0.5]"}, "metadata": {"n": 1}},
+        {"model": KLING_T2V, "input": {"prompt": "Dusk [sim latency=0.5 fail='no light']"}},
+    ]
+    shots = tmp_path / "shots.jsonl"
+    shots.write_text("\n".join(json.dumps(line) for line in lines) + "\n\n")
+    code, envelope = naive.json("video", "batch", str(shots), "--wait", "--json", timeout=90)
+    assert code == 4, envelope  # an item failed
+    result = envelope["result"]
+    assert (result["status"], result["counts"]["completed"], result["counts"]["failed"]) == (
+        "completed_with_errors",
+        1,
+        1,
+    )
+    assert result["charged_credits"] == 3.5 and result["estimated_credits"] == 7.0
+
+    code, shown = naive.tty("video", "batch-status", result["id"])
+    assert code == 0 and "completed_with_errors" in shown and result["items"][0]["id"] in shown
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"model": "x"}\nnot json\n')
+    code, envelope = naive.json("video", "batch", str(bad), "--json")
+    assert code == 2 and "line 2" in envelope["result"]["message"]

@@ -1,6 +1,7 @@
 """`naive video`: submit generations, follow them, and browse models and prices."""
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from services.cli.output import Reporter
 from services.cli.state import State, json_option, pass_state
 from services.cli.transfer import download
 from services.cli.wait import follow
+from shared.batches.schemas import Batch, BatchAccepted
 from shared.catalog.schemas import ModelList, PriceQuote
 from shared.jobs.schemas import Job, JobAccepted
 from shared.jobs.status import PublicStatus
@@ -271,4 +273,117 @@ def pricing(state: State, model: str, duration: str | None) -> None:
                 command("credits"),
             ],
             hints=["Credits are charged on completion only; a failed job costs nothing."],
+        )
+
+
+def _read_items(path: Path) -> list[dict[str, Any]]:
+    """One item per non-empty line, each a JSON object `{model, input, metadata?}`."""
+    items = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise click.BadParameter(f"line {number}: not JSON ({exc.msg}).") from None
+        if not isinstance(item, dict):
+            raise click.BadParameter(f"line {number}: expected a JSON object.")
+        items.append(item)
+    if not items:
+        raise click.BadParameter(f"{path} has no items.")
+    return items
+
+
+@video.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--idempotency-key",
+    metavar="KEY",
+    help="Retry safely: the same key and file return the first batch instead of a new one.",
+)
+@click.option("--wait", is_flag=True, help="Follow the batch until every item has ended.")
+@click.option(
+    "--timeout",
+    metavar="SECONDS",
+    type=click.FloatRange(min=0, min_open=True),
+    help="With --wait: give up waiting after SECONDS (the batch keeps running).",
+)
+@json_option
+@pass_state
+def batch(
+    state: State, file: Path, idempotency_key: str | None, wait: bool, timeout: float | None
+) -> None:
+    """Submit every line of FILE (JSON Lines: {"model", "input", "metadata"?} each) as one
+    batch, under one hold: all are accepted or none. Up to 100 items.
+
+    \b
+    Example (shots.jsonl):
+      {"model": "fal-ai/kling-video/v3/pro/text-to-video", "input": {"prompt": "Dawn"}}
+      {"model": "fal-ai/kling-video/v3/pro/text-to-video", "input": {"prompt": "Dusk"}}
+      naive video batch shots.jsonl --wait
+    """
+    if timeout is not None and not wait:
+        raise click.UsageError("--timeout needs --wait.")
+    body = {"items": _read_items(file)}
+    headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+    with state.action("video.batch") as out:
+        answer = state.client.post("/v1/video/batches", body, headers=headers)
+        accepted = read(BatchAccepted, answer)
+        batch_id = str(accepted.batch_id)
+        if not wait:
+            out.success(
+                accepted.model_dump(mode="json"),
+                view=lambda: views.batch_accepted(accepted),
+                next_steps=[command("video", "batch-status", batch_id)],
+                hints=["Only completed items are charged; the others' share is released."],
+            )
+            return
+        out.note(
+            f"Batch {batch_id}: {accepted.item_count} items, "
+            f"{views.number(accepted.estimated_credits)} credits held. Ctrl-C stops waiting."
+        )
+        path = f"/v1/video/batches/{segment(batch_id)}"
+        deadline = None if timeout is None else time.monotonic() + timeout
+        shown = state.client.fetch(Batch, path)
+        while shown.status == "processing":
+            if deadline is not None and time.monotonic() >= deadline:
+                raise Failure(
+                    {"code": "timeout", "message": f"Batch {batch_id} is still processing."},
+                    ExitCode.INTERRUPTED,
+                )
+            time.sleep(BATCH_POLL_SECONDS)
+            shown = state.client.fetch(Batch, path)
+        _report_batch(out, shown)
+
+
+BATCH_POLL_SECONDS = 2.0
+
+
+def _report_batch(out: Reporter, shown: Batch) -> None:
+    result = shown.model_dump(mode="json")
+    steps = [command("video", "batch-status", str(shown.id))]
+    if shown.status in ("completed", "processing"):
+        out.success(result, view=lambda: views.batch(shown), next_steps=steps)
+        return
+    out.failure(
+        result,
+        message=f"Batch {shown.id} {shown.status}: {shown.counts.completed} of "
+        f"{shown.item_count} items completed.",
+        next_steps=steps,
+    )
+    raise click.exceptions.Exit(ExitCode.JOB_FAILED)
+
+
+@video.command("batch-status")
+@click.argument("batch_id")
+@json_option
+@pass_state
+def batch_status(state: State, batch_id: str) -> None:
+    """Show a batch: its status, counts by status and its items."""
+    with state.action("video.batch-status") as out:
+        shown = state.client.fetch(Batch, f"/v1/video/batches/{segment(batch_id)}")
+        out.success(
+            shown.model_dump(mode="json"),
+            view=lambda: views.batch(shown),
+            next_steps=[command("video", "status", str(job.id)) for job in shown.items[:3]],
         )

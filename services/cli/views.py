@@ -16,6 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from services.cli.wait import Update
+from shared.batches.schemas import Batch, BatchAccepted
 from shared.catalog.schemas import Model, PriceQuote
 from shared.jobs.schemas import Job, JobAccepted
 from shared.jobs.status import PublicStatus
@@ -344,3 +345,37 @@ def deliveries(data: Iterable[WebhookDelivery]) -> RenderableType:
             cell(item.next_attempt_at),
         )
     return table
+
+
+def batch_accepted(response: BatchAccepted) -> RenderableType:
+    """The answer to a submitted batch."""
+    return fields(
+        [
+            ("Batch", cell(response.batch_id)),
+            ("Status", cell(response.status)),
+            ("Items", cell(response.item_count)),
+            ("Credits held", cell(number(response.estimated_credits))),
+        ]
+    )
+
+
+def batch(data: Batch) -> RenderableType:
+    """A batch: its totals, then its items."""
+    counts = ", ".join(
+        f"{name} {count}" for name, count in data.counts.model_dump().items() if count
+    )
+    summary = fields(
+        [
+            ("Batch", cell(data.id)),
+            ("Status", cell(data.status)),
+            ("Items", cell(f"{data.item_count} ({counts})")),
+            (
+                "Credits",
+                cell(
+                    f"{number(data.charged_credits)} charged of "
+                    f"{number(data.estimated_credits)} held"
+                ),
+            ),
+        ]
+    )
+    return Group(summary, jobs(data.items))
