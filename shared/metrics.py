@@ -257,6 +257,42 @@ class DatabaseCollector(Collector):
         yield oldest
 
 
+class SchedulingCollector(Collector):
+    """The fair scheduler's state, read from the database: jobs waiting for a slot by
+    account and by reason (`provider`: its capacity is in use; `account`: the account's own
+    cap is reached), and the slots in use per provider against its capacity."""
+
+    def __init__(self, db: Database, capacity: int | None) -> None:
+        self.db = db
+        self.capacity = capacity
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        # Imported here: the accounts slice the scheduler reads imports this module.
+        from shared.jobs import admission
+
+        waiting = GaugeMetricFamily(
+            "naive_jobs_waiting",
+            "Jobs waiting in our queue for a provider slot, by account and reason",
+            labels=["account", "reason"],
+        )
+        in_use = GaugeMetricFamily(
+            "naive_provider_slots_in_use", "Jobs holding a provider slot", labels=["provider"]
+        )
+        capacity = GaugeMetricFamily(
+            "naive_provider_capacity", "PROVIDER_CONCURRENCY (absent: no limit)", labels=[]
+        )
+        with self.db.transaction() as session:
+            for row in admission.waiting_by_account(session=session):
+                waiting.add_metric([str(row.account_id), row.reason.value], row.count)
+            for provider, count in admission.slots_in_use(session=session).items():
+                in_use.add_metric([provider], count)
+        yield waiting
+        yield in_use
+        if self.capacity is not None:
+            capacity.add_metric([], self.capacity)
+            yield capacity
+
+
 class WebhookBacklogCollector(Collector):
     """The age of the oldest job event still owed to a customer: not yet fanned out to the
     subscriptions, or with a delivery due now that is not blocked behind the same job's

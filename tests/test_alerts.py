@@ -50,11 +50,22 @@ COLLECTED = {
     "naive_broker_queue_depth": {"queue"},
     "naive_media_free_bytes": set(),
     "naive_webhook_oldest_undelivered_event_age_seconds": set(),
+    "naive_jobs_waiting": {"account", "reason"},
+    "naive_provider_slots_in_use": {"provider"},
+    "naive_provider_capacity": set(),
     "up": set(),
 }
 TARGET_LABELS = {"job", "instance"}
 SEVERITIES = {"critical", "warning"}
-DASHBOARD_ROWS = ["Job pipeline", "Provider", "Credits", "API", "Workers", "Webhooks"]
+DASHBOARD_ROWS = [
+    "Job pipeline",
+    "Provider",
+    "Credits",
+    "API",
+    "Workers",
+    "Webhooks",
+    "Fair share and spend",
+]
 
 # Words of PromQL that are not metric names.
 KEYWORDS = {
@@ -428,6 +439,12 @@ def test_the_dashboard_shows_what_each_row_is_about() -> None:
         "naive_webhook_deliveries_total",
         "naive_webhook_delivery_lag_seconds_bucket",
         "naive_webhook_oldest_undelivered_event_age_seconds",
+    }
+    assert rows["Fair share and spend"] == {
+        "naive_jobs_waiting",
+        "naive_provider_slots_in_use",
+        "naive_provider_capacity",
+        "naive_budget_refusals_total",
     }
     # Gauges every API replica exports alike are never summed on the dashboard either.
     for expr in dashboard_exprs().values():

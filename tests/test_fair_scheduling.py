@@ -17,6 +17,7 @@ from shared import accounts
 from shared.config import load_settings
 from shared.jobs.models import Job
 from shared.jobs.status import JobStatus
+from shared.metrics import SchedulingCollector
 from shared.runtime import Runtime
 from tests import conftest
 from tests.conftest import RUN_QUEUE
@@ -145,6 +146,13 @@ def test_an_account_cap_holds_and_shows(
 
     shown = wait_for(one_waits_for_the_account, timeout=30, message="a job waiting on its cap")
     assert shown["status"] == "queued" and shown["queue_position"] >= 1
+    gauges = {
+        family.name: {tuple(sample.labels.values()): sample.value for sample in family.samples}
+        for family in SchedulingCollector(runtime.db, CAPACITY).collect()
+    }
+    assert gauges["naive_jobs_waiting"].get((str(capped.id), "account"), 0) >= 1
+    assert 1 <= gauges["naive_provider_slots_in_use"][("simulator",)] <= CAPACITY
+    assert gauges["naive_provider_capacity"] == {(): CAPACITY}
 
     wait_for(lambda: all_final(runtime, ids), timeout=120, message="the capped jobs end")
     finished = rows(runtime, ids)

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 from flask.testing import FlaskClient
+from prometheus_client import REGISTRY
 from sqlalchemy import delete, update
 
 from shared import accounts
@@ -60,8 +61,11 @@ def test_a_submit_over_budget_is_refused_with_what_is_left(
 ) -> None:
     set_budget(client, account, scope="account", period="month", credits=5)
     assert submit(client, account).status_code == 202
+    labels = {"scope": "account", "period": "month"}
+    before = REGISTRY.get_sample_value("naive_budget_refusals_total", labels) or 0
     refused = submit(client, account)
     assert refused.status_code == 402
+    assert REGISTRY.get_sample_value("naive_budget_refusals_total", labels) == before + 1
     error = refused.json["error"]
     assert error["code"] == "budget_exceeded"
     assert error["budget"]["period"] == "month" and error["budget"]["credits"] == 5

@@ -388,6 +388,50 @@ ROWS: list[tuple[str, list[Panel]]] = [
             ),
         ],
     ),
+    (
+        "Fair share and spend",
+        [
+            Panel(
+                "Jobs waiting for a slot",
+                "Jobs in our fair queue by reason: provider (its capacity, or a model's, is in "
+                "use) or account (the account's own cap is reached). Every API replica reports "
+                "the same figure: max, not sum.",
+                "short",
+                [
+                    Query(
+                        "sum by (reason) (max by (account, reason) (naive_jobs_waiting))",
+                        "{{reason}}",
+                    )
+                ],
+                8,
+                stacked=True,
+            ),
+            Panel(
+                "Provider slots in use",
+                "Jobs holding a provider slot (admitted, not yet delivered) against "
+                "PROVIDER_CONCURRENCY.",
+                "short",
+                [
+                    Query("max by (provider) (naive_provider_slots_in_use)", "{{provider}}"),
+                    Query("max(naive_provider_capacity)", "capacity"),
+                ],
+                8,
+            ),
+            Panel(
+                "Budget refusals",
+                "Submits refused with 402 budget_exceeded per second, by budget scope and "
+                "period.",
+                "reqps",
+                [
+                    Query(
+                        f"sum by (scope, period) (rate(naive_budget_refusals_total{RATE}))",
+                        "{{scope}} {{period}}",
+                    )
+                ],
+                8,
+            ),
+        ],
+    ),
 ]
 
 

@@ -22,6 +22,7 @@ from shared.metrics import (
     Cached,
     DatabaseCollector,
     MediaSpaceCollector,
+    SchedulingCollector,
     WebhookBacklogCollector,
     registry,
 )
@@ -35,12 +36,15 @@ LIVE_SECONDS = 10.0
 
 
 def live_registry(runtime: Runtime) -> CollectorRegistry:
-    """Jobs in flight and the webhook backlog (the database), the queue length (the broker)
-    and the media storage's free space, cached."""
+    """Jobs in flight, the webhook backlog and the fair scheduler's queue (the database),
+    the queue length (the broker) and the media storage's free space, cached."""
     live = CollectorRegistry()
     settings = runtime.settings
     live.register(Cached(DatabaseCollector(runtime.db), LIVE_SECONDS))
     live.register(Cached(WebhookBacklogCollector(runtime.db), LIVE_SECONDS))
+    live.register(
+        Cached(SchedulingCollector(runtime.db, settings.provider_concurrency), LIVE_SECONDS)
+    )
     live.register(
         Cached(BrokerCollector(settings.broker_url, settings.celery_queues), LIVE_SECONDS)
     )

@@ -288,3 +288,43 @@ def place_in_line(*, session: Session, job: Job) -> Place:
         # the other account's k-th job goes first while (in_use + k) / weight < turn
         ahead += max(0, min(waiting_count, math.ceil(turn * weight - in_use) - 1))
     return Place(throttled_by, ahead + 1)
+
+
+@dataclass(frozen=True)
+class Waiting:
+    account_id: uuid.UUID
+    reason: ThrottledBy
+    count: int
+
+
+def waiting_by_account(*, session: Session) -> list[Waiting]:
+    """How many jobs each account has waiting, and why (for the metrics)."""
+    in_use = dict(
+        session.execute(
+            select(Job.account_id, func.count()).where(holding_slot()).group_by(Job.account_id)
+        ).all()
+    )
+    rows = session.execute(
+        select(Job.account_id, Account.concurrency_cap, func.count())
+        .join(Account, Account.id == Job.account_id)
+        .where(waiting())
+        .group_by(Job.account_id, Account.concurrency_cap)
+    )
+    return [
+        Waiting(
+            account_id,
+            ThrottledBy.ACCOUNT
+            if cap is not None and in_use.get(account_id, 0) >= cap
+            else ThrottledBy.PROVIDER,
+            count,
+        )
+        for account_id, cap, count in rows
+    ]
+
+
+def slots_in_use(*, session: Session) -> dict[str, int]:
+    """Slots held per provider (for the metrics)."""
+    rows = session.execute(
+        select(Job.provider, func.count()).where(holding_slot()).group_by(Job.provider)
+    )
+    return {provider: count for provider, count in rows}
