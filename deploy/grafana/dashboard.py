@@ -419,8 +419,7 @@ ROWS: list[tuple[str, list[Panel]]] = [
             ),
             Panel(
                 "Budget refusals",
-                "Submits refused with 402 budget_exceeded per second, by budget scope and "
-                "period.",
+                "Submits refused with 402 budget_exceeded per second, by budget scope and period.",
                 "reqps",
                 [
                     Query(
