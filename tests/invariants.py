@@ -1,7 +1,8 @@
 """The invariants every fault scenario must leave true, checked straight in PostgreSQL.
 
 - Every job of the scenario is final: completed, failed or cancelled.
-- A completed job has exactly one hold and one capture (plus a release of any rest),
+- A completed job has exactly one hold (a batch's item: its share of the batch's one
+  hold, which is its items' estimates summed) and one capture (plus a release of any rest),
   `credits_used` equal to the capture, and exactly one media asset whose file exists.
 - A failed or cancelled job has its hold released in full and nothing captured.
 - Per account: balance == topups − captures == the grant − Σ credits_used, held == 0,
@@ -111,8 +112,23 @@ def assert_invariants(
         )
 
     by_job: dict[uuid.UUID | None, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
+    batch_holds: dict[uuid.UUID, list[int]] = defaultdict(list)
     for entry in entries:
-        by_job[entry.job_id][entry.kind].append(entry.amount)
+        if entry.batch_id is not None:
+            batch_holds[entry.batch_id].append(entry.amount)
+        else:
+            by_job[entry.job_id][entry.kind].append(entry.amount)
+    # A batch holds once for its items: its hold is their estimates' sum, and each item's
+    # share is checked below as the item's own hold.
+    items: dict[uuid.UUID, list[Job]] = defaultdict(list)
+    for job in jobs:
+        if job.batch_id is not None:
+            items[job.batch_id].append(job)
+            by_job[job.id]["hold"].append(job.estimated_credits)
+    for batch_id, holds in batch_holds.items():
+        share = sum(job.estimated_credits for job in items[batch_id])
+        if holds != [share]:
+            problems.append(f"batch {batch_id}: holds {holds} != its items' estimates {share}")
     assets_by_job: dict[uuid.UUID | None, list[MediaAsset]] = defaultdict(list)
     for asset in assets:
         assets_by_job[asset.source_job_id].append(asset)

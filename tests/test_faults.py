@@ -116,6 +116,21 @@ class Scenario:
         self.tags[job_id] = tag
         return job_id
 
+    def submit_batch(self, prompts: list[str]) -> list[str]:
+        tags = [uuid.uuid4().hex[:10] for _ in prompts]
+        items = [
+            {"model": KLING_T2V, "input": {"prompt": f"{prompt} #{tag}", "duration": "3"}}
+            for prompt, tag in zip(prompts, tags, strict=True)
+        ]
+        response = self.client.post(
+            "/v1/video/batches", json={"items": items}, headers=self.headers
+        )
+        assert response.status_code == 202, response.json
+        job_ids = [str(job_id) for job_id in response.json["job_ids"]]
+        self.job_ids += job_ids
+        self.tags.update(zip(job_ids, tags, strict=True))
+        return job_ids
+
     def statuses(self) -> dict[str, str]:
         return job_statuses(self.runtime, self.job_ids)
 
@@ -346,6 +361,42 @@ def test_kill_9_workers_while_polling_settling_and_ingesting(make_scenario):
     unexplained = [error for error in errors if "outcome is unknown" not in str(error)]
     assert not unexplained, (summary, unexplained)
     print(f"  {len(errors)} job(s) failed on purpose: killed between submit attempt and answer")
+
+
+def test_kill_9_and_flushall_while_jobs_wait_for_capacity(make_scenario, private_redis):
+    """Fair scheduling under faults: with a capacity of 3, single jobs and a batch wait in
+    our queue while workers are killed and Redis is flushed; every job still ends, each
+    submitted once, never more than 3 at the provider, the batch's hold settled in full."""
+    scenario = make_scenario("fair", PROVIDER_CONCURRENCY="3")
+    for i in range(6):
+        scenario.submit(f"Waiting {i} [sim latency={1 + i * 0.3:.1f}]")
+    scenario.submit_batch([f"Batch item {i} [sim latency=1]" for i in range(4)])
+    with Beat(scenario):
+        for round_ in range(3):
+            with running_worker(scenario.env, scenario.worker_log()) as process:
+                wait_for(
+                    lambda: scenario.count(AT_PROVIDER) >= 1, timeout=30, message="at provider"
+                )
+                time.sleep(0.3 * round_)  # land the kills at different moments
+                kill_worker(process)
+            if round_ == 1:
+                private_redis.flushall()
+        with running_worker(scenario.env, scenario.worker_log()):
+            scenario.wait_all_final(timeout=120)
+    summary = scenario.check()
+    _assert_submitted_at_most_once(scenario)
+    with scenario.runtime.db.transaction() as session:
+        spans = session.execute(
+            select(Job.started_at, Job.provider_completed_at).where(
+                Job.account_id == scenario.account_id, Job.started_at.is_not(None)
+            )
+        ).all()
+    moments = sorted(
+        [(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans if end is not None]
+    )
+    at_once = [sum(step for _, step in moments[: i + 1]) for i in range(len(moments))]
+    assert max(at_once) <= 3, moments
+    assert summary.statuses["completed"] + summary.statuses["failed"] == 10, summary
 
 
 # ---- 2. every message flushed from Redis -----------------------------------------------------
