@@ -696,3 +696,31 @@ def test_video_batch_from_jsonl_waits_and_reports_partial_failure(naive, tmp_pat
     bad.write_text('{"model": "x"}\nnot json\n')
     code, envelope = naive.json("video", "batch", str(bad), "--json")
     assert code == 2 and "line 2" in envelope["result"]["message"]
+
+
+def test_video_quote_then_generate_with_it_and_budgets(naive):
+    code, envelope = naive.json("video", "quote", "--model", KLING_T2V, "A quiet harbour",
+                                "--duration", "10", "--json")  # fmt: skip
+    assert code == 0, envelope
+    quoted = envelope["result"]
+    assert quoted["estimated_credits"] == 7.0
+    generate_again = envelope["next_steps"][0]
+    assert f"--quote-id {quoted['quote_id']}" in generate_again
+    assert "'A quiet harbour' --duration 10" in generate_again
+    code, envelope = naive.json("video", "generate", "--model", KLING_T2V, "A quiet harbour",
+                                "--duration", "10", "--quote-id", quoted["quote_id"],
+                                "--json")  # fmt: skip
+    assert code == 0 and envelope["result"]["estimated_credits"] == 7.0
+    code, envelope = naive.json("video", "generate", "--model", KLING_T2V, "Another harbour",
+                                "--quote-id", quoted["quote_id"], "--json")  # fmt: skip
+    assert code == 2 and envelope["result"]["code"] == "quote_mismatch"
+
+    code, envelope = naive.json("budgets", "set", "--period", "day", "--credits", "10", "--json")
+    assert code == 0 and envelope["result"]["remaining_credits"] == 3.0  # 7 committed today
+    code, shown = naive.tty("budgets", "list")
+    assert code == 0 and envelope["result"]["id"] in shown and "account" in shown
+    code, envelope = naive.json("video", "generate", "--model", KLING_T2V, "Over budget",
+                                "--duration", "10", "--json")  # fmt: skip
+    assert code == 2 and envelope["result"]["code"] == "budget_exceeded"
+    code, _ = naive.json("budgets", "delete", envelope["result"]["budget"]["id"], "--json")
+    assert code == 0

@@ -9,6 +9,7 @@ import click
 from click.core import ParameterSource
 
 from services.cli import views
+from services.cli.budgets import budgets
 from services.cli.client import DEFAULT_API_URL
 from services.cli.errors import ExitCode
 from services.cli.hints import command
@@ -26,12 +27,15 @@ Commands at a glance:
   naive video pricing --model M --duration 5      preview a video's cost in credits
   naive video generate --model M "PROMPT" --wait  generate a video and follow it
   naive video status ID                           a video job's status and result
+  naive video quote --model M "PROMPT"            a binding price (then generate --quote-id)
+  naive video batch FILE.jsonl [--wait]           up to 100 jobs at once, under one hold
   naive jobs [--status S]                         your jobs, newest first
   naive jobs get ID | naive jobs cancel ID        one job; cancel a running one
   naive jobs watch ID                             follow a job's events until it ends
   naive media list --source video_generation      your media library
   naive media get ID | naive media download ID    one asset; download its file
   naive credits                                   balance, holds and ledger
+  naive budgets list | set --period P --credits N  cap what the account or a key commits
   naive webhooks create --url URL [--event E]     receive job events at your URL
   naive webhooks list | deliveries ID | redeliver DELIVERY_ID
   naive local up | naive local down               run the whole stack on this machine
@@ -183,6 +187,7 @@ cli.add_command(video)
 cli.add_command(jobs)
 cli.add_command(media)
 cli.add_command(webhooks)
+cli.add_command(budgets)
 
 
 if __name__ == "__main__":

@@ -10,13 +10,13 @@ import click
 from services.cli import views
 from services.cli.client import read, segment
 from services.cli.errors import ExitCode, Failure
-from services.cli.hints import command, job_hints, job_next_steps
+from services.cli.hints import command, flags, job_hints, job_next_steps
 from services.cli.output import Reporter
 from services.cli.state import State, json_option, pass_state
 from services.cli.transfer import download
 from services.cli.wait import follow
 from shared.batches.schemas import Batch, BatchAccepted
-from shared.catalog.schemas import ModelList, PriceQuote
+from shared.catalog.schemas import BindingQuote, ModelList, PriceQuote
 from shared.jobs.schemas import Job, JobAccepted
 from shared.jobs.status import PublicStatus
 
@@ -25,6 +25,16 @@ from shared.jobs.status import PublicStatus
 @json_option
 def video() -> None:
     """Generate videos; list models, preview prices, check a job."""
+
+
+def _model_input(named: dict[str, str | None], params: dict[str, Any]) -> dict[str, Any]:
+    """The model's input: the options given, and the `--param`s (never both for one key)."""
+    given = {key: value for key, value in named.items() if value is not None}
+    if clash := sorted(given.keys() & params.keys()):
+        raise click.BadParameter(
+            f"{', '.join(clash)} given both as an option and as --param.", param_hint="--param"
+        )
+    return {**params, **given}
 
 
 def _parse_params(
@@ -66,6 +76,11 @@ def _parse_params(
     metavar="KEY",
     help="Retry safely: the same key and request return the first job instead of a new one.",
 )
+@click.option(
+    "--quote-id",
+    metavar="ID",
+    help="Charge a binding quote's price (`naive video quote` with the same model and input).",
+)
 @click.option("--wait", is_flag=True, help="Follow the job to its end and show the video's URL.")
 @click.option(
     "--output",
@@ -92,6 +107,7 @@ def generate(
     negative_prompt: str | None,
     params: dict[str, Any],
     idempotency_key: str | None,
+    quote_id: str | None,
     wait: bool,
     output: Path | None,
     timeout: float | None,
@@ -120,12 +136,9 @@ def generate(
         "image_url": image_url,
         "negative_prompt": negative_prompt,
     }
-    given = {key: value for key, value in named.items() if value is not None}
-    if clash := sorted(given.keys() & params.keys()):
-        raise click.BadParameter(
-            f"{', '.join(clash)} given both as an option and as --param.", param_hint="--param"
-        )
-    body = {"model": model, "input": {**params, **given}}
+    body: dict[str, Any] = {"model": model, "input": _model_input(named, params)}
+    if quote_id:
+        body["quote_id"] = quote_id
     headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
 
     with state.action("video.generate", model=model, duration=duration) as out:
@@ -386,4 +399,61 @@ def batch_status(state: State, batch_id: str) -> None:
             shown.model_dump(mode="json"),
             view=lambda: views.batch(shown),
             next_steps=[command("video", "status", str(job.id)) for job in shown.items[:3]],
+        )
+
+
+@video.command()
+@click.argument("prompt", required=False)
+@click.option("--model", "-m", required=True, help="Model id; see `naive video models`.")
+@click.option("--duration", metavar="SECONDS", help="Video length, e.g. 5 or 10.")
+@click.option("--aspect-ratio", metavar="RATIO", help="Output ratio, e.g. 16:9.")
+@click.option("--image-url", metavar="URL", help="Source image, for image-to-video models.")
+@click.option(
+    "--param",
+    "params",
+    metavar="KEY=VALUE",
+    multiple=True,
+    callback=_parse_params,
+    help="Any other model parameter (repeatable), as for `naive video generate`.",
+)
+@json_option
+@pass_state
+def quote(
+    state: State,
+    prompt: str | None,
+    model: str,
+    duration: str | None,
+    aspect_ratio: str | None,
+    image_url: str | None,
+    params: dict[str, Any],
+) -> None:
+    """A binding quote: the price of exactly this request, held until it expires.
+
+    Generate with the same model and input and `--quote-id` to be charged that price, even
+    if the catalog's price changes meanwhile.
+    """
+    named = {
+        "prompt": prompt,
+        "duration": duration,
+        "aspect_ratio": aspect_ratio,
+        "image_url": image_url,
+    }
+    body = {"model": model, "input": _model_input(named, params)}
+    with state.action("video.quote", model=model, duration=duration) as out:
+        issued = read(BindingQuote, state.client.post("/v1/video/quotes", body))
+        same = [
+            *([prompt] if prompt else []),
+            *flags(
+                ("--duration", duration),
+                ("--aspect-ratio", aspect_ratio),
+                ("--image-url", image_url),
+            ),
+            *(f"--param={key}={json.dumps(value)}" for key, value in params.items()),
+        ]
+        generate_again = ["generate", "--model", model, *same, "--quote-id", issued.quote_id]
+        out.success(
+            issued.model_dump(mode="json"),
+            view=lambda: views.binding_quote(issued),
+            next_steps=[command("video", *generate_again)],
+            hints=[f"The price holds until {issued.expires_at.isoformat()}."],
         )

@@ -17,7 +17,8 @@ from rich.text import Text
 
 from services.cli.wait import Update
 from shared.batches.schemas import Batch, BatchAccepted
-from shared.catalog.schemas import Model, PriceQuote
+from shared.budgets.schemas import Budget
+from shared.catalog.schemas import BindingQuote, Model, PriceQuote
 from shared.jobs.schemas import Job, JobAccepted
 from shared.jobs.status import PublicStatus
 from shared.ledger.schemas import Credits
@@ -379,3 +380,37 @@ def batch(data: Batch) -> RenderableType:
         ]
     )
     return Group(summary, jobs(data.items))
+
+
+def budgets(data: Iterable[Budget]) -> RenderableType:
+    """Budgets and where their periods stand."""
+    table = Table(box=box.SIMPLE_HEAD)
+    table.add_column("Budget", no_wrap=True)
+    table.add_column("Scope")
+    table.add_column("Period")
+    table.add_column("Credits", justify="right")
+    table.add_column("Spent", justify="right")
+    table.add_column("Left", justify="right")
+    for item in data:
+        scope = "account" if item.key_id is None else f"key {item.key_id}"
+        table.add_row(
+            cell(item.id),
+            cell(scope),
+            cell(item.period),
+            cell(number(item.credits)),
+            cell(number(item.spent_credits)),
+            cell(number(item.remaining_credits)),
+        )
+    return table
+
+
+def binding_quote(data: BindingQuote) -> RenderableType:
+    """A binding quote."""
+    return fields(
+        [
+            ("Quote", cell(data.quote_id)),
+            ("Model", cell(data.model)),
+            ("Credits", cell(number(data.estimated_credits))),
+            ("Expires", cell(data.expires_at)),
+        ]
+    )
