@@ -9,9 +9,11 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from sqlalchemy import delete
+from flask import Flask
+from sqlalchemy import delete, select
 
 from shared import accounts, catalog
+from shared.accounts.models import ApiKey
 from shared.catalog.models import ModelPrice
 from shared.config import Settings
 from shared.db import Database, utcnow
@@ -22,7 +24,8 @@ from shared.migrate import upgrade
 from shared.providers.base import ProviderResult
 from shared.providers.fal_protocol import billable_units
 from shared.runtime import Runtime
-from tests.helpers import KLING_T2V
+from tests import conftest
+from tests.helpers import KLING_T2V, generate
 
 WAN = "fal-ai/wan/v2.7/text-to-video"  # built in at 0.10 USD per second
 
@@ -156,3 +159,33 @@ def test_the_cost_uses_the_providers_published_price_over_the_builtin(
             )
         )
     assert delivered_job(db, settings, account_id, 4.0, model=WAN).provider_cost_usd == 0.32
+
+
+# ---- the API -----------------------------------------------------------------------------
+
+
+def second_key(runtime: Runtime, account: conftest.TestAccount) -> conftest.TestAccount:
+    """Another API key of the same account."""
+    with runtime.db.transaction() as session:
+        return conftest.TestAccount(
+            account.id, accounts.create_api_key(session=session, account_id=account.id)
+        )
+
+
+def key_id(runtime: Runtime, account: conftest.TestAccount) -> uuid.UUID:
+    with runtime.db.transaction() as session:
+        return session.scalars(
+            select(ApiKey.id).where(ApiKey.key_hash == accounts.hash_key(account.key))
+        ).one()
+
+
+def test_a_job_records_the_key_that_submitted_it(
+    idle_app: Flask, runtime: Runtime, account: conftest.TestAccount
+) -> None:
+    other = second_key(runtime, account)
+    client = idle_app.test_client()
+    made = {key.key: generate(client, key, "A kite")["job_id"] for key in (account, other)}
+    with runtime.db.transaction() as session:
+        for key, job_id in made.items():
+            job = session.get_one(Job, uuid.UUID(job_id))
+            assert job.api_key_id == key_id(runtime, conftest.TestAccount(account.id, key))

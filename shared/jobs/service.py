@@ -214,10 +214,12 @@ def create_job(
     account_id: uuid.UUID,
     request: JobCreate,
     idempotency_key: str | None,
+    api_key_id: uuid.UUID | None = None,
 ) -> Submission:
     """Quote, hold the estimate and write the job, all in the caller's transaction.
 
     `request` has its shape checked already; the model's own input schema is checked here.
+    `api_key_id` is the key that submitted it (usage by key).
     """
     model = catalog.get(request.model)
     normalized = normalize_input(model, request.input)
@@ -264,6 +266,7 @@ def create_job(
     row: dict[str, Any] = {
         "id": uuid.uuid4(),
         "account_id": account_id,
+        "api_key_id": api_key_id,
         "type": "video_generation",
         "model": model.id,
         "input": normalized,

@@ -96,6 +96,7 @@ def generate() -> Response:
             account_id=account_id,
             request=body,
             idempotency_key=key,
+            api_key_id=context.api_key_id(),
         )
         job = submission.job
         logs.bind(job_id=job.id)
