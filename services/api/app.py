@@ -13,6 +13,7 @@ from services.api.routes import (
     jobs,
     media,
     ops,
+    usage,
     video,
     webhooks,
 )
@@ -54,6 +55,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         jobs.bp,
         media.bp,
         credits.bp,
+        usage.bp,
         ops.bp,
         webhooks.bp,
         customer_webhooks.bp,
