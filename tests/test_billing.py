@@ -507,3 +507,15 @@ def test_a_bad_usage_query_is_invalid_input_naming_the_field(
     refused = documented(client.get(f"/v1/usage?{query}", headers=account.headers), "/v1/usage")
     assert refused["error"]["code"] == "invalid_input"
     assert list(refused["error"]["fields"]) == [field]
+
+
+@pytest.mark.parametrize(
+    ("moment", "month"),
+    [
+        (datetime(2026, 3, 15, 12, tzinfo=UTC), (datetime(2026, 3, 1), datetime(2026, 4, 1))),
+        (datetime(2026, 12, 31, 23, tzinfo=UTC), (datetime(2026, 12, 1), datetime(2027, 1, 1))),
+        (datetime(2026, 3, 1, tzinfo=UTC), (datetime(2026, 3, 1), datetime(2026, 4, 1))),
+    ],
+)
+def test_the_default_range_is_the_utc_month(moment: datetime, month: tuple[datetime, ...]) -> None:
+    assert usage.month_of(moment) == tuple(day.replace(tzinfo=UTC) for day in month)

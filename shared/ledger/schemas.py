@@ -200,7 +200,7 @@ class Usage(Open):
     start: datetime = Field(alias="from", description="Start of the range, included.")
     end: datetime = Field(alias="to", description="End of the range, excluded.")
     group_by: UsageGroupBy
-    credit_value_usd: float
+    credit_value_usd: float = Field(description="What one credit is worth, in USD.")
     rows: list[UsageRow]
     totals: UsageTotals
 

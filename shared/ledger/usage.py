@@ -84,8 +84,9 @@ class Usage:
 def month_of(moment: datetime) -> tuple[datetime, datetime]:
     """The calendar month (UTC) that holds `moment`: its first instant and the next month's."""
     start = moment.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    following = start.replace(year=start.year + 1, month=1) if start.month == 12 else None
-    return start, following or start.replace(month=start.month + 1)
+    if start.month == 12:
+        return start, start.replace(year=start.year + 1, month=1)
+    return start, start.replace(month=start.month + 1)
 
 
 def time_range(
