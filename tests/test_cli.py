@@ -187,6 +187,50 @@ def test_credits_in_both_modes(naive):
     assert "topup" in screen
 
 
+def test_usage_in_both_modes_and_as_csv(naive, live_api, account):
+    accepted = httpx.post(
+        f"{live_api}/v1/video/generate",
+        json={"model": KLING_T2V, "input": {"prompt": "A kite [sim latency=0.5]"}},
+        headers=account.headers,
+        timeout=10,
+    ).json()
+    wait_for_status(live_api, account, accepted["job_id"], "completed")
+
+    code, envelope = naive.json("usage")
+    assert code == 0
+    assert (envelope["success"], envelope["action"]) == (True, "usage")
+    assert envelope["result"]["rows"][0]["group"] == KLING_T2V
+    assert envelope["result"]["totals"] == {
+        "charged_credits": 3.5,
+        "jobs": 1,
+        "provider_units": 5.0,
+        "provider_cost_usd": 0.35,
+        "jobs_without_units": 0,
+    }
+    assert envelope["next_steps"][0] == "naive usage --group-by day"
+
+    code, screen = naive.tty("usage", "--group-by", "key")
+    assert code == 0
+    assert re.search(rf"{re.escape(account.key[:12])}\s+1\s+3\.5\s+5\s+\$0\.35", screen)
+    assert re.search(r"Total\s+1\s+3\.5\s+5\s+\$0\.35", screen)
+
+    exported = subprocess.run(
+        [*NAIVE, "usage", "--group-by", "day", "--csv"],
+        env=naive.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert exported.returncode == 0, exported.stderr
+    header, day, total = exported.stdout.splitlines()
+    assert header == "day,charged_credits,jobs,provider_units,provider_cost_usd,jobs_without_units"
+    assert day.endswith(",3.5,1,5.0,0.35,0") and total == "total,3.5,1,5.0,0.35,0"
+
+    code, envelope = naive.json("usage", "--from", "yesterday")
+    assert code == 2
+    assert envelope["result"]["code"] == "invalid_input" and "from" in envelope["result"]["fields"]
+
+
 # --- generating ---------------------------------------------------------------------------
 
 

@@ -360,6 +360,23 @@ def test_completed_with_error(fake: dict[str, Any]) -> None:
     assert result["error"]["status_code"] == 500
 
 
+def test_results_carry_the_billable_units_header(api: httpx.Client) -> None:
+    """fal's `x-fal-billable-units`: the simulator's units (seconds of output) by default,
+    what `units=` says, or none; never on an error's answer."""
+
+    def result_headers(prompt: str) -> httpx.Headers:
+        request_id = raw_submit(api, prompt)["request_id"]
+        wait_status(api, request_id, "COMPLETED")
+        return api.get(f"/{APP}/requests/{request_id}").headers
+
+    assert result_headers("Dunes [sim latency=0.5]")["x-fal-billable-units"] == "3"
+    assert result_headers("Dunes [sim latency=0.5] [fal units=7.25]")["x-fal-billable-units"] == (
+        "7.25"
+    )
+    assert "x-fal-billable-units" not in result_headers("Dunes [sim latency=0.5] [fal units=none]")
+    assert "x-fal-billable-units" not in result_headers("Dunes [sim latency=0.5] [fal error=x]")
+
+
 def test_slow_queue_positions_count_down_then_cancel_while_running(api: httpx.Client) -> None:
     request_id = raw_submit(api, "A queue [sim latency=8] [fal queue=4]")["request_id"]
     positions: list[int] = []

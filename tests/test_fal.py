@@ -121,6 +121,55 @@ def test_fal_job_completes_settles_and_ingests_like_the_simulator(
     assert abs(info.duration_seconds - 5) < 0.1
 
 
+def test_billing_units_from_fal_are_shown_on_the_job_and_summed_in_the_usage_export(
+    polling, account, runtime
+):
+    """fal's x-fal-billable-units, as the fake sends it with each result (the seconds of
+    output, a value of its own, or none), on the job priced at the model's $0.07 per unit,
+    and in GET /v1/usage (JSON and CSV), whose totals are the ledger's."""
+    start = utcnow() - timedelta(hours=1)
+    prompts = {
+        5.0: "A fox [sim latency=1]",
+        7.25: "A fox [sim latency=1] [fal units=7.25]",
+        None: "A fox [sim latency=1] [fal units=none]",
+    }
+    made = {
+        units: generate(polling.client, account, tagged(prompt), duration=5)["job_id"]
+        for units, prompt in prompts.items()
+    }
+    billing = {
+        units: wait_for_job(polling.client, account, job_id)["billing"]
+        for units, job_id in made.items()
+    }
+    assert billing == {
+        units: {
+            "estimated_credits": 3.5,
+            "charged_credits": 3.5,
+            "provider_units": units,
+            "provider_cost_usd": cost,
+        }
+        for units, cost in ((5.0, 0.35), (7.25, 0.5075), (None, None))
+    }
+
+    end = utcnow() + timedelta(hours=1)
+    charged = balance(runtime, account)  # captures minus refunds: every entry is this hour's
+    query = {"from": start.isoformat(), "to": end.isoformat(), "group_by": "model"}
+    usage = polling.client.get("/v1/usage", query_string=query, headers=account.headers).json
+    assert usage["rows"][0]["group"] == "fal-ai/kling-video/v3/pro/text-to-video"
+    assert usage["totals"] == {
+        "charged_credits": 10.5,
+        "jobs": 3,
+        "provider_units": 12.25,
+        "provider_cost_usd": 0.8575,
+        "jobs_without_units": 1,
+    }
+    assert round(usage["totals"]["charged_credits"] * 100) == 10_000 - charged.balance
+    exported = polling.client.get(
+        "/v1/usage", query_string={**query, "format": "csv"}, headers=account.headers
+    ).get_data(as_text=True)
+    assert exported.splitlines()[-1] == "total,10.5,3,12.25,0.8575,1"
+
+
 def test_image_url_is_sent_as_the_models_start_image_url(polling, account, fake_fal):
     accepted = generate(
         polling.client,

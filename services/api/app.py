@@ -15,6 +15,7 @@ from services.api.routes import (
     jobs,
     media,
     ops,
+    usage,
     video,
     webhooks,
 )
@@ -56,6 +57,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         jobs.bp,
         media.bp,
         credits.bp,
+        usage.bp,
         ops.bp,
         webhooks.bp,
         customer_webhooks.bp,

@@ -39,11 +39,14 @@ _JSON_TOKEN = re.compile(rb'(?s)"(?:[^"\\]|\\.)*+\\?(?:"|\Z)|[][{}]')
 
 @dataclass(frozen=True)
 class Reply:
-    """One documented answer: a JSON model, other content (bytes), or nothing."""
+    """One documented answer: a JSON model, other content (bytes), or nothing. `also` names
+    other media types the same answer is rendered in when the request asks for them (the
+    usage report's CSV), documented as text."""
 
     description: str
     model: type[BaseModel] | None = None
     media_type: str | None = None
+    also: tuple[str, ...] = ()
     headers: Mapping[str, Schema] = field(default_factory=dict)
     links: Mapping[str, Schema] = field(default_factory=dict)
 
@@ -245,7 +248,10 @@ def _reply(reply: Reply, refs: Mapping[type[BaseModel], Schema]) -> Schema:
     if reply.links:
         extra["links"] = dict(reply.links)
     if reply.model is not None:
-        return _json(reply.description, refs[reply.model], **extra)
+        answer = _json(reply.description, refs[reply.model], **extra)
+        for media_type in reply.also:
+            answer["content"][media_type] = {"schema": STRING}
+        return answer
     if reply.media_type is not None:
         return {"description": reply.description, "content": {reply.media_type: {}}, **extra}
     return {"description": reply.description, **extra}

@@ -69,6 +69,16 @@ class ApiClient:
         """GET `path` and read the answer as `model`."""
         return read(model, self.get(path, params))
 
+    def get_text(self, path: str, params: Mapping[str, str | int | None] | None = None) -> str:
+        """GET `path` for an answer that is not JSON (a CSV export): its text as sent."""
+        query = {k: v for k, v in (params or {}).items() if v is not None}
+        request = self._http.build_request("GET", path, params=query, headers=self._auth)
+        with self._transport_errors(request):
+            response = self._http.send(request)
+        if response.is_error:
+            raise _failure(response)
+        return response.text
+
     def post(self, path: str, body: Any, headers: Mapping[str, str] | None = None) -> Any:
         """POST `body` as JSON to `path`."""
         return self.post_with_headers(path, body, headers)[0]

@@ -17,6 +17,7 @@ from services.cli.jobs import jobs
 from services.cli.media import media
 from services.cli.output import Reporter, wants_json
 from services.cli.state import State, json_option, pass_state
+from services.cli.usage import usage
 from services.cli.video import video
 from services.cli.webhooks import webhooks
 from shared.ledger.schemas import Credits
@@ -36,6 +37,7 @@ Commands at a glance:
   naive media get ID | naive media download ID    one asset; download its file
   naive credits                                   balance, holds and ledger
   naive budgets list | set --period P --credits N  cap what the account or a key commits
+  naive usage [--group-by model|day|key] [--csv]  charges and provider costs this month
   naive webhooks create --url URL [--event E]     receive job events at your URL
   naive webhooks list | deliveries ID | redeliver DELIVERY_ID
   naive local up | naive local down               run the whole stack on this machine
@@ -188,6 +190,7 @@ cli.add_command(jobs)
 cli.add_command(media)
 cli.add_command(webhooks)
 cli.add_command(budgets)
+cli.add_command(usage)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from shared.budgets.schemas import Budget
 from shared.catalog.schemas import BindingQuote, Model, PriceQuote
 from shared.jobs.schemas import Job, JobAccepted
 from shared.jobs.status import PublicStatus
-from shared.ledger.schemas import Credits
+from shared.ledger.schemas import Credits, Usage
 from shared.webhooks.schemas import DeliveryStatus, Webhook, WebhookCreated, WebhookDelivery
 
 if TYPE_CHECKING:  # imported where used: the media library's module is slow to import
@@ -275,6 +275,40 @@ def credits(data: Credits) -> RenderableType:
             cell(entry.job_id),
         )
     return Group(summary, ledger)
+
+
+def usage(data: Usage) -> RenderableType:
+    """Charges and provider costs per group, with their totals."""
+    label = {"model": "Model", "day": "Day (UTC)", "key": "API key"}[data.group_by]
+    table = Table(
+        box=box.SIMPLE_HEAD,
+        show_footer=True,
+        title=f"Usage {data.start:%Y-%m-%d %H:%M} to {data.end:%Y-%m-%d %H:%M} UTC",
+        title_justify="left",
+        caption=f"Charged: captures minus refunds. 1 credit = {_usd(data.credit_value_usd)}.",
+        caption_justify="left",
+    )
+    totals = data.totals
+    table.add_column(label, "Total", no_wrap=True)
+    table.add_column("Jobs", number(totals.jobs), justify="right")
+    table.add_column("Charged (credits)", number(totals.charged_credits), justify="right")
+    table.add_column("Provider units", number(totals.provider_units), justify="right")
+    table.add_column("Provider cost", _cost(totals.provider_cost_usd), justify="right")
+    for row in data.rows:
+        group = row.group if data.group_by != "key" else row.key_prefix or row.group
+        table.add_row(
+            cell(group if group is not None else "(none)"),
+            cell(number(row.jobs)),
+            cell(number(row.charged_credits)),
+            cell(number(row.provider_units)),
+            cell(_cost(row.provider_cost_usd)),
+        )
+    return table
+
+
+def _cost(value: float) -> str:
+    """Dollars to the cent, or to the millionth when below a cent."""
+    return f"${value:.2f}" if value == 0 or abs(value) >= 0.01 else f"${value:.6f}"
 
 
 def _credits(data: Job) -> str:

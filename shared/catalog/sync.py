@@ -16,8 +16,8 @@ from decimal import Decimal
 from typing import Any
 
 import httpx
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, Numeric, case, cast, func, select
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from shared.catalog.builtin import BUILTIN, BUILTIN_MODELS, Catalog, VideoModel
 from shared.catalog.models import ModelPrice
@@ -113,6 +113,25 @@ def _overlay(model: VideoModel, row: ModelPrice | None) -> VideoModel:
         unit_price_usd=Decimal(str(row.unit_price_usd)),
         price_unit=row.price_unit,
     )
+
+
+def provider_cost_usd(
+    units: ColumnElement[float], model_id: InstrumentedAttribute[str]
+) -> ColumnElement[float]:
+    """What `units` of the model `model_id` cost at the provider, in USD, as SQL (a job's
+    `provider_cost_usd`, written by the statement that records its delivery): units × the
+    model's unit price, rounded to a millionth of a dollar; NULL when `units` is NULL.
+
+    The price is the one the provider last published (`model_prices`, however old: fal bills
+    at its own price, and the latest one it told us is our best account of it), else the
+    built-in catalog's (no listing fetched, e.g. the simulator). Units come in the unit the
+    price is quoted in (fal's `x-fal-billable-units`), so the product needs no conversion."""
+    listed = select(ModelPrice.unit_price_usd).where(ModelPrice.model_id == model_id)
+    builtin = case(
+        {model.id: float(model.unit_price_usd) for model in BUILTIN_MODELS}, value=model_id
+    )
+    price = func.coalesce(listed.scalar_subquery(), builtin)
+    return func.round(cast(units * price, Numeric(24, 12)), 6)
 
 
 class CatalogCache:

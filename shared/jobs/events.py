@@ -41,6 +41,8 @@ VISIBLE = frozenset(
         "credits_used",
         "result",
         "error",
+        "provider_units",
+        "provider_cost_usd",
     }
 )
 

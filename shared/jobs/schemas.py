@@ -160,6 +160,33 @@ def with_our_video(result: dict[str, Any], video_url: str | None) -> dict[str, A
     return {**result, "video": video}
 
 
+class Billing(Open):
+    """What the job is charged and what the provider billed us for it."""
+
+    estimated_credits: float = Field(description="Credits held at submit, to two decimals.")
+    charged_credits: float | None = Field(
+        description="Credits charged (the capture; 0 once refunded), to two decimals; null "
+        "until charged, and for a job that failed or was cancelled before."
+    )
+    provider_units: float | None = Field(
+        description="The units the provider billed, in the unit of the model's price (fal's "
+        "`x-fal-billable-units`: seconds of output, or videos); null if it reported none."
+    )
+    provider_cost_usd: float | None = Field(
+        description="`provider_units` × the model's unit price (the provider's latest "
+        "published price, else the built-in catalog's), in USD; null without units."
+    )
+
+    @classmethod
+    def of(cls, job: JobRow) -> Billing:
+        return cls(
+            estimated_credits=to_credits(job.estimated_credits),
+            charged_credits=None if job.credits_used is None else to_credits(job.credits_used),
+            provider_units=job.provider_units,
+            provider_cost_usd=job.provider_cost_usd,
+        )
+
+
 class Job(Open):
     """`GET /v1/jobs/{id}`: the job as the database has it (the provider is never called)."""
 
@@ -192,6 +219,7 @@ class Job(Open):
     metadata: Metadata
     batch_id: uuid.UUID | None = Field(default=None, description="The batch it is an item of.")
     quote_id: uuid.UUID | None = Field(default=None, description="The quote that priced it.")
+    billing: Billing | None = None  # absent from events recorded before it existed
 
     @classmethod
     def of(cls, job: JobRow, video_url: str | None, place: Place | None = None) -> Job:
@@ -223,6 +251,7 @@ class Job(Open):
             metadata=job.job_metadata,
             batch_id=job.batch_id,
             quote_id=job.quote_id,
+            billing=Billing.of(job),
         )
 
 

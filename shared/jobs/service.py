@@ -21,6 +21,7 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
+    Float,
     and_,
     bindparam,
     case,
@@ -38,6 +39,7 @@ from sqlalchemy.orm import Session
 from shared import accounts, metrics
 from shared.budgets import service as budgets
 from shared.catalog import Catalog, VideoModel, normalize_input, pricing, quotes
+from shared.catalog.sync import provider_cost_usd
 from shared.config import Settings
 from shared.db import Prepared, UTCDateTime, after_commit, utcnow
 from shared.errors import IdempotencyConflict, InvalidInput, NotCancellable
@@ -131,6 +133,7 @@ _CLAIM_POLL = _Transition(
     poll_count=Job.poll_count + 1,
     due_at=_not_past_deadline(_DUE),
 )
+_UNITS = bindparam("provider_units", type_=Float())  # what the provider says it bills
 _DELIVERED = _Transition(
     ACTIVE_AT_PROVIDER,
     status=JobStatus.SETTLING,
@@ -138,6 +141,8 @@ _DELIVERED = _Transition(
     queue_position=None,
     provider_result=bindparam("provider_result"),
     provider_completed_at=_NOW,
+    provider_units=_UNITS,
+    provider_cost_usd=provider_cost_usd(_UNITS, Job.model),  # priced in the same statement
     due_at=_NOW,  # settlement is sent after the commit; resent if lost
 )
 _SETTLE = _Transition(
@@ -578,8 +583,12 @@ def record_progress(
 
 
 def record_delivered(*, session: Session, job_id: uuid.UUID, result: ProviderResult) -> bool:
-    """The provider finished: keep its result and move on to settlement."""
-    return _DELIVERED(session, job_id, provider_result=result.to_dict()) is not None
+    """The provider finished: keep its result, and the units it bills with their cost
+    (None when it reported none), and move on to settlement."""
+    delivered = _DELIVERED(
+        session, job_id, provider_result=result.to_dict(), provider_units=result.billable_units
+    )
+    return delivered is not None
 
 
 def _end_unpaid(

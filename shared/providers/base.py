@@ -26,6 +26,10 @@ class ProviderResult:
     video_url: str
     content_type: str
     file_size: int | None
+    # What the provider says it bills for the request, in the unit its price is quoted in
+    # (fal: `x-fal-billable-units`, e.g. seconds of output); None when it does not say.
+    # Kept in the job's own columns, not in `to_dict()`'s result.
+    billable_units: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -24,7 +24,13 @@ from shared.providers.base import (
     ProviderUnavailable,
     SubmitOutcomeUnknown,
 )
-from shared.providers.fal_protocol import describe, parse_result, request_failure
+from shared.providers.fal_protocol import (
+    BILLABLE_UNITS_HEADER,
+    billable_units,
+    describe,
+    parse_result,
+    request_failure,
+)
 
 TRANSIENT_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 PROGRESS_LOG = re.compile(r"(\d{1,3})\s*%")
@@ -85,7 +91,23 @@ class FalProvider:
         return request_failure(None, status.error, status.error_type)
 
     def result(self, model: VideoModel, request_id: str) -> ProviderResult:
-        return parse_result(self._call(self._client.result, model.id, request_id))
+        """The output, with the units fal bills for it (`x-fal-billable-units`).
+
+        fal-client's `result()` returns the body and drops the headers, so this makes the
+        GET it makes, through its own request function (its retries of 429 and ingress
+        errors, its `FalClientHTTPError`) on its request handle's client and URL. It skips
+        the status call `result()` makes first: we only ask for a result fal reported
+        completed."""
+        handle = self._client.get_handle(model.id, request_id)
+        response = self._call(
+            fal_client.client._maybe_retry_request,
+            handle.client,
+            "GET",
+            handle.response_url,
+            timeout=fal_client.client.QUEUE_POLL_TIMEOUT,
+        )
+        units = billable_units(response.headers.get(BILLABLE_UNITS_HEADER))
+        return parse_result(response.json(), units)
 
     def cancel(self, model: VideoModel, request_id: str) -> None:
         try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
 import re
 import threading
 import time
@@ -40,10 +41,25 @@ JWKS_MIN_REFRESH_SECONDS = 5.0
 # for a fetch under way: a stalling JWKS host costs each callback this much at most.
 JWKS_DEADLINE_SECONDS = 2.0
 JWKS_MAX_BYTES = 64 * 1024
+# The result's header naming what fal bills for the request, in the unit its price is
+# quoted in (the platform API's `/models/pricing` `unit`): cost = units × unit price.
+BILLABLE_UNITS_HEADER = "x-fal-billable-units"
 
 
-def parse_result(data: Any) -> ProviderResult:
-    """The model's output `{"video": {url, content_type, file_size}}`."""
+def billable_units(value: str | None) -> float | None:
+    """The `x-fal-billable-units` header as a number; None when absent or not a finite,
+    non-negative number (a cost we cannot read is unknown, never a reason to fail a
+    delivered video)."""
+    try:
+        units = float(value) if value is not None else math.nan
+    except ValueError:
+        return None
+    return units if math.isfinite(units) and units >= 0 else None
+
+
+def parse_result(data: Any, units: float | None = None) -> ProviderResult:
+    """The model's output `{"video": {url, content_type, file_size}}`, with the billable
+    `units` its answer's header reported (callbacks carry none)."""
     video = data.get("video") if isinstance(data, dict) else None
     if not isinstance(video, dict) or not isinstance(video.get("url"), str) or not video["url"]:
         raise ProviderError("fal's result has no video")
@@ -52,6 +68,7 @@ def parse_result(data: Any) -> ProviderResult:
         video_url=video["url"],
         content_type=str(video.get("content_type") or "video/mp4"),
         file_size=size if isinstance(size, int) else None,
+        billable_units=units,
     )
 
 

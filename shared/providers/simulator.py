@@ -2,7 +2,8 @@
 
 Deterministic and time-based: a request's state follows from its submit time and its
 latency, read back from a small JSON file written at submit, so it needs no process
-of its own. The result is a real H.264 MP4 rendered on first request.
+of its own. The result is a real H.264 MP4 rendered on first request; it reports the
+units it bills as fal does (seconds of output, or one video), so jobs show a cost.
 
 Behaviour is chosen per job by a directive in the prompt, e.g.
 `"A beach [sim latency=3 fail='model exploded']"`:
@@ -137,7 +138,9 @@ class SimulatorProvider:
         output = self.root / "outputs" / f"{_render_key(record)}.mp4"
         if not output.exists():
             self._render(record, output)
-        return ProviderResult(output.as_uri(), "video/mp4", output.stat().st_size)
+        return ProviderResult(
+            output.as_uri(), "video/mp4", output.stat().st_size, billable_units(model, record)
+        )
 
     def cancel(self, model: VideoModel, request_id: str) -> None:
         record = self._load(request_id)
@@ -164,6 +167,12 @@ class SimulatorProvider:
             aspect_ratio=aspect_ratio,
             image=image,
         )
+
+
+def billable_units(model: VideoModel, record: dict[str, Any]) -> float:
+    """What the simulated provider bills, as fal does, in the unit of the model's price:
+    the seconds of output for a model priced per second, one for a model priced per video."""
+    return float(record["output_seconds"]) if model.price_unit == "second" else 1.0
 
 
 def _render_key(record: dict[str, Any]) -> str:

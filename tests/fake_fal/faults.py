@@ -19,6 +19,8 @@ Tokens, e.g. `"A beach [fal submit=429x2 status=502-ingressx1 queue=5]"`:
     webhook=unserializable       an OK callback with `payload: null` and a `payload_error`
                                  (fal's shape for output it could not serialise)
     file=404|html         the result's video URL answers 404, or an HTML page (200, text/html)
+    units=V|none          the result's `x-fal-billable-units` header is V as given, or absent
+                          (default: the units the simulator bills, seconds of output)
 """
 
 from __future__ import annotations
@@ -67,6 +69,7 @@ class Directives:
     webhook_delay: float = 0.0
     webhook_unserializable: bool = False
     file_fault: str | None = None
+    units: str | None = None  # the billable-units header as sent; "none": no header
 
 
 def parse_directives(prompt: str) -> tuple[str, Directives]:
@@ -116,6 +119,8 @@ def _option(token: str, key: str, value: str) -> dict[str, Any]:
             return {"ignore_cancel": True}
         if token == "webhook=unserializable":
             return {"webhook_unserializable": True}
+        if key == "units" and value:
+            return {"units": value}
         if token in ("file=404", "file=html"):
             return {"file_fault": value}
         if token in ("webhook=twice", "webhook=none"):

@@ -2,7 +2,8 @@
 
 The simulator decides when a request leaves the queue, finishes or fails; this layer adds what
 fal has and the simulator lacks: cancellation, start timeouts, queue positions, logs with
-timestamps, the output's public URL, and per-request call counters.
+timestamps, the output's public URL, the result's `x-fal-billable-units` header (the units the
+simulator bills: seconds of output, or one per video), and per-request call counters.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any, Literal
 
 from shared.catalog import VideoModel
 from shared.providers.base import ProviderError, ProviderStatus
+from shared.providers.fal_protocol import BILLABLE_UNITS_HEADER
 from shared.providers.simulator import QUEUE_FRACTION, SimulatorProvider
 from shared.providers.simulator import parse_directives as parse_sim_directives
 from tests.fake_fal.faults import Directives
@@ -285,8 +287,12 @@ class FakeQueue:
             "file_size": rendered.file_size,
         }
         inference_time = round(request.latency - request.queue_seconds, 3)
+        billed = rendered.billable_units
+        units = directives.units or ("none" if billed is None else f"{billed:g}")
+        headers = {} if units == "none" else {BILLABLE_UNITS_HEADER: units}
         return Outcome(
             output={"video": video},
+            headers=headers,
             logs=logs,
             inference_time=inference_time,
             video_file=_file_path(rendered.video_url),
