@@ -6,14 +6,19 @@ import json
 import uuid
 from datetime import timedelta
 
+import pytest
+import redis
+from kombu import Connection
 from sqlalchemy import func, select, update
 
 from services.worker import celery_app as names
+from services.worker import redis_transport
 from services.worker.dispatcher import dispatch
 from shared.db import utcnow
 from shared.jobs.models import Job
 from shared.media.models import MediaAsset
 from tests.helpers import balance, generate, get_job, job_entries, wait_for_job, wait_task_done
+from tests.stack import redis_url
 from tests.waiting import wait_for
 
 # A dispatch "a minute from now": every step due by then (lost messages included) is sent.
@@ -166,3 +171,16 @@ def test_broker_down_at_submit_still_accepts_and_the_dispatcher_sends_it_later(
     later = utcnow() + LATER
     dispatch(runtime, celery_sender, now=later)
     assert wait_for_job(client, account, accepted["job_id"])["status"] == "completed"
+
+
+def test_a_closed_broker_channel_reports_a_connection_error_not_a_crash() -> None:
+    """Teardown after a Redis restart may ask a channel kombu already closed for its
+    connection parameters: a connection error (ignored there), never the AttributeError
+    that ended the worker (services/worker/redis_transport.py)."""
+    redis_transport.install()
+    with Connection(redis_url(11)) as connection:
+        channel = connection.channel()
+        channel.close()
+        assert channel.connection is None
+        with pytest.raises(redis.ConnectionError):
+            channel._connparams()

@@ -52,7 +52,9 @@ class Channel(kombu_redis.Channel):
         super().close()
 
     def _connparams(self, asynchronous: bool = False) -> dict[str, Any]:
-        if self.connection.client is None:  # the transport was detached by collect()/close()
+        # The transport was detached by collect()/close() (`client` None), or this channel
+        # was closed already (kombu's `close_channel` sets its `connection` to None).
+        if self.connection is None or self.connection.client is None:
             raise redis.ConnectionError("the broker connection was closed")
         params: dict[str, Any] = super()._connparams(asynchronous=asynchronous)
         return params
