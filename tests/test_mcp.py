@@ -184,6 +184,13 @@ def test_generate_with_wait_returns_the_video_url_and_credits_used(
     assert answer["status"] == "completed"
     assert answer["estimated_credits"] == 3.5
     assert answer["credits_used"] == 3.5
+    # the simulator bills as fal does: 5 s of output at the model's $0.07 a second
+    assert answer["billing"] == {
+        "estimated_credits": 3.5,
+        "charged_credits": 3.5,
+        "provider_units": 5.0,
+        "provider_cost_usd": 0.35,
+    }
     assert answer["video_url"].startswith(live_api)
     assert answer["replayed"] is False
     assert answer["hint"]

@@ -16,7 +16,7 @@ import mcp_types as types
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.catalog.schemas import Model, PriceQuote
-from shared.jobs.schemas import Job, JobError, JobResult
+from shared.jobs.schemas import Billing, Job, JobError, JobResult, ThrottledBy
 from shared.jobs.status import PublicStatus
 from shared.media.schemas import MediaPage
 
@@ -77,7 +77,8 @@ class JobSummary(BaseModel):
     )
     status: PublicStatus
     progress: int = Field(ge=0, le=100)
-    queue_position: int | None
+    queue_position: int | None = _job_field("queue_position")
+    throttled_by: ThrottledBy | None = _job_field("throttled_by")
     model: str
     estimated_credits: float = _job_field("estimated_credits")
     credits_used: float | None = _job_field("credits_used")
@@ -85,6 +86,9 @@ class JobSummary(BaseModel):
     media_asset_id: uuid.UUID | None = Field(description="The video in the media library.")
     result: JobResult | None
     error: JobError | None = Field(description=f"Why the job {FAILED} (nothing is charged then).")
+    billing: Billing | None = Field(
+        description="What it is charged and what the provider billed for it (units, USD)."
+    )
     created_at: datetime
     completed_at: datetime | None
 
@@ -95,6 +99,7 @@ class JobSummary(BaseModel):
             status=job.status,
             progress=job.progress,
             queue_position=job.queue_position,
+            throttled_by=job.throttled_by,
             model=job.model,
             estimated_credits=job.estimated_credits,
             credits_used=job.credits_used,
@@ -102,6 +107,7 @@ class JobSummary(BaseModel):
             media_asset_id=job.result.media_asset_id if job.result else None,
             result=job.result,
             error=job.error,
+            billing=job.billing,
             created_at=job.created_at,
             completed_at=job.completed_at,
             **more,
