@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import tempfile
 import time
 from contextlib import ExitStack
@@ -53,10 +54,12 @@ def _percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))] if ordered else 0.0
 
 
+POLL_RECEIVED = re.compile(r"Task naive\.poll_(?:job|batch)\[[^\]]+\] received")
+
+
 def _poll_messages(log: Path) -> int:
     """Poll tasks (single or batch) the worker has received so far, from its log."""
-    text = log.read_text(errors="replace")
-    return text.count("Task naive.poll_job[") + text.count("Task naive.poll_batch[")
+    return len(POLL_RECEIVED.findall(log.read_text(errors="replace")))
 
 
 def run_level(
