@@ -1,23 +1,30 @@
 """Renders in flight held by one worker: polls due vs done, poll lateness, CPU and memory.
 
     .venv/bin/python -m bench.in_flight [--levels 1000,5000,10000] [--window 30]
+        [--warm-polls 2]
 
 For each level N: a scratch database and a Redis queue of their own, one worker
 (`--concurrency 4`, the Procfile's command line), the Procfile's beat (its dispatcher
-re-sends what is overdue), production poll settings (POLL_MAX_SECONDS=15), and N jobs
-whose simulated render never ends (`[sim stall]`), so each is polled at the cap for as
-long as the bench runs: the steady state of N long renders in flight. After a warm-up
-(every job submitted and polled at least twice), it measures over `--window` seconds:
-polls done per second against polls due (N / the average wait), how late the due polls
-are (now − `due_at` of the overdue jobs, sampled every second: p50 and p99), the worker's
-CPU per poll (its process tree, from /proc via psutil), its memory, and Redis's.
+sends the parked polls and re-sends what is overdue), production poll settings
+(POLL_MAX_SECONDS=15, POLL_HORIZON_SECONDS=2, POLL_BATCH_SIZE=100), and N jobs whose
+simulated render never ends (`[sim stall]`), so each is polled at the cap for as long as
+the bench runs: the steady state of N long renders in flight. After a warm-up (every job
+submitted and polled at least `--warm-polls` times: 2 measures while the backoff still
+grows, 10 at the 15 s cap), it measures over `--window` seconds: polls done per second
+against polls due (done, plus the growth of the overdue set), how late the due polls are
+(now − `due_at` of the overdue jobs, sampled every second: p50 and p99), the worker's
+CPU per poll (its process tree, from /proc via psutil; the dispatcher's tick runs in the
+worker too, so it counts) and that of the scratch database's PostgreSQL backends, poll
+messages per poll (`poll_job` and `poll_batch` tasks the worker received), the worker's
+memory, Redis's (the whole server's, shared with other runs, and this run's keys alone),
+and the load average at the window's start and end.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import statistics
+import re
 import tempfile
 import time
 from contextlib import ExitStack
@@ -47,10 +54,23 @@ def _percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))] if ordered else 0.0
 
 
-def run_level(n: int, window: float, work: Path, profile: bool) -> dict[str, float]:
+POLL_RECEIVED = re.compile(r"Task naive\.poll_(?:job|batch)\[[^\]]+\] received")
+
+
+def _poll_messages(log: Path) -> int:
+    """Poll tasks (single or batch) the worker has received so far, from its log."""
+    return len(POLL_RECEIVED.findall(log.read_text(errors="replace")))
+
+
+def run_level(
+    n: int, window: float, work: Path, profile: bool, warm_polls: int
+) -> dict[str, float]:
     queue = harness.unique_queue("in-flight")
     broker = harness.redis_url(REDIS_DB)
     with ExitStack() as stack:
+        # Last, once the worker and beat have stopped (a worker that stops puts the
+        # countdowns it held back on the queue), and whether the level ends or fails.
+        stack.callback(harness.delete_redis_keys, broker, queue)
         database_url = stack.enter_context(scratch_database("bench_in_flight"))
         env = {
             "DATABASE_URL": database_url,
@@ -61,6 +81,7 @@ def run_level(n: int, window: float, work: Path, profile: bool) -> dict[str, flo
             "SECRET_KEY": "bench",
             "JOB_DEADLINE_SECONDS": "86400",
             "DISPATCH_GRACE_SECONDS": os.environ.get("DISPATCH_GRACE_SECONDS", "1"),
+            "POLL_BATCH_SIZE": os.environ.get("POLL_BATCH_SIZE", "100"),
         }
         settings = load_settings(env)
         settings.ensure_local_dirs()
@@ -90,19 +111,22 @@ def run_level(n: int, window: float, work: Path, profile: bool) -> dict[str, flo
         if profile:
             app, env["BENCH_PROFILE_DIR"] = "bench.worker_profile", str(work / f"profile-{n}")
             Path(env["BENCH_PROFILE_DIR"]).mkdir()
-        worker = stack.enter_context(running_worker(env, work / f"worker-{n}.log", 4, app=app))
+        worker_log = work / f"worker-{n}.log"
+        worker = stack.enter_context(running_worker(env, worker_log, 4, app=app))
         celery = make_celery(settings)
         for job_id in ids:
             celery.send_task(SUBMIT_JOB, args=(job_id,))
         plain = database_url.replace("postgresql+psycopg://", "postgresql://")
         with psycopg.connect(plain, autocommit=True) as conn:
 
-            def polled_twice() -> int:
-                row = conn.execute("SELECT count(*) FROM jobs WHERE poll_count >= 2").fetchone()
+            def warm() -> int:
+                row = conn.execute(
+                    "SELECT count(*) FROM jobs WHERE poll_count >= %s", (warm_polls,)
+                ).fetchone()
                 return int(row[0]) if row else 0
 
-            deadline = time.monotonic() + 900
-            while polled_twice() < n:
+            deadline = time.monotonic() + 900 + 60 * warm_polls
+            while warm() < n:
                 if time.monotonic() > deadline:
                     raise SystemExit(f"{n}: warm-up did not finish")
                 time.sleep(1)
@@ -117,7 +141,10 @@ def run_level(n: int, window: float, work: Path, profile: bool) -> dict[str, flo
                 ).fetchall()
                 return [float(value) for (value,) in rows]
 
+            load_before = float(psutil.getloadavg()[0])
             main, cpu = harness.cpu_seconds_of(worker.pid), harness.cpu_seconds(worker.pid)
+            pg = harness.postgres_cpu(database_url)
+            messages = _poll_messages(worker_log)
             done, overdue = polls(), len(lateness())
             late: list[float] = []
             started_at = time.monotonic()
@@ -130,10 +157,16 @@ def run_level(n: int, window: float, work: Path, profile: bool) -> dict[str, flo
             due = done + len(lateness()) - overdue
             cpu = harness.cpu_seconds(worker.pid) - cpu
             main = harness.cpu_seconds_of(worker.pid) - main
+            pg_cpu = harness.cpu_delta(pg, harness.postgres_cpu(database_url))
+            messages = _poll_messages(worker_log) - messages
             total_polls = polls()
         rss = sum(p.memory_info().rss for p in harness.process_tree(worker.pid)) / 2**20
-        redis_mb = redis.Redis.from_url(broker).info("memory")["used_memory"] / 2**20
-        harness.delete_redis_keys(broker, queue)
+        client = redis.Redis.from_url(broker)
+        redis_mb = client.info("memory")["used_memory"] / 2**20  # the whole server's
+        # This run's keys alone: its queues, and kombu's unacked messages (what the worker
+        # holds: countdowns, tasks under way) and their index in the bench's database.
+        keys = [*client.scan_iter(match=f"*{queue}*"), "unacked", "unacked_index"]
+        keys_kib = sum(client.memory_usage(key) or 0 for key in keys) / 2**10
         db.dispose()
     if profile:
         for kind in ("main", "child"):
@@ -147,9 +180,13 @@ def run_level(n: int, window: float, work: Path, profile: bool) -> dict[str, flo
         "cpu_ms_per_poll": 1000 * cpu / done if done else 0.0,
         "main_ms_per_poll": 1000 * main / done if done else 0.0,
         "children_ms_per_poll": 1000 * (cpu - main) / done if done else 0.0,
+        "postgres_ms_per_poll": 1000 * pg_cpu / done if done else 0.0,
+        "messages_per_poll": messages / done if done else 0.0,
         "polls": done,
         "worker_rss_mb": rss,
         "redis_mb": redis_mb,
+        "redis_keys_kib": keys_kib,
+        "load_before": load_before,
         "load": float(psutil.getloadavg()[0]),
     }
 
@@ -158,6 +195,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--levels", default="1000,5000,10000")
     parser.add_argument("--window", type=float, default=30)
+    parser.add_argument(
+        "--warm-polls",
+        type=int,
+        default=2,
+        help="polls every job has had before the window opens (10: the backoff is at its cap)",
+    )
     parser.add_argument(
         "--profile",
         action="store_true",
@@ -169,7 +212,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-in-flight-") as folder:
         for n in (int(level) for level in args.levels.split(",")):
-            result = run_level(n, args.window, Path(folder), args.profile)
+            result = run_level(n, args.window, Path(folder), args.profile, args.warm_polls)
             rows.append(
                 [
                     f"{n:,}",
@@ -180,9 +223,12 @@ def main() -> None:
                     f"{result['cpu_ms_per_poll']:.2f}",
                     f"{result['main_ms_per_poll']:.2f}",
                     f"{result['children_ms_per_poll']:.2f}",
+                    f"{result['postgres_ms_per_poll']:.2f}",
+                    f"{result['messages_per_poll']:.3f}",
                     f"{result['worker_rss_mb']:.0f}",
                     f"{result['redis_mb']:.1f}",
-                    f"{result['load']:.2f}",
+                    f"{result['redis_keys_kib']:.0f}",
+                    f"{result['load_before']:.1f}–{result['load']:.1f}",
                 ]
             )
             print(f"level {n}: {result}", flush=True)
@@ -196,13 +242,15 @@ def main() -> None:
             "worker CPU ms/poll",
             "main process",
             "pool children",
+            "PostgreSQL ms/poll",
+            "poll messages/poll",
             "worker RSS MiB",
             "Redis MiB",
+            "its keys KiB",
             "load",
         ],
         rows,
     )
-    print(f"median load {statistics.median(float(row[-1]) for row in rows):.2f}")
 
 
 if __name__ == "__main__":

@@ -72,6 +72,9 @@ class Settings:
     # At least one dispatch interval. (With no beat running, nothing sends parked polls:
     # set it beyond every wait.)
     poll_horizon_seconds: float
+    # The dispatcher sends the parked polls as batches of at most this many jobs, one
+    # message each (one claim, a provider call per job, one write for their reports).
+    poll_batch_size: int
     # Overrides every model's own deadline when set (operators and tests).
     job_deadline_seconds: float | None
     # How long a submit keeps retrying a provider that answers 429/5xx before giving up.
@@ -272,6 +275,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         dispatch_interval_seconds=float(_number(env, "DISPATCH_INTERVAL_SECONDS", "1")),
         dispatch_grace_seconds=float(_number(env, "DISPATCH_GRACE_SECONDS", "1")),
         poll_horizon_seconds=float(_number(env, "POLL_HORIZON_SECONDS", "2")),
+        poll_batch_size=_optional_count(env, "POLL_BATCH_SIZE") or 100,
         job_deadline_seconds=_optional_float(env, "JOB_DEADLINE_SECONDS"),
         submit_retry_seconds=float(_number(env, "SUBMIT_RETRY_SECONDS", "300")),
         result_retry_seconds=float(_number(env, "RESULT_RETRY_SECONDS", "120")),

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
 import sys
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +15,7 @@ from typing import Any
 
 import httpx
 from flask.testing import FlaskClient
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from shared import catalog
@@ -22,8 +24,10 @@ from shared.db import utcnow
 from shared.jobs import service as jobs
 from shared.jobs.models import Job
 from shared.jobs.schemas import JobCreate
+from shared.jobs.status import JobStatus
 from shared.ledger import service as ledger
 from shared.ledger.models import LedgerEntry
+from shared.providers.base import provider_arguments
 from shared.runtime import Runtime
 from shared.webhooks import deliveries
 from tests.fake_fal import FakeFalServer
@@ -109,6 +113,51 @@ def queued_job(
             request=JobCreate(model=KLING_T2V, input={"prompt": prompt}),
             idempotency_key=None,
         ).job
+
+
+# What the simulator reports of a stalled render long under way (`[sim stall]`).
+STALLED_PROGRESS = 90
+STALLED_LOGS = [{"message": "Model loaded", "level": "INFO", "source": "simulator"}]
+
+
+def stalled_renders(
+    runtime: Runtime, settings: Settings, account_id: uuid.UUID, count: int, token: str
+) -> list[uuid.UUID]:
+    """`count` jobs at the simulator, rendering for ever and expected to take 10 minutes,
+    whose progress and logs are already stored as the simulator reports them, and whose
+    poll is the dispatcher's to send with `token` (as `claim_parked` leaves them): a poll
+    of one writes a plain report and parks the next poll about 10 minutes out."""
+    ids = []
+    for _ in range(count):
+        job = queued_job(runtime, settings, account_id, "Stalled [sim stall latency=600]")
+        model = catalog.get_model(job.model)
+        request_id = runtime.provider.submit(model, provider_arguments(model, job.input))
+        record = settings.simulator_root / "requests" / f"{request_id}.json"
+        started = json.loads(record.read_text())
+        record.write_text(json.dumps({**started, "submitted_at": time.time() - 1000}))
+        with runtime.db.transaction() as session:
+            assert jobs.claim_submit(session=session, job_id=job.id)
+            assert jobs.record_submitted(
+                session=session,
+                job_id=job.id,
+                request_id=request_id,
+                poll_token=None,
+                poll_in=600,
+                expected_seconds=600,
+            )
+        ids.append(job.id)
+    with runtime.db.transaction() as session:
+        session.execute(
+            update(Job)
+            .where(Job.id.in_(ids))
+            .values(
+                status=JobStatus.RUNNING,
+                progress=STALLED_PROGRESS,
+                provider_logs=STALLED_LOGS,
+                poll_token=token,
+            )
+        )
+    return ids
 
 
 def job_entries(runtime: Runtime, job_id: str) -> dict[str, list[int]]:

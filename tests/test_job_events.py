@@ -57,14 +57,15 @@ def report(state: ProviderState, progress: int | None, queue_position: int | Non
     """A poll: its claim, then what the provider said."""
 
     def poll(session: Session, job: Job) -> object:
-        claimed = jobs.claim_poll(
-            session=session, job_id=job.id, token=job.poll_token or "", new_token=uuid.uuid4().hex
+        [claimed] = jobs.claim_polls(
+            session=session,
+            job_ids=[job.id],
+            token=job.poll_token or "",
+            new_token=uuid.uuid4().hex,
         )
-        assert claimed is not None
         status = ProviderStatus(state, progress=progress, queue_position=queue_position)
-        return jobs.record_progress(
-            session=session, job=claimed, status=status, poll_in=1, poll_token=claimed.poll_token
-        )
+        report = jobs.PollReport(claimed, status, poll_in=1, poll_token=claimed.poll_token)
+        return jobs.record_reports(session=session, reports=[report])
 
     return poll
 

@@ -39,9 +39,9 @@ def _delivered(runtime: Runtime, settings: Settings, account_id: uuid.UUID) -> u
             poll_in=1,
             expected_seconds=2,
         )
-        claimed = jobs.claim_poll(session=session, job_id=job.id, token="t", new_token="u")
-        assert claimed is not None and claimed.poll_count == 1
-        assert jobs.claim_poll(session=session, job_id=job.id, token="t", new_token="v") is None
+        [claimed] = jobs.claim_polls(session=session, job_ids=[job.id], token="t", new_token="u")
+        assert claimed.poll_count == 1
+        assert jobs.claim_polls(session=session, job_ids=[job.id], token="t", new_token="v") == []
         assert jobs.record_delivered(session=session, job_id=job.id, result=VIDEO)
         assert not jobs.record_delivered(session=session, job_id=job.id, result=VIDEO)
     return job.id
@@ -110,8 +110,8 @@ def test_every_state_change_writes_when_the_next_step_is_due(
         session.execute(
             update(Job).where(Job.id == job.id).values(deadline_at=utcnow() + timedelta(seconds=2))
         )
-        polled = jobs.claim_poll(session=session, job_id=job.id, token="t", new_token="u")
-        assert polled is not None and polled.due_at == polled.deadline_at
+        [polled] = jobs.claim_polls(session=session, job_ids=[job.id], token="t", new_token="u")
+        assert polled.due_at == polled.deadline_at
         failed = jobs.fail(session=session, job_id=job.id, failure=machine.TIMED_OUT)
         assert failed is not None and failed.due_at is None
 
@@ -195,6 +195,6 @@ def test_a_parked_poll_has_no_valid_message_until_the_dispatcher_claims_it_once(
     assert claim(timedelta(seconds=60))[job.id] == due  # sent once, for its own due time
     assert job.id not in claim(timedelta(seconds=60))
     with runtime.db.transaction() as session:
-        assert jobs.claim_poll(session=session, job_id=job.id, token="t", new_token="u") is None
-        polled = jobs.claim_poll(session=session, job_id=job.id, token="p", new_token="u")
-        assert polled is not None and polled.poll_count == 1
+        assert jobs.claim_polls(session=session, job_ids=[job.id], token="t", new_token="u") == []
+        [polled] = jobs.claim_polls(session=session, job_ids=[job.id], token="p", new_token="u")
+        assert polled.poll_count == 1

@@ -8,9 +8,11 @@ import pytest
 
 from shared.config import ConfigError, load_settings
 from shared.jobs.pacing import (
+    BATCH_SPREAD,
     backoff_seconds,
     measured_render_seconds,
     pacing_seconds,
+    poll_batches,
     poll_wait,
 )
 
@@ -91,3 +93,24 @@ def test_the_render_time_is_the_providers_word_then_recent_renders_then_a_capped
     assert pacing_seconds(5.0, catalog_seconds=60, settings=settings) == 5
     assert pacing_seconds(None, catalog_seconds=60, settings=settings) == settings.poll_max_seconds
     assert pacing_seconds(None, catalog_seconds=8, settings=settings) == 8
+
+
+def test_polls_are_batched_by_size_and_due_time_and_sent_for_the_last_of_each():
+    due = [("c", 0.6), ("a", 0.1), ("b", 0.2), ("d", 0.65), ("e", 0.7), ("late", -3.0)]
+    assert poll_batches(due, size=3) == [
+        (["late"], 0.0),  # overdue: at once, with no one due later waiting for it
+        (["a", "b"], 0.2),  # within BATCH_SPREAD of each other, sent for the later one
+        (["c", "d", "e"], 0.7),
+    ]
+    singles = [ids for ids, _ in poll_batches(due, size=1)]
+    assert singles == [["late"], ["a"], ["b"], ["c"], ["d"], ["e"]]
+    assert poll_batches([], size=100) == []
+    steady = [(n, n * BATCH_SPREAD / 8) for n in range(100)]  # 8 polls per spread
+    assert [len(ids) for ids, _ in poll_batches(steady, size=100)] == [9] * 11 + [1]
+
+
+def test_settings_read_the_poll_batch_size():
+    assert load_settings({}).poll_batch_size == 100
+    assert load_settings({"POLL_BATCH_SIZE": "20"}).poll_batch_size == 20
+    with pytest.raises(ConfigError, match="POLL_BATCH_SIZE"):
+        load_settings({"POLL_BATCH_SIZE": "0"})

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import redis
@@ -24,11 +24,13 @@ from shared.config import Settings
 from shared.db import after_commit
 from shared.jobs.machine import Step
 from shared.jobs.models import Job
+from shared.jobs.pacing import poll_batches
 
 log = logging.getLogger(__name__)
 
 SUBMIT_JOB = "naive.submit_job"
 POLL_JOB = "naive.poll_job"
+POLL_BATCH = "naive.poll_batch"
 SETTLE_CREDITS = "naive.settle_credits"
 INGEST_MEDIA = "naive.ingest_media"
 CANCEL_AT_PROVIDER = "naive.cancel_at_provider"
@@ -99,7 +101,11 @@ def make_celery(settings: Settings) -> Celery:
     app = Celery(
         "naive",
         broker=settings.broker_url,
-        include=["services.worker.tasks", "services.worker.webhook_tasks"],
+        include=[
+            "services.worker.tasks",
+            "services.worker.poll_tasks",
+            "services.worker.webhook_tasks",
+        ],
     )
     app.conf.update(
         DELIVERY_OPTIONS,
@@ -127,17 +133,17 @@ def make_celery(settings: Settings) -> Celery:
     return app
 
 
-# The task that carries out each step of the job state machine.
+# The task that carries out each step of the job state machine (a poll the dispatcher
+# sends goes in a batch: `send_poll_batches`).
 STEP_TASKS = {
     Step.SUBMIT: SUBMIT_JOB,
-    Step.POLL: POLL_JOB,
     Step.SETTLE: SETTLE_CREDITS,
     Step.INGEST: INGEST_MEDIA,
 }
 
 
 def send_after_commit(
-    session: Session, celery: Celery, task: str, *args: str, countdown: float = 0
+    session: Session, celery: Celery, task: str, *args: str | list[str], countdown: float = 0
 ) -> None:
     """The one way to send a task: once the transaction commits, never for a rollback.
 
@@ -163,6 +169,22 @@ def send_after_commit(
             log.warning("broker unavailable: %s %s left to the dispatcher", task, args[:1])
 
     after_commit(session, send)
+
+
+def send_poll_batches(
+    session: Session,
+    celery: Celery,
+    token: str,
+    due: Sequence[tuple[uuid.UUID, float]],
+    *,
+    size: int,
+) -> None:
+    """Send the polls of jobs whose rows carry `token`, each due in the given seconds
+    (within the poll horizon), as `poll_batch` messages of at most `size` jobs, after the
+    commit; `pacing.poll_batches` groups them and sets each message's countdown."""
+    for job_ids, countdown in poll_batches(due, size=size):
+        ids = [str(job_id) for job_id in job_ids]
+        send_after_commit(session, celery, POLL_BATCH, token, ids, countdown=countdown)
 
 
 def send_callback_follow_up(

@@ -7,8 +7,10 @@ due more than `DISPATCH_GRACE_SECONDS` ago, in batches, with `FOR UPDATE SKIP LO
 dispatchers never take the same job), and carries out `machine.step_for` for each: it
 sends the step's message again (so a message lost with a worker, a FLUSHALL or a Redis
 restart costs seconds), fails a job past its deadline, or fails a submit whose outcome is
-unknown. It also sends the parked polls (waits beyond `POLL_HORIZON_SECONDS`, which no
-message carries) due within that horizon, each with the countdown to its due time; and
+unknown. Polls go out in batches (`poll_batch`: one message for up to `POLL_BATCH_SIZE`
+jobs, one claim and one write for them all): the overdue ones at once, and the parked
+ones (waits beyond `POLL_HORIZON_SECONDS`, which no message carries) due within that
+horizon, grouped by due time, each batch with the countdown to its last due time; and
 fans the new job events out to customer webhook deliveries and sends those that are due
 (`dispatch_webhooks`); and runs a round of the fair scheduler for every provider some job
 waits for (`admit_waiting`: a slot freed by a cancel, or a lost message, costs a tick).
@@ -18,6 +20,7 @@ The rules are the state machine's and the scheduler's; this module only applies 
 from __future__ import annotations
 
 import logging
+import uuid
 from datetime import datetime, timedelta
 
 from celery import Celery
@@ -42,7 +45,8 @@ def dispatch(runtime: Runtime, celery: Celery, *, now: datetime) -> int:
     """Carry out every step due by `now` less the grace, then send the parked polls due
     within the horizon, then the customer webhook deliveries due; returns how many jobs it
     acted on."""
-    cutoff = now - timedelta(seconds=runtime.settings.dispatch_grace_seconds)
+    settings = runtime.settings
+    cutoff = now - timedelta(seconds=settings.dispatch_grace_seconds)
     acted = 0
     while True:
         token = jobs.new_poll_token()
@@ -50,20 +54,21 @@ def dispatch(runtime: Runtime, celery: Celery, *, now: datetime) -> int:
             claimed = jobs.claim_due(
                 session=session, now=now, cutoff=cutoff, limit=BATCH, poll_token=token
             )
+            polls: list[uuid.UUID] = []
             for job in claimed:
-                acted += _carry_out(session, celery, job, now=now, token=token)
+                acted += _carry_out(session, celery, job, now=now, polls=polls)
+            # A revived poll loop carries the new token: a late message of the old one exits.
+            overdue = [(job_id, 0.0) for job_id in polls]
+            names.send_poll_batches(session, celery, token, overdue, size=settings.poll_batch_size)
         if len(claimed) < BATCH:
             break
-    until = now + timedelta(seconds=runtime.settings.poll_horizon_seconds)
+    until = now + timedelta(seconds=settings.poll_horizon_seconds)
     while True:
         token = jobs.new_poll_token()
         with runtime.db.transaction() as session:
             parked = jobs.claim_parked(session=session, until=until, limit=BATCH, poll_token=token)
-            for job_id, due_at in parked:
-                countdown = max(0.0, (due_at - now).total_seconds())
-                names.send_after_commit(
-                    session, celery, names.POLL_JOB, str(job_id), token, countdown=countdown
-                )
+            due = [(job_id, (due_at - now).total_seconds()) for job_id, due_at in parked]
+            names.send_poll_batches(session, celery, token, due, size=settings.poll_batch_size)
         acted += len(parked)
         if len(parked) < BATCH:
             break
@@ -106,7 +111,11 @@ def dispatch_webhooks(runtime: Runtime, celery: Celery, *, now: datetime) -> Non
             return
 
 
-def _carry_out(session: Session, celery: Celery, job: Job, *, now: datetime, token: str) -> int:
+def _carry_out(
+    session: Session, celery: Celery, job: Job, *, now: datetime, polls: list[uuid.UUID]
+) -> int:
+    """Carry out the job's step (its poll is added to `polls`, sent in batches by the
+    caller); returns 1 if it acted."""
     step = machine.step_for(job, now=now)
     if step is None:
         return 0
@@ -131,8 +140,9 @@ def _carry_out(session: Session, celery: Celery, job: Job, *, now: datetime, tok
             expected=[JobStatus.QUEUED],
         )
         return int(failed is not None)
-    # A revived poll loop carries the new fencing token: a late message of the old one exits.
-    fence = (token,) if step is Step.POLL else ()
-    names.send_after_commit(session, celery, names.STEP_TASKS[step], job_id, *fence)
+    if step is Step.POLL:
+        polls.append(job.id)
+    else:
+        names.send_after_commit(session, celery, names.STEP_TASKS[step], job_id)
     log.info("dispatcher sent %s for job %s (%s)", step.value, job_id, job.status)
     return 1

@@ -52,7 +52,7 @@ class RedisPublisher:
             queue = self._queues[task] = self._router.route({}, task)["queue"].name
         return queue
 
-    def send(self, task: str, args: tuple[str, ...]) -> None:
+    def send(self, task: str, args: tuple[str | list[str], ...]) -> None:
         """Enqueue `task(*args)` now; raises `redis.RedisError` if the broker is down."""
         queue, task_id = self._queue(task), str(uuid.uuid4())
         body = json.dumps([list(args), {}, _EMBED])

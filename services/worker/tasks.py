@@ -1,7 +1,7 @@
 """Celery tasks: receive a job id, call a domain function, send the next step.
 
-    submit_job → poll_job (self.retry with backoff, fenced by a poll token)
-               → chain(settle_credits, ingest_media)
+    submit_job → poll_job / poll_batch (services/worker/poll_tasks.py, fenced by a poll
+               token) → chain(settle_credits, ingest_media)
 
 Each task may run twice, in parallel, or die half way: the state machine's conditional
 updates decide who moves the job, and the dispatcher revives what stopped moving. Every
@@ -42,7 +42,6 @@ from shared.media import library
 from shared.media.ingest import IngestedVideo, IngestError, ingest_video
 from shared.providers.base import (
     ProviderError,
-    ProviderStatus,
     ProviderUnavailable,
     SubmitOutcomeUnknown,
     provider_arguments,
@@ -63,8 +62,6 @@ T = TypeVar("T")
 
 
 HARD_AFTER_SOFT = timedelta(seconds=5)
-# A poll may render the simulator's video on its first result, hence more than its budget.
-POLL_TIME_LIMIT = timedelta(seconds=60)
 # Ends (hard) by the end of the ingest's lease, so two downloads of one job never overlap;
 # the soft limit is also the download's overall deadline (connect, headers and body).
 INGEST_TIME_LIMIT = machine.INGEST_BUDGET - HARD_AFTER_SOFT
@@ -104,30 +101,42 @@ class DbTask(Task):
     id are bound once the task has claimed the job (no extra read just for logging)."""
 
     abstract = True
+    # The message's first argument is the job's id (False: a task of many jobs, a batch of
+    # polls, which handles each job's log lines and failures itself).
+    per_job = True
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        job_id = kwargs.get("job_id", args[0] if args else None)
-        with logs.job_context(job_id=job_id):
+        with logs.job_context(job_id=self._job_id(args, kwargs)):
             return super().__call__(*args, **kwargs)
+
+    def _job_id(self, args: Any, kwargs: Any) -> str | None:
+        if not self.per_job:
+            return None
+        return kwargs.get("job_id", args[0] if args else None)
 
     @property
     def runtime(self) -> Runtime:
         return runtime_for(self.app.naive_settings)
 
     def on_failure(self, exc: Exception, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
-        """A step raised what nobody expected (a bug, a lost file, input that slipped past
-        validation): its job ends now with `internal_error`, hold released or charge
-        refunded, instead of being sent again until its deadline. Outages and time limits
-        are not that: the dispatcher tries those again."""
-        job_id = kwargs.get("job_id", args[0] if args else None)
+        """A step raised what nobody expected: its job ends now (`fail_unexpectedly`).
+        Outages and time limits are not that: the dispatcher tries those again."""
+        job_id = self._job_id(args, kwargs)
         if isinstance(exc, TRANSIENT) or job_id is None:
             return
+        self.fail_unexpectedly(uuid.UUID(job_id), exc)
+
+    def fail_unexpectedly(self, job_id: uuid.UUID, exc: BaseException) -> None:
+        """The job's step raised what nobody expected (a bug, a lost file, input that slipped
+        past validation): the job ends now with `internal_error`, hold released or charge
+        refunded, and is stopped at the provider, instead of being sent again until its
+        deadline."""
         kind = type(exc).__name__
         with self.runtime.db.transaction() as session:
-            failed = jobs.fail_on_error(session=session, job_id=uuid.UUID(job_id), kind=kind)
+            failed = jobs.fail_on_error(session=session, job_id=job_id, kind=kind)
             if failed is not None and failed.provider_request_id:
-                self.send(session, names.CANCEL_AT_PROVIDER, job_id)
-        log.error("job failed on an unexpected %s in %s", kind, self.name)
+                self.send(session, names.CANCEL_AT_PROVIDER, str(job_id))
+        log.error("job %s failed on an unexpected %s in %s", job_id, kind, self.name)
 
     def claimed(self, job: Job | None) -> Job | None:
         """Bind the claimed job's ids to the task's log lines; pass the job through."""
@@ -144,11 +153,15 @@ class DbTask(Task):
         if job.capacity_limited:
             self.send(session, names.ADMIT_JOBS, job.provider)
 
+    def parks(self, wait: float) -> bool:
+        """Whether a poll due in `wait` seconds is parked: beyond the countdown horizon, it
+        gets no message; the dispatcher sends it when it is nearly due (nothing held in a
+        worker or in Redis meanwhile)."""
+        return wait > self.runtime.settings.poll_horizon_seconds
+
     def poll_token_for(self, wait: float) -> str | None:
-        """A fresh token for a poll message due in `wait` seconds, or None if that is beyond
-        the countdown horizon: the poll is parked and the dispatcher sends it when it is
-        nearly due (no message held in a worker or in Redis meanwhile)."""
-        return jobs.new_poll_token() if wait <= self.runtime.settings.poll_horizon_seconds else None
+        """A fresh token for a poll message due in `wait` seconds, or None if it is parked."""
+        return None if self.parks(wait) else jobs.new_poll_token()
 
     def send_poll(self, session: Session, job_id: str, token: str | None, wait: float) -> None:
         """Send the job's next poll after the commit, unless it is parked (no token)."""
@@ -293,77 +306,6 @@ def submit_job(self: DbTask, job_id: str) -> None:
         return
     # Cancelled while the provider call was in flight: stop the render we just started.
     self.call_provider("cancel", self.runtime.provider.cancel, model, request_id)
-
-
-@shared_task(
-    base=DbTask,
-    bind=True,
-    name=names.POLL_JOB,
-    max_retries=None,
-    **DB_OUTAGE_RETRY,
-    **time_limits(POLL_TIME_LIMIT),
-)
-def poll_job(self: DbTask, job_id: str, token: str) -> None:
-    """Ask the provider once; store what it says; poll again later or hand on.
-
-    One claim, one provider call, one write. The next poll is a message sent after that
-    write commits (or parked for the dispatcher), not `self.retry`: Celery's retry formats
-    a traceback and logs a line for every poll, which cost more than the poll's own work."""
-    key = uuid.UUID(job_id)
-    new_token = jobs.new_poll_token()
-    with self.runtime.db.transaction() as session:
-        job = self.claimed(
-            jobs.claim_poll(session=session, job_id=key, token=token, new_token=new_token)
-        )
-        if job is not None and machine.is_overdue(job, utcnow()):
-            if jobs.fail(session=session, job_id=key, failure=machine.TIMED_OUT):
-                self.send(session, names.CANCEL_AT_PROVIDER, job_id)
-            return
-    if job is None:
-        return  # a duplicate or fenced-out message: another loop owns this job
-    model = catalog.get_model(job.model)
-    request_id = job.provider_request_id or ""
-    status: ProviderStatus | None = None
-    try:
-        status = self.call_provider("status", self.runtime.provider.status, model, request_id)
-        result = (
-            self.call_provider("result", self.runtime.provider.result, model, request_id)
-            if status.state == "completed"
-            else None
-        )
-    except ProviderUnavailable as exc:
-        if status is not None and self.gives_up_on_result(key, str(exc)):
-            return
-        log.warning("job %s: provider unavailable, polling again later", job_id)
-        raise self.retry(args=(job_id, new_token), countdown=self.poll_wait(job, model)) from None
-    except ProviderError as exc:
-        with self.runtime.db.transaction() as session:
-            jobs.record_provider_failure(session=session, job=job, code=exc.code, message=str(exc))
-            self.free_slot(session, job)
-        return
-    log.debug(
-        "provider status %s",
-        status.state,
-        extra={"progress": status.progress, "queue_position": status.queue_position},
-    )
-    with self.runtime.db.transaction() as session:
-        if result is not None:
-            if jobs.record_delivered(session=session, job_id=key, result=result):
-                self.send(session, names.SETTLE_CREDITS, job_id)
-                self.free_slot(session, job)
-            return
-        if status.state == "failed":
-            jobs.record_provider_failure(
-                session=session, job=job, code=status.error_code, message=status.error
-            )
-            self.free_slot(session, job)
-            return
-        wait = self.poll_wait(job, model, queue_position=status.queue_position)
-        next_token = self.poll_token_for(wait)
-        if jobs.record_progress(
-            session=session, job=job, status=status, poll_in=wait, poll_token=next_token
-        ):
-            self.send_poll(session, job_id, next_token, wait)
 
 
 @shared_task(

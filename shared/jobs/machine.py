@@ -39,6 +39,11 @@ INGEST_ATTEMPTS = 6
 # make that harmless, and a submit that outlives its budget counts as an unknown outcome.
 SUBMIT_BUDGET = timedelta(seconds=30)
 POLL_BUDGET = timedelta(seconds=10)
+# A batch of polls (one message, many jobs) asks the provider for at most this long after
+# its claim; a job whose status has not come by then is treated as if the provider were
+# unavailable (polled again after its usual wait), so the batch writes every report
+# within the `POLL_BUDGET` its claim took, before the dispatcher would send them again.
+POLL_BATCH_ASKING = timedelta(seconds=8)
 INGEST_BUDGET = timedelta(seconds=60)  # also the ingest's lease: one runs at a time per job
 # A paid-for job is never timed out, but a video that could not be stored this long after
 # the provider delivered it never will be (its URL expires within about an hour): the job

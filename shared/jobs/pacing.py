@@ -7,12 +7,14 @@ Past the expected time, steps start short and grow to a cap. A job still in the
 provider's queue waits a step per job ahead of it. With provider webhooks on, the
 callback is the fast path and polling only the safety net: every wait is
 `WEBHOOK_POLL_SLOWDOWN` times longer (still far below the broker's visibility timeout,
-which the settings check).
+which the settings check). Polls sent together (a batch) are those due within
+`BATCH_SPREAD` of each other, sent for the last of them.
 """
 
 import random
 import statistics
 from collections.abc import Sequence
+from typing import TypeVar
 
 from shared.config import WEBHOOK_POLL_SLOWDOWN, Settings
 
@@ -23,6 +25,12 @@ STEP_SHARE = 0.1
 MIN_STEP = 0.25
 # The expected time is hit at 100-110 %: a poll just after the end finds the video.
 JITTER = (1.0, 1.1)
+# Polls sent together in one batch message fall due within this long of each other: the
+# message waits for the last of them, so none is polled before its time and none is late
+# by more than this (and a first poll still lands at or after the expected render time).
+BATCH_SPREAD = 0.25
+
+T = TypeVar("T")
 
 
 def backoff_seconds(attempt: int, *, initial: float, cap: float) -> float:
@@ -72,3 +80,23 @@ def pacing_seconds(measured: float | None, *, catalog_seconds: float, settings: 
     if measured is not None:
         return measured
     return min(catalog_seconds, settings.poll_max_seconds)
+
+
+def poll_batches(due: Sequence[tuple[T, float]], *, size: int) -> list[tuple[list[T], float]]:
+    """Group polls due in the given seconds from now into batches of at most `size`, each
+    spanning at most `BATCH_SPREAD`, earliest first; each batch with its countdown, the
+    wait for the last poll in it (never negative: an overdue poll goes at once)."""
+    batches: list[tuple[list[T], float]] = []
+    items: list[T] = []
+    first = last = 0.0
+    for item, wait in sorted(due, key=lambda pair: pair[1]):
+        if items and (len(items) >= size or wait - first > BATCH_SPREAD):
+            batches.append((items, max(0.0, last)))
+            items = []
+        if not items:
+            first = wait
+        items.append(item)
+        last = wait
+    if items:
+        batches.append((items, max(0.0, last)))
+    return batches

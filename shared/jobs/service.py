@@ -76,18 +76,26 @@ class _Transition:
     """A transition's conditional update, built once: `_move` without building the
     statement on every call (building an UPDATE cost more CPU than PostgreSQL took to run
     it). Parameters: `job_id`, `now` (bound at the call) and the statement's own. Emits
-    its events as `_move` does."""
+    its events as `_move` does. With a `key` of its own (several jobs), it is a claim:
+    `all` runs it."""
 
-    def __init__(self, expected: Sequence[JobStatus], *conditions: Any, **values: Any) -> None:
+    def __init__(
+        self,
+        expected: Sequence[JobStatus],
+        *conditions: Any,
+        key: ColumnElement[bool] | None = None,
+        **values: Any,
+    ) -> None:
         self.target: JobStatus | None = values.get("status")
         if self.target is not None:
             machine.check_transition(tuple(expected), self.target)
         self.events = events.count(expected, values)
         if self.events:
             values["event_seq"] = Job.event_seq + self.events
+        key = Job.id == bindparam("job_id") if key is None else key
         self.statement = (
             update(Job)
-            .where(Job.id == bindparam("job_id"), Job.status.in_(expected), *conditions)
+            .where(key, Job.status.in_(expected), *conditions)
             .values(updated_at=_NOW, **values)
             .returning(Job)
             .execution_options(synchronize_session=False, populate_existing=True)
@@ -101,6 +109,12 @@ class _Transition:
         if job is not None and self.target is not None:
             _log_moved(job, self.target)
         return job
+
+    def all(self, session: Session, **params: Any) -> list[Job]:
+        """Every job the key selects, as it is after the update (a claim: it writes nothing a
+        customer sees, so no events)."""
+        assert not self.events and self.target is None
+        return list(session.scalars(self.statement, {"now": utcnow(), **params}))
 
 
 def _log_moved(job: Job, target: JobStatus) -> None:
@@ -126,9 +140,10 @@ _SUBMITTED = _Transition(
     estimated_seconds=bindparam("estimated_seconds"),
     due_at=_not_past_deadline(_DUE),
 )
-_CLAIM_POLL = _Transition(
+_CLAIM_POLLS = _Transition(
     ACTIVE_AT_PROVIDER,
     Job.poll_token == bindparam("token"),
+    key=Job.id.in_(bindparam("job_ids", expanding=True)),
     poll_token=bindparam("new_token"),
     poll_count=Job.poll_count + 1,
     due_at=_not_past_deadline(_DUE),
@@ -158,11 +173,14 @@ _COMPLETE = _Transition(
     completed_at=_NOW,
     due_at=None,
 )
-# A poll's report: one that moves the progress or the queue position writes them and its
-# event; one that changes neither only re-arms the poll (on the connection: no RETURNING,
-# no ORM, no event).
+# A poll's report, written only while the poll loop that claimed the job still owns it
+# (`claimed`: the token its claim wrote; a webhook's "poll now" or the dispatcher may
+# have replaced the loop since). One that moves the progress or the queue position writes
+# them and its event; one that changes neither only re-arms the poll (on the connection:
+# no RETURNING, no ORM, no event; a batch's reports in one executemany).
 _PROGRESS = _Transition(
     ACTIVE_AT_PROVIDER,
+    Job.poll_token == bindparam("claimed"),
     queue_position=bindparam("queue_position"),
     progress=bindparam("progress"),
     poll_token=bindparam("poll_token"),
@@ -170,7 +188,12 @@ _PROGRESS = _Transition(
 )
 _REPORT = (
     update(Job)
-    .where(Job.id == bindparam("job_id"), Job.status.in_(ACTIVE_AT_PROVIDER))
+    .where(
+        Job.id == bindparam("job_id"),
+        # not `IN`: SQLAlchemy expands an IN list at execution, which executemany refuses
+        or_(*(Job.status == status for status in ACTIVE_AT_PROVIDER)),
+        Job.poll_token == bindparam("claimed"),
+    )
     .values(
         poll_token=bindparam("poll_token"),
         updated_at=_NOW,
@@ -520,10 +543,18 @@ def record_submitted(
     return job
 
 
-def claim_poll(*, session: Session, job_id: uuid.UUID, token: str, new_token: str) -> Job | None:
-    """Take the poll loop's turn. A stale or duplicate poll message holds an old token."""
+def claim_polls(
+    *, session: Session, job_ids: Sequence[uuid.UUID], token: str, new_token: str
+) -> list[Job]:
+    """Take the poll loop's turn for each of the jobs still at the provider whose token is
+    `token` (one statement): each gets `new_token`, one more poll counted, and is due again
+    `POLL_BUDGET` from now, in case this poll stops half way. A stale or duplicate message
+    holds an old token and claims nothing; two deliveries of one batch never claim the
+    same job."""
     due = utcnow() + machine.POLL_BUDGET
-    return _CLAIM_POLL(session, job_id, token=token, new_token=new_token, due=due)
+    return _CLAIM_POLLS.all(
+        session, job_ids=list(job_ids), token=token, new_token=new_token, due=due
+    )
 
 
 def poll_now(*, session: Session, job_id: uuid.UUID, token: str) -> Job | None:
@@ -550,36 +581,89 @@ def record_result_unfetched(*, session: Session, job_id: uuid.UUID) -> Job | Non
     )
 
 
-def record_progress(
-    *,
-    session: Session,
-    job: Job,
-    status: ProviderStatus,
-    poll_in: float,
-    poll_token: str | None,
-) -> bool:
-    """Store what the provider says; the next poll is due in `poll_in` seconds, sent with
-    `poll_token` (None: parked until the dispatcher sends it). False if the job moved on.
-    A report that changes nothing but the progress and the queue position (most of them)
-    is one prebuilt statement; only what changed is written, so a report that changes
-    nothing a customer sees emits no event."""
+@dataclass(frozen=True)
+class PollReport:
+    """What one poll learnt of a job it claimed: the provider's status (None: no answer, or
+    none to record) and when the job is polled next, `poll_in` seconds from now, by a
+    message carrying `poll_token` (None: parked until the dispatcher sends it)."""
+
+    job: Job  # as the claim left it: its `poll_token` is the claim's
+    status: ProviderStatus | None
+    poll_in: float
+    poll_token: str | None
+
+
+def record_reports(*, session: Session, reports: Sequence[PollReport]) -> int:
+    """Store what the provider said of each polled job and when its next poll is due;
+    returns how many reports were written. A report applies while the job is still at the
+    provider and its poll loop is still the one that claimed it (its token); otherwise it
+    is dropped (the job moved on, or another loop owns it now).
+
+    Most reports change nothing a customer sees: those are one statement for them all
+    (executemany of one prebuilt UPDATE, no RETURNING). A report that moves the progress,
+    the queue position, the logs or the status is written on its own, with its event."""
+    now = utcnow()
+    plain: list[dict[str, Any]] = []
+    written = 0
+    for report in reports:
+        seen = None if report.status is None else _write_seen(session, report, now)
+        if seen is not None:
+            written += seen
+            continue
+        plain.append(
+            {
+                "job_id": report.job.id,
+                "claimed": report.job.poll_token,
+                "poll_token": report.poll_token,
+                "now": now,
+                "due": now + timedelta(seconds=report.poll_in),
+            }
+        )
+    if plain:
+        written += session.connection().execute(_REPORT, plain).rowcount
+    return written
+
+
+def _write_seen(session: Session, report: PollReport, now: datetime) -> bool | None:
+    """Write a report that changes what a customer sees, with its event: whether it was
+    written (the fence may drop it). None if it changes nothing seen: the caller writes it
+    with the plain ones."""
+    job, status = report.job, report.status
+    assert status is not None
     progress = job.progress if status.progress is None else max(job.progress, status.progress)
-    moved_to = machine.status_for_report(status.state)
     reported: dict[str, Any] = {"progress": progress, "queue_position": status.queue_position}
     if status.logs:
         reported["provider_logs"] = status.logs[-MAX_LOG_LINES:]
     changed = {name: value for name, value in reported.items() if value != getattr(job, name)}
-    if not status.logs and moved_to in (None, job.status):
-        now = utcnow()
-        report = {"poll_token": poll_token, "now": now, "due": now + timedelta(seconds=poll_in)}
-        if changed:
-            return _PROGRESS(session, job.id, **reported, **report) is not None
-        return session.connection().execute(_REPORT, {"job_id": job.id, **report}).rowcount == 1
-    values: dict[str, Any] = {"due_at": _due_in(poll_in), "poll_token": poll_token, **changed}
+    moved_to = machine.status_for_report(status.state)
+    moves = moved_to is not None and moved_to != job.status
+    if not changed and not moves:
+        return None
+    fence = {"claimed": job.poll_token, "poll_token": report.poll_token}
+    if not moves and "provider_logs" not in changed:
+        due = now + timedelta(seconds=report.poll_in)
+        progressed = _PROGRESS(
+            session,
+            job.id,
+            progress=progress,
+            queue_position=status.queue_position,
+            due=due,
+            **fence,
+        )
+        return progressed is not None
+    values: dict[str, Any] = {"due_at": _due_in(report.poll_in), **changed}
     expected: Sequence[JobStatus] = ACTIVE_AT_PROVIDER
-    if moved_to is not None and moved_to != job.status:
+    if moves:
         values["status"], expected = moved_to, [job.status]
-    return _move(session, job.id, expected, **values) is not None
+    moved = _move(
+        session,
+        job.id,
+        expected,
+        Job.poll_token == job.poll_token,
+        poll_token=report.poll_token,
+        **values,
+    )
+    return moved is not None
 
 
 def record_delivered(*, session: Session, job_id: uuid.UUID, result: ProviderResult) -> bool:

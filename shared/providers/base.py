@@ -68,6 +68,10 @@ class VideoProvider(Protocol):
     name: str
     # True when the provider will call our webhook on completion: polling can slow down.
     webhooks_enabled: bool
+    # How many status calls a batch of polls makes at once: 1, one after another in the
+    # task's own thread (a local provider); more, on a small thread pool (a remote one,
+    # whose calls mostly wait on the network).
+    parallel_calls: int
 
     def submit(self, model: VideoModel, arguments: dict[str, Any]) -> str:
         """Start a generation; returns the provider's request id."""

@@ -39,6 +39,9 @@ REQUEST_TIMEOUT_TYPE_HEADER = "x-fal-request-timeout-type"
 
 class FalProvider:
     name = "fal"
+    # A batch's status calls, each an HTTPS round trip to fal, eight at a time: 100 polls
+    # of ~0.2 s each take ~2.5 s, well within the batch's asking time.
+    parallel_calls = 8
 
     def __init__(self, settings: Settings) -> None:
         self._client = fal_client.SyncClient(key=settings.fal_key, default_timeout=30.0)

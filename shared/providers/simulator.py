@@ -52,6 +52,7 @@ def parse_directives(prompt: str) -> tuple[str, dict[str, str]]:
 class SimulatorProvider:
     name = "simulator"
     webhooks_enabled = False
+    parallel_calls = 1  # a status call reads a small local file
 
     def __init__(
         self,
