@@ -261,15 +261,14 @@ def _report(task: DbTask, following: list[NextPoll], *, batch: bool) -> None:
     batched: list[tuple[uuid.UUID, float]] = []
     singles: list[tuple[uuid.UUID, str, float]] = []
     for step in following:
-        token: str | None = None
-        if task.parks(step.wait):
-            pass
-        elif batch and not step.single:
-            token = batch_token
-            batched.append((step.job.id, step.wait))
-        else:
-            token = jobs.new_poll_token()
-            singles.append((step.job.id, token, step.wait))
+        token: str | None = None  # parked: no message
+        if not task.parks(step.wait):
+            if batch and not step.single:
+                token = batch_token
+                batched.append((step.job.id, step.wait))
+            else:
+                token = jobs.new_poll_token()
+                singles.append((step.job.id, token, step.wait))
         reports.append(PollReport(step.job, step.status, step.wait, token))
     with task.runtime.db.transaction() as session:
         jobs.record_reports(session=session, reports=reports)
