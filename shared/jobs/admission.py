@@ -6,12 +6,13 @@ that counts against any of them is made waiting (`capacity_limited`, `admitted_a
 no due time: no message in Redis) and holds a slot from its admission until it leaves the
 provider (delivered, failed or cancelled).
 
-The order is weighted fair share across accounts: each free slot goes to the account with
-the fewest jobs at the provider per unit of weight, counting the slot it would take,
-`(in use + 1) / weight` (ties: the oldest waiting job first); within an account, oldest
-first. An account that submits 1,000 jobs therefore takes turns with one that submits 4,
-whatever the arrival order. An account at its cap, or a job whose model is at capacity,
-is passed over for that round.
+The order is weighted round robin across accounts: while jobs wait, each free slot goes to
+the waiting account that has been admitted the fewest jobs per unit of weight since the
+oldest waiting job arrived (`served / weight`; ties: the account admitted least recently,
+so a newcomer goes first and turns alternate); within an account, oldest first. An
+account that submits 1,000 jobs therefore takes turns with one that submits 4, whatever
+the arrival order: the second's k-th job starts before the first's (k + its head start)-th.
+An account at its cap, or a job whose model is at capacity, is passed over for that round.
 
 A round (`admit`) runs under a per-provider lock, so two rounds never hand out the same
 slot: after every submit that has to wait, after a poll frees a slot, and on every
@@ -22,12 +23,13 @@ its whole deadline from its admission, not from its creation.
 from __future__ import annotations
 
 import heapq
+import itertools
 import math
 import uuid
 import zlib
 from collections import Counter, defaultdict
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -106,6 +108,29 @@ def _in_use(session: Session, provider: str) -> tuple[Counter[uuid.UUID], Counte
     return accounts, models
 
 
+@dataclass(frozen=True)
+class _Served:
+    """Jobs admitted per account since the backlog began, and when each account was last."""
+
+    count: Counter[uuid.UUID]
+    last: dict[uuid.UUID, datetime]
+
+
+def _served(session: Session, provider: str, since: datetime) -> _Served:
+    rows = session.execute(
+        select(Job.account_id, func.count(), func.max(Job.admitted_at))
+        .where(Job.provider == provider, Job.capacity_limited.is_(True), Job.admitted_at >= since)
+        .group_by(Job.account_id)
+    )
+    count: Counter[uuid.UUID] = Counter()
+    last: dict[uuid.UUID, datetime] = {}
+    for account_id, admitted, latest in rows:
+        count[account_id] = admitted
+        if latest is not None:
+            last[account_id] = latest
+    return _Served(count, last)
+
+
 def _candidates(session: Session, provider: str, per_group: int) -> list[_Candidate]:
     """The oldest `per_group` waiting jobs of each account and model, oldest first."""
     rank = (
@@ -154,15 +179,19 @@ def _pick(
     models_in_use: Counter[str],
     model_caps: dict[str, int],
     shares: _Shares,
+    served: _Served,
 ) -> list[_Candidate]:
     """The jobs the free slots go to, in the fair order (pure: no database)."""
     queues: dict[uuid.UUID, list[_Candidate]] = defaultdict(list)
     for candidate in candidates:  # oldest first
         queues[candidate.account_id].append(candidate)
+    never = datetime.min.replace(tzinfo=UTC)
+    last = dict(served.last)
+    picks = itertools.count()  # orders this round's picks after every earlier admission
 
-    def turn(account_id: uuid.UUID) -> tuple[float, datetime, str]:
-        share = (accounts_in_use[account_id] + 1) / shares.weights.get(account_id, 1)
-        return share, queues[account_id][0].created_at, str(account_id)
+    def turn(account_id: uuid.UUID) -> tuple[float, datetime, int, str]:
+        share = served.count[account_id] / shares.weights.get(account_id, 1)
+        return share, last.get(account_id, never), 0, str(account_id)
 
     heap = [(*turn(account_id), account_id) for account_id in queues]
     heapq.heapify(heap)
@@ -183,8 +212,13 @@ def _pick(
         chosen.append(job)
         accounts_in_use[account_id] += 1
         models_in_use[job.model] += 1
+        served.count[account_id] += 1
         if pending:
-            heapq.heappush(heap, (*turn(account_id), account_id))
+            share, _, _, name = turn(account_id)
+            # served just now: after every account admitted before this round
+            heapq.heappush(
+                heap, (share, datetime.max.replace(tzinfo=UTC), next(picks), name, account_id)
+            )
     return chosen
 
 
@@ -221,6 +255,7 @@ def admit(*, session: Session, settings: Settings, provider: str, now: datetime)
         models_in_use=models_in_use,
         model_caps=dict(settings.model_concurrency),
         shares=_shares(session, {job.account_id for job in candidates}),
+        served=_served(session, provider, min(job.created_at for job in candidates)),
     )
     if chosen:
         session.connection().execute(
@@ -250,7 +285,7 @@ class Place:
 def place_in_line(*, session: Session, job: Job) -> Place:
     """Why `job` (waiting) waits, and how many waiting jobs the fair order puts before it
     plus one, as of now (the order follows `admit`'s: each account's turn comes at
-    `(in use + k) / weight` for its k-th waiting job)."""
+    `(served + k) / weight` for its k-th waiting job; ties are not told apart)."""
     ahead_in_account = session.scalar(
         select(func.count()).where(
             Job.provider == job.provider,
@@ -272,21 +307,25 @@ def place_in_line(*, session: Session, job: Job) -> Place:
         .where(Job.provider == job.provider, Job.status.in_(_HOLDING), Job.capacity_limited)
         .group_by(Job.account_id, Account.concurrency_cap, Account.scheduling_weight)
     )
+    oldest = session.scalar(
+        select(func.min(Job.created_at)).where(Job.provider == job.provider, waiting())
+    )
+    served = _served(session, job.provider, oldest or job.created_at)
     mine = 1 + (ahead_in_account or 0)
     others: list[tuple[int, int, int]] = []
     throttled_by = ThrottledBy.PROVIDER
     turn = float(mine)
     for account_id, waiting_count, in_use, cap, weight in per_account:
         if account_id == job.account_id:
-            turn = (in_use + mine) / max(1, weight)
+            turn = (served.count[account_id] + mine) / max(1, weight)
             if cap is not None and in_use >= cap:
                 throttled_by = ThrottledBy.ACCOUNT
         else:
-            others.append((waiting_count, in_use, max(1, weight)))
+            others.append((waiting_count, served.count[account_id], max(1, weight)))
     ahead = mine - 1
-    for waiting_count, in_use, weight in others:
-        # the other account's k-th job goes first while (in_use + k) / weight < turn
-        ahead += max(0, min(waiting_count, math.ceil(turn * weight - in_use) - 1))
+    for waiting_count, admitted, weight in others:
+        # the other account's k-th job goes first while (admitted + k) / weight < turn
+        ahead += max(0, min(waiting_count, math.ceil(turn * weight - admitted) - 1))
     return Place(throttled_by, ahead + 1)
 
 
