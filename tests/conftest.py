@@ -22,6 +22,8 @@ from services.api.app import create_app
 from services.worker.celery_app import make_celery
 from shared import accounts
 from shared.config import Settings, load_settings
+from shared.db import Database
+from shared.migrate import upgrade
 from shared.runtime import Runtime
 from tests.fake_fal import FakeFalServer
 from tests.stack import redis_url, running_worker, scratch_database, serving
@@ -95,6 +97,20 @@ def app(settings: Settings, worker: None) -> Iterator[Flask]:
     flask_app = create_app(settings)
     yield flask_app
     flask_app.extensions["naive"].db.dispose()
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def db(request: pytest.FixtureRequest, runtime: Runtime, tmp_path: Path) -> Iterator[Database]:
+    """Each test that asks for it runs twice: on the test run's PostgreSQL and on a fresh
+    SQLite file (the embedded default)."""
+    if request.param == "postgresql":
+        yield runtime.db
+        return
+    url = f"sqlite:///{tmp_path / 'naive.db'}"
+    upgrade(url)
+    database = Database(url)
+    yield database
+    database.dispose()
 
 
 @pytest.fixture

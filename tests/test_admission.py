@@ -5,12 +5,9 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from datetime import timedelta
 from decimal import Decimal
-from pathlib import Path
 
-import pytest
 from sqlalchemy import select
 
 from shared import accounts
@@ -21,24 +18,10 @@ from shared.jobs import admission, machine
 from shared.jobs import service as jobs
 from shared.jobs.models import Job
 from shared.jobs.schemas import JobCreate
-from shared.migrate import upgrade
-from shared.runtime import Runtime
 from tests.helpers import KLING_T2V
 
 OTHER_MODEL = "fal-ai/wan/v2.7/text-to-video"
 DEADLINE = timedelta(seconds=BUILTIN.get(KLING_T2V).deadline_seconds)
-
-
-@pytest.fixture(params=["postgresql", "sqlite"])
-def db(request: pytest.FixtureRequest, runtime: Runtime, tmp_path: Path) -> Iterator[Database]:
-    if request.param == "postgresql":
-        yield runtime.db
-        return
-    url = f"sqlite:///{tmp_path / 'naive.db'}"
-    upgrade(url)
-    database = Database(url)
-    yield database
-    database.dispose()
 
 
 def limited(capacity: int = 4, **env: str) -> Settings:

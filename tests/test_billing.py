@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -34,7 +33,6 @@ from shared.ledger import usage
 from shared.ledger.models import LedgerEntry
 from shared.ledger.schemas import Usage, UsageTotals
 from shared.ledger.usage import GroupBy
-from shared.migrate import upgrade
 from shared.providers.base import ProviderResult
 from shared.providers.fal_protocol import billable_units
 from shared.runtime import Runtime
@@ -45,22 +43,14 @@ WAN = "fal-ai/wan/v2.7/text-to-video"  # built in at 0.10 USD per second
 KLING_STANDARD = "fal-ai/kling-video/v3/standard/text-to-video"  # 0.05 USD per second
 
 
-@pytest.fixture(params=["postgresql", "sqlite"])
-def db(request: pytest.FixtureRequest, runtime: Runtime, tmp_path: Path) -> Iterator[Database]:
-    """The test run's PostgreSQL (without a provider's price list: other tests fetch one),
-    or a fresh SQLite file (the embedded default)."""
-    if request.param == "postgresql":
-        with runtime.db.transaction() as session:
-            session.execute(delete(ModelPrice))
-        yield runtime.db
-        with runtime.db.transaction() as session:
-            session.execute(delete(ModelPrice))
-        return
-    url = f"sqlite:///{tmp_path / 'naive.db'}"
-    upgrade(url)
-    database = Database(url)
-    yield database
-    database.dispose()
+@pytest.fixture
+def db(db: Database) -> Iterator[Database]:
+    """conftest's `db`, without a provider's price list (other tests fetch one)."""
+    with db.transaction() as session:
+        session.execute(delete(ModelPrice))
+    yield db
+    with db.transaction() as session:
+        session.execute(delete(ModelPrice))
 
 
 def new_account(db: Database) -> uuid.UUID:

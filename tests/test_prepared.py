@@ -6,7 +6,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterator
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,25 +14,11 @@ from sqlalchemy import bindparam, event, exc, insert, select
 from shared import accounts
 from shared.accounts.models import Account, ApiKey
 from shared.db import Database, Prepared, utcnow
-from shared.migrate import upgrade
-from shared.runtime import Runtime
 
 _INSERT_ACCOUNT = Prepared(insert(Account))  # no values: the row's keys are its columns
 _KEY_PREFIX = Prepared(
     select(ApiKey.display_prefix).where(ApiKey.account_id == bindparam("account_id"))
 )
-
-
-@pytest.fixture(params=["postgresql", "sqlite"])
-def db(request: pytest.FixtureRequest, runtime: Runtime, tmp_path: Path) -> Iterator[Database]:
-    if request.param == "postgresql":
-        yield runtime.db
-        return
-    url = f"sqlite:///{tmp_path / 'naive.db'}"
-    upgrade(url)
-    database = Database(url)
-    yield database
-    database.dispose()
 
 
 @pytest.fixture

@@ -13,6 +13,8 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from shared.accounts.models import Account, ApiKey
+from shared.batches.models import Batch
+from shared.budgets.models import Budget
 from shared.db import Prepared
 from shared.errors import NotFound, Unauthorized
 from shared.jobs.models import Job
@@ -20,7 +22,8 @@ from shared.ledger import service as ledger
 from shared.media.models import MediaAsset
 from shared.webhooks.models import WebhookSubscription
 
-Owned = TypeVar("Owned", Job, MediaAsset, WebhookSubscription)  # the rows an account owns
+# the rows an account owns
+Owned = TypeVar("Owned", Job, MediaAsset, WebhookSubscription, Batch, Budget)
 
 KEY_PREFIX = "nv_sk_"
 

@@ -18,13 +18,14 @@ from datetime import timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from shared import accounts
 from shared.batches.models import Batch
 from shared.batches.schemas import BatchCounts, BatchCreate, BatchStatus
 from shared.budgets import service as budgets
 from shared.catalog import Catalog
 from shared.config import Settings
 from shared.db import utcnow
-from shared.errors import IdempotencyConflict, InvalidInput, InvalidModel, NotFound
+from shared.errors import IdempotencyConflict, InvalidInput, InvalidModel
 from shared.jobs import service as jobs
 from shared.jobs.models import Job
 from shared.jobs.schemas import JobCreate
@@ -133,14 +134,9 @@ def create_batch(
 
 def get_batch(*, session: Session, account_id: uuid.UUID, batch_id: str) -> Batch:
     """The account's batch; another account's is not found, never forbidden."""
-    try:
-        key = uuid.UUID(batch_id)
-    except ValueError:
-        raise NotFound(f"No batch {batch_id!r}.") from None
-    batch = session.get(Batch, key)
-    if batch is None or batch.account_id != account_id:
-        raise NotFound(f"No batch {batch_id!r}.")
-    return batch
+    return accounts.get_owned(
+        session=session, model=Batch, account_id=account_id, raw_id=batch_id, noun="batch"
+    )
 
 
 def items(*, session: Session, batch: Batch) -> list[Job]:

@@ -18,12 +18,12 @@ from datetime import UTC, datetime
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
-from shared import metrics
+from shared import accounts, metrics
 from shared.accounts.models import ApiKey
 from shared.budgets import schemas
 from shared.budgets.models import Budget
 from shared.db import utcnow
-from shared.errors import BudgetExceeded, BudgetState, InvalidInput, NotFound
+from shared.errors import BudgetExceeded, BudgetState, InvalidInput
 from shared.jobs.models import Job
 from shared.jobs.status import JobStatus
 from shared.ledger.credits import to_credits, to_units
@@ -174,12 +174,8 @@ def list_budgets(*, session: Session, account_id: uuid.UUID) -> Sequence[Budget]
 
 
 def delete_budget(*, session: Session, account_id: uuid.UUID, budget_id: str) -> None:
-    try:
-        key = uuid.UUID(budget_id)
-    except ValueError:
-        raise NotFound(f"No budget {budget_id!r}.") from None
-    budget = session.get(Budget, key)
-    if budget is None or budget.account_id != account_id:
-        raise NotFound(f"No budget {budget_id!r}.")
+    budget = accounts.get_owned(
+        session=session, model=Budget, account_id=account_id, raw_id=budget_id, noun="budget"
+    )
     session.delete(budget)
     session.flush()

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import logging
 
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response
 
 from services.api import context
 from services.api.contract import Reply, parse_body, render, route
 from services.api.routes.jobs import job_view
-from services.api.routes.video import IDEMPOTENCY_KEY, send_first_step
+from services.api.routes.video import IDEMPOTENCY_KEY, idempotency_key, send_first_step
 from shared import logs, metrics
 from shared.batches import service as batches
 from shared.batches.models import Batch as BatchRow
@@ -24,7 +24,6 @@ from shared.errors import (
     NotFound,
 )
 from shared.jobs.models import Job as JobRow
-from shared.jobs.schemas import MAX_IDEMPOTENCY_KEY
 from shared.ledger.credits import to_credits
 
 bp = Blueprint("batches", __name__, url_prefix="/v1/video/batches")
@@ -80,12 +79,7 @@ def create_batch() -> Response:
     with runtime.db.transaction() as session:
         account_id = context.authenticated_account(session)
         body = parse_body(BatchCreate)
-        key = request.headers.get("Idempotency-Key")
-        if key is not None and not 0 < len(key) <= MAX_IDEMPOTENCY_KEY:
-            raise InvalidInput(
-                "Bad Idempotency-Key.",
-                fields={"Idempotency-Key": f"must be 1 to {MAX_IDEMPOTENCY_KEY} characters"},
-            )
+        key = idempotency_key()
         submission = batches.create_batch(
             session=session,
             settings=runtime.settings,

@@ -101,12 +101,7 @@ def generate() -> Response:
     with runtime.db.transaction() as session:
         account_id = context.authenticated_account(session)
         body = parse_body(JobCreate)
-        key = request.headers.get("Idempotency-Key")
-        if key is not None and not 0 < len(key) <= MAX_IDEMPOTENCY_KEY:
-            raise InvalidInput(
-                "Bad Idempotency-Key.",
-                fields={"Idempotency-Key": f"must be 1 to {MAX_IDEMPOTENCY_KEY} characters"},
-            )
+        key = idempotency_key()
         submission = jobs.create_job(
             session=session,
             settings=runtime.settings,
@@ -140,6 +135,17 @@ def generate() -> Response:
     if job.status.is_terminal:
         return render(job_view(job), 200, headers)
     return render(JobAccepted.of(job), 202, headers)
+
+
+def idempotency_key() -> str | None:
+    """The request's `Idempotency-Key` (None without one), or `InvalidInput`."""
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not 0 < len(key) <= MAX_IDEMPOTENCY_KEY:
+        raise InvalidInput(
+            "Bad Idempotency-Key.",
+            fields={"Idempotency-Key": f"must be 1 to {MAX_IDEMPOTENCY_KEY} characters"},
+        )
+    return key
 
 
 def send_first_step(session: Session, job: JobRow) -> None:
