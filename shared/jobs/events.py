@@ -17,10 +17,10 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select
+from sqlalchemy import BindParameter, bindparam, insert, select
 from sqlalchemy.orm import Session
 
-from shared.db import utcnow
+from shared.db import Prepared, utcnow
 from shared.jobs.models import Job, JobEvent
 from shared.jobs.schemas import Job as JobView
 from shared.jobs.status import JobStatus
@@ -46,7 +46,20 @@ VISIBLE = frozenset(
     }
 )
 
-_INSERT = insert(JobEvent)
+
+def _insert(rows: int) -> Prepared:
+    """One statement writing a move's `rows` events (a completed job writes two), which
+    share the job, the time and the view."""
+    shared: dict[str, BindParameter[Any]] = {
+        name: bindparam(name) for name in ("job_id", "account_id", "created_at", "data")
+    }
+    values = [
+        {**shared, "seq": bindparam(f"seq{i}"), "type": bindparam(f"type{i}")} for i in range(rows)
+    ]
+    return Prepared(insert(JobEvent).values(values))
+
+
+_INSERTS = {rows: _insert(rows) for rows in (1, 2)}
 _AFTER = (
     select(JobEvent)
     .where(JobEvent.job_id == bindparam("job_id"), JobEvent.seq > bindparam("after"))
@@ -79,23 +92,16 @@ def emit(session: Session, job: Job) -> None:
     """Write the events of the move that left `job` as it is (its `event_seq` already
     bumped by `len(types_for(job.status))`), each with the job's public view."""
     types = types_for(job.status)
-    now = utcnow()
-    view = JobView.of(job, None).model_dump(mode="json")
     first = job.event_seq - len(types) + 1
-    session.connection().execute(
-        _INSERT,
-        [
-            {
-                "job_id": job.id,
-                "account_id": job.account_id,
-                "seq": seq,
-                "type": kind,
-                "created_at": now,
-                "data": view,
-            }
-            for seq, kind in enumerate(types, start=first)
-        ],
-    )
+    params: dict[str, Any] = {
+        "job_id": job.id,
+        "account_id": job.account_id,
+        "created_at": utcnow(),
+        "data": JobView.of(job, None).model_dump(mode="json"),
+    }
+    for i, kind in enumerate(types):
+        params[f"seq{i}"], params[f"type{i}"] = first + i, kind
+    _INSERTS[len(types)].rows(session.connection(), params)
 
 
 def events_after(
