@@ -3,6 +3,7 @@
     python -m bench.profile_submit [--seconds 10] [--concurrency 8]
                                    [--ledger-sizes 0,10000,100000] [--no-py-spy]
     python -m bench.profile_submit --in-process [--submits 250] [--rounds 8] [--cprofile]
+    python -m bench.profile_submit --ablate [--submits 250] [--rounds 8]
 
 Three parts, all on this machine against a scratch PostgreSQL database and Redis db 8
 (a queue no worker reads, so nothing renders):
@@ -21,6 +22,13 @@ Three parts, all on this machine against a scratch PostgreSQL database and Redis
 `--in-process` instead measures only the CPU per submit of the API and of its durable
 floor (bench/submit_floor.py), both through Flask's test client in this process, rounds
 alternating (`in_process_cpu`); `--cprofile` adds a cProfile of the API's submits.
+
+`--ablate` measures, the same way, what each part of the submit that the floor does not
+have costs: the API in full, rounds alternating with the API with that one part switched
+off in this process (the `job.queued` event, the input's JSON Schema check, the rate
+limiter, the HTTP metrics, the log lines, the publish), and all of them off at once
+beside the floor: what is left is the cost of the framework (Flask's dispatch and the
+contract, the ORM session, pydantic) against the floor's plain psycopg.
 """
 
 from __future__ import annotations
@@ -35,7 +43,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
@@ -45,6 +53,9 @@ import redis
 from psycopg._connection_base import BaseConnection
 from sqlalchemy import event
 
+import services.worker.celery_app
+import shared.jobs.events
+import shared.jobs.service
 from bench import harness
 from services.api.app import create_app
 from shared import logs
@@ -221,6 +232,99 @@ def in_process_cpu(
         harness.summarize_cprofile(profile, "main", submits)
 
 
+# ---- what each part costs -------------------------------------------------------------
+
+
+def _hooks_named(app: Any, name: str) -> Callable[[], Callable[[], None]]:
+    """Switch off the app's request hooks called `name`; the switch returns its undo."""
+
+    def switch() -> Callable[[], None]:
+        saved = {kind: {bp: list(fs) for bp, fs in getattr(app, kind).items()}
+                 for kind in ("before_request_funcs", "after_request_funcs")}  # fmt: skip
+        for kind in saved:
+            for functions in getattr(app, kind).values():
+                functions[:] = [f for f in functions if f.__name__ != name]
+
+        def undo() -> None:
+            for kind, hooks in saved.items():
+                getattr(app, kind).update(hooks)
+
+        return undo
+
+    return switch
+
+
+def _patched(owner: Any, name: str, value: Any) -> Callable[[], Callable[[], None]]:
+    def switch() -> Callable[[], None]:
+        saved = getattr(owner, name)
+        setattr(owner, name, value)
+        return lambda: setattr(owner, name, saved)
+
+    return switch
+
+
+def _quiet_logs() -> Callable[[], None]:
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.WARNING)
+    return lambda: root.setLevel(level)
+
+
+def ablation(app: Any, keys: list[str], submits: int, rounds: int) -> None:
+    """CPU per submit with one part off at a time, against the API in full (rounds
+    alternating), then with every part off against the floor."""
+    import importlib  # the floor reads DATABASE_URL and its queue when imported
+
+    floor = importlib.import_module("bench.submit_floor").app.test_client()
+    api = app.test_client()
+    body = json.dumps(BODY)
+    parts: dict[str, Callable[[], Callable[[], None]]] = {
+        "the job.queued event (outbox row, the job's view as JSON)": _patched(
+            shared.jobs.events, "emit", lambda session, job: None
+        ),
+        "the input's JSON Schema check": _patched(
+            shared.jobs.service, "normalize_input", lambda model, given: dict(given)
+        ),
+        "the rate limiter (one Redis round trip, its headers)": _hooks_named(app, "_limit"),
+        "the HTTP metrics": _hooks_named(app, "_record"),
+        "the log lines": _quiet_logs,
+        "the publish (LPUSH after the commit)": _patched(
+            services.worker.celery_app, "after_commit", lambda session, send: None
+        ),
+    }
+
+    def cpu(client: Any, switches: list[Callable[[], Callable[[], None]]]) -> float:
+        undo = [switch() for switch in switches]
+        started = time.process_time()
+        for i in range(submits):
+            headers = {"Authorization": f"Bearer {keys[i % len(keys)]}"}
+            answer = client.post(PATH, data=body, content_type="application/json", headers=headers)
+            assert answer.status_code == 202, answer.get_data(True)
+        for step in reversed(undo):
+            step()
+        return (time.process_time() - started) * 1000 / submits
+
+    cpu(api, [])
+    cpu(floor, [])
+    rows = []
+    for name, switch in {**parts, "all of the above": None}.items():
+        switches = list(parts.values()) if switch is None else [switch]
+        full, without = [], []
+        for _ in range(rounds):
+            full.append(cpu(api, []))
+            without.append(cpu(api, switches))
+        rows.append([name, f"{min(full):.2f}", f"{min(without):.2f}", min(full) - min(without)])
+    floor_ms = min(cpu(floor, []) for _ in range(rounds))
+    print(f"\nCPU per submit with one part off ({rounds} rounds of {submits}, alternating)")
+    harness.print_table(
+        ["part off", "API in full, min ms", "without it, min ms", "the part costs ms"],
+        [[*row[:3], f"{row[3]:+.2f}"] for row in rows],
+    )
+    all_off = min(without)
+    print(f"the durable floor: {floor_ms:.2f} ms; the API with every part off vs the floor: "
+          f"{all_off / floor_ms:.2f}x, in full: {min(full) / floor_ms:.2f}x")  # fmt: skip
+
+
 # ---- 3. the ledger -------------------------------------------------------------------
 
 
@@ -284,6 +388,9 @@ def main() -> None:
         action="store_true",
         help="only the CPU per submit of the API and its floor in this process",
     )
+    parser.add_argument(
+        "--ablate", action="store_true", help="only what each part of the submit costs"
+    )
     parser.add_argument("--submits", type=int, default=250, help="per in-process round")
     parser.add_argument("--rounds", type=int, default=8, help="in-process rounds")
     parser.add_argument("--cprofile", action="store_true", help="and cProfile the API after")
@@ -294,7 +401,7 @@ def main() -> None:
     with ExitStack() as stack:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-profile-")))
         database_url, env = harness.sink_env(stack, "profile", work, REDIS_DB)
-        if args.in_process:
+        if args.in_process or args.ablate:
             os.environ.update(env)  # the floor's module reads its settings when imported
             Path(env["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
             logs.configure(json_format=True)  # JSON lines at INFO, as under gunicorn
@@ -303,8 +410,11 @@ def main() -> None:
             handler.setStream(stack.enter_context(open(os.devnull, "w")))  # formatted, unread
             app = create_app(load_settings({**os.environ, **env}))
             keys = harness.create_accounts(database_url, 32)
-            profile = work / "cprofile" if args.cprofile else None
-            in_process_cpu(app, keys, args.submits, args.rounds, profile)
+            if args.ablate:
+                ablation(app, keys, args.submits, args.rounds)
+            else:
+                profile = work / "cprofile" if args.cprofile else None
+                in_process_cpu(app, keys, args.submits, args.rounds, profile)
             app.extensions["naive"].db.dispose()
             print(f"\n{harness.load_average()}")
             return
