@@ -11,9 +11,11 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,8 @@ import pexpect
 import pytest
 from werkzeug.exceptions import NotFound
 
+from services.cli.client import ApiClient
+from services.cli.wait import until_batch_ends
 from shared.media.probe import probe_video
 from tests.helpers import KLING_T2V, job_entries
 from tests.stack import serving
@@ -740,6 +744,48 @@ def test_video_batch_from_jsonl_waits_and_reports_partial_failure(naive, tmp_pat
     bad.write_text('{"model": "x"}\nnot json\n')
     code, envelope = naive.json("video", "batch", str(bad), "--json")
     assert code == 2 and "line 2" in envelope["result"]["message"]
+
+
+def test_a_batch_wait_outlives_a_dropped_connection() -> None:
+    """A batch wait keeps going when the API drops a connection without answering (a
+    server closing an idle keep-alive connection as the poll is sent, an API restarting),
+    as a job's wait does: it failed there once with "Server disconnected"."""
+    batch = {
+        "id": str(uuid.uuid4()),
+        "status": "processing",
+        "item_count": 0,
+        "counts": {},
+        "estimated_credits": 0,
+        "charged_credits": 0,
+        "created_at": "2026-11-30T00:00:00Z",
+        "completed_at": None,
+        "items": [],
+    }
+    answers: list[dict[str, Any] | None] = [None, batch, {**batch, "status": "completed"}]
+
+    class Api(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            answer = answers.pop(0)
+            if answer is None:  # closed without a status line
+                self.close_connection = True
+                return
+            body = json.dumps(answer).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Api)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    client = ApiClient(f"http://127.0.0.1:{server.server_port}", "nv_sk_test")
+    try:
+        shown = until_batch_ends(client, batch["id"], timeout=30)
+    finally:
+        client.close()
+        server.shutdown()
+        server.server_close()
+    assert shown.status == "completed" and answers == []
 
 
 def test_video_quote_then_generate_with_it_and_budgets(naive):

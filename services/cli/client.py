@@ -15,6 +15,11 @@ M = TypeVar("M", bound=BaseModel)
 
 DEFAULT_API_URL = "http://127.0.0.1:8000"
 TIMEOUT_SECONDS = 30.0
+# An idle connection is reused for at most this long: less than the API server's own
+# keep-alive (gunicorn's `keepalive`, 2 s), so the CLI never sends on a connection the
+# server is closing at that moment ("Server disconnected without sending a response", seen
+# by a batch wait polling every 2 s).
+KEEPALIVE_SECONDS = 1.0
 
 
 def segment(value: str) -> str:
@@ -51,6 +56,7 @@ class ApiClient:
         self._http = httpx.Client(
             base_url=self.base_url,
             timeout=httpx.Timeout(TIMEOUT_SECONDS, connect=10.0),
+            limits=httpx.Limits(keepalive_expiry=KEEPALIVE_SECONDS),
             headers={"User-Agent": f"naive-cli/{version('naive-video')}"},
         )
 

@@ -1,7 +1,6 @@
 """`naive video`: submit generations, follow them, and browse models and prices."""
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,7 @@ from services.cli.hints import command, flags, job_hints, job_next_steps
 from services.cli.output import Reporter
 from services.cli.state import State, json_option, pass_state
 from services.cli.transfer import download
-from services.cli.wait import follow
+from services.cli.wait import follow, until_batch_ends
 from shared.batches.schemas import Batch, BatchAccepted
 from shared.catalog.schemas import BindingQuote, ModelList, PriceQuote
 from shared.jobs.schemas import Job, JobAccepted
@@ -355,21 +354,7 @@ def batch(
             f"Batch {batch_id}: {accepted.item_count} items, "
             f"{views.number(accepted.estimated_credits)} credits held. Ctrl-C stops waiting."
         )
-        path = f"/v1/video/batches/{segment(batch_id)}"
-        deadline = None if timeout is None else time.monotonic() + timeout
-        shown = state.client.fetch(Batch, path)
-        while shown.status == "processing":
-            if deadline is not None and time.monotonic() >= deadline:
-                raise Failure(
-                    {"code": "timeout", "message": f"Batch {batch_id} is still processing."},
-                    ExitCode.INTERRUPTED,
-                )
-            time.sleep(BATCH_POLL_SECONDS)
-            shown = state.client.fetch(Batch, path)
-        _report_batch(out, shown)
-
-
-BATCH_POLL_SECONDS = 2.0
+        _report_batch(out, until_batch_ends(state.client, batch_id, timeout))
 
 
 def _report_batch(out: Reporter, shown: Batch) -> None:

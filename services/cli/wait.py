@@ -1,6 +1,7 @@
 """Following a job until it ends: its event stream (`GET /v1/jobs/{id}/events`), resumed with
 `Last-Event-ID` when the connection drops; an API without the stream (404: an older version)
-is polled every second instead. With a live bar at a terminal."""
+is polled every second instead. With a live bar at a terminal. And a batch, polled until
+its last item ends."""
 
 import json
 import time
@@ -23,10 +24,12 @@ from rich.progress import (
 
 from services.cli.client import TIMEOUT_SECONDS, ApiClient, read, segment
 from services.cli.errors import ExitCode, Failure
+from shared.batches.schemas import Batch
 from shared.jobs.schemas import Job
 from shared.jobs.status import PublicStatus
 
 POLL_SECONDS = 1.0
+BATCH_POLL_SECONDS = 2.0
 # A blip in the network or a restarting API should not abandon a long wait.
 MAX_CONSECUTIVE_ERRORS = 5
 # How far a wait may run past its timeout on a quiet stream: a stream is reopened with a
@@ -223,6 +226,30 @@ def _poll(
             if job.status.is_final:
                 return job
         deadline.check(pause)
+        time.sleep(pause)
+
+
+def until_batch_ends(client: ApiClient, batch_id: str, timeout: float | None) -> Batch:
+    """Poll the batch until none of its items is unfinished; a passing failure (a dropped
+    connection, the API restarting) is tried again, as a job's wait does."""
+    path = f"/v1/video/batches/{segment(batch_id)}"
+    deadline = None if timeout is None else time.monotonic() + timeout
+    errors = 0
+    while True:
+        try:
+            shown = client.fetch(Batch, path)
+        except Failure as failure:
+            pause = _retry_pause(failure, errors)
+            errors += 1
+        else:
+            if shown.status != "processing":
+                return shown
+            pause, errors = BATCH_POLL_SECONDS, 0
+        if deadline is not None and time.monotonic() >= deadline:
+            raise Failure(
+                {"code": "timeout", "message": f"Batch {batch_id} is still processing."},
+                ExitCode.INTERRUPTED,
+            )
         time.sleep(pause)
 
 
