@@ -15,6 +15,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -22,9 +23,11 @@ from typing import Any
 import httpx
 import pexpect
 import pytest
+from click.testing import CliRunner
 from werkzeug.exceptions import NotFound
 
 from services.cli.client import ApiClient
+from services.cli.main import cli
 from services.cli.wait import until_batch_ends
 from shared.media.probe import probe_video
 from tests.helpers import KLING_T2V, job_entries
@@ -746,6 +749,39 @@ def test_video_batch_from_jsonl_waits_and_reports_partial_failure(naive, tmp_pat
     assert code == 2 and "line 2" in envelope["result"]["message"]
 
 
+@contextmanager
+def scripted_api(answers: list[dict[str, Any] | None]) -> Iterator[tuple[str, list[str]]]:
+    """A local HTTP server that answers each GET with the next of `answers` as JSON (None:
+    closes the connection without a status line); yields its URL and the `Authorization`
+    header of each request it got."""
+    authorizations: list[str] = []
+
+    class Api(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            authorizations.append(self.headers.get("Authorization", ""))
+            answer = answers.pop(0)
+            if answer is None:
+                self.close_connection = True
+                return
+            body = json.dumps(answer).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Api)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}", authorizations
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_a_batch_wait_outlives_a_dropped_connection() -> None:
     """A batch wait keeps going when the API drops a connection without answering (a
     server closing an idle keep-alive connection as the poll is sent, an API restarting),
@@ -762,30 +798,36 @@ def test_a_batch_wait_outlives_a_dropped_connection() -> None:
         "items": [],
     }
     answers: list[dict[str, Any] | None] = [None, batch, {**batch, "status": "completed"}]
-
-    class Api(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            answer = answers.pop(0)
-            if answer is None:  # closed without a status line
-                self.close_connection = True
-                return
-            body = json.dumps(answer).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Api)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    client = ApiClient(f"http://127.0.0.1:{server.server_port}", "nv_sk_test")
-    try:
-        shown = until_batch_ends(client, batch["id"], timeout=30)
-    finally:
-        client.close()
-        server.shutdown()
-        server.server_close()
+    with scripted_api(answers) as (url, _):
+        client = ApiClient(url, "nv_sk_test")
+        try:
+            shown = until_batch_ends(client, batch["id"], timeout=30)
+        finally:
+            client.close()
     assert shown.status == "completed" and answers == []
+
+
+def test_the_local_stack_is_used_with_a_key_given_and_its_key_goes_nowhere_else(
+    tmp_path: Path,
+) -> None:
+    """With a stack from `naive local up` here, a command given a key (but no URL) talks to
+    that stack, not to the default port, where another program may listen; a command
+    given another URL never sends it the stack's key."""
+    credits = {"balance": 1, "held": 0, "available": 1, "credit_value_usd": 0.5, "entries": []}
+    env = {"NAIVE_DATA_DIR": str(tmp_path), "NAIVE_API_KEY": None, "NAIVE_API_URL": None}
+    runner = CliRunner()
+    with (
+        scripted_api([credits, credits]) as (stack_url, to_stack),
+        scripted_api([credits]) as (other_url, to_other),
+    ):
+        (tmp_path / "local-stack.json").write_text(
+            json.dumps({"api_url": stack_url, "api_key": "nv_sk_stack"})
+        )
+        for args in (["--api-key", "nv_sk_given"], [], ["--api-url", other_url]):
+            answer = runner.invoke(cli, [*args, "credits", "--json"], env=env)
+            assert answer.exit_code == 0, answer.output
+    assert to_stack == ["Bearer nv_sk_given", "Bearer nv_sk_stack"]
+    assert to_other == [""]
 
 
 def test_video_quote_then_generate_with_it_and_budgets(naive):

@@ -3,8 +3,8 @@
 With no environment set this is the embedded default (a SQLite file, kombu's
 filesystem broker, the simulator) under `NAIVE_DATA_DIR` (default `./var`). `up` runs
 the migrations, makes a local account once, starts the API, a worker and beat in the
-background and writes `local-stack.json`, which the other commands read when no
-`NAIVE_API_KEY` is set.
+background and writes `local-stack.json`: the other commands then talk to that stack
+unless given another URL (`NAIVE_API_URL`), with its key unless given one.
 """
 
 from __future__ import annotations

@@ -155,16 +155,20 @@ def cli(ctx: click.Context, api_url: str, api_key: str | None, json_flag: bool) 
     A thin client of the Naive HTTP API. At a terminal it prints tables; with --json, or when
     stdout is not a terminal, it prints exactly one JSON envelope for scripts and agents.
     """
-    if api_key is None and (stack := _local_stack()):
-        # `naive local up` made a stack here: talk to it unless told otherwise.
-        api_key = stack.get("api_key")
-        if ctx.get_parameter_source("api_url") == ParameterSource.DEFAULT:
-            api_url = stack.get("api_url", api_url)
+    url_given = ctx.get_parameter_source("api_url") != ParameterSource.DEFAULT
+    if (api_key is None or not url_given) and (stack := _local_stack()):
+        # `naive local up` made a stack here: talk to it unless given another URL, with its
+        # key unless given one. Its key goes to it only, never to another URL.
+        stack_url = str(stack.get("api_url", DEFAULT_API_URL))
+        if not url_given:
+            api_url = stack_url
+        if api_key is None and api_url.rstrip("/") == stack_url.rstrip("/"):
+            api_key = stack.get("api_key")
     ctx.obj = State(api_url, api_key, json_flag)
 
 
 def _local_stack() -> dict[str, Any] | None:
-    """What `naive local up` recorded, read only when no key is given (its module is heavy)."""
+    """What `naive local up` recorded, read only when it could matter (its module is heavy)."""
     from services.cli.local import read_local_stack
 
     return read_local_stack()
