@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import threading
@@ -178,6 +179,19 @@ def test_video_pricing_of_the_spec_example_is_3_5_credits(naive):
     assert code == 0
     assert re.search(r"Estimated credits\s+3\.5", screen)
     assert "$0.07/second" in screen and "$0.50" in screen
+
+
+@pytest.mark.parametrize("model", [KLING_T2V, "fal-ai/minimax-video/video-01-live"])
+def test_the_next_step_pricing_suggests_is_accepted(naive, model):
+    """The generate command a price preview suggests submits as written (a model priced per
+    video takes no duration: suggesting one made the next step a 422)."""
+    code, envelope = naive.json("video", "pricing", "--model", model, "--duration", "10")
+    assert code == 0, envelope
+    suggested = shlex.split(envelope["next_steps"][0])
+    assert suggested[:3] == ["naive", "video", "generate"] and suggested[-1] == "--wait"
+    words = ["A lantern [sim latency=0.5]" if word == "PROMPT" else word for word in suggested]
+    code, envelope = naive.json(*words[1:-1])
+    assert code == 0 and envelope["result"]["status"] == "queued", envelope
 
 
 def test_credits_in_both_modes(naive):

@@ -268,20 +268,13 @@ def pricing(state: State, model: str, duration: str | None) -> None:
         quote = state.client.fetch(
             PriceQuote, "/v1/video/pricing", {"model": model, "duration": duration}
         )
+        # A model priced per video makes videos of one length and takes no `duration`.
+        length = () if quote.unit == "video" else ("--duration", quote.duration)
         out.success(
             quote.model_dump(mode="json"),
             view=lambda: views.pricing(quote),
             next_steps=[
-                command(
-                    "video",
-                    "generate",
-                    "--model",
-                    model,
-                    "PROMPT",
-                    "--duration",
-                    quote.duration or duration or 5,
-                    "--wait",
-                ),
+                command("video", "generate", "--model", model, "PROMPT", *length, "--wait"),
                 command("credits"),
             ],
             hints=["Credits are charged on completion only; a failed job costs nothing."],
