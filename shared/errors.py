@@ -8,6 +8,7 @@ member (`Detail`), so the same class raises, renders and documents the error.
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -165,10 +166,12 @@ class BudgetState(BaseModel):
 
     id: uuid.UUID
     scope: Literal["account", "key"]
-    key_id: uuid.UUID | None
+    key_id: uuid.UUID | None = Field(
+        default=None, description="The key, for a key's budget; absent for the account's."
+    )
     period: Literal["day", "month"]
     credits: float
-    period_start: str = Field(description="When the current period began (UTC, ISO 8601).")
+    period_start: datetime = Field(description="When the current period began (UTC).")
 
 
 class BudgetExceededDetail(ErrorDetail):
@@ -189,7 +192,7 @@ class BudgetExceeded(DomainError):
 class QuoteExpiredDetail(ErrorDetail):
     code: Literal["quote_expired"] = "quote_expired"
     quote_id: uuid.UUID
-    expired_at: str
+    expired_at: datetime
 
 
 class QuoteExpired(DomainError):

@@ -69,6 +69,10 @@ def test_a_submit_over_budget_is_refused_with_what_is_left(
     error = refused.json["error"]
     assert error["code"] == "budget_exceeded"
     assert error["budget"]["period"] == "month" and error["budget"]["credits"] == 5
+    assert "the monthly budget of the account has 1.5 of 5.0 left" in error["message"]
+    # UTC written with Z, as every other time in the API; a key only for a key's budget
+    assert error["budget"]["period_start"].endswith("-01T00:00:00Z")
+    assert "key_id" not in error["budget"]
     assert (error["spent_credits"], error["remaining_credits"], error["estimated_credits"]) == (
         3.5,
         1.5,

@@ -31,6 +31,10 @@ from shared.ledger.credits import to_credits, to_units
 _UNCOMMITTED = (JobStatus.FAILED, JobStatus.CANCELLED)
 
 
+# How a refusal names a budget's period.
+ADJECTIVE = {"day": "daily", "month": "monthly"}
+
+
 def period_bounds(period: str, now: datetime) -> tuple[datetime, datetime]:
     """The calendar day or month (UTC) that `now` falls in."""
     start = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
@@ -86,9 +90,10 @@ def check(
         if used + amount > budget.amount:
             metrics.BUDGET_REFUSALS.labels(budget.scope, budget.period).inc()
             start, _ = period_bounds(budget.period, now)
+            left = to_credits(max(0, budget.amount - used))
             raise BudgetExceeded(
-                f"This request commits {to_credits(amount)} credits; the {budget.period}ly "
-                f"budget of the {budget.scope} has {to_credits(max(0, budget.amount - used))} "
+                f"This request commits {to_credits(amount)} credits; the "
+                f"{ADJECTIVE[budget.period]} budget of the {budget.scope} has {left} "
                 f"of {to_credits(budget.amount)} left.",
                 budget=BudgetState(
                     id=budget.id,
@@ -96,10 +101,10 @@ def check(
                     key_id=budget.key_id,
                     period=budget.period,  # type: ignore[arg-type]
                     credits=to_credits(budget.amount),
-                    period_start=start.isoformat(),
+                    period_start=start,
                 ),
                 spent_credits=to_credits(used),
-                remaining_credits=to_credits(max(0, budget.amount - used)),
+                remaining_credits=left,
                 estimated_credits=to_credits(amount),
             )
 

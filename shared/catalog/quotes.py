@@ -87,6 +87,6 @@ def honour(
         raise QuoteExpired(
             f"Quote {quote_id} expired at {row.expires_at.isoformat()}: ask for a new one.",
             quote_id=quote_id,
-            expired_at=row.expires_at.isoformat(),
+            expired_at=row.expires_at,
         )
     return row
