@@ -24,9 +24,11 @@ class Open(BaseModel):
 
 
 def _plain_integer(value: Any) -> Any:
-    """Query strings carry text: only plain digits are a number ("1_0" and "1e3" are not)."""
+    """Query strings carry text: only plain digits are a number ("1_0" and "1e3" are not),
+    and at most 12 of them (the field's own bounds say which are allowed)."""
     if isinstance(value, str) and not DIGITS.fullmatch(value):
-        raise ValueError("must be an integer")
+        too_long = re.fullmatch(r"-?[0-9]+", value) is not None
+        raise ValueError("is too large" if too_long else "must be an integer")
     return value
 
 

@@ -359,6 +359,27 @@ def test_hostile_query_values_are_invalid_input_not_500(client, account, path):
 
 
 @pytest.mark.parametrize(
+    ("method", "path", "body", "field", "said"),
+    [
+        ("GET", "/v1/jobs?limit=abc", None, "limit", "must be an integer"),
+        ("GET", "/v1/media?offset=99999999999999999999", None, "offset", "is too large"),
+        (
+            "POST",
+            "/v1/budgets",
+            {"scope": "key", "period": "day", "credits": 5},
+            "body",
+            'key_id is given with scope "key", and only then',
+        ),
+    ],
+)
+def test_a_refusal_names_the_field_in_plain_words(client, account, method, path, body, field, said):
+    """What each bad field gets is our own sentence, without pydantic's "Value error, "."""
+    response = client.open(path, method=method, json=body, headers=account.headers)
+    assert response.status_code == 422
+    assert response.json["error"]["fields"] == {field: said}
+
+
+@pytest.mark.parametrize(
     "raw",
     [
         '{"model":"fal-ai/kling-video/v3/pro/text-to-video","input":{"prompt":"ab","cfg_scale":NaN}}',

@@ -90,10 +90,17 @@ UNAVAILABLE = Reply("The database is unavailable.", ErrorBody, headers={"Retry-A
 def _invalid(error: ValidationError, prefix: str = "") -> InvalidInput:
     """A pydantic error as `invalid_input`, naming each bad field."""
     fields = {
-        prefix + (".".join(str(part) for part in problem["loc"]) or "body"): problem["msg"]
+        prefix + (".".join(str(part) for part in problem["loc"]) or "body"): _said(problem)
         for problem in error.errors()
     }
     return InvalidInput("Invalid " + ", ".join(sorted(fields)) + ".", fields=fields)
+
+
+def _said(problem: Mapping[str, Any]) -> str:
+    """pydantic's message, without the "Value error, " it puts before our validators' own."""
+    if problem["type"] == "value_error":
+        return str(problem.get("ctx", {}).get("error", problem["msg"]))
+    return problem["msg"]
 
 
 def parse_query(model: type[M]) -> M:
