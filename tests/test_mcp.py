@@ -290,9 +290,28 @@ def test_session_budget_refuses_a_job_that_would_exceed_it(live_api, account, tm
     assert error["code"] == "budget_exceeded"
     assert (error["budget"], error["spent"], error["estimated_credits"]) == (5.0, 3.5, 3.5)
     assert "budget is 5 credits" in error["message"]
-    assert "3.5 are already spent" in error["message"]
+    assert "3.5 are already committed" in error["message"]
     assert "estimated at 3.5" in error["message"]
     assert [job["id"] for job in jobs_of(live_api, account)] == [first["job_id"]]
+
+
+def test_session_budget_gives_back_what_a_failed_job_held(live_api, account, tmp_path):
+    """A job that failed costs nothing, so it stops counting against the session's budget
+    once it has ended (it used to count as spent, and refuse the next generate)."""
+
+    async def body(session: ClientSession) -> tuple:
+        failing = {"model": KLING_T2V, "input": {"prompt": "Doomed [sim latency=0.5 fail='x']"}}
+        first = await call(session, "naive_generate_video", **failing, wait_seconds=30)
+        second = await call(
+            session, "naive_generate_video", model=KLING_T2V, input={"prompt": "Next"}
+        )
+        return first, second
+
+    env = server_env(live_api, account.key, tmp_path, NAIVE_MCP_BUDGET="5")
+    (_, first), (second_error, second) = with_mcp(env, body)
+    assert first["error"]["code"] == "provider_error", first
+    assert not second_error, second
+    assert second["session"] == {"spent": 3.5, "jobs": 2, "budget": 5.0, "remaining": 1.5}
 
 
 def test_budget_option_counts_each_job_once(live_api, account, tmp_path):

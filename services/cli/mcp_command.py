@@ -31,13 +31,16 @@ from services.cli.state import State, pass_state
     envvar="NAIVE_MCP_BUDGET",
     show_envvar=True,
     type=click.FloatRange(min=0),
-    help="Most credits the jobs submitted in one MCP session may be estimated at, in total; "
-    "a generation that would go over is refused before it is submitted. Default: no limit.",
+    help="Most credits the jobs submitted in one MCP session may commit, in total (each at "
+    "its estimate until it ends, then at its charge: a failed or cancelled job commits "
+    "nothing); a generation that would go over is refused before it is submitted. "
+    "Default: no limit.",
 )
 @pass_state
 def mcp(state: State, transport: str, host: str, port: int, budget: float | None) -> None:
     """Serve the agent tools (naive_generate_video, naive_video_models, naive_video_status,
-    naive_video_pricing, naive_media_list) over the Model Context Protocol.
+    naive_video_pricing, naive_media_list, naive_cancel_video) over the Model Context
+    Protocol.
 
     A thin client of the same HTTP API as the other commands, with the same NAIVE_API_URL
     and NAIVE_API_KEY.

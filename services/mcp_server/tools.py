@@ -66,13 +66,18 @@ class ToolError(Exception):
 
 @dataclass
 class AgentSession:
-    """One MCP session's spending: the estimates of the jobs it submitted."""
+    """One MCP session's spending: what each job it submitted commits, its estimate until
+    the session sees it end, then its charge (nothing for a failed or cancelled job)."""
 
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
-    spent: Decimal = Decimal(0)
     jobs: dict[str, Decimal] = field(default_factory=dict)
+    ended: set[str] = field(default_factory=set)
     keys: dict[str, str] = field(default_factory=dict)  # idempotency key → job id
     lock: anyio.Lock = field(default_factory=anyio.Lock)
+
+    @property
+    def spent(self) -> Decimal:
+        return sum(self.jobs.values(), Decimal(0))
 
 
 class NaiveTools:
@@ -239,7 +244,7 @@ class NaiveTools:
                     ],
                 )
             if self.budget is not None and not known and estimate is not None:
-                self._check_budget(session, estimate)
+                await self._check_budget(session, estimate)
             accepted, headers = await self._api(
                 partial(
                     self._submit, {"model": model, "input": model_input}, {"Idempotency-Key": key}
@@ -248,9 +253,7 @@ class NaiveTools:
             job_id = str(accepted.job_id)
             replayed = headers.get("Idempotent-Replayed", "").lower() == "true"
             if not replayed and job_id not in session.jobs:
-                charged = Decimal(str(accepted.estimated_credits))
-                session.jobs[job_id] = charged
-                session.spent += charged
+                session.jobs[job_id] = Decimal(str(accepted.estimated_credits))
             session.keys[key] = job_id
 
         answer: Answer = {
@@ -316,8 +319,10 @@ class NaiveTools:
         answer, answer_headers = self.client.post_with_headers("/v1/video/generate", body, headers)
         return read(JobAccepted, answer), answer_headers
 
-    def _check_budget(self, session: AgentSession, estimate: Decimal) -> None:
+    async def _check_budget(self, session: AgentSession, estimate: Decimal) -> None:
         assert self.budget is not None
+        if session.spent + estimate > self.budget:
+            await self._settle(session)
         if session.spent + estimate <= self.budget:
             return
         remaining = max(self.budget - session.spent, Decimal(0))
@@ -325,7 +330,8 @@ class NaiveTools:
             {
                 "code": "budget_exceeded",
                 "message": f"Refused: this session's budget is {_num(self.budget)} credits, "
-                f"{_num(session.spent)} are already spent on {len(session.jobs)} job(s), and this "
+                f"{_num(session.spent)} are already committed to {len(session.jobs)} job(s) "
+                "(charged for those that ended, estimated for the others), and this "
                 f"video is estimated at {_num(estimate)} (it would total "
                 f"{_num(session.spent + estimate)}). Nothing was submitted.",
                 "budget": float(self.budget),
@@ -340,6 +346,15 @@ class NaiveTools:
                 "NAIVE_MCP_BUDGET) and restart the server",
             ],
         )
+
+    async def _settle(self, session: AgentSession) -> None:
+        """Replace the estimates of the session's jobs that have ended by their charges (a
+        failed or cancelled job's hold is released: it commits nothing)."""
+        for job_id in [job_id for job_id in session.jobs if job_id not in session.ended]:
+            job = await self._api(partial(self.client.fetch, Job, f"/v1/jobs/{segment(job_id)}"))
+            if job.status.is_final:
+                session.jobs[job_id] = Decimal(str(job.credits_used or 0))
+                session.ended.add(job_id)
 
     def _session_view(self, session: AgentSession) -> dict[str, Any]:
         view: dict[str, Any] = {"spent": float(session.spent), "jobs": len(session.jobs)}
