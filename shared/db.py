@@ -10,9 +10,10 @@ once the rows are visible to others (sending a Celery task) is registered with
 from __future__ import annotations
 
 import select
+import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -219,6 +220,15 @@ class Database:
         self.url = database_url
         self.engine = make_engine(database_url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # SQLite has one writer, and every transaction here takes the write lock at BEGIN:
+        # a process runs its transactions one at a time, each waiting its turn on a lock that
+        # is gevent's under gevent (created after the worker patched `threading`). Without
+        # it a request that yields inside its transaction (a name lookup) lets another begin
+        # one, whose wait for the write lock (SQLite's busy handler, in C) blocks the whole
+        # process: the first never commits, and both wait out the 30 s busy timeout.
+        self._turn: AbstractContextManager[Any] = (
+            nullcontext() if self.is_postgres else threading.RLock()
+        )
 
     @property
     def is_postgres(self) -> bool:
@@ -227,21 +237,22 @@ class Database:
     @contextmanager
     def transaction(self) -> Iterator[Session]:
         """A session whose work commits at the end of the block, or rolls back on error."""
-        session = self._sessions()
-        try:
-            yield session
-            session.commit()
-        except BaseException:
-            session.rollback()
-            session.info.pop(_CALLBACKS, None)
-            raise
-        finally:
-            session.close()
+        with self._turn:
+            session = self._sessions()
+            try:
+                yield session
+                session.commit()
+            except BaseException:
+                session.rollback()
+                session.info.pop(_CALLBACKS, None)
+                raise
+            finally:
+                session.close()
         for callback in session.info.pop(_CALLBACKS, []):
             callback()
 
     def ping(self) -> None:
-        with self.engine.connect() as connection:
+        with self._turn, self.engine.connect() as connection:
             connection.execute(text("SELECT 1"))
 
     def dispose(self) -> None:

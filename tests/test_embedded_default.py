@@ -13,8 +13,12 @@ import socket
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx
+
+from services.cli.local import STACK_FILE, port_taken
 from shared.media.probe import probe_video
 from tests.stack import free_port
 
@@ -76,6 +80,7 @@ def test_the_quick_start_makes_a_playable_video_with_no_servers(tmp_path: Path):
         media = json.loads(run("media", "list", "--source", "video_generation").stdout)
         assert media["result"]["total"] == 1
         assert (tmp_path / "var" / "naive.db").is_file()  # SQLite, not a server
+        _concurrent_requests_all_answer(json.loads((tmp_path / "var" / STACK_FILE).read_text()))
     finally:
         began = time.monotonic()
         stopped = run("local", "down")
@@ -83,6 +88,31 @@ def test_the_quick_start_makes_a_playable_video_with_no_servers(tmp_path: Path):
     # Every process stops on its own (a warm shutdown), within seconds, none killed.
     assert "killed" not in stopped.stderr and stopped.stderr.count("stopped") == 3, stopped.stderr
     assert took < 15, f"local down took {took:.1f} s"
+
+
+def _concurrent_requests_all_answer(stack: dict[str, str]) -> None:
+    """Image-to-video submits (each looks its image's host name up, which yields to other
+    requests under gevent) beside reads, at once, all answer in seconds. They used to
+    deadlock on SQLite's write lock for its 30 s busy timeout, time out, and once take the
+    API down (a worker restarting met the lock while booting)."""
+    headers = {"Authorization": f"Bearer {stack['api_key']}"}
+    body = {
+        "model": "fal-ai/kling-video/v3/pro/image-to-video",
+        "input": {"image_url": "https://img.example.com/a.png", "prompt": "x [sim latency=1]"},
+    }
+
+    def submit(client: httpx.Client) -> int:
+        return client.post("/v1/video/generate", json=body, headers=headers).status_code
+
+    def read(client: httpx.Client) -> int:
+        return client.get("/v1/credits", headers=headers).status_code
+
+    with (
+        httpx.Client(base_url=stack["api_url"], timeout=15) as client,
+        ThreadPoolExecutor(24) as pool,
+    ):
+        answers = list(pool.map(lambda call: call(client), [submit, read] * 12))
+    assert sorted(set(answers)) == [200, 202], answers
 
 
 def _naive(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -110,3 +140,18 @@ def test_local_up_refuses_a_port_another_program_serves(tmp_path: Path) -> None:
     said = refused.stdout + refused.stderr  # the CLI's JSON error envelope
     assert f"port {port}" in said and "--port" in said, said
     assert not (tmp_path / "var" / "local-stack.json").exists()
+
+
+def test_a_port_left_in_time_wait_by_a_stopped_stack_is_free() -> None:
+    """After a stack stops with connections open, they linger in TIME_WAIT for a minute:
+    `local up` said the port was "in use by another program" though gunicorn could bind it."""
+    with socket.socket() as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port)) as client:
+            accepted, _ = listener.accept()
+            accepted.close()  # the server's side closes first: its port goes to TIME_WAIT
+            assert client.recv(1) == b""
+    assert not port_taken(port)

@@ -63,10 +63,13 @@ def _healthy(api_url: str) -> bool:
         return False
 
 
-def _port_taken(port: int) -> bool:
+def port_taken(port: int) -> bool:
     """Whether something on this machine already listens on 127.0.0.1:`port`; our API
-    would fail to bind it while the other program answers our health checks."""
+    would fail to bind it while the other program answers our health checks. Connections
+    of a stack that stopped, lingering in TIME_WAIT, do not count: gunicorn binds with
+    SO_REUSEADDR too."""
     with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(("127.0.0.1", port))
         except OSError:
@@ -122,7 +125,7 @@ def up(port: int, credits_: Decimal) -> None:
         ("API", port, "--port"),
         ("API's metrics", settings.api_metrics_port, "API_METRICS_PORT=…"),
     ):
-        if _port_taken(taken):
+        if port_taken(taken):
             raise click.ClickException(
                 f"port {taken} (the {name}) is already in use by another program; "
                 f"choose a free one with {option}"
