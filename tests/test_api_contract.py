@@ -143,7 +143,20 @@ def test_oversized_body_is_refused(client, account, runtime):
     response = client.post("/v1/video/generate", json=huge, headers=account.headers)
     assert response.status_code == 413
     assert response.json["error"]["code"] == "payload_too_large"
+    limit = runtime.settings.max_request_bytes
+    assert (
+        response.json["error"]["message"] == f"The request body is over the limit of {limit} bytes."
+    )
     assert _jobs_of(runtime, account) == 0
+
+
+def test_a_path_no_route_takes_is_named_in_the_error_shape(client, account):
+    response = client.get("/v1/video/not-a-uuid", headers=account.headers)
+    assert response.status_code == 404
+    assert response.json["error"] == {
+        "code": "not_found",
+        "message": "No route GET /v1/video/not-a-uuid; every route is in /openapi.json.",
+    }
 
 
 @pytest.mark.parametrize(

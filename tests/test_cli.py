@@ -756,6 +756,7 @@ def test_video_batch_from_jsonl_waits_and_reports_partial_failure(naive, tmp_pat
 
     code, shown = naive.tty("video", "batch-status", result["id"])
     assert code == 0 and "completed_with_errors" in shown and result["items"][0]["id"] in shown
+    assert "(est.)" not in shown  # every item ended: the failed one cost nothing
 
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"model": "x"}\nnot json\n')

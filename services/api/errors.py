@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, jsonify, request
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
@@ -46,9 +46,14 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def _http(error: HTTPException) -> Response:
         status = error.code or 500
-        response = error_response(
-            status, HTTP_CODES.get(status, "http_error"), error.description or ""
-        )
+        if status == 404:  # a path no route takes (a missing row is the domain's NotFound)
+            message = f"No route {request.method} {request.path}; every route is in /openapi.json."
+        elif status == 413:
+            limit = app.config["MAX_CONTENT_LENGTH"]
+            message = f"The request body is over the limit of {limit} bytes."
+        else:
+            message = error.description or ""
+        response = error_response(status, HTTP_CODES.get(status, "http_error"), message)
         for name, value in error.get_headers():  # e.g. Content-Range of a 416, Allow of a 405
             if name.lower() != "content-type":
                 response.headers[name] = value

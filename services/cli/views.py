@@ -312,9 +312,12 @@ def _cost(value: float) -> str:
 
 
 def _credits(data: Job) -> str:
-    """Credits used once known, else the estimate."""
+    """Credits used once known, nothing for a job that failed or was cancelled (its hold
+    is released), else the estimate."""
     if data.credits_used is not None:
         return number(data.credits_used)
+    if data.status.is_final:
+        return "0"
     return f"~{number(data.estimated_credits)} (est.)"
 
 
