@@ -80,7 +80,10 @@ def test_the_quick_start_makes_a_playable_video_with_no_servers(tmp_path: Path):
         media = json.loads(run("media", "list", "--source", "video_generation").stdout)
         assert media["result"]["total"] == 1
         assert (tmp_path / "var" / "naive.db").is_file()  # SQLite, not a server
-        _concurrent_requests_all_answer(json.loads((tmp_path / "var" / STACK_FILE).read_text()))
+        stack = json.loads((tmp_path / "var" / STACK_FILE).read_text())
+        _concurrent_requests_all_answer(stack)
+        said = run("local", "status").stdout
+        assert said.count("running") == 3 and f"API {stack['api_url']}" in said, said
     finally:
         began = time.monotonic()
         stopped = run("local", "down")

@@ -198,5 +198,7 @@ def status() -> None:
     pids = stack.get("pids") or {}
     for name, pid in pids.items():
         click.echo(f"{name}: {'running' if _alive(pid) else 'stopped'} (pid {pid})")
-    if not pids:
+    if pids:
+        click.echo(f"API {stack.get('api_url')}, data and logs in {stack_path().parent}")
+    else:
         click.echo("local stack is not running; `naive local up` starts it")
