@@ -36,6 +36,7 @@ def test_the_quick_start_makes_a_playable_video_with_no_servers(tmp_path: Path):
     env.update(
         NAIVE_DATA_DIR=str(tmp_path / "var"),
         SIMULATOR_LATENCY_SECONDS="2",
+        NAIVE_LOCAL_PORT=str(free_port()),  # as the README says for a machine using 8000
         API_METRICS_PORT=str(free_port()),
     )
 
@@ -43,7 +44,7 @@ def test_the_quick_start_makes_a_playable_video_with_no_servers(tmp_path: Path):
         return _naive(env, *args)
 
     try:
-        started = run("local", "up", "--port", str(free_port()))
+        started = run("local", "up")
         assert started.returncode == 0, started.stdout + started.stderr
         # It says how to add credits to the local account: a command that works as printed.
         topup = re.search(
@@ -84,6 +85,7 @@ def test_the_quick_start_makes_a_playable_video_with_no_servers(tmp_path: Path):
         _concurrent_requests_all_answer(stack)
         said = run("local", "status").stdout
         assert said.count("running") == 3 and f"API {stack['api_url']}" in said, said
+        assert stack["api_url"].endswith(f":{env['NAIVE_LOCAL_PORT']}")
     finally:
         began = time.monotonic()
         stopped = run("local", "down")

@@ -104,7 +104,14 @@ def local() -> None:
 
 
 @local.command()
-@click.option("--port", default=8000, show_default=True, help="Port of the local API.")
+@click.option(
+    "--port",
+    default=8000,
+    envvar="NAIVE_LOCAL_PORT",
+    show_default=True,
+    show_envvar=True,
+    help="Port of the local API (its metrics listen on API_METRICS_PORT, default 9101).",
+)
 @click.option(
     "--credits",
     "credits_",
@@ -122,7 +129,7 @@ def up(port: int, credits_: Decimal) -> None:
         return
     settings = load_settings()
     for name, taken, option in (
-        ("API", port, "--port"),
+        ("API", port, "--port or NAIVE_LOCAL_PORT=…"),
         ("API's metrics", settings.api_metrics_port, "API_METRICS_PORT=…"),
     ):
         if port_taken(taken):
