@@ -375,6 +375,7 @@ def test_hostile_query_values_are_invalid_input_not_500(client, account, path):
     ("method", "path", "body", "field", "said"),
     [
         ("GET", "/v1/jobs?limit=abc", None, "limit", "must be an integer"),
+        ("GET", "/v1/jobs?type=foo", None, "type", "Input should be 'video_generation'"),
         ("GET", "/v1/media?offset=99999999999999999999", None, "offset", "is too large"),
         (
             "POST",

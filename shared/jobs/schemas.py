@@ -267,6 +267,8 @@ class JobPage(Open):
 
 class JobListQuery(BaseModel):
     status: PublicStatus | None = Field(default=None, description="Only jobs in this status.")
-    type: str | None = Field(default=None, description="Only jobs of this type.")
+    type: Literal["video_generation"] | None = Field(
+        default=None, description="Only jobs of this type."
+    )
     limit: QueryInt = Field(default=20, ge=1, le=100, description="Page size.")
     cursor: str | None = Field(default=None, description="`next_cursor` of the previous page.")
