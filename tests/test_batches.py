@@ -74,6 +74,10 @@ def test_a_batch_with_one_failing_item_completes_with_errors(
     assert releases == [("release", 350, uuid.UUID(failed["id"]), False)]
     totals = balance(runtime, account)
     assert (totals.held, totals.balance) == (0, 10000 - 1400)
+    # The customer's ledger says which batch its one hold is for.
+    ledger = client.get("/v1/credits", headers=account.headers).json["entries"]
+    holds = [entry for entry in ledger if entry["kind"] == "hold"]
+    assert [(hold["job_id"], hold["batch_id"]) for hold in holds] == [(None, body["batch_id"])]
 
 
 def test_cancelling_a_batch_releases_the_items_not_started(

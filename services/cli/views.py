@@ -266,13 +266,13 @@ def credits(data: Credits) -> RenderableType:
     ledger.add_column("When")
     ledger.add_column("Kind")
     ledger.add_column("Amount", justify="right")
-    ledger.add_column("Job", no_wrap=True)
+    ledger.add_column("Job (or batch)", no_wrap=True)
     for entry in data.entries:
         ledger.add_row(
             cell(entry.created_at),
             cell(entry.kind),
             cell(number(entry.amount)),
-            cell(entry.job_id),
+            cell(entry.job_id or (entry.batch_id and f"batch {entry.batch_id}")),
         )
     return Group(summary, ledger)
 

@@ -28,6 +28,11 @@ class LedgerEntry(Open):
     kind: LedgerKind
     amount: float = Field(description=CREDITS)
     job_id: uuid.UUID | None
+    batch_id: uuid.UUID | None = Field(
+        default=None,
+        description="The batch, on a batch's one hold (whose job_id is null); each of its "
+        "jobs' captures and releases names the job.",
+    )
     note: str | None
     created_at: datetime
 
@@ -38,6 +43,7 @@ class LedgerEntry(Open):
             kind=LedgerKind(entry.kind),
             amount=to_credits(entry.amount),
             job_id=entry.job_id,
+            batch_id=entry.batch_id,
             note=entry.note,
             created_at=entry.created_at,
         )
