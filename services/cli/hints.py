@@ -155,7 +155,8 @@ def job_hints(job: Job) -> list[str]:
     hints = ["Nothing was charged: the credit hold was released."]
     if job.error and job.error.code == "provider_error":
         hints.append(
-            "The provider rejected the request: check the model's parameters with "
-            "`naive video models --json`."
+            "The provider could not make this video; the error's message says why. If it "
+            "names a parameter, check it with `naive video models --json`; otherwise the "
+            "same request may succeed when tried again."
         )
     return hints
