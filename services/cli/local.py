@@ -148,12 +148,14 @@ def up(port: int, credits_: Decimal) -> None:
     logs = settings.data_dir / "logs"
     logs.mkdir(exist_ok=True)
     api_url = f"http://127.0.0.1:{port}"
-    # The Procfile's command lines, sized for a laptop: two API workers, two task processes.
+    # The Procfile's command lines, sized for a laptop: one API worker (its gevent serves
+    # many connections; rate limits counted in memory, without Redis, hold across the
+    # whole API only in one process), two task processes.
     commands = {
         "api": processes.api(
             bind=f"127.0.0.1:{port}",
             metrics_bind=f"127.0.0.1:{settings.api_metrics_port}",
-            workers=2,
+            workers=1 if settings.rate_limit_storage_url == "memory://" else 2,
         ),
         "worker": processes.worker(concurrency=2),
         "beat": processes.beat(schedule=settings.data_dir / "celerybeat-schedule"),
