@@ -201,9 +201,9 @@ class Prepared:
                 connection.dispatch.after_cursor_execute(
                     connection, cursor, sql, values, None, False
                 )
-            if cursor.description is None:
+            if not compiled.returned:
                 return []
-            return compiled.converted(connection.dialect, cursor.description, cursor.fetchall())
+            return compiled.converted(connection.dialect, cursor, cursor.fetchall())
         except Exception as exc:
             connection._handle_dbapi_exception(exc, sql, values, cursor, None)
         finally:
@@ -226,10 +226,11 @@ class _Compiled:
     # at the first execution, as a processor may depend on the driver's column type.
     converters: tuple[tuple[int, Callable[[Any], Any]], ...] | None = None
 
-    def converted(self, dialect: Dialect, description: Any, rows: list[Any]) -> list[Any]:
+    def converted(self, dialect: Dialect, cursor: Any, rows: list[Any]) -> list[Any]:
         """The driver's rows with their values converted as SQLAlchemy's result would."""
         if self.converters is None:
-            codes = (column.type_code for column in description)
+            # psycopg makes the description anew at each access: read once, here.
+            codes = (column.type_code for column in cursor.description)
             self.converters = tuple(
                 (index, convert)
                 for index, (type_, code) in enumerate(zip(self.returned, codes, strict=True))
