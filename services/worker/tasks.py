@@ -212,7 +212,8 @@ class DbTask(Task):
             outcome = "error"
             raise
         finally:
-            metrics.PROVIDER_CALLS.labels(self.runtime.provider.name, operation, outcome).inc()
+            provider = self.runtime.provider.name
+            metrics.child(metrics.PROVIDER_CALLS, provider, operation, outcome).inc()
 
     def poll_wait(self, job: Job, model: VideoModel, *, queue_position: int | None = None) -> float:
         """The wait before the job's next status call (see shared/jobs/pacing.py)."""
@@ -298,9 +299,8 @@ def submit_job(self: DbTask, job_id: str) -> None:
             # what customers see as `estimated_seconds`: a measured figure beats the catalog's
             expected_seconds=max(1, math.ceil(measured)) if measured else job.estimated_seconds,
         )
-        if submitted is not None:
+        if submitted is not None:  # its "job is now submitted" line carries the request id
             self.send_poll(session, job_id, token, wait)
-            log.info("submitted to the provider")
     if submitted is not None:
         self.apply_early_callback(request_id)
         return

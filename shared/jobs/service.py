@@ -572,7 +572,7 @@ def record_submitted(
     )
     if job is not None and job.started_at is not None:
         waited, model = (job.started_at - job.created_at).total_seconds(), job.model
-        after_commit(session, lambda: metrics.QUEUE_WAIT.labels(model).observe(waited))
+        after_commit(session, lambda: metrics.child(metrics.QUEUE_WAIT, model).observe(waited))
     return job
 
 
