@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 from sqlalchemy import JSON, DateTime, MetaData, TypeDecorator, Uuid, create_engine, event, text
 from sqlalchemy.engine import Connection, Dialect, Engine
 from sqlalchemy.exc import DisconnectionError
-from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Session, configure_mappers, sessionmaker
 from sqlalchemy.sql import Insert, Select, Update
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.crud import REQUIRED
@@ -258,6 +258,9 @@ class Database:
         # foreign key (a job's batch, an entry's batch) resolves at the first flush.
         import shared.tables  # noqa: F401  (imports every slice's models; they import this)
 
+        # Mappings checked now, not at the first query (and a `Job` made from a row before
+        # any query, `jobs.service._job_of`, has its attributes).
+        configure_mappers()
         self.url = database_url
         self.engine = make_engine(database_url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
