@@ -21,10 +21,11 @@ from typing import Any, ClassVar
 from sqlalchemy import JSON, DateTime, MetaData, TypeDecorator, Uuid, create_engine, event, text
 from sqlalchemy.engine import Connection, Dialect, Engine
 from sqlalchemy.exc import DisconnectionError
-from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
-from sqlalchemy.sql import Insert, Select
+from sqlalchemy.orm import DeclarativeBase, Session, configure_mappers, sessionmaker
+from sqlalchemy.sql import Insert, Select, Update
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.crud import REQUIRED
+from sqlalchemy.types import TypeEngine
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -123,14 +124,17 @@ class Prepared:
     after a few calls) on the connection of the caller's transaction. What SQLAlchemy
     would still do is done here too: the engine's `before_cursor_execute` and
     `after_cursor_execute` listeners see the statement (the statement counters), and a
-    driver error is raised as SQLAlchemy's exception, a lost connection invalidated. Other
-    databases (SQLite, the embedded default) run the statement through SQLAlchemy.
+    driver error is raised as SQLAlchemy's exception, a lost connection invalidated, and
+    the rows a statement returns (a SELECT, an `UPDATE … RETURNING`) have their values
+    converted by the columns' types (an enum from its name, …). Other databases (SQLite,
+    the embedded default), and a statement with an expanding `IN` (its SQL depends on the
+    list's length), run through SQLAlchemy.
 
     An INSERT without values takes its columns from the parameters' keys, as
     `Connection.execute(insert(table), row)` does: it is compiled once per set of keys.
     """
 
-    def __init__(self, statement: Select[Any] | Insert) -> None:
+    def __init__(self, statement: Select[Any] | Insert | Update) -> None:
         self.statement = statement
         self._keyed = (
             isinstance(statement, Insert)
@@ -146,10 +150,10 @@ class Prepared:
             dialect=dialect, column_keys=list(keys) if keys is not None else None
         )
         assert isinstance(compiled, SQLCompiler)
-        fixed = {
+        fixed = {  # a literal's value, None included; a bare bindparam is the caller's
             name: value
             for name, value in compiled.params.items()
-            if value is not None and value is not REQUIRED  # the caller's
+            if value is not REQUIRED and not compiled.binds[name].required
         }
         for column in compiled.insert_prefetch:
             default = column.default
@@ -157,7 +161,13 @@ class Prepared:
                 raise TypeError(f"{column} needs a value: its default is not a constant")
             fixed[column.key] = default.arg  # type: ignore[attr-defined]
         processors: Any = tuple(compiled._bind_processors.items())  # one callable per name here
-        found = _Compiled(compiled.string, fixed, processors)
+        found = _Compiled(
+            compiled.string,
+            fixed,
+            processors,
+            tuple(column.type for column in compiled._result_columns),
+            expanding=any(bind.expanding for bind in compiled.binds.values()),
+        )
         if self._dialect is not dialect:
             self._compiled.clear()
             self._dialect = dialect
@@ -167,12 +177,13 @@ class Prepared:
     def rows(self, connection: Connection, params: Mapping[str, Any]) -> list[Any]:
         """Run the statement in `connection`'s transaction; the rows it returns, if any."""
         if connection.dialect.driver != "psycopg":
-            result = connection.execute(self.statement, dict(params))
-            return list(result) if result.returns_rows else []
+            return self._through_sqlalchemy(connection, params)
         keys = tuple(params) if self._keyed else None
         compiled = self._compiled.get(keys)
         if compiled is None or self._dialect is not connection.dialect:
             compiled = self._compile(connection.dialect, keys)
+        if compiled.expanding:
+            return self._through_sqlalchemy(connection, params)
         values = {**compiled.fixed, **params}
         for name, process in compiled.processors:
             values[name] = process(values[name])
@@ -191,19 +202,50 @@ class Prepared:
                 connection.dispatch.after_cursor_execute(
                     connection, cursor, sql, values, None, False
                 )
-            return cursor.fetchall() if cursor.description is not None else []
+            if not compiled.returned:
+                return []
+            return compiled.converted(connection.dialect, cursor, cursor.fetchall())
         except Exception as exc:
             connection._handle_dbapi_exception(exc, sql, values, cursor, None)
         finally:
             if cursor is not None:
                 cursor.close()
 
+    def _through_sqlalchemy(self, connection: Connection, params: Mapping[str, Any]) -> list[Any]:
+        result = connection.execute(self.statement, dict(params))
+        return list(result) if result.returns_rows else []
 
-@dataclass(frozen=True)
+
+@dataclass
 class _Compiled:
     sql: str
     fixed: dict[str, Any]  # parameters the statement gives itself
     processors: tuple[tuple[str, Callable[[Any], Any]], ...]
+    returned: tuple[TypeEngine[Any], ...]  # the type of each column it returns
+    expanding: bool  # an expanding IN: SQLAlchemy renders the SQL at each execution
+    # Each returned column's result processor (by position), where its type has one: known
+    # at the first execution, as a processor may depend on the driver's column type.
+    converters: tuple[tuple[int, Callable[[Any], Any]], ...] | None = None
+
+    def converted(self, dialect: Dialect, cursor: Any, rows: list[Any]) -> list[Any]:
+        """The driver's rows with their values converted as SQLAlchemy's result would."""
+        if self.converters is None:
+            # psycopg makes the description anew at each access: read once, here.
+            codes = (column.type_code for column in cursor.description)
+            self.converters = tuple(
+                (index, convert)
+                for index, (type_, code) in enumerate(zip(self.returned, codes, strict=True))
+                if (convert := type_._cached_result_processor(dialect, code))
+            )
+        if not self.converters:
+            return rows
+        converted = []
+        for row in rows:
+            values = list(row)
+            for index, process in self.converters:
+                values[index] = process(values[index])
+            converted.append(tuple(values))
+        return converted
 
 
 def after_commit(session: Session, callback: Callable[[], None]) -> None:
@@ -217,6 +259,9 @@ class Database:
         # foreign key (a job's batch, an entry's batch) resolves at the first flush.
         import shared.tables  # noqa: F401  (imports every slice's models; they import this)
 
+        # Mappings checked now, not at the first query (and a `Job` made from a row before
+        # any query, `jobs.service._job_of`, has its attributes).
+        configure_mappers()
         self.url = database_url
         self.engine = make_engine(database_url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
@@ -229,16 +274,26 @@ class Database:
         self._turn: AbstractContextManager[Any] = (
             nullcontext() if self.is_postgres else threading.RLock()
         )
+        # One statement is a transaction of its own: on PostgreSQL it needs no BEGIN and
+        # COMMIT, two of a claim's three round trips (SQLite has no round trips to save).
+        self._one_statement = self._sessions
+        if self.is_postgres:
+            autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+            self._one_statement = sessionmaker(autocommit, expire_on_commit=False)
 
     @property
     def is_postgres(self) -> bool:
         return self.engine.dialect.name == "postgresql"
 
     @contextmanager
-    def transaction(self) -> Iterator[Session]:
-        """A session whose work commits at the end of the block, or rolls back on error."""
+    def transaction(self, *, one_statement: bool = False) -> Iterator[Session]:
+        """A session whose work commits at the end of the block, or rolls back on error.
+
+        `one_statement`: the block runs a single statement (a claim's conditional update),
+        which PostgreSQL makes atomic on its own, so it runs in autocommit; a block that
+        must make several changes at once must not set it."""
         with self._turn:
-            session = self._sessions()
+            session = (self._one_statement if one_statement else self._sessions)()
             try:
                 yield session
                 session.commit()

@@ -185,17 +185,17 @@ def mark_process_dead(pid: int) -> None:
 
 def observe_finished(job: Job) -> None:
     """Count a job that reached a final state and time its stages."""
-    JOBS_FINISHED.labels(job.model, job.status.public.value).inc()
-    POLLS_PER_JOB.labels(job.model).observe(job.poll_count)
+    child(JOBS_FINISHED, job.model, job.status.public.value).inc()
+    child(POLLS_PER_JOB, job.model).observe(job.poll_count)
     if job.status is not JobStatus.COMPLETED or job.completed_at is None:
         return
-    SUBMIT_TO_COMPLETED.labels(job.model).observe(_seconds(job.created_at, job.completed_at))
+    child(SUBMIT_TO_COMPLETED, job.model).observe(_seconds(job.created_at, job.completed_at))
     if job.provider_completed_at is not None:
-        SETTLE_TO_INGEST.labels(job.model).observe(
+        child(SETTLE_TO_INGEST, job.model).observe(
             _seconds(job.provider_completed_at, job.completed_at)
         )
         if job.started_at is not None:
-            PROVIDER_TIME.labels(job.model).observe(
+            child(PROVIDER_TIME, job.model).observe(
                 _seconds(job.started_at, job.provider_completed_at)
             )
 

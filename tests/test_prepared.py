@@ -9,16 +9,29 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from sqlalchemy import bindparam, event, exc, insert, select
+from sqlalchemy import bindparam, event, exc, insert, select, update
 
-from shared import accounts
+from shared import accounts, catalog
 from shared.accounts.models import Account, ApiKey
-from shared.db import Database, Prepared, utcnow
+from shared.config import Settings
+from shared.db import Database, Prepared, after_commit, utcnow
+from shared.jobs import service as jobs
+from shared.jobs.models import Job
+from shared.jobs.schemas import JobCreate
+from shared.jobs.status import JobStatus
 
 _INSERT_ACCOUNT = Prepared(insert(Account))  # no values: the row's keys are its columns
 _KEY_PREFIX = Prepared(
     select(ApiKey.display_prefix).where(ApiKey.account_id == bindparam("account_id"))
 )
+# A literal None among the values is the statement's own; the status comes back an enum.
+_CANCEL = Prepared(
+    update(Job)
+    .where(Job.id == bindparam("job_id"))
+    .values(status=JobStatus.CANCELLED, due_at=None)
+    .returning(Job.status, Job.due_at)
+)
+_NAMES = Prepared(select(Account.name).where(Account.id.in_(bindparam("ids", expanding=True))))
 
 
 @pytest.fixture
@@ -55,6 +68,48 @@ def test_a_driver_error_is_sqlalchemys_and_rolls_back(db: Database) -> None:
         _INSERT_ACCOUNT.rows(session.connection(), _row(new.account_id))  # a duplicate id
     with db.transaction() as session:  # the pool still serves a working connection
         assert session.get(Account, new.account_id) is not None
+
+
+def test_an_update_returns_its_rows_as_their_column_types_read_them(
+    db: Database, settings: Settings
+) -> None:
+    with db.transaction() as session:
+        account = accounts.create_account(session=session, name="prepared", credits=Decimal(10))
+        job = jobs.create_job(
+            session=session,
+            settings=settings,
+            catalog=catalog.BUILTIN,
+            provider_name="simulator",
+            account_id=account.account_id,
+            request=JobCreate.model_validate(
+                {"model": "fal-ai/kling-video/v3/pro/text-to-video", "input": {"prompt": "x"}}
+            ),
+            idempotency_key=None,
+        ).job
+        assert job.due_at is not None
+        rows = _CANCEL.rows(session.connection(), {"job_id": job.id})
+    assert [tuple(row) for row in rows] == [(JobStatus.CANCELLED, None)]
+    assert isinstance(rows[0][0], JobStatus)
+
+
+def test_an_expanding_in_is_rendered_for_its_list(db: Database) -> None:
+    with db.transaction() as session:
+        made = [
+            accounts.create_account(session=session, name=name, credits=Decimal(0)).account_id
+            for name in ("one", "two", "three")
+        ]
+        rows = _NAMES.rows(session.connection(), {"ids": made[:2]})
+    assert sorted(name for (name,) in rows) == ["one", "two"]
+
+
+def test_a_one_statement_block_commits_and_runs_its_callbacks(db: Database) -> None:
+    account_id, ran = uuid.uuid4(), []
+    with db.transaction(one_statement=True) as session:
+        _INSERT_ACCOUNT.rows(session.connection(), _row(account_id))
+        after_commit(session, lambda: ran.append(True))
+    assert ran == [True]
+    with db.transaction() as session:
+        assert session.get(Account, account_id) is not None
 
 
 def _row(account_id: uuid.UUID) -> dict[str, Any]:

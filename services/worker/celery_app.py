@@ -153,16 +153,17 @@ def send_after_commit(
     """
 
     publisher: RedisPublisher | None = celery.naive_publisher
+    then = (INGEST_MEDIA,) if task == SETTLE_CREDITS else ()
 
     def send() -> None:
         try:
-            if task == SETTLE_CREDITS:
+            if publisher is not None:
+                publisher.send(task, args, countdown=countdown, then=then)
+            elif then:
                 chain(
-                    celery.signature(SETTLE_CREDITS, args=args, immutable=True),
-                    celery.signature(INGEST_MEDIA, args=args, immutable=True),
+                    celery.signature(task, args=args, immutable=True),
+                    *(celery.signature(name, args=args, immutable=True) for name in then),
                 ).apply_async()
-            elif publisher is not None and not countdown:
-                publisher.send(task, args)
             else:
                 celery.send_task(task, args=args, countdown=countdown)
         except (KombuError, redis.RedisError):

@@ -146,19 +146,21 @@ def poll(task: DbTask, token: str, job_ids: Sequence[uuid.UUID], *, batch: bool)
 
 def _claim(task: DbTask, token: str, job_ids: Sequence[uuid.UUID]) -> list[Job]:
     """The jobs this message may poll; those past their deadline fail here (and are stopped
-    at the provider) instead."""
+    at the provider) instead. The claim is one statement; the failures, if any, follow in a
+    transaction of their own (one that never comes leaves its job claimed, due again
+    `POLL_BUDGET` later and still overdue)."""
     now = utcnow()
-    due: list[Job] = []
-    with task.runtime.db.transaction() as session:
+    with task.runtime.db.transaction(one_statement=True) as session:
         claimed = jobs.claim_polls(
             session=session, job_ids=job_ids, token=token, new_token=jobs.new_poll_token()
         )
-        for job in claimed:
-            if not machine.is_overdue(job, now):
-                due.append(job)
-            elif jobs.fail(session=session, job_id=job.id, failure=machine.TIMED_OUT):
-                task.send(session, names.CANCEL_AT_PROVIDER, str(job.id))
-    return due
+    overdue = [job for job in claimed if machine.is_overdue(job, now)]
+    if overdue:
+        with task.runtime.db.transaction() as session:
+            for job in overdue:
+                if jobs.fail(session=session, job_id=job.id, failure=machine.TIMED_OUT):
+                    task.send(session, names.CANCEL_AT_PROVIDER, str(job.id))
+    return [job for job in claimed if job not in overdue]
 
 
 def _ask(task: DbTask, job: Job, *, results: bool) -> Answer:

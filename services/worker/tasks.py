@@ -212,7 +212,8 @@ class DbTask(Task):
             outcome = "error"
             raise
         finally:
-            metrics.PROVIDER_CALLS.labels(self.runtime.provider.name, operation, outcome).inc()
+            provider = self.runtime.provider.name
+            metrics.child(metrics.PROVIDER_CALLS, provider, operation, outcome).inc()
 
     def poll_wait(self, job: Job, model: VideoModel, *, queue_position: int | None = None) -> float:
         """The wait before the job's next status call (see shared/jobs/pacing.py)."""
@@ -256,7 +257,7 @@ class DbTask(Task):
 def submit_job(self: DbTask, job_id: str) -> None:
     """The one provider call that is not idempotent: the attempt is recorded before it."""
     key = uuid.UUID(job_id)
-    with self.runtime.db.transaction() as session:
+    with self.runtime.db.transaction(one_statement=True) as session:
         job = self.claimed(jobs.claim_submit(session=session, job_id=key))
     if job is None:
         return  # another delivery of this message has it, or the job moved on
@@ -298,9 +299,8 @@ def submit_job(self: DbTask, job_id: str) -> None:
             # what customers see as `estimated_seconds`: a measured figure beats the catalog's
             expected_seconds=max(1, math.ceil(measured)) if measured else job.estimated_seconds,
         )
-        if submitted is not None:
+        if submitted is not None:  # its "job is now submitted" line carries the request id
             self.send_poll(session, job_id, token, wait)
-            log.info("submitted to the provider")
     if submitted is not None:
         self.apply_early_callback(request_id)
         return
@@ -332,7 +332,7 @@ def settle_credits(self: DbTask, job_id: str) -> None:
 def ingest_media(self: DbTask, job_id: str) -> None:
     """Copy the video into the library; after the last attempt the job fails, refunded."""
     key = uuid.UUID(job_id)
-    with self.runtime.db.transaction() as session:
+    with self.runtime.db.transaction(one_statement=True) as session:
         job = self.claimed(jobs.claim_ingest(session=session, job_id=key))
     if job is None:
         return

@@ -224,32 +224,45 @@ def capture(
     transaction; the unique (job_id, kind) constraint is the last line of defence.
     """
     charged = min(amount, held)
-    entries = [_entry(account_id, job_id, LedgerKind.CAPTURE, charged)]
+    _add_entry(session, account_id, job_id, LedgerKind.CAPTURE, charged)
     if held > charged:
-        entries.append(_entry(account_id, job_id, LedgerKind.RELEASE, held - charged))
+        _add_entry(session, account_id, job_id, LedgerKind.RELEASE, held - charged)
         _count(session, "released", held - charged)
-    session.add_all(entries)
-    session.flush()
     _count(session, "captured", charged)
     return charged
 
 
 def release(*, session: Session, account_id: uuid.UUID, job_id: uuid.UUID, held: int) -> None:
     """Give back a job's whole hold (failed or cancelled: nothing is charged)."""
-    session.add(_entry(account_id, job_id, LedgerKind.RELEASE, held))
-    session.flush()
+    _add_entry(session, account_id, job_id, LedgerKind.RELEASE, held)
     _count(session, "released", held)
 
 
 def refund(*, session: Session, account_id: uuid.UUID, job_id: uuid.UUID, charged: int) -> None:
     """Reverse a job's capture: the account is charged only for a video in its library."""
-    session.add(_entry(account_id, job_id, LedgerKind.REFUND, charged))
-    session.flush()
+    _add_entry(session, account_id, job_id, LedgerKind.REFUND, charged)
     _count(session, "refunded", charged)
 
 
-def _entry(account_id: uuid.UUID, job_id: uuid.UUID, kind: LedgerKind, amount: int) -> LedgerEntry:
-    return LedgerEntry(account_id=account_id, job_id=job_id, kind=kind.value, amount=amount)
+# A job's entry, compiled once and run on the driver's connection (every settlement writes
+# one), not through the session's unit of work.
+_INSERT_ENTRY = Prepared(insert(LedgerEntry))  # the row's keys are its columns
+
+
+def _add_entry(
+    session: Session, account_id: uuid.UUID, job_id: uuid.UUID, kind: LedgerKind, amount: int
+) -> None:
+    _INSERT_ENTRY.rows(
+        session.connection(),
+        {
+            "id": uuid.uuid4(),
+            "account_id": account_id,
+            "job_id": job_id,
+            "kind": kind.value,
+            "amount": amount,
+            "created_at": utcnow(),
+        },
+    )
 
 
 def entries(*, session: Session, account_id: uuid.UUID, limit: int = 100) -> list[LedgerEntry]:

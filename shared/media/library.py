@@ -10,6 +10,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from shared import accounts
+from shared.db import Prepared, utcnow
 from shared.errors import InvalidInput
 from shared.jobs.models import Job
 from shared.media.ingest import IngestedVideo
@@ -27,36 +28,47 @@ def _filename(prompt: str, job_id: uuid.UUID) -> str:
     return f"{slug or 'video'}-{str(job_id)[:8]}.mp4"
 
 
+# A job's asset, inserted unless one exists for the job: compiled once per dialect and run
+# on the driver's connection (every ingest writes one). The row's keys are its columns.
+_INSERT_ONCE = {
+    name: Prepared(
+        dialect.insert(MediaAsset)
+        .on_conflict_do_nothing(index_elements=[MediaAsset.source_job_id])
+        .returning(MediaAsset.id)
+    )
+    for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
+}
+
+
 def record_generated_video(*, session: Session, job: Job, video: IngestedVideo) -> uuid.UUID:
     """The id of the job's asset, created once: one insert that does nothing if a parallel
     or earlier ingest of the job made it (the unique source job), then a read in that case
     alone."""
     prompt = str(job.input.get("prompt") or "")
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    insert_once = (
-        dialect.insert(MediaAsset)
-        .values(
-            account_id=job.account_id,
-            storage_key=video.storage_key,
-            poster_key=video.poster_key,
-            filename=generated_filename(job),
-            content_type=video.info.content_type,
-            size_bytes=video.size_bytes,
-            duration_seconds=video.info.duration_seconds,
-            width=video.info.width,
-            height=video.info.height,
-            source_type="video_generation",
-            source_job_id=job.id,
-            source_url=(job.provider_result or {}).get("video", {}).get("url"),
-            title=prompt[:300] or None,
-            tags=[job.model],
-        )
-        .on_conflict_do_nothing(index_elements=[MediaAsset.source_job_id])
-        .returning(MediaAsset.id)
+    connection = session.connection()
+    created = _INSERT_ONCE[connection.dialect.name].rows(
+        connection,
+        {
+            "id": uuid.uuid4(),
+            "account_id": job.account_id,
+            "storage_key": video.storage_key,
+            "poster_key": video.poster_key,
+            "filename": generated_filename(job),
+            "content_type": video.info.content_type,
+            "size_bytes": video.size_bytes,
+            "duration_seconds": video.info.duration_seconds,
+            "width": video.info.width,
+            "height": video.info.height,
+            "source_type": "video_generation",
+            "source_job_id": job.id,
+            "source_url": (job.provider_result or {}).get("video", {}).get("url"),
+            "title": prompt[:300] or None,
+            "tags": [job.model],
+            "created_at": utcnow(),
+        },
     )
-    created = session.execute(insert_once).scalar_one_or_none()
-    if created is not None:
-        return created
+    if created:
+        return created[0][0]
     return session.scalars(select(MediaAsset.id).where(MediaAsset.source_job_id == job.id)).one()
 
 
