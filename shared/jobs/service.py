@@ -368,9 +368,7 @@ def insert_job(session: Session, row: dict[str, Any]) -> Job:
     """Write a new job's row and its `job.queued` event; the answer's view of the row (not
     in the session)."""
     _INSERT_JOB.rows(session.connection(), row)
-    fields = dict(row)
-    metadata = fields.pop("metadata")
-    job = Job(**fields, job_metadata=metadata)
+    job = _job_of(tuple(row.get(column.name) for column in _JOBS.c))  # the rest are NULL
     events.emit(session, job)
     return job
 
