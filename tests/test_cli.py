@@ -763,6 +763,12 @@ def test_video_batch_from_jsonl_waits_and_reports_partial_failure(naive, tmp_pat
     code, envelope = naive.json("video", "batch", str(bad), "--json")
     assert code == 2 and "line 2" in envelope["result"]["message"]
 
+    # The API's refusal of its items[1] names the file's line 3 (after a blank line).
+    unknown = tmp_path / "unknown.jsonl"
+    unknown.write_text(json.dumps(lines[0]) + '\n\n{"model": "nope", "input": {}}\n')
+    code, envelope = naive.json("video", "batch", str(unknown), "--json")
+    assert code != 0 and envelope["result"]["message"].startswith("line 3 (items[1]): ")
+
 
 @contextmanager
 def scripted_api(answers: list[dict[str, Any] | None]) -> Iterator[tuple[str, list[str]]]:

@@ -1,6 +1,7 @@
 """`naive video`: submit generations, follow them, and browse models and prices."""
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -281,9 +282,10 @@ def pricing(state: State, model: str, duration: str | None) -> None:
         )
 
 
-def _read_items(path: Path) -> list[dict[str, Any]]:
-    """One item per non-empty line, each a JSON object `{model, input, metadata?}`."""
-    items = []
+def _read_items(path: Path) -> dict[int, dict[str, Any]]:
+    """One item per non-empty line, each a JSON object `{model, input, metadata?}`, by its
+    line number."""
+    items = {}
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
             continue
@@ -293,7 +295,7 @@ def _read_items(path: Path) -> list[dict[str, Any]]:
             raise click.BadParameter(f"line {number}: not JSON ({exc.msg}).") from None
         if not isinstance(item, dict):
             raise click.BadParameter(f"line {number}: expected a JSON object.")
-        items.append(item)
+        items[number] = item
     if not items:
         raise click.BadParameter(f"{path} has no items.")
     return items
@@ -329,10 +331,15 @@ def batch(
     """
     if timeout is not None and not wait:
         raise click.UsageError("--timeout needs --wait.")
-    body = {"items": _read_items(file)}
+    items = _read_items(file)
     headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
     with state.action("video.batch") as out:
-        answer = state.client.post("/v1/video/batches", body, headers=headers)
+        try:
+            answer = state.client.post(
+                "/v1/video/batches", {"items": list(items.values())}, headers=headers
+            )
+        except Failure as failure:
+            raise _by_line(failure, list(items)) from None
         accepted = read(BatchAccepted, answer)
         batch_id = str(accepted.batch_id)
         if not wait:
@@ -363,6 +370,16 @@ def _report_batch(out: Reporter, shown: Batch) -> None:
         next_steps=steps,
     )
     raise click.exceptions.Exit(ExitCode.JOB_FAILED)
+
+
+def _by_line(failure: Failure, lines: list[int]) -> Failure:
+    """The API's refusal of an item (`items[i]: …`, counted from 0) named by its line in
+    the file, as the CLI's own refusals are."""
+    found = re.match(r"items\[(\d+)\]", failure.error.get("message", ""))
+    if found is None or int(found[1]) >= len(lines):
+        return failure
+    message = f"line {lines[int(found[1])]} ({found[0]}){failure.error['message'][found.end() :]}"
+    return Failure({**failure.error, "message": message}, failure.exit_code)
 
 
 @video.command("batch-status")
