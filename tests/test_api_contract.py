@@ -3,11 +3,15 @@ nothing; another account's things are not found; listing, media and catalog shap
 
 from __future__ import annotations
 
+import ipaddress
+from typing import Any
+
 import pytest
 from sqlalchemy import func, select
 
 from shared.jobs.models import Job
-from tests.helpers import KLING_T2V, balance, generate, wait_for_job
+from shared.media import url_policy
+from tests.helpers import KLING_I2V, KLING_T2V, balance, generate, wait_for_job
 
 GOOD_INPUT = {"prompt": "A fox in the snow", "duration": "5", "aspect_ratio": "16:9"}
 
@@ -344,6 +348,26 @@ def test_image_urls_at_private_addresses_are_refused(client, account, runtime, u
     assert response.status_code == 422
     assert "input.image_url" in response.json["error"]["fields"]
     assert _jobs_of(runtime, account) == 0
+
+
+def test_no_transaction_is_open_while_a_host_name_resolves(client, account, monkeypatch):
+    """A submit or a batch naming an image's host resolves it with no pooled connection
+    checked out: a slow resolver cannot hold connections idle in transaction."""
+    pool = client.application.extensions["naive"].db.engine.pool
+    checked_out: list[int] = []
+
+    def resolve(host: str) -> list[Any]:
+        checked_out.append(pool.checkedout())
+        return [ipaddress.ip_address("93.184.216.34")]
+
+    monkeypatch.setattr(url_policy, "resolve", resolve)
+    image = {"image_url": "https://images.example.com/a.png", "prompt": "x"}
+    submit = {"model": KLING_I2V, "input": image}
+    batch = {"items": [{"model": KLING_I2V, "input": image}]}
+    for path, body in (("/v1/video/generate", submit), ("/v1/video/batches", batch)):
+        response = client.post(path, json=body, headers=account.headers)
+        assert response.status_code == 202, response.json
+    assert checked_out == [0, 0]  # the submit's image, the batch's
 
 
 def test_private_image_urls_can_be_allowed_for_a_closed_network(make_app, account):

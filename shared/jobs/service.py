@@ -14,7 +14,7 @@ import json
 import logging
 import secrets
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -300,6 +300,13 @@ def price_request(*, settings: Settings, catalog: Catalog, request: JobCreate) -
         )
     price = pricing.quote(model, model.output_seconds(normalized), settings)
     return Priced(model, normalized, price.units)
+
+
+def resolves_hosts(model_input: Mapping[str, Any], webhook_url: str | None = None) -> bool:
+    """Whether pricing a request looks host names up (its image's, its webhook's): the
+    caller then keeps no transaction open across it (a slow resolver would hold a pooled
+    connection, or SQLite's write lock, for as long as it takes)."""
+    return "image_url" in model_input or webhook_url is not None
 
 
 def _bind_quote(

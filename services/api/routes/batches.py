@@ -23,6 +23,7 @@ from shared.errors import (
     InvalidModel,
     NotFound,
 )
+from shared.jobs import service as jobs
 from shared.jobs.models import Job as JobRow
 from shared.ledger.credits import to_credits
 
@@ -80,10 +81,13 @@ def create_batch() -> Response:
         account_id = context.authenticated_account(session)
         body = parse_body(BatchCreate)
         key = idempotency_key()
+        catalog = context.catalog(session)
+        if any(jobs.resolves_hosts(item.input) for item in body.items):
+            session.commit()  # the key's lookup: the batch's transaction begins after DNS
         submission = batches.create_batch(
             session=session,
             settings=runtime.settings,
-            catalog=context.catalog(session),
+            catalog=catalog,
             provider_name=runtime.settings.provider,
             account_id=account_id,
             api_key_id=context.api_key_id(),

@@ -102,10 +102,13 @@ def generate() -> Response:
         account_id = context.authenticated_account(session)
         body = parse_body(JobCreate)
         key = idempotency_key()
+        catalog = context.catalog(session)
+        if jobs.resolves_hosts(body.input, body.webhook_url):
+            session.commit()  # the key's lookup: the submit's transaction begins after DNS
         submission = jobs.create_job(
             session=session,
             settings=runtime.settings,
-            catalog=context.catalog(session),
+            catalog=catalog,
             provider_name=runtime.settings.provider,
             account_id=account_id,
             request=body,
