@@ -1,5 +1,5 @@
 """`services.worker.redis_publish.RedisPublisher` writes the message kombu's Redis transport
-writes for the same send through Celery: a countdown's `eta`, a chain's next task."""
+writes for the same send through Celery, a countdown's `eta` included."""
 
 from __future__ import annotations
 
@@ -12,16 +12,16 @@ from typing import Any
 
 import pytest
 import redis
-from celery import Celery, chain
+from celery import Celery
 
-from services.worker.celery_app import INGEST_MEDIA, POLL_JOB, SETTLE_CREDITS, make_celery
+from services.worker.celery_app import POLL_JOB, make_celery
 from shared.config import load_settings
 
 # Differ per message (ids, the sender), or not set by the publisher (results are ignored).
 _PER_MESSAGE = {"id", "task_id", "root_id", "origin", "correlation_id", "delivery_tag", "reply_to"}
-# Celery's chain writes the task's own time limits and ignore_result when the sending
-# process has imported the task, and None otherwise; the publisher always writes None. A
-# worker reads None as the task's own (celery/worker/request.py: `time_limit or
+# Celery writes the task's own time limits and ignore_result when the sending process has
+# imported the task (a signature's send), and None otherwise; the publisher always writes
+# None. A worker reads None as the task's own (celery/worker/request.py: `time_limit or
 # task.time_limit`, `ignore_result is None` → `task.ignore_result`): the same run.
 _TASKS_OWN = {"timelimit", "ignore_result"}
 
@@ -68,23 +68,3 @@ def test_a_countdown_is_celerys_eta(celery: Celery) -> None:
     assert abs((ours_eta - theirs_eta).total_seconds()) < 1
     theirs["headers"]["argsrepr"] = repr(args)  # Celery's saferepr of the same tuple
     assert _shape(ours) == _shape(theirs)
-
-
-def test_a_chain_is_celerys_chain(celery: Celery) -> None:
-    args = (str(uuid.uuid4()),)
-    ours = _sent(
-        celery,
-        SETTLE_CREDITS,
-        lambda: celery.naive_publisher.send(SETTLE_CREDITS, args, then=(INGEST_MEDIA,)),
-    )
-    theirs = _sent(
-        celery,
-        SETTLE_CREDITS,
-        lambda: chain(
-            celery.signature(SETTLE_CREDITS, args=args, immutable=True),
-            celery.signature(INGEST_MEDIA, args=args, immutable=True),
-        ).apply_async(),
-    )
-    assert ours["headers"]["eta"] is None
-    assert _shape(ours) == _shape(theirs)
-    assert [step["task"] for step in ours["body"][2]["chain"]] == [INGEST_MEDIA]

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import redis
-from celery import Celery, chain
+from celery import Celery
 from kombu import Queue
 from kombu.exceptions import KombuError
 from sqlalchemy.orm import Session
@@ -147,23 +147,16 @@ def send_after_commit(
 ) -> None:
     """The one way to send a task: once the transaction commits, never for a rollback.
 
-    Settlement is always chained with ingestion, settlement first, so a failure to ingest
-    never loses the charge record. A broker outage does not fail the caller: the job is
-    stored, and the dispatcher sends its message when the broker is back.
+    A broker outage does not fail the caller: the job is stored, and the dispatcher sends
+    its message when the broker is back.
     """
 
     publisher: RedisPublisher | None = celery.naive_publisher
-    then = (INGEST_MEDIA,) if task == SETTLE_CREDITS else ()
 
     def send() -> None:
         try:
             if publisher is not None:
-                publisher.send(task, args, countdown=countdown, then=then)
-            elif then:
-                chain(
-                    celery.signature(task, args=args, immutable=True),
-                    *(celery.signature(name, args=args, immutable=True) for name in then),
-                ).apply_async()
+                publisher.send(task, args, countdown=countdown)
             else:
                 celery.send_task(task, args=args, countdown=countdown)
         except (KombuError, redis.RedisError):

@@ -1,7 +1,7 @@
 """Celery tasks: receive a job id, call a domain function, send the next step.
 
     submit_job → poll_job / poll_batch (services/worker/poll_tasks.py, fenced by a poll
-               token) → chain(settle_credits, ingest_media)
+               token) → settle_credits → ingest_media
 
 Each task may run twice, in parallel, or die half way: the state machine's conditional
 updates decide who moves the job, and the dispatcher revives what stopped moving. Every
@@ -317,8 +317,11 @@ def submit_job(self: DbTask, job_id: str) -> None:
     **time_limits(SHORT_TIME_LIMIT),
 )
 def settle_credits(self: DbTask, job_id: str) -> None:
+    """Charge the delivered job, then (after the commit: the charge is recorded before any
+    ingest) send its ingestion."""
     with self.runtime.db.transaction() as session:
-        self.claimed(jobs.settle(session=session, job_id=uuid.UUID(job_id)))
+        if self.claimed(jobs.settle(session=session, job_id=uuid.UUID(job_id))):
+            self.send(session, names.INGEST_MEDIA, job_id)
 
 
 @shared_task(

@@ -100,7 +100,7 @@ class Step(StrEnum):
 
     SUBMIT = "submit"
     POLL = "poll"
-    SETTLE = "settle"  # then ingest, in one chain
+    SETTLE = "settle"  # which sends ingest once the charge is committed
     INGEST = "ingest"
     FAIL_TIMEOUT = "fail_timeout"
     FAIL_INGEST = "fail_ingest"

@@ -194,7 +194,7 @@ _SETTLE = _Transition(
     [JobStatus.SETTLING],
     status=JobStatus.INGESTING,
     credits_used=Job.estimated_credits,
-    due_at=_NOW,  # ingestion follows in the same chain; resent if lost
+    due_at=_NOW,  # settlement sends ingestion after its commit; resent if lost
 )
 _CLAIM_INGEST = _Transition(
     [JobStatus.INGESTING],
