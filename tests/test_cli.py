@@ -851,6 +851,25 @@ def test_the_local_stack_is_used_with_a_key_given_and_its_key_goes_nowhere_else(
     assert to_other == [""]
 
 
+def test_video_batch_cancel_cancels_the_items_not_started(make_naive, idle_app, account, tmp_path):
+    """Against an API whose messages no worker reads, a batch's items wait: batch-cancel
+    cancels them all and releases the whole hold."""
+    shots = tmp_path / "waiting.jsonl"
+    item = {"model": KLING_T2V, "input": {"prompt": "Waits [sim latency=1]"}}
+    shots.write_text(json.dumps(item) + "\n" + json.dumps(item) + "\n")
+    with serving(idle_app) as url:
+        naive = make_naive(account, api_url=url)
+        code, accepted = naive.json("video", "batch", str(shots), "--json")
+        assert code == 0, accepted
+        code, envelope = naive.json("video", "batch-cancel", accepted["result"]["batch_id"])
+        credits = naive.json("credits")[1]["result"]
+    assert code == 0, envelope
+    assert envelope["result"]["status"] == "cancelled"
+    assert envelope["result"]["counts"]["cancelled"] == 2
+    assert envelope["hints"][0].startswith("2 item(s) cancelled")
+    assert credits["held"] == 0
+
+
 def test_video_quote_then_generate_with_it_and_budgets(naive):
     code, envelope = naive.json("video", "quote", "--model", KLING_T2V, "A quiet harbour",
                                 "--duration", "10", "--json")  # fmt: skip

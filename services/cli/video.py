@@ -397,6 +397,29 @@ def batch_status(state: State, batch_id: str) -> None:
         )
 
 
+@video.command("batch-cancel")
+@click.argument("batch_id")
+@json_option
+@pass_state
+def batch_cancel(state: State, batch_id: str) -> None:
+    """Cancel the items of a batch that have not started; their share of the hold is
+    released. Items already at the provider run on (cancel each with `naive jobs cancel`)."""
+    with state.action("video.batch-cancel") as out:
+        before = state.client.fetch(Batch, f"/v1/video/batches/{segment(batch_id)}")
+        shown = read(Batch, state.client.delete(f"/v1/video/batches/{segment(batch_id)}"))
+        cancelled = shown.counts.cancelled - before.counts.cancelled
+        running = [job for job in shown.items if job.status is PublicStatus.PROCESSING]
+        out.success(
+            shown.model_dump(mode="json"),
+            view=lambda: views.batch(shown),
+            next_steps=[command("jobs", "cancel", str(job.id)) for job in running[:3]],
+            hints=[
+                f"{cancelled} item(s) cancelled, their share released; {len(running)} already "
+                "started and running on (each can be cancelled on its own)."
+            ],
+        )
+
+
 @video.command()
 @click.argument("prompt", required=False)
 @click.option("--model", "-m", required=True, help="Model id; see `naive video models`.")
