@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 from sqlalchemy import JSON, DateTime, MetaData, TypeDecorator, Uuid, create_engine, event, text
 from sqlalchemy.engine import Connection, Dialect, Engine
 from sqlalchemy.exc import DisconnectionError
-from sqlalchemy.orm import DeclarativeBase, Session, configure_mappers, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Session, configure_mappers
 from sqlalchemy.sql import Insert, Select, Update
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.crud import REQUIRED
@@ -248,13 +248,47 @@ class _Compiled:
         return converted
 
 
+class _HeldConnections(threading.local):
+    """A thread's connections, one per engine (transactions, autocommit claims), kept
+    between transactions: taking one from the pool and giving it back, with their events,
+    cost about a third of a short transaction's CPU in the worker. A connection the server
+    ended is found before each transaction as the pool finds it at checkout
+    (`_server_hung_up`), and one that failed mid-transaction was invalidated by
+    SQLAlchemy: either is replaced by a new one from its engine."""
+
+    def __init__(self) -> None:
+        self._by_engine: dict[Engine, Connection] = {}
+
+    def connection(self, engine: Engine) -> Connection:
+        held = self._by_engine.get(engine)
+        if held is not None and (
+            held.invalidated or _server_hung_up(held.connection.dbapi_connection)
+        ):
+            held.invalidate()
+            held.close()  # not reconnected in place: that would lose the engine's autocommit
+            held = None
+        if held is None:
+            held = self._by_engine[engine] = engine.connect()
+        return held
+
+    def close(self) -> None:
+        """Give this thread's connections back to their pools."""
+        for held in self._by_engine.values():
+            held.close()
+        self._by_engine.clear()
+
+
 def after_commit(session: Session, callback: Callable[[], None]) -> None:
     """Run `callback` once the session's current transaction has committed."""
     session.info.setdefault(_CALLBACKS, []).append(callback)
 
 
 class Database:
-    def __init__(self, database_url: str) -> None:
+    def __init__(self, database_url: str, *, hold_connections: bool = False) -> None:
+        """`hold_connections`: each thread keeps its connections between transactions (a
+        worker process: one thread, one transaction at a time) instead of taking one from
+        the pool for each; on PostgreSQL only. Not for a server whose requests are threads
+        or greenlets of their own: each would keep one."""
         # Every slice's table on the metadata, whichever models the process imported: a
         # foreign key (a job's batch, an entry's batch) resolves at the first flush.
         import shared.tables  # noqa: F401  (imports every slice's models; they import this)
@@ -264,7 +298,6 @@ class Database:
         configure_mappers()
         self.url = database_url
         self.engine = make_engine(database_url)
-        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         # SQLite has one writer, and every transaction here takes the write lock at BEGIN:
         # a process runs its transactions one at a time, each waiting its turn on a lock that
         # is gevent's under gevent (created after the worker patched `threading`). Without
@@ -276,14 +309,20 @@ class Database:
         )
         # One statement is a transaction of its own: on PostgreSQL it needs no BEGIN and
         # COMMIT, two of a claim's three round trips (SQLite has no round trips to save).
-        self._one_statement = self._sessions
+        self._autocommit = self.engine
         if self.is_postgres:
-            autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
-            self._one_statement = sessionmaker(autocommit, expire_on_commit=False)
+            self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._held = _HeldConnections() if hold_connections and self.is_postgres else None
 
     @property
     def is_postgres(self) -> bool:
         return self.engine.dialect.name == "postgresql"
+
+    def _session(self, one_statement: bool) -> Session:
+        engine = self._autocommit if one_statement else self.engine
+        if self._held is None:
+            return Session(engine, expire_on_commit=False)
+        return Session(self._held.connection(engine), expire_on_commit=False)
 
     @contextmanager
     def transaction(self, *, one_statement: bool = False) -> Iterator[Session]:
@@ -293,7 +332,7 @@ class Database:
         which PostgreSQL makes atomic on its own, so it runs in autocommit; a block that
         must make several changes at once must not set it."""
         with self._turn:
-            session = (self._one_statement if one_statement else self._sessions)()
+            session = self._session(one_statement)
             try:
                 yield session
                 session.commit()
@@ -311,4 +350,6 @@ class Database:
             connection.execute(text("SELECT 1"))
 
     def dispose(self) -> None:
+        if self._held is not None:
+            self._held.close()
         self.engine.dispose()

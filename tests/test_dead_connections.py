@@ -1,8 +1,9 @@
-"""A pooled database connection the server has ended is replaced, not served to a request.
+"""A database connection the server has ended is replaced, not used for a transaction.
 
 The API no longer pings each connection it takes from the pool (`pool_pre_ping` cost a
 round trip per transaction); a connection whose backend was terminated is noticed at
-checkout without a round trip and the pool connects once more in its place.
+checkout without a round trip and the pool connects once more in its place. A worker
+process holds its connections between transactions and checks them the same way.
 """
 
 from __future__ import annotations
@@ -13,10 +14,13 @@ from decimal import Decimal
 import psycopg
 import pytest
 from flask import Flask
+from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
 
 from services.api.app import create_app
 from shared import accounts
 from shared.config import load_settings
+from shared.db import Database
 from tests.helpers import KLING_T2V
 from tests.stack import PG_ADMIN_URL, scratch_database
 
@@ -68,3 +72,43 @@ def test_submits_succeed_after_the_database_ended_every_pooled_connection(
     assert again.status_code == 202, again.json
     listed = client.get("/v1/jobs", headers=headers).json
     assert [job["id"] for job in listed["data"]] == [again.json["job_id"], first.json["job_id"]]
+
+
+@pytest.fixture
+def held() -> Iterator[Database]:
+    """A worker's database: each thread holds its connections between transactions."""
+    with scratch_database() as url:
+        db = Database(url, hold_connections=True)
+        yield db
+        db.dispose()
+
+
+def _backend(db: Database, *, one_statement: bool = False) -> int:
+    """The server process of the connection a transaction ran on; a claim's (one statement)
+    runs in autocommit, without BEGIN and COMMIT."""
+    with db.transaction(one_statement=one_statement) as session:
+        connection = session.connection()
+        assert connection.connection.dbapi_connection.autocommit is one_statement
+        return int(connection.execute(text("SELECT pg_backend_pid()")).scalar_one())
+
+
+def test_a_worker_keeps_its_connections_between_transactions(held: Database) -> None:
+    assert _backend(held) == _backend(held)
+    assert _backend(held, one_statement=True) == _backend(held, one_statement=True)
+
+
+def test_a_worker_replaces_held_connections_the_database_ended(held: Database) -> None:
+    before = {_backend(held), _backend(held, one_statement=True)}
+    assert _terminate_backends(held.url) == 2
+
+    after = {_backend(held), _backend(held, one_statement=True)}
+    assert after.isdisjoint(before)
+
+
+def test_a_transaction_cut_by_the_database_fails_alone(held: Database) -> None:
+    """The transaction whose connection died fails; the next one gets a new connection."""
+    with pytest.raises(OperationalError), held.transaction() as session:
+        session.execute(text("SELECT 1"))
+        _terminate_backends(held.url)
+        session.execute(text("SELECT 1"))
+    assert _backend(held) > 0
