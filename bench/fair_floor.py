@@ -1,21 +1,33 @@
 """The fair floor for bench.pipeline_throughput: the product's pipeline with the least
-database work a durable one can do, and nothing else taken away.
+work its guarantees need, and nothing else taken away.
 
     celery -A bench.fair_floor worker --concurrency K --without-gossip --without-mingle
 
-The same four tasks (submit → poll → chain(settle, ingest)) on the same broker, with the
+The same four tasks (submit → poll → settle → ingest) on the same broker, with the
 product's delivery settings, queues and kombu transport; the same provider calls (the
 simulator, through the product's provider), the same countdown before the first poll
 (`shared.jobs.pacing.poll_wait`), the same ingest (`shared.media.ingest.ingest_video`:
 the copy into media storage, the PyAV probe, the poster) on the same `jobs` rows, written
-by `create_job` as the API writes them. What it leaves out is everything but the
-statements: one psycopg connection per process, hand-written SQL, no ORM, no logging,
-no metrics, no dispatcher. Six transactions (eight statements) per job:
+by `create_job` as the API writes them. Each step is sent as the product sends it: one
+LPUSH of a Celery message after the commit that makes it due (`RedisPublisher`).
 
-    submit  1. record the attempt (returning what the call needs)  2. record the request
-    poll    3. the delivery, fenced by the poll token (no claim before the call)
-    settle  4. the status and the capture
-    ingest  5. claim (returning what the copy needs)  6. the asset and the completion
+It keeps what the product guarantees, each at its least cost:
+- at least once, in parallel: every step claims its job with one conditional update
+  before it acts (the submit's attempt, the poll's token, the ingest's lease), so a
+  duplicate message does nothing twice;
+- the outbox: every change a customer can see writes its event (the job's columns as
+  JSON, numbered by `event_seq`) in the transaction that makes it: processing, delivered,
+  charged, and completed with its asset (two rows in one statement);
+- the charge recorded before ingest; the asset once per job.
+
+What it leaves out is everything but the statements: one psycopg connection per process,
+hand-written SQL, no ORM, no logging, no metrics, no dispatcher. Seven transactions
+(thirteen statements) per job, as the product:
+
+    submit  1. claim the attempt   2. the request, and its event
+    poll    3. claim the token     4. the delivery, and its event
+    settle  5. the status, the capture and its event
+    ingest  6. claim the lease     7. the asset, the completion and its two events
 
 Settings from the environment, as the product's worker reads them (DATABASE_URL,
 CELERY_BROKER_URL, CELERY_QUEUE, NAIVE_DATA_DIR, POLL_INITIAL_SECONDS, …).
@@ -30,12 +42,13 @@ import uuid
 from typing import Any
 
 import psycopg
-from celery import Celery, chain
+from celery import Celery
 from celery.signals import worker_process_init
 from kombu import Queue
 
 from services.worker import redis_transport
 from services.worker.celery_app import DELIVERY_OPTIONS
+from services.worker.redis_publish import RedisPublisher
 from shared import catalog
 from shared.config import load_settings
 from shared.jobs.pacing import pacing_seconds, poll_wait
@@ -56,7 +69,18 @@ app.conf.update(
     },
     broker_transport_options={"visibility_timeout": settings.visibility_timeout_seconds},
 )
-ACTIVE = ("submitted", "running")
+ACTIVE = ["submitted", "running"]
+# What an event carries: the job's columns its public view shows.
+VIEW = (
+    "id, status, progress, queue_position, model, input, result, error, credits_used, "
+    "estimated_credits, estimated_seconds, provider_request_id, cancel_requested_at, "
+    "provider_logs, created_at, started_at, completed_at, metadata, batch_id, quote_id"
+)
+VIEW_NAMES = [name.strip() for name in VIEW.split(",")]
+EVENT = (
+    "INSERT INTO job_events (job_id, account_id, seq, type, created_at, data) "
+    "VALUES (%s, %s, %s, %s, now(), %s)"
+)  # one row; `_events` adds more
 
 
 @functools.cache
@@ -65,22 +89,55 @@ def _runtime() -> Runtime:
 
 
 @functools.cache
-def _db() -> psycopg.Connection[Any]:
+def _db(autocommit: bool = False) -> psycopg.Connection[Any]:
+    """This process's connection for transactions, or (`autocommit`) for claims: one
+    statement each, no BEGIN and COMMIT, as the product runs them."""
     url = settings.database_url.replace("postgresql+psycopg://", "postgresql://")
-    return psycopg.connect(url)
+    return psycopg.connect(url, autocommit=autocommit)
+
+
+@functools.cache
+def _publisher() -> RedisPublisher:
+    return RedisPublisher(app, settings.broker_url)
 
 
 @worker_process_init.connect
 def _fresh_connections_after_fork(**_: Any) -> None:
     _db.cache_clear()
     _runtime.cache_clear()
+    _publisher.cache_clear()
 
 
 def _one(sql: str, params: tuple[Any, ...]) -> tuple[Any, ...] | None:
-    """One statement in its own transaction; its first row."""
-    with _db().transaction(), _db().cursor() as cursor:
-        cursor.execute(sql, params)
-        return cursor.fetchone() if cursor.description else None
+    """A claim: one statement on its own; its row."""
+    return _db(autocommit=True).execute(sql, params).fetchone()
+
+
+@functools.cache
+def _events(count: int) -> str:
+    """An INSERT of `count` events of one job."""
+    return EVENT + ", (%s, %s, %s, %s, now(), %s)" * (count - 1)
+
+
+def _moved(cursor: psycopg.Cursor[Any], sql: str, params: tuple[Any, ...], *kinds: str) -> Any:
+    """A move that a customer sees: `sql` (an UPDATE bumping `event_seq` by len(kinds),
+    returning `account_id, event_seq` and the view's columns), then its events in one
+    statement. The row it returned, or None."""
+    cursor.execute(sql, params)
+    row = cursor.fetchone()
+    if row is None:
+        return None
+    account_id, seq, *view = row
+    data = json.dumps(dict(zip(VIEW_NAMES, view, strict=True)), default=str)
+    job_id = view[0]
+    first = seq - len(kinds) + 1
+    rows = [(job_id, account_id, first + i, kind, data) for i, kind in enumerate(kinds)]
+    cursor.execute(_events(len(kinds)), [value for event in rows for value in event])
+    return row
+
+
+def _send(task: str, *args: str, countdown: float = 0) -> None:
+    _publisher().send(task, args, countdown=countdown)
 
 
 @app.task(name="floor.submit")
@@ -111,56 +168,78 @@ def submit(job_id: str) -> None:
         webhooks_enabled=False,
     )
     token = secrets.token_hex(8)
-    _one(
-        "UPDATE jobs SET status = 'submitted', provider_request_id = %s, poll_token = %s, "
-        "started_at = now(), due_at = now() + make_interval(secs => %s) "
-        "WHERE id = %s AND status = 'queued'",
-        (request_id, token, wait, job_id),
-    )
-    poll.apply_async((job_id, token, row[0], request_id), countdown=wait)
+    with _db().transaction(), _db().cursor() as cursor:
+        moved = _moved(
+            cursor,
+            "UPDATE jobs SET status = 'submitted', provider_request_id = %s, poll_token = %s, "
+            "started_at = now(), due_at = now() + make_interval(secs => %s), "
+            f"event_seq = event_seq + 1 WHERE id = %s AND status = 'queued' "
+            f"RETURNING account_id, event_seq, {VIEW}",
+            (request_id, token, wait, job_id),
+            "job.processing",
+        )
+    if moved is not None:
+        _send("floor.poll", job_id, token, countdown=wait)
 
 
 @app.task(name="floor.poll")
-def poll(job_id: str, token: str, model_id: str, request_id: str) -> None:
-    model = catalog.get_model(model_id)
-    provider = _runtime().provider
-    if provider.status(model, request_id).state != "completed":  # not with instant renders
-        poll.apply_async((job_id, token, model_id, request_id), countdown=settings.poll_max_seconds)
-        return
-    result = provider.result(model, request_id)
-    delivered = _one(
-        "UPDATE jobs SET status = 'settling', progress = 100, provider_result = %s, "
-        "provider_completed_at = now(), due_at = now() "
-        "WHERE id = %s AND poll_token = %s AND status = ANY(%s) RETURNING id",
-        (json.dumps(result.to_dict()), job_id, token, list(ACTIVE)),
+def poll(job_id: str, token: str) -> None:
+    claimed = secrets.token_hex(8)
+    row = _one(
+        "UPDATE jobs SET poll_token = %s, poll_count = poll_count + 1, "
+        "due_at = now() + interval '10 s' WHERE id = %s AND poll_token = %s "
+        "AND status = ANY(%s) RETURNING model, provider_request_id",
+        (claimed, job_id, token, ACTIVE),
     )
-    if delivered is not None:
-        chain(settle.si(job_id), ingest.si(job_id)).apply_async()
+    if row is None:
+        return
+    model = catalog.get_model(row[0])
+    provider = _runtime().provider
+    if provider.status(model, row[1]).state != "completed":  # not with instant renders
+        _send("floor.poll", job_id, claimed, countdown=settings.poll_max_seconds)
+        return
+    result = provider.result(model, row[1])
+    with _db().transaction(), _db().cursor() as cursor:
+        moved = _moved(
+            cursor,
+            "UPDATE jobs SET status = 'settling', progress = 100, provider_result = %s, "
+            "provider_completed_at = now(), due_at = now(), event_seq = event_seq + 1 "
+            "WHERE id = %s AND poll_token = %s AND status = ANY(%s) "
+            f"RETURNING account_id, event_seq, {VIEW}",
+            (json.dumps(result.to_dict()), job_id, claimed, ACTIVE),
+            "job.processing",
+        )
+    if moved is not None:
+        _send("floor.settle", job_id)
 
 
 @app.task(name="floor.settle")
 def settle(job_id: str) -> None:
     with _db().transaction(), _db().cursor() as cursor:
-        cursor.execute(
+        moved = _moved(
+            cursor,
             "UPDATE jobs SET status = 'ingesting', credits_used = estimated_credits, "
-            "due_at = now() WHERE id = %s AND status = 'settling' "
-            "RETURNING account_id, estimated_credits",
+            "due_at = now(), event_seq = event_seq + 1 WHERE id = %s AND status = 'settling' "
+            f"RETURNING account_id, event_seq, {VIEW}",
             (job_id,),
+            "job.processing",
         )
-        row = cursor.fetchone()
-        if row is not None:
+        if moved is not None:
             cursor.execute(
                 "INSERT INTO ledger_entries (id, account_id, job_id, kind, amount, created_at) "
                 "VALUES (%s, %s, %s, 'capture', %s, now())",
-                (uuid.uuid4(), row[0], job_id, row[1]),
+                (uuid.uuid4(), moved[0], job_id, moved[2 + VIEW_NAMES.index("estimated_credits")]),
             )
+    if moved is not None:
+        _send("floor.ingest", job_id)
 
 
 @app.task(name="floor.ingest")
 def ingest(job_id: str) -> None:
     row = _one(
-        "UPDATE jobs SET due_at = now() + interval '60 s' "
-        "WHERE id = %s AND status = 'ingesting' "
+        "UPDATE jobs SET ingest_started_at = now(), due_at = now() + interval '60 s' "
+        "WHERE id = %s AND status = 'ingesting' AND (ingest_started_at IS NULL "
+        "OR ingest_started_at <= now() - interval '60 s') "
         "RETURNING account_id, provider_result, input, model",
         (job_id,),
     )
@@ -202,8 +281,12 @@ def ingest(job_id: str) -> None:
             ),
         )
         completed = {**result, "media_asset_id": str(asset_id)}
-        cursor.execute(
+        _moved(
+            cursor,
             "UPDATE jobs SET status = 'completed', result = %s, completed_at = now(), "
-            "due_at = NULL WHERE id = %s AND status = 'ingesting'",
+            "due_at = NULL, event_seq = event_seq + 2 WHERE id = %s AND status = 'ingesting' "
+            f"RETURNING account_id, event_seq, {VIEW}",
             (json.dumps(completed), job_id),
+            "asset.ingested",
+            "job.completed",
         )

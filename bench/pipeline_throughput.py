@@ -1,6 +1,7 @@
 """Jobs per second through the whole worker pipeline, beside a fair floor and plain Celery.
 
-    python -m bench.pipeline_throughput [--jobs 200] [--concurrency 4] [--poll-initial 2]
+    python -m bench.pipeline_throughput [--jobs 200] [--concurrency 2,4] [--repeat 3]
+                                        [--poll-initial 2] [--profile]
 
 Self-contained. For each worker concurrency K (comma-separated list), on this machine:
   * naive: a scratch PostgreSQL database, Redis db 7 with a queue of this run, the real
@@ -12,14 +13,16 @@ Self-contained. For each worker concurrency K (comma-separated list), on this ma
     (submit → poll → settle_credits → ingest_media: the video copied, probed with PyAV,
     its poster written, its media asset recorded).
   * fair floor: `bench/fair_floor.py` on the same database and the same kind of jobs:
-    the same four tasks, countdowns, provider calls and ingest, with the least database
-    work (6 transactions per job, hand-written SQL on one psycopg connection per process).
+    the same four tasks, countdowns, provider calls and ingest, the same guarantees (a
+    claim before each step acts, every visible change's event in its transaction), with
+    the least work: 7 transactions per job, hand-written SQL on psycopg, nothing else.
   * plain (context): `bench/plain_chain.py`, a Celery app with the same delivery settings
     whose job is a chain of four no-op tasks, N chains sent at once, the same K.
 
 Reports jobs/s over the whole run (first message to last completion), when half the
 jobs were done, the CPU the worker processes used per job (from /proc: the figure least
-disturbed by other test runs on this machine), and each row against the fair floor. The
+disturbed by other test runs on this machine), and each row against the fair floor
+(medians of `--repeat` interleaved runs: this machine's two cores are shared). The
 first poll of each job waits the step after an instant render (0.2–0.25 s) after its
 submit; with N jobs sent at once that wait overlaps other jobs' work.
 K worker processes share this machine's two cores with PostgreSQL, Redis and this client.
@@ -73,11 +76,12 @@ def run_naive(
 ) -> dict[str, float]:
     """The product's worker, or (`floor`) bench/fair_floor.py's, on the same kind of jobs."""
     app, submit = ("bench.fair_floor", "floor.submit") if floor else (CELERY_APP, SUBMIT_JOB)
-    profile = work / f"profile-{concurrency}"
-    if args.profile and not floor:
+    name = "floor" if floor else "naive"
+    profile = work / f"profile-{name}-{concurrency}"
+    profiled = app
+    if args.profile:
         app = "bench.worker_profile"
         profile.mkdir()
-    name = "floor" if floor else "naive"
     queue = harness.unique_queue(name)
     broker = harness.redis_url(REDIS_DB)
     env = {
@@ -90,6 +94,7 @@ def run_naive(
         "POLL_INITIAL_SECONDS": str(args.poll_initial),
         "SECRET_KEY": "bench",
         "BENCH_PROFILE_DIR": str(profile),
+        "BENCH_PROFILED_APP": profiled,
     }
     settings = load_settings(env)
     settings.ensure_local_dirs()
@@ -156,7 +161,8 @@ def run_naive(
             rows = wait(ids, args.timeout)
             cpu = harness.cpu_seconds(worker.pid) - cpu
             pg_cpu = harness.cpu_delta(pg, harness.postgres_cpu(database_url))
-        if app == "bench.worker_profile":
+        if args.profile:
+            print(f"\n{name} worker, concurrency {concurrency}:")
             for kind in ("main", "child"):
                 harness.summarize_cprofile(profile, kind, n + len(warm))
         failed = sum(1 for status, _, _ in rows if status != "completed")
@@ -236,9 +242,15 @@ def main() -> None:
     )
     parser.add_argument("--timeout", type=float, default=600)
     parser.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="runs of each pipeline at each K, interleaved; the table shows medians",
+    )
+    parser.add_argument(
         "--profile",
         action="store_true",
-        help="run the naive worker under cProfile (bench/worker_profile.py) and print where "
+        help="run each worker under cProfile (bench/worker_profile.py) and print where "
         "its processes spend their CPU per job (warm-up included; cProfile slows it)",
     )
     args = parser.parse_args()
@@ -251,24 +263,28 @@ def main() -> None:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-pipeline-")))
         database_url = stack.enter_context(harness.scratch_database("naive_bench"))
         for k in levels:
-            naive = run_naive(database_url, work, k, args.jobs, args)
-            floor = run_naive(database_url, work, k, args.jobs, args, floor=True)
-            plain = run_plain(work, k, args.jobs, args.timeout)
-            for result in (naive, floor):
+            runs: dict[str, list[dict[str, float]]] = {"naive": [], "floor": [], "plain": []}
+            for _ in range(args.repeat):
+                runs["naive"].append(run_naive(database_url, work, k, args.jobs, args))
+                runs["floor"].append(run_naive(database_url, work, k, args.jobs, args, floor=True))
+                runs["plain"].append(run_plain(work, k, args.jobs, args.timeout))
+            for result in runs["naive"] + runs["floor"]:
                 if result["failed"] or result["assets"] != args.jobs:
                     print(f"warning: {result['failed']} failed, {result['assets']} assets")
-            rows.append(_row(k, "naive pipeline", naive, floor))
-            rows.append(_row(k, "fair floor (6 transactions)", floor, floor))
-            rows.append(_row(k, "plain 4-task chain (context)", plain, floor))
+            floor = runs["floor"]
+            rows.append(_row(k, "naive pipeline", runs["naive"], floor))
+            rows.append(_row(k, "fair floor (7 transactions)", floor, floor))
+            rows.append(_row(k, "plain 4-task chain (context)", runs["plain"], floor))
+            naive = runs["naive"][-1]
             print(
                 f"K={k}: naive sent {args.jobs} submit messages in {naive['sent']:.2f} s, "
-                f"{naive['polls']:.2f} polls/job, {naive['assets']} media assets; "
-                f"plain sent {args.jobs} chains in {plain['sent']:.2f} s"
+                f"{naive['polls']:.2f} polls/job, {naive['assets']} media assets"
             )
 
     print(
         f"\n{args.jobs} jobs, instant provider, POLL_INITIAL_SECONDS={args.poll_initial:g}; "
-        f"{harness.load_average()}"
+        f"medians of {args.repeat} interleaved runs (ratios: of each run against the floor's "
+        f"run beside it); {harness.load_average()}"
     )
     harness.print_table(
         [
@@ -287,17 +303,27 @@ def main() -> None:
     print(f"\nbench ran {time.monotonic() - started:.0f} s")
 
 
-def _row(k: int, name: str, result: dict[str, float], floor: dict[str, float]) -> list[object]:
+def _row(
+    k: int, name: str, runs: list[dict[str, float]], floors: list[dict[str, float]]
+) -> list[object]:
+    def median(key: str) -> float:
+        return statistics.median(run[key] for run in runs)
+
+    def ratio(key: str) -> float:
+        return statistics.median(
+            run[key] / floor[key] for run, floor in zip(runs, floors, strict=True)
+        )
+
     return [
         k,
         name,
-        f"{result['makespan']:.2f}",
-        f"{result['median']:.2f}",
-        f"{result['rate']:.1f}",
-        f"{result['cpu_ms']:.1f}",
-        f"{result['pg_ms']:.1f}" if "pg_ms" in result else "-",
-        f"{result['rate'] / floor['rate']:.3f}",
-        f"{result['cpu_ms'] / floor['cpu_ms']:.2f}×",
+        f"{median('makespan'):.2f}",
+        f"{median('median'):.2f}",
+        f"{median('rate'):.1f}",
+        f"{median('cpu_ms'):.1f}",
+        f"{median('pg_ms'):.1f}" if "pg_ms" in runs[0] else "-",
+        f"{ratio('rate'):.3f}",
+        f"{ratio('cpu_ms'):.2f}×",
     ]
 
 

@@ -1,5 +1,6 @@
-"""The product's Celery app with cProfile on in every process of the worker (py-spy does not
-run on this machine): `celery -A bench.worker_profile worker …`, the Procfile's flags.
+"""A Celery app with cProfile on in every process of the worker (py-spy does not run on
+this machine): `celery -A bench.worker_profile worker …`, the Procfile's flags. The app is
+the product's, or the one of the module `$BENCH_PROFILED_APP` names (`bench.fair_floor`).
 
 The main process (the consumer: receiving, countdowns, acknowledgements, the pool's pipes)
 and each pool child write `$BENCH_PROFILE_DIR/{main,child}-<pid>.prof` (CPU time) when they
@@ -10,6 +11,7 @@ stop;
 from __future__ import annotations
 
 import cProfile
+import importlib
 import os
 import time
 from pathlib import Path
@@ -22,7 +24,9 @@ from celery.signals import (
     worker_shutdown,
 )
 
-from services.worker.app import app
+from services.processes import CELERY_APP
+
+app = importlib.import_module(os.environ.get("BENCH_PROFILED_APP", CELERY_APP)).app
 
 __all__ = ["app"]
 
