@@ -4,9 +4,10 @@ CELERY_QUEUE as the API reads them).
 
 POST /v1/video/generate does the least a submit must do to be durable, and nothing else:
 parse the JSON body, look up the hashed API key, then one transaction that locks the
-account, inserts the job and inserts its credit hold if the account can afford it (the
-same conditional INSERT … SELECT as the product), commit, one LPUSH of a Celery message
-for the job, and a small JSON 202. Plain psycopg with statements it prepares on the
+account, inserts the job, its `job.queued` event (the outbox every visible change writes
+in its transaction: the job's columns as JSON) and its credit hold if the account can
+afford it (the same conditional INSERT … SELECT as the product), commit, one LPUSH of a
+Celery message for the job, and a small JSON 202. Plain psycopg with statements it prepares on the
 server, a pool of connections, one Redis client: no ORM, no validation against the
 model's schema, no pricing, no rate limit, no idempotency, no logs, no metrics.
 """
@@ -41,9 +42,13 @@ LOCK_ACCOUNT = "SELECT id FROM accounts WHERE id = %s FOR UPDATE"
 INSERT_JOB = (
     "INSERT INTO jobs (id, account_id, type, model, input, metadata, status, progress,"
     " provider_logs, provider, poll_count, estimated_seconds, estimated_credits, created_at,"
-    " updated_at, deadline_at, due_at)"
+    " updated_at, deadline_at, due_at, event_seq)"
     " VALUES (%s, %s, 'video_generation', %s, %s, '{}', 'queued', 0, '[]', 'simulator', 0,"
-    " 60, %s, %s, %s, %s, %s)"
+    " 60, %s, %s, %s, %s, %s, 1)"
+)
+INSERT_EVENT = (
+    "INSERT INTO job_events (job_id, account_id, seq, type, created_at, data)"
+    " VALUES (%s, %s, 1, 'job.queued', %s, %s)"
 )
 INSERT_HOLD = (
     "INSERT INTO ledger_entries (id, account_id, job_id, kind, amount, created_at)"
@@ -103,11 +108,21 @@ def generate() -> tuple[Response, int]:
             return refused(401, "unauthorized")
         account = found[0]
         conn.execute(LOCK_ACCOUNT, (account,))
+        model, model_input = body.get("model"), body.get("input") or {}
         conn.execute(
             INSERT_JOB,
-            (job_id, account, body.get("model"), Jsonb(body.get("input") or {}),
+            (job_id, account, model, Jsonb(model_input),
              ESTIMATE_UNITS, now, now, now + DEADLINE, now),
         )  # fmt: skip
+        view = {
+            "id": str(job_id),
+            "status": "queued",
+            "model": model,
+            "input": model_input,
+            "estimated_credits": ESTIMATE_UNITS / 100,
+            "created_at": now.isoformat(),
+        }
+        conn.execute(INSERT_EVENT, (job_id, account, now, Jsonb(view)))  # fmt: skip
         hold = {"id": uuid.uuid4(), "account": account, "job": job_id, "amount": ESTIMATE_UNITS}
         held = conn.execute(INSERT_HOLD, {**hold, "at": now}).fetchone() is not None
         if not held:

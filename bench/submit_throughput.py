@@ -11,7 +11,8 @@ Self-contained. Starts, on this machine and in the same run:
     every submit is a real job with its credit hold and its message, and nothing renders;
   * `bench/submit_floor.py`, the durable-submit floor, under the same gunicorn command
     line, database and broker: the hashed key looked up, one transaction that locks the
-    account and inserts the job and its hold, one LPUSH, nothing else;
+    account and inserts the job, its `job.queued` event and its hold, one LPUSH, nothing
+    else;
   * `bench/bare_flask.py` (POST /echo: parse JSON, answer small JSON) under the same
     gunicorn command line: Flask + gunicorn alone, a context row.
 
