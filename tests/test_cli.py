@@ -73,20 +73,19 @@ class Naive:
         return proc.returncode, envelope
 
     def stream(self, *args: str, timeout: float = 60) -> tuple[int, list[dict], dict[str, Any]]:
-        """A streaming command's JSON lines (one per item), then its envelope."""
+        """A streaming command's output through a pipe: JSON lines, one per item, the
+        envelope last."""
         proc = subprocess.run(
-            [*NAIVE, *args, "--json"],
+            [*NAIVE, *args],
             env=self.env,
             cwd=self.cwd,
             capture_output=True,
             text=True,
             timeout=timeout,
         )
-        lines = proc.stdout.splitlines(keepends=True)
-        start = lines.index("{\n")
-        envelope = json.loads("".join(lines[start:]))
+        *items, envelope = [json.loads(line) for line in proc.stdout.splitlines()]
         assert set(envelope) == ENVELOPE_KEYS, proc.stdout
-        return proc.returncode, [json.loads(line) for line in lines[:start]], envelope
+        return proc.returncode, items, envelope
 
     def spawn(self, *args: str, timeout: float = 60, width: int = 160) -> pexpect.spawn:
         return pexpect.spawn(
@@ -600,6 +599,16 @@ def test_jobs_watch_timeout_ends_a_quiet_stream_on_time(make_app, make_naive, ac
     assert code == 3 and envelope["result"]["code"] == "wait_timeout"
     assert [event["type"] for event in events] == ["job.queued"]
     assert 2 <= elapsed < 6
+
+
+def test_jobs_watch_failures_are_one_json_line_too(naive):
+    """Through a pipe, every line `jobs watch` prints is one JSON document, whatever ends it:
+    a job it cannot find, a usage error."""
+    code, events, envelope = naive.stream("jobs", "watch", str(uuid.uuid4()))
+    assert (code, events, envelope["result"]["code"]) == (2, [], "not_found")
+    code, events, envelope = naive.stream("jobs", "watch")
+    assert (code, events, envelope["result"]["code"]) == (2, [], "usage_error")
+    assert envelope["action"] == "jobs.watch"
 
 
 def test_jobs_watch_of_a_cancelled_job_exits_4(naive, live_api, account):

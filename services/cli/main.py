@@ -95,7 +95,7 @@ class NaiveGroup(click.Group):
             ctx = getattr(exc, "ctx", None)
             path = ctx.command_path if ctx is not None else "naive"
             if json_mode:
-                Reporter(_action(path), json_mode=True).failure(
+                Reporter(_action(ctx), json_mode=True).failure(
                     {"code": "usage_error", "message": exc.format_message()},
                     message=exc.format_message(),
                     next_steps=[f"{path} --help"],
@@ -116,9 +116,14 @@ class NaiveGroup(click.Group):
         sys.exit(code if isinstance(code, int) else 0)
 
 
-def _action(command_path: str) -> str:
-    """`naive video generate` → `video.generate`."""
-    return ".".join(command_path.split()[1:]) or "naive"
+def _action(ctx: click.Context | None) -> str:
+    """`naive video generate` → `video.generate`, from the commands' names, not the program's
+    (which is `python -m services.cli.main` when run so)."""
+    names = []
+    while ctx is not None and ctx.parent is not None:
+        names.append(str(ctx.info_name))
+        ctx = ctx.parent
+    return ".".join(reversed(names)) or "naive"
 
 
 @click.group(

@@ -68,10 +68,21 @@ def _enable_json(ctx: click.Context, _param: click.Parameter, value: bool) -> No
 
 def json_option(command: F) -> F:
     """`--json` on a subcommand, the same as `naive --json`."""
+    return _json_flag(
+        command, "Print one JSON envelope (the default when stdout is not a terminal)."
+    )
+
+
+def json_lines_option(command: F) -> F:
+    """`--json` on a command that streams events (its action is in `STREAMING_ACTIONS`)."""
+    return _json_flag(
+        command,
+        "Print JSON Lines: a line per event, the envelope last "
+        "(the default when stdout is not a terminal).",
+    )
+
+
+def _json_flag(command: F, help_text: str) -> F:
     return click.option(
-        "--json",
-        is_flag=True,
-        expose_value=False,
-        callback=_enable_json,
-        help="Print one JSON envelope (the default when stdout is not a terminal).",
+        "--json", is_flag=True, expose_value=False, callback=_enable_json, help=help_text
     )(command)
