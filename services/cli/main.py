@@ -12,7 +12,7 @@ from services.cli import views
 from services.cli.budgets import budgets
 from services.cli.client import DEFAULT_API_URL
 from services.cli.errors import ExitCode
-from services.cli.hints import command
+from services.cli.hints import command, command_names
 from services.cli.jobs import jobs
 from services.cli.media import media
 from services.cli.output import Reporter, wants_json
@@ -117,13 +117,8 @@ class NaiveGroup(click.Group):
 
 
 def _action(ctx: click.Context | None) -> str:
-    """`naive video generate` → `video.generate`, from the commands' names, not the program's
-    (which is `python -m services.cli.main` when run so)."""
-    names = []
-    while ctx is not None and ctx.parent is not None:
-        names.append(str(ctx.info_name))
-        ctx = ctx.parent
-    return ".".join(reversed(names)) or "naive"
+    """`naive video generate` → `video.generate`."""
+    return ".".join(command_names(ctx)) or "naive"
 
 
 @click.group(

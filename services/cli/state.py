@@ -9,7 +9,7 @@ import click
 
 from services.cli.client import ApiClient
 from services.cli.errors import Failure
-from services.cli.hints import advise
+from services.cli.hints import advise, command, command_names
 from services.cli.output import Reporter, wants_json
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -40,6 +40,7 @@ class State:
         try:
             yield reporter
         except Failure as failure:
+            ctx = click.get_current_context()
             advice = advise(
                 failure,
                 name,
@@ -47,6 +48,8 @@ class State:
                 has_api_key=bool(self.api_key),
                 model=model,
                 duration=duration,
+                help_step=command(*command_names(ctx), "--help"),
+                options=[option for param in ctx.command.params for option in param.opts],
             )
             reporter.failure(
                 failure.error,
