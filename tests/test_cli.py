@@ -30,6 +30,7 @@ from werkzeug.exceptions import NotFound
 from services.cli.client import ApiClient
 from services.cli.main import cli
 from services.cli.wait import until_batch_ends
+from shared.jobs.schemas import MAX_IDEMPOTENCY_KEY
 from shared.media.probe import probe_video
 from tests.helpers import KLING_T2V, job_entries
 from tests.stack import serving
@@ -73,20 +74,19 @@ class Naive:
         return proc.returncode, envelope
 
     def stream(self, *args: str, timeout: float = 60) -> tuple[int, list[dict], dict[str, Any]]:
-        """A streaming command's JSON lines (one per item), then its envelope."""
+        """A streaming command's output through a pipe: JSON lines, one per item, the
+        envelope last."""
         proc = subprocess.run(
-            [*NAIVE, *args, "--json"],
+            [*NAIVE, *args],
             env=self.env,
             cwd=self.cwd,
             capture_output=True,
             text=True,
             timeout=timeout,
         )
-        lines = proc.stdout.splitlines(keepends=True)
-        start = lines.index("{\n")
-        envelope = json.loads("".join(lines[start:]))
+        *items, envelope = [json.loads(line) for line in proc.stdout.splitlines()]
         assert set(envelope) == ENVELOPE_KEYS, proc.stdout
-        return proc.returncode, [json.loads(line) for line in lines[:start]], envelope
+        return proc.returncode, items, envelope
 
     def spawn(self, *args: str, timeout: float = 60, width: int = 160) -> pexpect.spawn:
         return pexpect.spawn(
@@ -406,6 +406,55 @@ def test_an_unknown_model_exits_2_and_suggests_close_ids(naive, live_api, accoun
     assert jobs == []
 
 
+def test_invalid_input_hints_name_the_field_and_where_to_fix_it(naive, tmp_path):
+    """Each bad field is named (with the option that sets it); only a model or input field
+    points at the models' parameters, any other at the command's help. Every refusal
+    pointed at `naive video models`, a bad Idempotency-Key or page cursor too."""
+
+    def refused(*args: str) -> dict[str, Any]:
+        code, envelope = naive.json(*args)
+        assert (code, envelope["result"]["code"]) == (2, "invalid_input"), envelope
+        return envelope
+
+    long_key = "k" * (MAX_IDEMPOTENCY_KEY + 1)
+    envelope = refused("video", "generate", "-m", KLING_T2V, "A cat", "--idempotency-key", long_key)
+    assert envelope["hints"] == [
+        f"Idempotency-Key (--idempotency-key): must be 1 to {MAX_IDEMPOTENCY_KEY} characters"
+    ]
+    assert envelope["next_steps"] == ["naive video generate --help"]
+
+    envelope = refused("jobs", "--cursor", "not-a-cursor")
+    assert envelope["hints"] == ["cursor (--cursor): use next_cursor as given"]
+    assert envelope["next_steps"] == ["naive jobs --help"]
+
+    envelope = refused("webhooks", "create", "--url", "ftp://example.com/hook")
+    assert envelope["hints"] == ["url (--url): must be an https or http URL"]
+    assert envelope["next_steps"] == ["naive webhooks create --help"]
+
+    envelope = refused("video", "generate", "-m", KLING_T2V, "A cat", "--aspect-ratio", "2:1")
+    assert envelope["hints"][0] == "input.aspect_ratio: must be one of '16:9', '9:16', '1:1'"
+    assert "naive video models --json" in envelope["hints"][1]
+    assert envelope["next_steps"] == ["naive video models --json"]
+
+    # A batch's items are named by their lines in the file (here after a blank line).
+    shots = tmp_path / "shots.jsonl"
+    good = {"model": KLING_T2V, "input": {"prompt": "Dawn"}}
+    shots.write_text(
+        json.dumps(good) + "\n\n" + json.dumps({**good, "metadata": "not an object"}) + "\n"
+    )
+    envelope = refused("video", "batch", str(shots))
+    assert envelope["hints"] == ["line 3: metadata: Input should be a valid dictionary"]
+    assert envelope["next_steps"] == ["naive video batch --help"]
+    shots.write_text(json.dumps(good) + "\n\n" + json.dumps({**good, "input": {"x": 1}}) + "\n")
+    envelope = refused("video", "batch", str(shots))
+    assert "line 3: input.x: is not a parameter of this model" in envelope["hints"]
+    assert envelope["next_steps"] == ["naive video models --json"]
+
+    code, screen = naive.tty("jobs", "--cursor", "not-a-cursor")
+    assert code == 2 and "cursor (--cursor): use next_cursor as given" in screen
+    assert "$ naive jobs --help" in screen and "naive video models" not in screen
+
+
 def test_insufficient_credits_exits_2_and_points_at_pricing(make_naive, make_account):
     poor = make_naive(make_account("1"))
     args = ("video", "generate", "--model", KLING_T2V, "A cat", "--duration", "5")
@@ -600,6 +649,16 @@ def test_jobs_watch_timeout_ends_a_quiet_stream_on_time(make_app, make_naive, ac
     assert code == 3 and envelope["result"]["code"] == "wait_timeout"
     assert [event["type"] for event in events] == ["job.queued"]
     assert 2 <= elapsed < 6
+
+
+def test_jobs_watch_failures_are_one_json_line_too(naive):
+    """Through a pipe, every line `jobs watch` prints is one JSON document, whatever ends it:
+    a job it cannot find, a usage error."""
+    code, events, envelope = naive.stream("jobs", "watch", str(uuid.uuid4()))
+    assert (code, events, envelope["result"]["code"]) == (2, [], "not_found")
+    code, events, envelope = naive.stream("jobs", "watch")
+    assert (code, events, envelope["result"]["code"]) == (2, [], "usage_error")
+    assert envelope["action"] == "jobs.watch"
 
 
 def test_jobs_watch_of_a_cancelled_job_exits_4(naive, live_api, account):

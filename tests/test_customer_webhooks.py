@@ -406,6 +406,23 @@ def test_a_4xx_is_not_retried_and_the_next_event_follows(
 
 
 @pytest.mark.usefixtures("dispatching")
+@pytest.mark.usefixtures("dispatching")
+def test_the_delivery_log_says_when_the_host_name_does_not_resolve(
+    api: FlaskClient, account: conftest.TestAccount
+) -> None:
+    """It said only "the connection failed", as for a receiver that refuses connections."""
+    hook = _create(api, account, url="https://hooks.naive-test.invalid/in")
+    _completed_job(api, account)
+    (listed,) = wait_for(
+        lambda: (found := _deliveries(api, account, hook)) and found[0]["last_error"] and found,
+        timeout=30,
+        message=lambda: str(_deliveries(api, account, hook)),
+    )
+    assert listed["last_error"] == "the host name did not resolve (DNS)"
+    assert listed["last_response_code"] is None
+
+
+@pytest.mark.usefixtures("dispatching")
 def test_redeliver_sends_the_identical_body_and_id(
     api: FlaskClient, make_account: Callable[..., conftest.TestAccount], receiver: Receiver
 ) -> None:
@@ -507,6 +524,15 @@ def test_a_closed_port_is_a_connection_error_worth_retrying() -> None:
         port = unused.getsockname()[1]
     attempt = _post(f"http://127.0.0.1:{port}/hook")
     assert (attempt.error, attempt.retryable) == ("the connection failed", True)
+
+
+def test_a_host_name_that_does_not_resolve_is_said_so_and_retried() -> None:
+    attempt = _post("http://receiver.naive-test.invalid/hook")  # RFC 6761: never resolves
+    assert (attempt.status_code, attempt.error, attempt.retryable) == (
+        None,
+        "the host name did not resolve (DNS)",
+        True,
+    )
 
 
 def test_a_private_address_is_not_connected_to_under_the_default_policy(misbehaving: str) -> None:

@@ -31,8 +31,17 @@ PRODUCTION_VARIABLES = (
 )
 
 
-def test_the_quick_start_makes_a_playable_video_with_no_servers(tmp_path: Path):
+def _local_env(tmp_path: Path) -> dict[str, str]:
+    """The environment with none of the production variables, and with a per-user state
+    folder of the test's own (`naive local up` records there the stack it started)."""
     env = {k: v for k, v in os.environ.items() if k not in PRODUCTION_VARIABLES}
+    env.pop("NAIVE_DATA_DIR", None)
+    env["XDG_STATE_HOME"] = str(tmp_path / "state")
+    return env
+
+
+def test_the_quick_start_makes_a_playable_video_with_no_servers(tmp_path: Path):
+    env = _local_env(tmp_path)
     env.update(
         NAIVE_DATA_DIR=str(tmp_path / "var"),
         SIMULATOR_LATENCY_SECONDS="2",
@@ -120,10 +129,13 @@ def _concurrent_requests_all_answer(stack: dict[str, str]) -> None:
     assert sorted(set(answers)) == [200, 202], answers
 
 
-def _naive(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+def _naive(
+    env: dict[str, str], *args: str, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "services.cli.main", *args],
         env=env,
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=180,
@@ -131,10 +143,37 @@ def _naive(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def test_the_local_stack_is_found_from_any_directory(tmp_path: Path) -> None:
+    """Started in a clone (as `make demo` does, its data under the clone's ./var), the stack
+    is the one every command uses from any other directory: they found none there."""
+    clone, elsewhere = tmp_path / "clone", tmp_path / "elsewhere"
+    clone.mkdir()
+    elsewhere.mkdir()
+    env = _local_env(tmp_path)
+    env.update(NAIVE_LOCAL_PORT=str(free_port()), API_METRICS_PORT=str(free_port()))
+    try:
+        started = _naive(env, "local", "up", cwd=clone)
+        assert started.returncode == 0, started.stdout + started.stderr
+        said = _naive(env, "local", "status", cwd=elsewhere).stdout
+        assert said.count("running") == 3, said
+        assert f"data and logs in {clone / 'var'}" in said, said
+        credits = _naive(env, "credits", cwd=elsewhere)
+        assert json.loads(credits.stdout)["result"]["available"] == 100, credits.stderr
+        again = _naive(env, "local", "up", cwd=elsewhere)
+        assert again.returncode == 0 and "already running" in again.stderr, again.stderr
+        assert not (elsewhere / "var").exists()  # nothing started or made here
+        stopped = _naive(env, "local", "down", cwd=elsewhere)
+        assert stopped.stderr.count("stopped") == 3, stopped.stderr
+        said = _naive(env, "local", "status", cwd=clone).stdout
+        assert "local stack is not running" in said, said
+    finally:
+        _naive(env, "local", "down", cwd=clone)
+
+
 def test_local_up_refuses_a_port_another_program_serves(tmp_path: Path) -> None:
     """It used to say "local stack up" while another server answered its health check
     (and every command then failed with 401): now it says so, and starts nothing."""
-    env = {k: v for k, v in os.environ.items() if k not in PRODUCTION_VARIABLES}
+    env = _local_env(tmp_path)
     env.update(NAIVE_DATA_DIR=str(tmp_path / "var"), API_METRICS_PORT=str(free_port()))
     with socket.socket() as other:
         other.bind(("127.0.0.1", 0))

@@ -1,17 +1,39 @@
 """Advice: hints that explain an outcome, and the concrete `naive` commands to run next."""
 
+import re
 import shlex
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
+
+import click
 
 from services.cli.errors import ExitCode, Failure
 from shared.jobs.schemas import Job
 from shared.jobs.status import PublicStatus
 
+# A batch's item as the API names it, counted from 0: `items[1]` (the service's checks) or
+# `items.1` (the body's shape).
+BATCH_ITEM = re.compile(r"items(?:\[(\d+)\]|\.(\d+))")
+# An `invalid_input` field of the model or its input (in a batch, after its item, or its line
+# in the file as `naive video batch` names it): the model's schema says what it takes. Any
+# other field is the command's own.
+MODEL_FIELD = re.compile(rf"(?:{BATCH_ITEM.pattern}\.|line \d+: )?(?:model|input)(?:\.|$)")
+
 
 def command(*args: object) -> str:
     """A `naive` command line, quoted for a POSIX shell."""
     return shlex.join(["naive", *map(str, args)])
+
+
+def command_names(ctx: click.Context | None) -> list[str]:
+    """The names of the commands `ctx` runs, below `naive`: `["jobs", "watch"]`. Not taken
+    from the command path, whose program part is `python -m services.cli.main` when run so."""
+    names = []
+    while ctx is not None and ctx.parent is not None:
+        names.append(str(ctx.info_name))
+        ctx = ctx.parent
+    return names[::-1]
 
 
 def flags(*pairs: tuple[str, object]) -> list[str]:
@@ -33,10 +55,13 @@ def advise(
     *,
     api_url: str,
     has_api_key: bool,
+    help_step: str,
+    options: Collection[str],
     model: str | None = None,
     duration: str | None = None,
 ) -> Advice:
-    """Hints and next steps for `failure`, made concrete with what the command knew."""
+    """Hints and next steps for `failure`, made concrete with what the command knew: its
+    help (`help_step`) and its `options` (`--idempotency-key`, …) among them."""
     error, advice = failure.error, Advice()
     match failure.code:
         case "insufficient_credits":
@@ -60,12 +85,7 @@ def advise(
             advice.next_steps.append(command("video", "models"))
         case "invalid_input":
             fields = error.get("fields")
-            if isinstance(fields, dict):
-                advice.hints += [f"{name}: {message}" for name, message in fields.items()]
-            advice.hints.append(
-                "`naive video models --json` lists each model's parameters, defaults and ranges."
-            )
-            advice.next_steps.append(command("video", "models", "--json"))
+            _advise_fields(advice, fields if isinstance(fields, dict) else {}, help_step, options)
         case "unauthorized":
             if not has_api_key:
                 advice.hints.append("No API key is set.")
@@ -118,6 +138,26 @@ def advise(
                 "The service failed; retry shortly, and check its logs if it lasts."
             )
     return advice
+
+
+def _advise_fields(
+    advice: Advice, fields: dict[str, Any], help_step: str, options: Collection[str]
+) -> None:
+    """A hint per bad field, with the option that sets it; the models' parameters for a
+    model or input field, the command's help for any other."""
+    for name, problem in fields.items():
+        option = "--" + name.lower().replace("_", "-")
+        advice.hints.append(
+            f"{name} ({option}): {problem}" if option in options else f"{name}: {problem}"
+        )
+    model_fields = [name for name in fields if MODEL_FIELD.match(name)]
+    if model_fields:
+        advice.hints.append(
+            "`naive video models --json` lists each model's parameters, defaults and ranges."
+        )
+        advice.next_steps.append(command("video", "models", "--json"))
+    if len(model_fields) < len(fields) or not fields:
+        advice.next_steps.append(help_step)
 
 
 def _amount(value: Any) -> str:

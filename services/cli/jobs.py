@@ -6,7 +6,7 @@ from services.cli import views
 from services.cli.client import read, segment
 from services.cli.errors import ExitCode, Failure
 from services.cli.hints import command, flags, job_hints, job_next_steps
-from services.cli.state import State, json_option, pass_state
+from services.cli.state import State, json_lines_option, json_option, pass_state
 from services.cli.wait import Update, watch
 from shared.jobs.schemas import Job, JobPage
 from shared.jobs.status import PublicStatus
@@ -81,15 +81,17 @@ def get_job(state: State, job_id: str) -> None:
     metavar="SECONDS",
     help="Give up watching after SECONDS (the job keeps running).",
 )
-@json_option
+@json_lines_option
 @pass_state
 def watch_job(state: State, job_id: str, timeout: float | None) -> None:
     """Follow a job's events as they happen, until it ends (exit 4 if it fails or is cancelled).
 
     \b
-    With --json: one JSON line per event ({id, type, timestamp, data: the job}), then the
-    envelope with the final job. Reads the job's event stream, resuming after a dropped
-    connection; polls the job where the API has no stream.
+    With --json, or when stdout is not a terminal: JSON Lines, every line one JSON object.
+    One line per event ({id, type, timestamp, data: the job}), then, always last, the
+    envelope on one line: the final job, or the error that ended the watch. Reads the job's
+    event stream, resuming after a dropped connection; polls the job where the API has no
+    stream.
     """
     with state.action("jobs.watch") as out:
 

@@ -3,8 +3,9 @@
 With no environment set this is the embedded default (a SQLite file, kombu's
 filesystem broker, the simulator) under `NAIVE_DATA_DIR` (default `./var`). `up` runs
 the migrations, makes a local account once, starts the API, a worker and beat in the
-background and writes `local-stack.json`: the other commands then talk to that stack
-unless given another URL (`NAIVE_API_URL`), with its key unless given one.
+background, writes `local-stack.json` there and records that folder for the user: the
+other commands then talk to that stack unless given another URL (`NAIVE_API_URL`), with
+its key unless given one, from any working directory (see `stack_path`).
 """
 
 from __future__ import annotations
@@ -35,14 +36,45 @@ STOP_TIMEOUT = 30.0
 
 
 def stack_path() -> Path:
-    return load_settings().data_dir / STACK_FILE
+    """The local stack's file. `NAIVE_DATA_DIR`'s when it is set; else that of a stack
+    running from the working directory's `./var`; else that of the stack `naive local up`
+    last started, wherever it ran, while it runs; else `./var`'s (where `up` starts one)."""
+    here = load_settings().data_dir / STACK_FILE
+    if "NAIVE_DATA_DIR" in os.environ or _running(here):
+        return here
+    last = _last_started()
+    return last if last is not None and _running(last) else here
 
 
 def read_local_stack() -> dict[str, Any] | None:
-    """The running local stack's API URL and key, if `naive local up` made one here."""
+    """The local stack's API URL and key (and its processes), if `naive local up` made one."""
+    return _read(stack_path())
+
+
+def _read(path: Path) -> dict[str, Any] | None:
     try:
-        return json.loads(stack_path().read_text())
+        return json.loads(path.read_text())
     except (OSError, ValueError):
+        return None
+
+
+def _running(path: Path) -> bool:
+    """Whether a process of the stack recorded at `path` still runs."""
+    pids = (_read(path) or {}).get("pids") or {}
+    return any(_alive(pid) for pid in pids.values())
+
+
+def _last_started_record() -> Path:
+    """Per user, the data folder of the stack `naive local up` started last:
+    `$XDG_STATE_HOME/naive/local-stack` (by default under `~/.local/state`)."""
+    state_home = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
+    return Path(state_home) / "naive" / "local-stack"
+
+
+def _last_started() -> Path | None:
+    try:
+        return Path(_last_started_record().read_text().strip()) / STACK_FILE
+    except OSError:
         return None
 
 
@@ -100,7 +132,13 @@ def _start(name: str, argv: list[str], logs: Path) -> int:
 
 @click.group()
 def local() -> None:
-    """Run the API, a worker and beat on this machine (embedded default: no servers)."""
+    """Run the API, a worker and beat on this machine (embedded default: no servers).
+
+    \b
+    Every command finds the stack from any directory: NAIVE_DATA_DIR's when set; else one
+    running from ./var here; else the one `naive local up` started last, wherever, while
+    it runs (recorded in $XDG_STATE_HOME/naive/local-stack); else ./var, where `up` starts.
+    """
 
 
 @local.command()
@@ -121,13 +159,20 @@ def local() -> None:
     help="Starting credits of the local account (made once).",
 )
 def up(port: int, credits_: Decimal) -> None:
-    """Start the local stack in the background (idempotent)."""
-    stack = read_local_stack() or {}
-    if stack.get("pids") and all(_alive(pid) for pid in stack["pids"].values()):
-        click.echo(f"local stack already running at {stack['api_url']}", err=True)
-        _echo_topup(stack["account_id"])
+    """Start the local stack in the background (idempotent: one already running, started
+    from any directory, is kept)."""
+    found = stack_path()
+    running = _read(found) or {}
+    if running.get("pids") and all(_alive(pid) for pid in running["pids"].values()):
+        click.echo(
+            f"local stack already running at {running['api_url']} "
+            f"(data and logs in {found.parent})",
+            err=True,
+        )
+        _echo_topup(running["account_id"])
         return
     settings = load_settings()
+    stack = _read(settings.data_dir / STACK_FILE) or {}
     for name, taken, option in (
         ("API", port, "--port or NAIVE_LOCAL_PORT=…"),
         ("API's metrics", settings.api_metrics_port, "API_METRICS_PORT=…"),
@@ -162,7 +207,10 @@ def up(port: int, credits_: Decimal) -> None:
     }
     pids = {name: _start(name, processes.python_m(argv), logs) for name, argv in commands.items()}
     stack.update(api_url=api_url, pids=pids)
-    stack_path().write_text(json.dumps(stack, indent=2))
+    (settings.data_dir / STACK_FILE).write_text(json.dumps(stack, indent=2))
+    record = _last_started_record()
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text(str(settings.data_dir))
     _wait("the API", lambda: _healthy(api_url), logs / "api.log")
     _wait(
         "the worker", lambda: b"ready." in (logs / "worker.log").read_bytes(), logs / "worker.log"
@@ -178,8 +226,9 @@ def _echo_topup(account_id: str) -> None:
 
 @local.command()
 def down() -> None:
-    """Stop the local stack (the database and media stay)."""
-    stack = read_local_stack() or {}
+    """Stop the local stack, started from any directory (the database and media stay)."""
+    path = stack_path()
+    stack = _read(path) or {}
     pids = stack.pop("pids", None) or {}
     for pid in pids.values():
         if _alive(pid):
@@ -197,17 +246,18 @@ def down() -> None:
         else:
             click.echo(f"stopped {name} (pid {pid})", err=True)
     if stack:
-        stack_path().write_text(json.dumps(stack, indent=2))
+        path.write_text(json.dumps(stack, indent=2))
 
 
 @local.command()
 def status() -> None:
     """Say whether the local stack is running, and where."""
-    stack = read_local_stack() or {}
+    path = stack_path()
+    stack = _read(path) or {}
     pids = stack.get("pids") or {}
     for name, pid in pids.items():
         click.echo(f"{name}: {'running' if _alive(pid) else 'stopped'} (pid {pid})")
     if pids:
-        click.echo(f"API {stack.get('api_url')}, data and logs in {stack_path().parent}")
+        click.echo(f"API {stack.get('api_url')}, data and logs in {path.parent}")
     else:
         click.echo("local stack is not running; `naive local up` starts it")

@@ -12,7 +12,7 @@ from services.cli import views
 from services.cli.budgets import budgets
 from services.cli.client import DEFAULT_API_URL
 from services.cli.errors import ExitCode
-from services.cli.hints import command
+from services.cli.hints import command, command_names
 from services.cli.jobs import jobs
 from services.cli.media import media
 from services.cli.output import Reporter, wants_json
@@ -95,7 +95,7 @@ class NaiveGroup(click.Group):
             ctx = getattr(exc, "ctx", None)
             path = ctx.command_path if ctx is not None else "naive"
             if json_mode:
-                Reporter(_action(path), json_mode=True).failure(
+                Reporter(_action(ctx), json_mode=True).failure(
                     {"code": "usage_error", "message": exc.format_message()},
                     message=exc.format_message(),
                     next_steps=[f"{path} --help"],
@@ -116,9 +116,9 @@ class NaiveGroup(click.Group):
         sys.exit(code if isinstance(code, int) else 0)
 
 
-def _action(command_path: str) -> str:
+def _action(ctx: click.Context | None) -> str:
     """`naive video generate` → `video.generate`."""
-    return ".".join(command_path.split()[1:]) or "naive"
+    return ".".join(command_names(ctx)) or "naive"
 
 
 @click.group(

@@ -9,6 +9,11 @@ from rich.console import Console, RenderableType
 from rich.padding import Padding
 from rich.text import Text
 
+# Commands whose JSON output is a stream of JSON lines: each item, then the envelope, each on
+# one line, so a reader can parse the output line by line, however it ends (a failure, or a
+# usage error before any item, included).
+STREAMING_ACTIONS = frozenset({"jobs.watch"})
+
 
 def wants_json(flag: bool) -> bool:
     """JSON when asked for, or whenever stdout is not a terminal."""
@@ -22,6 +27,7 @@ class Reporter:
     def __init__(self, action: str, *, json_mode: bool) -> None:
         self.action = action
         self.json_mode = json_mode
+        self._indent = None if action in STREAMING_ACTIONS else 2
         self.console = Console()
         self._stderr = Console(stderr=True)
 
@@ -81,7 +87,7 @@ class Reporter:
             "next_steps": list(next_steps),
             "hints": list(hints),
         }
-        sys.stdout.write(json.dumps(envelope, indent=2, ensure_ascii=False) + "\n")
+        sys.stdout.write(json.dumps(envelope, indent=self._indent, ensure_ascii=False) + "\n")
         sys.stdout.flush()
 
     @staticmethod

@@ -9,7 +9,7 @@ import click
 
 from services.cli.client import ApiClient
 from services.cli.errors import Failure
-from services.cli.hints import advise
+from services.cli.hints import advise, command, command_names
 from services.cli.output import Reporter, wants_json
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -40,6 +40,7 @@ class State:
         try:
             yield reporter
         except Failure as failure:
+            ctx = click.get_current_context()
             advice = advise(
                 failure,
                 name,
@@ -47,6 +48,8 @@ class State:
                 has_api_key=bool(self.api_key),
                 model=model,
                 duration=duration,
+                help_step=command(*command_names(ctx), "--help"),
+                options=[option for param in ctx.command.params for option in param.opts],
             )
             reporter.failure(
                 failure.error,
@@ -68,10 +71,21 @@ def _enable_json(ctx: click.Context, _param: click.Parameter, value: bool) -> No
 
 def json_option(command: F) -> F:
     """`--json` on a subcommand, the same as `naive --json`."""
+    return _json_flag(
+        command, "Print one JSON envelope (the default when stdout is not a terminal)."
+    )
+
+
+def json_lines_option(command: F) -> F:
+    """`--json` on a command that streams events (its action is in `STREAMING_ACTIONS`)."""
+    return _json_flag(
+        command,
+        "Print JSON Lines: a line per event, the envelope last "
+        "(the default when stdout is not a terminal).",
+    )
+
+
+def _json_flag(command: F, help_text: str) -> F:
     return click.option(
-        "--json",
-        is_flag=True,
-        expose_value=False,
-        callback=_enable_json,
-        help="Print one JSON envelope (the default when stdout is not a terminal).",
+        "--json", is_flag=True, expose_value=False, callback=_enable_json, help=help_text
     )(command)

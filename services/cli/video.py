@@ -10,7 +10,7 @@ import click
 from services.cli import views
 from services.cli.client import read, segment
 from services.cli.errors import ExitCode, Failure
-from services.cli.hints import command, flags, job_hints, job_next_steps
+from services.cli.hints import BATCH_ITEM, command, flags, job_hints, job_next_steps
 from services.cli.output import Reporter
 from services.cli.state import State, json_option, pass_state
 from services.cli.transfer import download
@@ -19,6 +19,9 @@ from shared.batches.schemas import Batch, BatchAccepted
 from shared.catalog.schemas import BindingQuote, ModelList, PriceQuote
 from shared.jobs.schemas import Job, JobAccepted
 from shared.jobs.status import PublicStatus
+
+# A field of a batch's item, `items[1].input`: its name starts with the item's.
+ITEM_FIELD = re.compile(rf"^{BATCH_ITEM.pattern}\.")
 
 
 @click.group()
@@ -373,13 +376,27 @@ def _report_batch(out: Reporter, shown: Batch) -> None:
 
 
 def _by_line(failure: Failure, lines: list[int]) -> Failure:
-    """The API's refusal of an item (`items[i]: …`, counted from 0) named by its line in
-    the file, as the CLI's own refusals are."""
-    found = re.match(r"items\[(\d+)\]", failure.error.get("message", ""))
-    if found is None or int(found[1]) >= len(lines):
-        return failure
-    message = f"line {lines[int(found[1])]} ({found[0]}){failure.error['message'][found.end() :]}"
-    return Failure({**failure.error, "message": message}, failure.exit_code)
+    """The API's refusal of items (`items[i]` or `items.i`, counted from 0) named by their
+    lines in the file, as the CLI's own refusals are: in the message, `line 3 (items[1])`;
+    in the fields, `line 3: input.duration` for `items[1].input.duration`."""
+
+    def line(found: re.Match[str]) -> int | None:
+        index = int(found[1] or found[2])
+        return lines[index] if index < len(lines) else None
+
+    def in_message(found: re.Match[str]) -> str:
+        number = line(found)
+        return found[0] if number is None else f"line {number} ({found[0]})"
+
+    def in_field(found: re.Match[str]) -> str:
+        number = line(found)
+        return found[0] if number is None else f"line {number}: "
+
+    message = BATCH_ITEM.sub(in_message, failure.error.get("message", ""))
+    error = {**failure.error, "message": message}
+    if isinstance(fields := error.get("fields"), dict):
+        error["fields"] = {ITEM_FIELD.sub(in_field, name): text for name, text in fields.items()}
+    return Failure(error, failure.exit_code, retry_after=failure.retry_after)
 
 
 @video.command("batch-status")

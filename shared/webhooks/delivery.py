@@ -32,10 +32,16 @@ USER_AGENT = b"naive-video-webhooks"
 # Answers worth trying again (Standard Webhooks: 5xx, and 408 and 429 are transient).
 RETRY_STATUSES = frozenset({408, 429})
 REFUSED_ADDRESS = "the URL leads to a private, loopback or otherwise non-public address"
+# Told apart from a connection that failed: the fix is in the customer's DNS, not at a server.
+UNRESOLVED = "the host name did not resolve (DNS)"
 
 
 class _Refused(Exception):
     """The receiver's host resolves to an address the policy refuses."""
+
+
+class _Unresolved(Exception):
+    """The receiver's host name has no address (DNS answered none, or could not answer)."""
 
 
 @dataclass(frozen=True)
@@ -52,7 +58,8 @@ class Attempt:
 
     @property
     def retryable(self) -> bool:
-        """Worth another attempt: no answer (timeout, connection), a 5xx, a 408 or a 429."""
+        """Worth another attempt: no answer (timeout, connection, DNS), a 5xx, a 408 or a
+        429."""
         if self.status_code is None:
             return self.error != REFUSED_ADDRESS
         return self.status_code >= 500 or self.status_code in RETRY_STATUSES
@@ -90,6 +97,8 @@ def post(
         status = _post(url, headers, body, allow_address, deadline, started + CONNECT_SECONDS)
     except httpcore.TimeoutException:
         error = "timed out"
+    except _Unresolved:
+        error = UNRESOLVED
     except (httpcore.NetworkError, OSError, UnicodeError):
         error = "the connection failed"
     except httpcore.ProtocolError:
@@ -109,7 +118,10 @@ def _post(
     connect_deadline: float,
 ) -> int:
     target = httpx.URL(url)
-    addresses = resolve(target.host)
+    try:
+        addresses = resolve(target.host)
+    except (OSError, UnicodeError):
+        raise _Unresolved from None
     if not addresses or not all(allow_address(address) for address in addresses):
         raise _Refused
     with pinned_exchange(
