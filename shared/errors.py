@@ -7,6 +7,7 @@ member (`Detail`), so the same class raises, renders and documents the error.
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import datetime
 from typing import Any, ClassVar, Literal
@@ -73,6 +74,18 @@ class InvalidInput(DomainError):
     http_status = 422
     description = "Invalid input; each bad field is named."
     Detail = InvalidInputDetail
+
+
+# A batch's item as an error names it, counted from 0: `items[1]` (the service's checks) or
+# `items.1` (the body's shape).
+BATCH_ITEM = re.compile(r"items(?:\[(\d+)\]|\.(\d+))")
+_MODEL_FIELD = re.compile(rf"(?:{BATCH_ITEM.pattern}\.)?(?:model|input)(?:\.|$)")
+
+
+def is_model_field(name: str) -> bool:
+    """Whether an `invalid_input` field is the model or its input (in a batch, after its
+    item): the model catalog says what those take; any other field is the request's own."""
+    return _MODEL_FIELD.match(name) is not None
 
 
 class InvalidModelDetail(ErrorDetail):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
+import struct
 import threading
 import uuid
 from collections import defaultdict
@@ -466,12 +467,18 @@ def test_deleting_a_subscription_deletes_its_log(
 
 
 class Misbehaving(BaseHTTPRequestHandler):
-    """`/slow` never answers; `/huge` answers 200 with an endless body."""
+    """`/slow` never answers; `/huge` answers 200 with an endless body; `/reset` hangs up
+    with a TCP reset (a close with a zero linger sends RST)."""
 
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers["Content-Length"]))
         if self.path == "/slow":
             self.server.release.wait(30)  # type: ignore[attr-defined]
+            return
+        if self.path == "/reset":
+            linger = struct.pack("ii", 1, 0)
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+            self.connection.close()
             return
         self.send_response(200)
         self.end_headers()
@@ -518,12 +525,22 @@ def test_an_endless_answer_is_read_only_to_the_cap(misbehaving: str) -> None:
     assert attempt.delivered and attempt.latency_ms < 2000
 
 
-def test_a_closed_port_is_a_connection_error_worth_retrying() -> None:
+def test_a_closed_port_is_a_refused_connection_worth_retrying() -> None:
+    """It said "the connection failed", as for a reset: a receiver that is down went unsaid."""
     with socket.socket() as unused:
         unused.bind(("127.0.0.1", 0))
         port = unused.getsockname()[1]
     attempt = _post(f"http://127.0.0.1:{port}/hook")
-    assert (attempt.error, attempt.retryable) == ("the connection failed", True)
+    assert (attempt.error, attempt.retryable) == ("the connection was refused", True)
+
+
+def test_a_reset_connection_is_said_so_and_retried(misbehaving: str) -> None:
+    attempt = _post(f"{misbehaving}/reset")
+    assert (attempt.status_code, attempt.error, attempt.retryable) == (
+        None,
+        "the connection was reset",
+        True,
+    )
 
 
 def test_a_host_name_that_does_not_resolve_is_said_so_and_retried() -> None:

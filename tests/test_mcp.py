@@ -401,6 +401,37 @@ def test_api_errors_come_back_as_tool_errors_with_what_to_do(live_api, make_acco
     assert jobs_of(live_api, poor) == []
 
 
+def test_invalid_input_advice_points_where_the_field_is_fixed(live_api, account, tmp_path):
+    """Only a model or input field points at the models' parameters; any other at the
+    tool's own arguments. Every refusal pointed at naive_video_models, a page offset too."""
+
+    async def body(session: ClientSession) -> dict[str, tuple]:
+        return {
+            "offset": await call(session, "naive_media_list", offset=2_000_000),
+            "input": await call(
+                session,
+                "naive_generate_video",
+                model=KLING_T2V,
+                input={"prompt": "Bad", "duration": "7000"},
+            ),
+        }
+
+    answers = with_mcp(server_env(live_api, account.key, tmp_path), body)
+    for is_error, answer in answers.values():
+        assert is_error and answer["error"]["code"] == "invalid_input", answer
+    offset = answers["offset"][1]
+    assert offset["next_steps"] == [
+        f"fix offset: {offset['error']['fields']['offset']}",
+        "the tool's input schema lists each argument and its allowed values",
+    ]
+    duration = answers["input"][1]
+    assert duration["next_steps"] == [
+        f"fix input.duration: {duration['error']['fields']['input.duration']}",
+        "naive_video_models lists each model's parameters and allowed values",
+    ]
+    assert jobs_of(live_api, account) == []
+
+
 def test_cancel_stops_a_job_and_releases_its_hold(live_api, account, tmp_path):
     async def body(session: ClientSession) -> tuple:
         submitted = await call(

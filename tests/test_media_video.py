@@ -357,6 +357,7 @@ def test_load_image_connection_refused() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    # Nothing listens on the port any more, so the connection is refused.
-    with pytest.raises(ImageFetchError, match="could not fetch"):
+    # Nothing listens on the port any more, so the connection is refused: the server is down.
+    with pytest.raises(ImageFetchError) as failed:
         load_image(f"http://127.0.0.1:{port}/image.png", allow_address=ANY_ADDRESS, timeout=2.0)
+    assert str(failed.value) == "could not fetch image URL: the connection was refused"

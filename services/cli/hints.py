@@ -9,16 +9,12 @@ from typing import Any
 import click
 
 from services.cli.errors import ExitCode, Failure
+from shared.errors import is_model_field
 from shared.jobs.schemas import Job
 from shared.jobs.status import PublicStatus
 
-# A batch's item as the API names it, counted from 0: `items[1]` (the service's checks) or
-# `items.1` (the body's shape).
-BATCH_ITEM = re.compile(r"items(?:\[(\d+)\]|\.(\d+))")
-# An `invalid_input` field of the model or its input (in a batch, after its item, or its line
-# in the file as `naive video batch` names it): the model's schema says what it takes. Any
-# other field is the command's own.
-MODEL_FIELD = re.compile(rf"(?:{BATCH_ITEM.pattern}\.|line \d+: )?(?:model|input)(?:\.|$)")
+# A batch's item as `naive video batch` names it in a field: by its line in the file.
+LINE_OF_ITEM = re.compile(r"^line \d+: ")
 
 
 def command(*args: object) -> str:
@@ -150,7 +146,7 @@ def _advise_fields(
         advice.hints.append(
             f"{name} ({option}): {problem}" if option in options else f"{name}: {problem}"
         )
-    model_fields = [name for name in fields if MODEL_FIELD.match(name)]
+    model_fields = [name for name in fields if is_model_field(LINE_OF_ITEM.sub("", name))]
     if model_fields:
         advice.hints.append(
             "`naive video models --json` lists each model's parameters, defaults and ranges."

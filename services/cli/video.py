@@ -10,13 +10,14 @@ import click
 from services.cli import views
 from services.cli.client import read, segment
 from services.cli.errors import ExitCode, Failure
-from services.cli.hints import BATCH_ITEM, command, flags, job_hints, job_next_steps
+from services.cli.hints import command, flags, job_hints, job_next_steps
 from services.cli.output import Reporter
 from services.cli.state import State, json_option, pass_state
 from services.cli.transfer import download
 from services.cli.wait import follow, until_batch_ends
 from shared.batches.schemas import Batch, BatchAccepted
 from shared.catalog.schemas import BindingQuote, ModelList, PriceQuote
+from shared.errors import BATCH_ITEM
 from shared.jobs.schemas import Job, JobAccepted
 from shared.jobs.status import PublicStatus
 

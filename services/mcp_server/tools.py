@@ -28,6 +28,7 @@ from services.cli.errors import ExitCode, Failure
 from services.cli.wait import Update, watch
 from services.mcp_server import schemas
 from shared.catalog.schemas import Model, ModelList, PriceQuote
+from shared.errors import is_model_field
 from shared.jobs.schemas import Job, JobAccepted
 from shared.jobs.status import PublicStatus
 from shared.media.schemas import MediaPage
@@ -431,9 +432,8 @@ def api_error(failure: Failure, *, api_url: str) -> ToolError:
                 steps.append("did you mean: " + ", ".join(map(str, suggestions)) + "?")
             steps.append(f"{schemas.MODELS} lists the valid model ids")
         case "invalid_input":
-            if isinstance(fields := error.get("fields"), dict):
-                steps += [f"fix {name}: {problem}" for name, problem in fields.items()]
-            steps.append(f"{schemas.MODELS} lists each model's parameters and allowed values")
+            fields = error.get("fields")
+            steps += _field_steps(fields if isinstance(fields, dict) else {})
         case "idempotency_conflict" | "conflict":
             steps.append(
                 "this intent_key was used for a different request: resend the identical "
@@ -459,6 +459,18 @@ def api_error(failure: Failure, *, api_url: str) -> ToolError:
         case _ if failure.exit_code is ExitCode.SERVICE_ERROR:
             steps.append("the service failed: retry the same call shortly")
     return ToolError(error, next_steps=steps)
+
+
+def _field_steps(fields: Mapping[str, Any]) -> list[str]:
+    """A step per bad field; the models' parameters for a model or input field, the tool's
+    input schema for any other."""
+    steps = [f"fix {name}: {problem}" for name, problem in fields.items()]
+    model_fields = [name for name in fields if is_model_field(name)]
+    if model_fields:
+        steps.append(f"{schemas.MODELS} lists each model's parameters and allowed values")
+    if len(model_fields) < len(fields) or not fields:
+        steps.append("the tool's input schema lists each argument and its allowed values")
+    return steps
 
 
 def invalid_arguments(message: str, *, field: str) -> ToolError:

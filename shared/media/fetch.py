@@ -119,12 +119,23 @@ def _read_http_url(url: str, allow_address: AddressPolicy, max_bytes: int, timeo
     except httpcore.TimeoutException as exc:
         raise ImageFetchError(f"timed out after {timeout:g}s fetching image URL") from exc
     except httpcore.NetworkError as exc:
-        raise ImageFetchError("could not fetch image URL: the connection failed") from exc
+        raise ImageFetchError(f"could not fetch image URL: {connection_failure(exc)}") from exc
     except httpcore.ProtocolError as exc:
         raise ImageFetchError("could not fetch image URL: the answer is not valid HTTP") from exc
     except httpx.InvalidURL as exc:  # from joining a redirect's Location
         raise ImageFetchError("image URL redirects to an invalid URL") from exc
     raise ImageFetchError(f"image URL redirects more than {MAX_REDIRECTS} times")
+
+
+def connection_failure(exc: Exception) -> str:
+    """How the connection failed: refused (nothing listens, the server is down) and reset
+    (it hung up) are told apart. The socket's error is `exc`'s context: httpcore raises its
+    own while handling it, and its pool re-raises that `from None`, dropping the cause."""
+    if isinstance(exc.__context__, ConnectionRefusedError):
+        return "the connection was refused"
+    if isinstance(exc.__context__, ConnectionResetError):
+        return "the connection was reset"
+    return "the connection failed"
 
 
 def _http_url(url: str) -> httpx.URL:

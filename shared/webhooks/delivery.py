@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import httpcore
 import httpx
 
-from shared.media.fetch import pinned_exchange
+from shared.media.fetch import connection_failure, pinned_exchange
 from shared.media.url_policy import AddressPolicy, resolve
 
 CONNECT_SECONDS = 5.0
@@ -99,8 +99,8 @@ def post(
         error = "timed out"
     except _Unresolved:
         error = UNRESOLVED
-    except (httpcore.NetworkError, OSError, UnicodeError):
-        error = "the connection failed"
+    except (httpcore.NetworkError, OSError, UnicodeError) as exc:
+        error = connection_failure(exc)
     except httpcore.ProtocolError:
         error = "the answer is not valid HTTP"
     except _Refused:
