@@ -31,10 +31,10 @@ from services.cli.state import State, pass_state
     envvar="NAIVE_MCP_BUDGET",
     show_envvar=True,
     type=click.FloatRange(min=0),
-    help="Most credits the jobs submitted in one MCP session may commit, in total (each at "
-    "its estimate until it ends, then at its charge: a failed or cancelled job commits "
-    "nothing); a generation that would go over is refused before it is submitted. "
-    "Default: no limit.",
+    help="Most credits the jobs submitted through this server may commit, all its MCP "
+    "sessions and clients together (each job at its estimate until it ends, then at its "
+    "charge: a failed or cancelled job commits nothing); a generation that would go over is "
+    "refused before it is submitted. It lasts as long as the process. Default: no limit.",
 )
 @pass_state
 def mcp(state: State, transport: str, host: str, port: int, budget: float | None) -> None:
@@ -48,7 +48,7 @@ def mcp(state: State, transport: str, host: str, port: int, budget: float | None
     \b
     Examples:
       naive mcp                                   # stdio, for an agent that runs this command
-      naive mcp --budget 20                       # refuse jobs past 20 credits per session
+      naive mcp --budget 20                       # refuse jobs past 20 credits in all
       naive mcp --transport http --port 8765      # streamable HTTP at http://127.0.0.1:8765/mcp
     """
     # Imported here: the MCP SDK is heavy, and only this command needs it.
