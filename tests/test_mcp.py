@@ -7,6 +7,7 @@ against the real API, PostgreSQL and Celery worker of the session fixtures.
 from __future__ import annotations
 
 import json
+import re
 import sys
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
@@ -16,6 +17,7 @@ from typing import Any, TypeVar
 
 import anyio
 import httpx
+import httpx2
 from mcp import ClientSession, StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
@@ -513,14 +515,18 @@ def test_an_unreachable_api_still_lists_tools_and_reports_the_error(tmp_path):
     assert "127.0.0.1:9" in answer["next_steps"][0]
 
 
+HTTP_TOKEN = "test-token-" + uuid.uuid4().hex
+
+
 @contextmanager
 def http_mcp(env: dict[str, str], log: Path, *args: str) -> Iterator[str]:
-    """`naive mcp --transport http ARGS` running; its URL."""
+    """`naive mcp --transport http ARGS` running (with HTTP_TOKEN, unless `env` sets
+    NAIVE_MCP_TOKEN to "" to let it make one); its URL."""
     port = free_port()
     with started(
         [*NAIVE_MCP, "--transport", "http", "--port", str(port), *args],
         log,
-        env={**env, "PATH": "/usr/bin:/bin"},
+        env={"NAIVE_MCP_TOKEN": HTTP_TOKEN, **env, "PATH": "/usr/bin:/bin"},
         inherit_env=False,
         ready=lambda: b"Uvicorn running" in log.read_bytes(),
         timeout=30,
@@ -529,10 +535,16 @@ def http_mcp(env: dict[str, str], log: Path, *args: str) -> Iterator[str]:
         yield f"http://127.0.0.1:{port}/mcp"
 
 
+def bearer(token: str) -> httpx2.AsyncClient:
+    """An HTTP client for the MCP SDK's transport that sends `token`."""
+    return httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"})
+
+
 async def generate_in_new_session(url: str, arguments: dict[str, Any]) -> tuple:
     """Open a fresh MCP session at `url`: its tools, a pricing answer and a generate answer."""
     async with (
-        streamable_http_client(url) as (read, write),
+        bearer(HTTP_TOKEN) as http_client,
+        streamable_http_client(url, http_client=http_client) as (read, write),
         ClientSession(read, write) as session,
     ):
         await session.initialize()
@@ -592,3 +604,43 @@ def test_sessions_together_cannot_exceed_the_budget(live_api, account, tmp_path)
     assert {job["id"] for job in jobs_of(live_api, account)} == {
         answer["job_id"] for answer in accepted
     }
+
+
+INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-06-18",
+        "capabilities": {},
+        "clientInfo": {"name": "stranger", "version": "1"},
+    },
+}
+
+
+def test_http_refuses_a_client_without_the_token_printed_at_start(live_api, account, tmp_path):
+    """Over HTTP the tools spend with the operator's API key: a request without the server's
+    bearer token is answered 401 before any MCP handling, and one with it is served."""
+    env = {**server_env(live_api, account.key, tmp_path), "NAIVE_MCP_TOKEN": ""}
+    log = tmp_path / "mcp-http.log"
+
+    async def with_token(url: str, token: str) -> set[str]:
+        async with (
+            bearer(token) as http_client,
+            streamable_http_client(url, http_client=http_client) as (read, write),
+            ClientSession(read, write) as session,
+        ):
+            await session.initialize()
+            return {tool.name for tool in (await session.list_tools()).tools}
+
+    with http_mcp(env, log) as url:
+        [token] = re.findall(rb"Authorization: Bearer (\S+)", log.read_bytes())
+        headers = {"Accept": "application/json, text/event-stream"}
+        refused = [
+            httpx.post(url, json=INITIALIZE, headers={**headers, **extra}, timeout=10)
+            for extra in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic x"})
+        ]
+        tools = anyio.run(with_token, url, token.decode())
+    assert [response.status_code for response in refused] == [401, 401, 401]
+    assert not any("mcp-session-id" in response.headers for response in refused)
+    assert tools == TOOLS
