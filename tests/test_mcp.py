@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import anyio
 import httpx
 import httpx2
+import pytest
 from mcp import ClientSession, StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
@@ -618,9 +619,13 @@ INITIALIZE = {
 }
 
 
-def test_http_refuses_a_client_without_the_token_printed_at_start(live_api, account, tmp_path):
+@pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0"])
+def test_http_refuses_a_client_without_the_token_printed_at_start(
+    live_api, account, tmp_path, host
+):
     """Over HTTP the tools spend with the operator's API key: a request without the server's
-    bearer token is answered 401 before any MCP handling, and one with it is served."""
+    bearer token is answered 401 before any MCP handling, and one with it is served, on a
+    loopback address as on all of them (which is warned about: it is plain HTTP)."""
     env = {**server_env(live_api, account.key, tmp_path), "NAIVE_MCP_TOKEN": ""}
     log = tmp_path / "mcp-http.log"
 
@@ -633,7 +638,7 @@ def test_http_refuses_a_client_without_the_token_printed_at_start(live_api, acco
             await session.initialize()
             return {tool.name for tool in (await session.list_tools()).tools}
 
-    with http_mcp(env, log) as url:
+    with http_mcp(env, log, "--host", host) as url:
         [token] = re.findall(rb"Authorization: Bearer (\S+)", log.read_bytes())
         headers = {"Accept": "application/json, text/event-stream"}
         refused = [
@@ -644,3 +649,5 @@ def test_http_refuses_a_client_without_the_token_printed_at_start(live_api, acco
     assert [response.status_code for response in refused] == [401, 401, 401]
     assert not any("mcp-session-id" in response.headers for response in refused)
     assert tools == TOOLS
+    warned = b"Warning: serving to the network on 0.0.0.0 over plain HTTP" in log.read_bytes()
+    assert warned == (host == "0.0.0.0")
