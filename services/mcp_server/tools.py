@@ -3,9 +3,9 @@
 The guards run here, before anything is submitted: `max_credits` (per call) and the server's
 budget (what the jobs submitted through this server process commit, across all its MCP
 sessions: one operator's `--budget` is not multiplied by the sessions an agent opens, or by
-the agents that connect). Retries are made safe
-with the API's `Idempotency-Key`: the agent's `intent_key`, or a key derived from the session
-and the request, so an identical retry in one session is replayed instead of paid twice.
+the agents that connect). Retries are made safe with the API's `Idempotency-Key`: the
+agent's `intent_key`, or a key derived from the session and the request, so an identical
+retry in one session is replayed instead of paid twice.
 """
 
 from __future__ import annotations
