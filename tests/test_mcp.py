@@ -7,14 +7,17 @@ against the real API, PostgreSQL and Celery worker of the session fixtures.
 from __future__ import annotations
 
 import json
+import re
 import sys
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
 import httpx
+import httpx2
 import pytest
 from mcp import ClientSession, StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
@@ -265,7 +268,7 @@ def test_max_credits_below_the_estimate_refuses_and_submits_nothing(
     assert balance(runtime, account).held == 0
 
 
-def test_session_budget_refuses_a_job_that_would_exceed_it(live_api, account, tmp_path):
+def test_budget_refuses_a_job_that_would_exceed_it(live_api, account, tmp_path):
     async def body(session: ClientSession) -> tuple:
         first = await call(
             session,
@@ -284,19 +287,19 @@ def test_session_budget_refuses_a_job_that_would_exceed_it(live_api, account, tm
     env = server_env(live_api, account.key, tmp_path, NAIVE_MCP_BUDGET="5")
     (first_error, first), (second_error, second) = with_mcp(env, body)
     assert not first_error
-    assert first["session"] == {"spent": 3.5, "jobs": 1, "budget": 5.0, "remaining": 1.5}
+    assert first["spending"] == {"spent": 3.5, "jobs": 1, "budget": 5.0, "remaining": 1.5}
     assert second_error
     error = second["error"]
     assert error["code"] == "budget_exceeded"
     assert (error["budget"], error["spent"], error["estimated_credits"]) == (5.0, 3.5, 3.5)
-    assert "budget is 5 credits" in error["message"]
+    assert "budget is 5 credits for all its sessions together" in error["message"]
     assert "3.5 are already committed" in error["message"]
     assert "estimated at 3.5" in error["message"]
     assert [job["id"] for job in jobs_of(live_api, account)] == [first["job_id"]]
 
 
-def test_session_budget_gives_back_what_a_failed_job_held(live_api, account, tmp_path):
-    """A job that failed costs nothing, so it stops counting against the session's budget
+def test_budget_gives_back_what_a_failed_job_held(live_api, account, tmp_path):
+    """A job that failed costs nothing, so it stops counting against the budget
     once it has ended (it used to count as spent, and refuse the next generate)."""
 
     async def body(session: ClientSession) -> tuple:
@@ -311,7 +314,7 @@ def test_session_budget_gives_back_what_a_failed_job_held(live_api, account, tmp
     (_, first), (second_error, second) = with_mcp(env, body)
     assert first["error"]["code"] == "provider_error", first
     assert not second_error, second
-    assert second["session"] == {"spent": 3.5, "jobs": 2, "budget": 5.0, "remaining": 1.5}
+    assert second["spending"] == {"spent": 3.5, "jobs": 2, "budget": 5.0, "remaining": 1.5}
 
 
 def test_budget_option_counts_each_job_once(live_api, account, tmp_path):
@@ -326,7 +329,7 @@ def test_budget_option_counts_each_job_once(live_api, account, tmp_path):
     assert not again_error, again
     assert again["job_id"] == first["job_id"]
     assert again["replayed"] is True
-    assert again["session"]["spent"] == 3.5
+    assert again["spending"]["spent"] == 3.5
 
 
 def test_retry_with_the_same_intent_key_returns_the_same_job_charged_once(
@@ -513,15 +516,18 @@ def test_an_unreachable_api_still_lists_tools_and_reports_the_error(tmp_path):
     assert "127.0.0.1:9" in answer["next_steps"][0]
 
 
-@pytest.fixture
-def http_server(live_api, account, tmp_path):
+HTTP_TOKEN = "test-token-" + uuid.uuid4().hex
+
+
+@contextmanager
+def http_mcp(env: dict[str, str], log: Path, *args: str) -> Iterator[str]:
+    """`naive mcp --transport http ARGS` running (with HTTP_TOKEN, unless `env` sets
+    NAIVE_MCP_TOKEN to "" to let it make one); its URL."""
     port = free_port()
-    env = {**server_env(live_api, account.key, tmp_path), "PATH": "/usr/bin:/bin"}
-    log = tmp_path / "mcp-http.log"
     with started(
-        [*NAIVE_MCP, "--transport", "http", "--port", str(port), "--budget", "20"],
+        [*NAIVE_MCP, "--transport", "http", "--port", str(port), *args],
         log,
-        env=env,
+        env={"NAIVE_MCP_TOKEN": HTTP_TOKEN, **env, "PATH": "/usr/bin:/bin"},
         inherit_env=False,
         ready=lambda: b"Uvicorn running" in log.read_bytes(),
         timeout=30,
@@ -530,39 +536,118 @@ def http_server(live_api, account, tmp_path):
         yield f"http://127.0.0.1:{port}/mcp"
 
 
-def test_streamable_http_transport_serves_the_same_tools_with_a_budget_per_session(
-    http_server, live_api, account
+def bearer(token: str) -> httpx2.AsyncClient:
+    """An HTTP client for the MCP SDK's transport that sends `token`."""
+    return httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"})
+
+
+async def generate_in_new_session(url: str, arguments: dict[str, Any]) -> tuple:
+    """Open a fresh MCP session at `url`: its tools, a pricing answer and a generate answer."""
+    async with (
+        bearer(HTTP_TOKEN) as http_client,
+        streamable_http_client(url, http_client=http_client) as (read, write),
+        ClientSession(read, write) as session,
+    ):
+        await session.initialize()
+        tools = (await session.list_tools()).tools
+        pricing = await call(session, "naive_video_pricing", model=KLING_T2V, duration="5")
+        generated = await call(session, "naive_generate_video", **arguments)
+        return tools, pricing, generated
+
+
+def test_streamable_http_transport_serves_the_same_tools_with_one_budget(
+    live_api, account, tmp_path
 ):
     arguments = {"model": KLING_T2V, "input": {"prompt": "Over HTTP [sim latency=1]"}}
+    env = server_env(live_api, account.key, tmp_path)
 
-    async def one_session() -> tuple:
-        async with (
-            streamable_http_client(http_server) as (read, write),
-            ClientSession(read, write) as session,
-        ):
-            await session.initialize()
-            tools = (await session.list_tools()).tools
-            pricing = await call(session, "naive_video_pricing", model=KLING_T2V, duration="5")
-            generated = await call(session, "naive_generate_video", **arguments)
-            return tools, pricing, generated
+    async def two_sessions(url: str) -> list[tuple]:
+        return [await generate_in_new_session(url, arguments) for _ in range(2)]
 
-    async def main() -> list[tuple]:
-        return [await one_session(), await one_session()]
-
-    (tools, (is_error, pricing), (_, first)), (_, _, (_, second)) = anyio.run(main)
+    with http_mcp(env, tmp_path / "mcp-http.log", "--budget", "20") as url:
+        (tools, (is_error, pricing), (_, first)), (_, _, (_, second)) = anyio.run(two_sessions, url)
     assert {tool.name for tool in tools} == TOOLS
     assert not is_error
     assert pricing["estimated_credits"] == 3.5
-    # Each MCP session has its own budget (and its own derived intent keys).
-    assert (
-        first["session"]
-        == second["session"]
-        == {
-            "spent": 3.5,
-            "jobs": 1,
-            "budget": 20.0,
-            "remaining": 16.5,
-        }
-    )
+    # Each session has its own derived intent keys, so the same arguments make two jobs; the
+    # budget is the server's, and the second session sees what the first committed.
     assert first["job_id"] != second["job_id"]
+    assert first["spending"] == {"spent": 3.5, "jobs": 1, "budget": 20.0, "remaining": 16.5}
+    assert second["spending"] == {"spent": 7.0, "jobs": 2, "budget": 20.0, "remaining": 13.0}
     assert len(jobs_of(live_api, account)) == 2
+
+
+def test_sessions_together_cannot_exceed_the_budget(live_api, account, tmp_path):
+    """--budget 8 allows two 3.5-credit jobs in all: a third session's job is refused, as
+    is one that several sessions open at once would push over."""
+    env = server_env(live_api, account.key, tmp_path)
+
+    async def sessions(url: str) -> list[dict]:
+        answers: list[dict] = [{} for _ in range(3)]
+
+        async def one(index: int) -> None:
+            prompt = f"Session {index} [sim latency=5]"
+            arguments = {"model": KLING_T2V, "input": {"prompt": prompt}}
+            answers[index] = (await generate_in_new_session(url, arguments))[2][1]
+
+        async with anyio.create_task_group() as group:
+            for index in range(3):
+                group.start_soon(one, index)
+        return answers
+
+    with http_mcp(env, tmp_path / "mcp-http.log", "--budget", "8") as url:
+        answers = anyio.run(sessions, url)
+    accepted = [answer for answer in answers if "job_id" in answer]
+    refused = [answer["error"] for answer in answers if "error" in answer]
+    assert len(accepted) == 2, answers
+    assert [error["code"] for error in refused] == ["budget_exceeded"]
+    assert (refused[0]["spent"], refused[0]["remaining"]) == (7.0, 1.0)
+    assert {job["id"] for job in jobs_of(live_api, account)} == {
+        answer["job_id"] for answer in accepted
+    }
+
+
+INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-06-18",
+        "capabilities": {},
+        "clientInfo": {"name": "stranger", "version": "1"},
+    },
+}
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0"])
+def test_http_refuses_a_client_without_the_token_printed_at_start(
+    live_api, account, tmp_path, host
+):
+    """Over HTTP the tools spend with the operator's API key: a request without the server's
+    bearer token is answered 401 before any MCP handling, and one with it is served, on a
+    loopback address as on all of them (which is warned about: it is plain HTTP)."""
+    env = {**server_env(live_api, account.key, tmp_path), "NAIVE_MCP_TOKEN": ""}
+    log = tmp_path / "mcp-http.log"
+
+    async def with_token(url: str, token: str) -> set[str]:
+        async with (
+            bearer(token) as http_client,
+            streamable_http_client(url, http_client=http_client) as (read, write),
+            ClientSession(read, write) as session,
+        ):
+            await session.initialize()
+            return {tool.name for tool in (await session.list_tools()).tools}
+
+    with http_mcp(env, log, "--host", host) as url:
+        [token] = re.findall(rb"Authorization: Bearer (\S+)", log.read_bytes())
+        headers = {"Accept": "application/json, text/event-stream"}
+        refused = [
+            httpx.post(url, json=INITIALIZE, headers={**headers, **extra}, timeout=10)
+            for extra in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic x"})
+        ]
+        tools = anyio.run(with_token, url, token.decode())
+    assert [response.status_code for response in refused] == [401, 401, 401]
+    assert not any("mcp-session-id" in response.headers for response in refused)
+    assert tools == TOOLS
+    warned = b"Warning: serving to the network on 0.0.0.0 over plain HTTP" in log.read_bytes()
+    assert warned == (host == "0.0.0.0")

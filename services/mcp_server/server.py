@@ -2,10 +2,16 @@
 
 The low-level server (rather than `MCPServer`'s decorators) because the schemas are data:
 `naive_generate_video`'s `model` enum and `input` properties come from the live catalog.
+
+Over HTTP every request must carry `Authorization: Bearer TOKEN`: the tools spend with the
+operator's API key, so whoever can reach the port must not be able to use them. The check is
+the SDK's own bearer authentication (a `TokenVerifier`), which answers 401 before any MCP
+handling; the token is the operator's (`--token`), or made at start and printed once.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 from decimal import Decimal
@@ -15,7 +21,10 @@ from typing import Any
 import anyio
 import mcp_types as types
 from mcp.server import Server, ServerRequestContext
+from mcp.server.auth.provider import AccessToken
+from mcp.server.auth.settings import AuthSettings
 from mcp.server.stdio import stdio_server
+from pydantic import AnyHttpUrl
 
 from services.cli.client import ApiClient
 from services.mcp_server import schemas
@@ -26,6 +35,7 @@ logger = logging.getLogger(__name__)
 MCP_SESSION_HEADER = "mcp-session-id"
 # stdio serves one client per process; so does an HTTP client that keeps no session id.
 PROCESS_SESSION = "process"
+HTTP_CLIENT_ID = "naive-mcp-operator"
 
 
 def build_server(tools: NaiveTools) -> Server[Any]:
@@ -114,16 +124,19 @@ def serve(
     transport: str,
     host: str = "127.0.0.1",
     port: int = 8765,
+    token: str | None = None,
     budget: Decimal | None = None,
 ) -> None:
-    """Serve the tools until the client disconnects (stdio) or the process is stopped (HTTP)."""
+    """Serve the tools until the client disconnects (stdio) or the process is stopped (HTTP);
+    over HTTP, only to clients that send `token` as a bearer token."""
     client = ApiClient(api_url, api_key)
     try:
         server = build_server(NaiveTools(client, budget=budget))
         if transport == "stdio":
             anyio.run(_serve_stdio, server)
         else:
-            _serve_http(server, host, port)
+            assert token, "the HTTP transport needs a token"
+            _serve_http(server, host, port, token)
     finally:
         client.close()
 
@@ -133,9 +146,30 @@ async def _serve_stdio(server: Server[Any]) -> None:
         await server.run(read_stream, write_stream, server.create_initialization_options())
 
 
-def _serve_http(server: Server[Any], host: str, port: int) -> None:
-    """Streamable HTTP at http://HOST:PORT/mcp, under uvicorn."""
+class StaticTokenVerifier:
+    """The SDK's `TokenVerifier` for one shared secret: the operator's token."""
+
+    def __init__(self, token: str) -> None:
+        self._token = token.encode()
+
+    async def verify_token(self, token: str) -> AccessToken | None:
+        # Compared in constant time: how long a refusal takes tells nothing of the token.
+        if not hmac.compare_digest(token.encode(), self._token):
+            return None
+        return AccessToken(token=token, client_id=HTTP_CLIENT_ID, scopes=[])
+
+
+def _serve_http(server: Server[Any], host: str, port: int, token: str) -> None:
+    """Streamable HTTP at http://HOST:PORT/mcp, under uvicorn, for bearers of `token`."""
     import uvicorn
 
-    app = server.streamable_http_app(host=host)
+    app = server.streamable_http_app(
+        host=host,
+        # The SDK requires an issuer, but serves and checks it only with an authorization
+        # server or resource metadata, neither of which a static token has.
+        auth=AuthSettings(
+            issuer_url=AnyHttpUrl(f"http://127.0.0.1:{port}"), resource_server_url=None
+        ),
+        token_verifier=StaticTokenVerifier(token),
+    )
     uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info")).run()

@@ -1,9 +1,11 @@
 """What each agent tool does: thin calls of the HTTP API, plus the money guards.
 
-The guards run here, before anything is submitted: `max_credits` (per call) and the session
-budget (the sum of the estimates of the jobs this session submitted). Retries are made safe
-with the API's `Idempotency-Key`: the agent's `intent_key`, or a key derived from the session
-and the request, so an identical retry in one session is replayed instead of paid twice.
+The guards run here, before anything is submitted: `max_credits` (per call) and the server's
+budget (what the jobs submitted through this server process commit, across all its MCP
+sessions: one operator's `--budget` is not multiplied by the sessions an agent opens, or by
+the agents that connect). Retries are made safe with the API's `Idempotency-Key`: the
+agent's `intent_key`, or a key derived from the session and the request, so an identical
+retry in one session is replayed instead of paid twice.
 """
 
 from __future__ import annotations
@@ -67,13 +69,22 @@ class ToolError(Exception):
 
 @dataclass
 class AgentSession:
-    """One MCP session's spending: what each job it submitted commits, its estimate until
-    the session sees it end, then its charge (nothing for a failed or cancelled job)."""
+    """One MCP session: the id its derived intent keys are made of, and the keys it used."""
 
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    keys: dict[str, str] = field(default_factory=dict)  # idempotency key → job id
+
+
+@dataclass
+class Spending:
+    """The server's spending, all sessions together: what each job submitted through it
+    commits, its estimate until the server sees it end, then its charge (nothing for a
+    failed or cancelled job)."""
+
     jobs: dict[str, Decimal] = field(default_factory=dict)
     ended: set[str] = field(default_factory=set)
-    keys: dict[str, str] = field(default_factory=dict)  # idempotency key → job id
+    # Held from the budget check to the job's recording, so that two sessions cannot both
+    # pass the check on the same remaining credits.
     lock: anyio.Lock = field(default_factory=anyio.Lock)
 
     @property
@@ -87,6 +98,7 @@ class NaiveTools:
     def __init__(self, client: ApiClient, *, budget: Decimal | None = None) -> None:
         self.client = client
         self.budget = budget
+        self.spending = Spending()
         self._sessions: OrderedDict[str, AgentSession] = OrderedDict()
         self._catalog: list[Model] | None = None
         self._catalog_at = 0.0
@@ -223,7 +235,7 @@ class NaiveTools:
 
         session = self.session(session_key)
         key = intent_key or derived_intent_key(session.id, model, model_input)
-        async with session.lock:
+        async with self.spending.lock:
             # A key this session already submitted is replayed by the API: no new spending.
             known = key in session.keys
             estimate: Decimal | None = None
@@ -245,7 +257,7 @@ class NaiveTools:
                     ],
                 )
             if self.budget is not None and not known and estimate is not None:
-                await self._check_budget(session, estimate)
+                await self._check_budget(estimate)
             accepted, headers = await self._api(
                 partial(
                     self._submit, {"model": model, "input": model_input}, {"Idempotency-Key": key}
@@ -253,8 +265,8 @@ class NaiveTools:
             )
             job_id = str(accepted.job_id)
             replayed = headers.get("Idempotent-Replayed", "").lower() == "true"
-            if not replayed and job_id not in session.jobs:
-                session.jobs[job_id] = Decimal(str(accepted.estimated_credits))
+            if not replayed and job_id not in self.spending.jobs:
+                self.spending.jobs[job_id] = Decimal(str(accepted.estimated_credits))
             session.keys[key] = job_id
 
         answer: Answer = {
@@ -272,7 +284,7 @@ class NaiveTools:
                 f"{schemas.COMPLETED} (then video_url is set) or {schemas.FAILED}."
             ),
             "api_hint": accepted.hint,
-            "session": self._session_view(session),
+            "spending": self._spending_view(),
         }
         if wait <= 0:
             return {**answer, "next_steps": [f'{schemas.STATUS} {{"job_id": "{job_id}"}}']}
@@ -320,23 +332,26 @@ class NaiveTools:
         answer, answer_headers = self.client.post_with_headers("/v1/video/generate", body, headers)
         return read(JobAccepted, answer), answer_headers
 
-    async def _check_budget(self, session: AgentSession, estimate: Decimal) -> None:
+    async def _check_budget(self, estimate: Decimal) -> None:
+        """Refuse a job that would take the server's spending past its budget (checked again
+        after the jobs that ended are counted at their charges)."""
         assert self.budget is not None
-        if session.spent + estimate > self.budget:
-            await self._settle(session)
-        if session.spent + estimate <= self.budget:
+        spending = self.spending
+        if spending.spent + estimate > self.budget:
+            await self._settle()
+        if spending.spent + estimate <= self.budget:
             return
-        remaining = max(self.budget - session.spent, Decimal(0))
+        remaining = max(self.budget - spending.spent, Decimal(0))
         raise ToolError(
             {
                 "code": "budget_exceeded",
-                "message": f"Refused: this session's budget is {_num(self.budget)} credits, "
-                f"{_num(session.spent)} are already committed to {len(session.jobs)} job(s) "
-                "(charged for those that ended, estimated for the others), and this "
-                f"video is estimated at {_num(estimate)} (it would total "
-                f"{_num(session.spent + estimate)}). Nothing was submitted.",
+                "message": f"Refused: this MCP server's budget is {_num(self.budget)} credits "
+                f"for all its sessions together, {_num(spending.spent)} are already committed "
+                f"to {len(spending.jobs)} job(s) (charged for those that ended, estimated for "
+                f"the others), and this video is estimated at {_num(estimate)} (it would "
+                f"total {_num(spending.spent + estimate)}). Nothing was submitted.",
                 "budget": float(self.budget),
-                "spent": float(session.spent),
+                "spent": float(spending.spent),
                 "estimated_credits": float(estimate),
                 "remaining": float(remaining),
             },
@@ -348,20 +363,23 @@ class NaiveTools:
             ],
         )
 
-    async def _settle(self, session: AgentSession) -> None:
-        """Replace the estimates of the session's jobs that have ended by their charges (a
+    async def _settle(self) -> None:
+        """Replace the estimates of the server's jobs that have ended by their charges (a
         failed or cancelled job's hold is released: it commits nothing)."""
-        for job_id in [job_id for job_id in session.jobs if job_id not in session.ended]:
-            job = await self._api(partial(self.client.fetch, Job, f"/v1/jobs/{segment(job_id)}"))
+        spending = self.spending
+        for job_id in [job_id for job_id in spending.jobs if job_id not in spending.ended]:
+            job = await self._job(job_id)
             if job.status.is_final:
-                session.jobs[job_id] = Decimal(str(job.credits_used or 0))
-                session.ended.add(job_id)
+                spending.jobs[job_id] = Decimal(str(job.credits_used or 0))
+                spending.ended.add(job_id)
 
-    def _session_view(self, session: AgentSession) -> dict[str, Any]:
-        view: dict[str, Any] = {"spent": float(session.spent), "jobs": len(session.jobs)}
+    def _spending_view(self) -> dict[str, Any]:
+        """The server's spending, all sessions together, and its budget if it has one."""
+        spent = self.spending.spent
+        view: dict[str, Any] = {"spent": float(spent), "jobs": len(self.spending.jobs)}
         if self.budget is not None:
             view["budget"] = float(self.budget)
-            view["remaining"] = float(max(self.budget - session.spent, Decimal(0)))
+            view["remaining"] = float(max(self.budget - spent, Decimal(0)))
         return view
 
     async def _follow(
