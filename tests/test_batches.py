@@ -102,6 +102,7 @@ def test_a_batch_is_all_or_nothing_and_idempotent(
     account = make_account("10")  # two items fit, three do not
     refused = post_batch(idle, account, [item("A"), item("B"), item("C")])
     assert refused.status_code == 402 and refused.json["error"]["code"] == "insufficient_credits"
+    assert refused.json["error"]["message"].startswith("This batch needs 10.5 credits")
     bad = post_batch(idle, account, [item("A"), {"model": KLING_T2V, "input": {"duration": "7"}}])
     assert bad.status_code == 422
     assert set(bad.json["error"]["fields"]) >= {"items[1].input.prompt"}

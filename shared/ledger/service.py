@@ -205,8 +205,9 @@ def place_hold(
     )
     if not placed:
         available = balance(session=session, account_id=account_id).available
+        what = "This batch" if batch_id is not None else "This job"
         raise InsufficientCredits(
-            f"This job needs {to_credits(amount)} credits; {to_credits(available)} are available.",
+            f"{what} needs {to_credits(amount)} credits; {to_credits(available)} are available.",
             estimated_credits=to_credits(amount),
             available_credits=to_credits(available),
             pricing_url="/v1/video/pricing",
