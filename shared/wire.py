@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict
+from pydantic import BaseModel, BeforeValidator, ConfigDict, TypeAdapter
 
 DIGITS = re.compile(r"-?[0-9]{1,12}")
+_INSTANT = TypeAdapter(datetime)
+
+
+def instant(value: datetime) -> str:
+    """A time as the wire writes it (`2026-11-30T08:45:00Z` for UTC), for text that the
+    clients write themselves."""
+    return str(_INSTANT.dump_python(value, mode="json"))
 
 
 class Closed(BaseModel):

@@ -554,6 +554,9 @@ def test_jobs_watch_prints_each_event_in_order_then_the_final_job(naive):
     assert events[0]["type"] == "job.queued" and events[-1]["type"] == "job.completed"
     assert "job.processing" in [event["type"] for event in events]
     assert all(event["data"]["id"] == job_id for event in events)
+    # Times as the API writes them (UTC as `Z`), in the events and in the jobs they carry.
+    assert all(event["timestamp"].endswith("Z") for event in events)
+    assert events[-1]["data"]["completed_at"].endswith("Z")
 
     # A job that has ended: its whole history, then the job.
     code, again, envelope = naive.stream("jobs", "watch", job_id)
@@ -938,6 +941,7 @@ def test_video_quote_then_generate_with_it_and_budgets(naive):
     generate_again = envelope["next_steps"][0]
     assert f"--quote-id {quoted['quote_id']}" in generate_again
     assert "'A quiet harbour' --duration 10" in generate_again
+    assert envelope["hints"] == [f"The price holds until {quoted['expires_at']}."]
     code, envelope = naive.json("video", "generate", "--model", KLING_T2V, "A quiet harbour",
                                 "--duration", "10", "--quote-id", quoted["quote_id"],
                                 "--json")  # fmt: skip

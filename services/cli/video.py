@@ -20,6 +20,7 @@ from shared.catalog.schemas import BindingQuote, ModelList, PriceQuote
 from shared.errors import BATCH_ITEM
 from shared.jobs.schemas import Job, JobAccepted
 from shared.jobs.status import PublicStatus
+from shared.wire import instant
 
 # A field of a batch's item, `items[1].input`: its name starts with the item's.
 ITEM_FIELD = re.compile(rf"^{BATCH_ITEM.pattern}\.")
@@ -491,5 +492,5 @@ def quote(
             issued.model_dump(mode="json"),
             view=lambda: views.binding_quote(issued),
             next_steps=[command("video", *generate_again)],
-            hints=[f"The price holds until {issued.expires_at.isoformat()}."],
+            hints=[f"The price holds until {instant(issued.expires_at)}."],
         )

@@ -27,6 +27,7 @@ from services.cli.errors import ExitCode, Failure
 from shared.batches.schemas import Batch
 from shared.jobs.schemas import Job
 from shared.jobs.status import PublicStatus
+from shared.wire import instant
 
 POLL_SECONDS = 1.0
 BATCH_POLL_SECONDS = 2.0
@@ -105,7 +106,7 @@ class Update:
         return {
             "id": self.seq,
             "type": self.type,
-            "timestamp": self.timestamp.isoformat(),
+            "timestamp": instant(self.timestamp),
             "data": self.job.model_dump(mode="json"),
         }
 
