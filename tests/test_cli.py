@@ -565,7 +565,9 @@ def test_jobs_watch_prints_each_event_in_order_then_the_final_job(naive):
     code, screen = naive.tty("jobs", "watch", submit(naive, "A bell [sim latency=1]"))
     assert code == 0
     assert re.search(r"#1\s+job\.queued\s+queued\s+0%", screen)
-    assert re.search(r"job\.completed\s+completed\s+100%", screen)
+    assert re.search(r"job\.completed\s+completed\s+100%\s+charged 3\.5 credits", screen)
+    # delivered, then charged: two events of a processing job at 100%, told apart
+    assert re.search(r"job\.processing\s+processing\s+100%\s+charged 3\.5 credits", screen)
 
 
 def test_jobs_watch_resumes_a_closed_stream_without_duplicates(make_app, make_naive, account):

@@ -81,16 +81,19 @@ def fields(rows: Iterable[tuple[str, RenderableType]]) -> Table:
 
 
 def event(update: Update) -> RenderableType:
-    """One event of a job as a line: when, its number, its type, and the job then."""
+    """One event of a job as a line: when, its number, its type, and the job then (its
+    charge once it has one: the event that records it differs from the one before only
+    there)."""
     data = update.job
     position = f"  queue #{data.queue_position}" if data.queue_position is not None else ""
+    charged = f"  charged {data.credits_used:g} credits" if data.credits_used is not None else ""
     return Text.assemble(
         (update.timestamp.strftime("%H:%M:%S"), "dim"),
         f"  #{update.seq if update.seq is not None else '-'}  ",
         (f"{update.type:<15}", "bold"),
         "  ",
         status(data.status),
-        f"  {data.progress}%{position}",
+        f"  {data.progress}%{position}{charged}",
     )
 
 
