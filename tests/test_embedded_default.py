@@ -159,6 +159,11 @@ def test_the_local_stack_is_found_from_any_directory(tmp_path: Path) -> None:
         assert f"data and logs in {clone / 'var'}" in said, said
         credits = _naive(env, "credits", cwd=elsewhere)
         assert json.loads(credits.stdout)["result"]["available"] == 100, credits.stderr
+        # The top-up `up` prints works here too: on that stack's database, not ./var's.
+        topup = re.search(r"naive (admin grant-credits .*)", started.stderr)
+        assert topup is not None, started.stderr
+        granted = _naive(env, *topup.group(1).split(), "--json", cwd=elsewhere)
+        assert json.loads(granted.stdout)["result"]["available"] == 200, granted.stderr
         again = _naive(env, "local", "up", cwd=elsewhere)
         assert again.returncode == 0 and "already running" in again.stderr, again.stderr
         assert not (elsewhere / "var").exists()  # nothing started or made here
@@ -168,6 +173,23 @@ def test_the_local_stack_is_found_from_any_directory(tmp_path: Path) -> None:
         assert "local stack is not running" in said, said
     finally:
         _naive(env, "local", "down", cwd=clone)
+
+
+def test_admin_without_a_database_is_an_error_envelope_and_makes_none(tmp_path: Path) -> None:
+    """With no stack anywhere, `naive admin grant-credits` died with a traceback ("unable
+    to open database file"), or made an empty ./var/naive.db where a ./var existed."""
+    bare, with_var = tmp_path / "bare", tmp_path / "with-var"
+    (with_var / "var").mkdir(parents=True)
+    bare.mkdir()
+    account = "--account=00000000-0000-0000-0000-000000000001"
+    for folder in (bare, with_var):
+        grant = ("admin", "grant-credits", account, "--credits=1", "--json")
+        ran = _naive(_local_env(tmp_path), *grant, cwd=folder)
+        assert ran.returncode == 3 and "Traceback" not in ran.stderr, ran.stderr
+        envelope = json.loads(ran.stdout)
+        assert (envelope["success"], envelope["result"]["code"]) == (False, "database_unavailable")
+        assert "naive local up" in envelope["next_steps"], envelope
+    assert not (bare / "var").exists() and list((with_var / "var").iterdir()) == []
 
 
 def test_local_up_refuses_a_port_another_program_serves(tmp_path: Path) -> None:

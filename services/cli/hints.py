@@ -127,6 +127,14 @@ def advise(
                 command("video", "status", job_id),
                 command("jobs", "cancel", job_id),
             ]
+        case "database_unavailable":
+            advice.hints.append(
+                "`naive admin` uses DATABASE_URL when set, else the database of the local "
+                "stack the other commands use: NAIVE_DATA_DIR's, one running from ./var, "
+                "else the one `naive local up` started (`naive local status` shows where)."
+            )
+            if str(error.get("database_url", "")).startswith("sqlite"):
+                advice.next_steps += [command("local", "status"), command("local", "up")]
         case "invalid_api_url":
             advice.hints.append("Example: export NAIVE_API_URL=http://127.0.0.1:8000")
         case _ if failure.exit_code is ExitCode.SERVICE_ERROR:

@@ -25,7 +25,7 @@ import httpx
 
 from services import processes
 from shared import accounts
-from shared.config import load_settings
+from shared.config import Settings, load_settings
 from shared.db import Database
 from shared.ledger.service import grant_command
 from shared.migrate import upgrade
@@ -44,6 +44,14 @@ def stack_path() -> Path:
         return here
     last = _last_started()
     return last if last is not None and _running(last) else here
+
+
+def stack_settings() -> Settings:
+    """The settings of the stack every command finds (see `stack_path`): its data folder,
+    so its database, unless DATABASE_URL names one. What `naive admin` works on."""
+    if os.environ.get("DATABASE_URL"):
+        return load_settings()
+    return load_settings({**os.environ, "NAIVE_DATA_DIR": str(stack_path().parent)})
 
 
 def read_local_stack() -> dict[str, Any] | None:
