@@ -175,6 +175,37 @@ def test_the_local_stack_is_found_from_any_directory(tmp_path: Path) -> None:
         _naive(env, "local", "down", cwd=clone)
 
 
+def test_a_second_stack_started_and_stopped_leaves_the_first_found(tmp_path: Path) -> None:
+    """Each `up` overwrote one per-user record and `down` left it naming its own stack: after
+    a second stack came and went, the first, still running, was found from nowhere else
+    (not running, 401, its port "used by another program", `down` stopping nothing)."""
+    clone, elsewhere = tmp_path / "clone", tmp_path / "elsewhere"
+    clone.mkdir()
+    elsewhere.mkdir()
+    first = _local_env(tmp_path)
+    first.update(NAIVE_LOCAL_PORT=str(free_port()), API_METRICS_PORT=str(free_port()))
+    second = {**first, "NAIVE_DATA_DIR": str(tmp_path / "stack2")}
+    second.update(NAIVE_LOCAL_PORT=str(free_port()), API_METRICS_PORT=str(free_port()))
+    try:
+        assert _naive(first, "local", "up", cwd=clone).returncode == 0
+        assert _naive(second, "local", "up", cwd=elsewhere).returncode == 0
+        # A third one on the first's port is told whose port it is, and how to stop it.
+        third = {**first, "NAIVE_DATA_DIR": str(tmp_path / "stack3")}
+        refused = _naive(third, "local", "up", cwd=elsewhere)
+        said = refused.stdout + refused.stderr
+        assert refused.returncode != 0 and f"local stack in {clone / 'var'}" in said, said
+        assert _naive(second, "local", "down").stderr.count("stopped") == 3
+        said = _naive(first, "local", "status", cwd=elsewhere).stdout
+        assert said.count("running") == 3 and str(clone / "var") in said, said
+        credits = _naive(first, "credits", cwd=elsewhere)
+        assert json.loads(credits.stdout)["result"]["available"] == 100, credits.stderr
+        stopped = _naive(first, "local", "down", cwd=elsewhere)
+        assert stopped.stderr.count("stopped") == 3, stopped.stderr
+    finally:
+        _naive(second, "local", "down")
+        _naive(first, "local", "down", cwd=clone)
+
+
 def test_admin_without_a_database_is_an_error_envelope_and_makes_none(tmp_path: Path) -> None:
     """With no stack anywhere, `naive admin grant-credits` died with a traceback ("unable
     to open database file"), or made an empty ./var/naive.db where a ./var existed."""
