@@ -127,6 +127,12 @@ def advise(
                 command("video", "status", job_id),
                 command("jobs", "cancel", job_id),
             ]
+        case "output_error" if asset_id := error.get("media_asset_id"):
+            advice.hints.append("Nothing is lost: download it to a path you can write.")
+            advice.next_steps += [
+                command("media", "download", asset_id, "--output", "FILE"),
+                command("video", "status", error.get("job_id")),
+            ]
         case "database_unavailable":
             advice.hints.append(
                 "`naive admin` uses DATABASE_URL when set, else the database of the local "
