@@ -22,6 +22,8 @@ from services.cli.local import STACK_FILE, port_taken
 from shared.media.probe import probe_video
 from tests.stack import free_port
 
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
 PRODUCTION_VARIABLES = (
     "DATABASE_URL",
     "CELERY_BROKER_URL",
@@ -173,6 +175,21 @@ def test_the_local_stack_is_found_from_any_directory(tmp_path: Path) -> None:
         assert "local stack is not running" in said, said
     finally:
         _naive(env, "local", "down", cwd=clone)
+
+
+def test_the_quick_start_says_how_to_get_naive_on_the_path() -> None:
+    """`make demo` installs `naive` into .venv only, while every hint says `naive …`: the
+    README's quick start and the demo's last line say how to run it."""
+    quick_start = README.read_text().split("## Quick start")[1].split("\n## ")[0]
+    assert "source .venv/bin/activate" in quick_start, quick_start
+    demo = subprocess.run(
+        ["make", "--dry-run", "--always-make", "demo"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "source .venv/bin/activate" in demo.stdout.strip().splitlines()[-1], demo.stdout
 
 
 def test_a_second_stack_started_and_stopped_leaves_the_first_found(tmp_path: Path) -> None:
