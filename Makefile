@@ -20,6 +20,7 @@ demo: install
 	$(BIN)/naive local up
 	$(BIN)/naive video generate --model $(MODEL) "$(PROMPT)" --duration 5 --wait \
 		--output var/golden-retriever.mp4
+	@echo "naive is in $(BIN): source $(BIN)/activate to run the commands above (or $(BIN)/naive)"
 
 down: install
 	$(BIN)/naive local down

@@ -346,6 +346,46 @@ def test_generate_wait_json_and_output_writes_a_playable_mp4(naive, runtime, tmp
     assert job_entries(runtime, job["id"]) == {"hold": [350], "capture": [350]}
 
 
+def test_an_output_that_cannot_be_written_is_refused_before_submitting(
+    naive, live_api, account, tmp_path
+):
+    """`-o /nonexistent/x.mp4` submitted, waited, was charged, then failed to write."""
+    for output in ("/nonexistent/x.mp4", str(tmp_path)):
+        code, envelope = naive.json(
+            "video", "generate", "--model", KLING_T2V, "A kite", "--output", output
+        )
+        assert (code, envelope["result"]["code"]) == (2, "usage_error"), envelope
+        assert output in envelope["result"]["message"], envelope
+    jobs = httpx.get(f"{live_api}/v1/jobs", headers=account.headers, timeout=10).json()
+    assert jobs["data"] == []
+
+
+def test_a_video_that_could_not_be_saved_names_its_job_and_asset(
+    naive, live_api, account, tmp_path
+):
+    """A save that fails once the job completed (and was charged) said output_error with
+    no job id, no asset id, no next step: the video seemed lost. It is in the library."""
+    folder = tmp_path / "out"
+    folder.mkdir()
+    child = naive.spawn(
+        "video", "generate", "--model", KLING_T2V, "A kite [sim latency=2]",
+        "--output", str(folder / "kite.mp4"), width=400,
+    )  # fmt: skip
+    child.expect(rf"Job ({JOB_ID}) queued")
+    job_id = child.match.group(1)
+    folder.rmdir()  # gone before the video is written
+    screen = visible(child.read())
+    child.close()
+    assert child.exitstatus == 2, screen
+    asset_id = wait_for_status(live_api, account, job_id, "completed")["result"]["media_asset_id"]
+    assert f"Job {job_id} completed" in screen and f"library as {asset_id}" in screen, screen
+    assert f"$ naive media download {asset_id} --output FILE" in screen, screen
+    assert f"$ naive video status {job_id}" in screen, screen
+    target = tmp_path / "kite.mp4"
+    code, envelope = naive.json("media", "download", asset_id, "--output", str(target))
+    assert code == 0 and probe_video(target).codec == "h264", envelope
+
+
 def test_a_job_that_fails_with_wait_exits_4(naive):
     prompt = "A storm [sim fail='the provider melted'] [sim latency=0.3]"
     code, envelope = naive.json("video", "generate", "-m", KLING_T2V, prompt, "--wait")

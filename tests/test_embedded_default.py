@@ -22,6 +22,8 @@ from services.cli.local import STACK_FILE, port_taken
 from shared.media.probe import probe_video
 from tests.stack import free_port
 
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
 PRODUCTION_VARIABLES = (
     "DATABASE_URL",
     "CELERY_BROKER_URL",
@@ -159,6 +161,11 @@ def test_the_local_stack_is_found_from_any_directory(tmp_path: Path) -> None:
         assert f"data and logs in {clone / 'var'}" in said, said
         credits = _naive(env, "credits", cwd=elsewhere)
         assert json.loads(credits.stdout)["result"]["available"] == 100, credits.stderr
+        # The top-up `up` prints works here too: on that stack's database, not ./var's.
+        topup = re.search(r"naive (admin grant-credits .*)", started.stderr)
+        assert topup is not None, started.stderr
+        granted = _naive(env, *topup.group(1).split(), "--json", cwd=elsewhere)
+        assert json.loads(granted.stdout)["result"]["available"] == 200, granted.stderr
         again = _naive(env, "local", "up", cwd=elsewhere)
         assert again.returncode == 0 and "already running" in again.stderr, again.stderr
         assert not (elsewhere / "var").exists()  # nothing started or made here
@@ -168,6 +175,69 @@ def test_the_local_stack_is_found_from_any_directory(tmp_path: Path) -> None:
         assert "local stack is not running" in said, said
     finally:
         _naive(env, "local", "down", cwd=clone)
+
+
+def test_the_quick_start_says_how_to_get_naive_on_the_path() -> None:
+    """`make demo` installs `naive` into .venv only, while every hint says `naive …`: the
+    README's quick start and the demo's last line say how to run it."""
+    quick_start = README.read_text().split("## Quick start")[1].split("\n## ")[0]
+    assert "source .venv/bin/activate" in quick_start, quick_start
+    demo = subprocess.run(
+        ["make", "--dry-run", "--always-make", "demo"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "source .venv/bin/activate" in demo.stdout.strip().splitlines()[-1], demo.stdout
+
+
+def test_a_second_stack_started_and_stopped_leaves_the_first_found(tmp_path: Path) -> None:
+    """Each `up` overwrote one per-user record and `down` left it naming its own stack: after
+    a second stack came and went, the first, still running, was found from nowhere else
+    (not running, 401, its port "used by another program", `down` stopping nothing)."""
+    clone, elsewhere = tmp_path / "clone", tmp_path / "elsewhere"
+    clone.mkdir()
+    elsewhere.mkdir()
+    first = _local_env(tmp_path)
+    first.update(NAIVE_LOCAL_PORT=str(free_port()), API_METRICS_PORT=str(free_port()))
+    second = {**first, "NAIVE_DATA_DIR": str(tmp_path / "stack2")}
+    second.update(NAIVE_LOCAL_PORT=str(free_port()), API_METRICS_PORT=str(free_port()))
+    try:
+        assert _naive(first, "local", "up", cwd=clone).returncode == 0
+        assert _naive(second, "local", "up", cwd=elsewhere).returncode == 0
+        # A third one on the first's port is told whose port it is, and how to stop it.
+        third = {**first, "NAIVE_DATA_DIR": str(tmp_path / "stack3")}
+        refused = _naive(third, "local", "up", cwd=elsewhere)
+        said = refused.stdout + refused.stderr
+        assert refused.returncode != 0 and f"local stack in {clone / 'var'}" in said, said
+        assert _naive(second, "local", "down").stderr.count("stopped") == 3
+        said = _naive(first, "local", "status", cwd=elsewhere).stdout
+        assert said.count("running") == 3 and str(clone / "var") in said, said
+        credits = _naive(first, "credits", cwd=elsewhere)
+        assert json.loads(credits.stdout)["result"]["available"] == 100, credits.stderr
+        stopped = _naive(first, "local", "down", cwd=elsewhere)
+        assert stopped.stderr.count("stopped") == 3, stopped.stderr
+    finally:
+        _naive(second, "local", "down")
+        _naive(first, "local", "down", cwd=clone)
+
+
+def test_admin_without_a_database_is_an_error_envelope_and_makes_none(tmp_path: Path) -> None:
+    """With no stack anywhere, `naive admin grant-credits` died with a traceback ("unable
+    to open database file"), or made an empty ./var/naive.db where a ./var existed."""
+    bare, with_var = tmp_path / "bare", tmp_path / "with-var"
+    (with_var / "var").mkdir(parents=True)
+    bare.mkdir()
+    account = "--account=00000000-0000-0000-0000-000000000001"
+    for folder in (bare, with_var):
+        grant = ("admin", "grant-credits", account, "--credits=1", "--json")
+        ran = _naive(_local_env(tmp_path), *grant, cwd=folder)
+        assert ran.returncode == 3 and "Traceback" not in ran.stderr, ran.stderr
+        envelope = json.loads(ran.stdout)
+        assert (envelope["success"], envelope["result"]["code"]) == (False, "database_unavailable")
+        assert "naive local up" in envelope["next_steps"], envelope
+    assert not (bare / "var").exists() and list((with_var / "var").iterdir()) == []
 
 
 def test_local_up_refuses_a_port_another_program_serves(tmp_path: Path) -> None:

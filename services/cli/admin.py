@@ -1,21 +1,31 @@
-"""`naive admin`: operator commands that talk to the database directly."""
+"""`naive admin`: operator commands that talk to the database directly.
+
+Their database is DATABASE_URL's when it is set, else that of the local stack the other
+commands talk to (`services.cli.local.stack_path`), from any working directory.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
+from collections.abc import Iterator
 from decimal import Decimal
+from pathlib import Path
 
 import click
 from pydantic import ValidationError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 
+from services.cli.errors import ExitCode, Failure
+from services.cli.local import stack_settings
 from services.cli.output import Reporter, wants_json
 from services.cli.state import State, json_option, pass_state
 from shared import accounts
 from shared.budgets import service as budgets
 from shared.budgets.schemas import BudgetSet
 from shared.catalog import sync as catalog_sync
-from shared.config import load_settings
 from shared.db import Database, utcnow
 from shared.errors import InvalidInput, NotFound
 from shared.ledger import service as ledger
@@ -23,17 +33,62 @@ from shared.ledger.schemas import CreditGrant, CreditsGranted
 from shared.migrate import upgrade
 
 
+def _unavailable(url: str, reason: str) -> Failure:
+    """The failure of a database that cannot be opened, its URL without a password."""
+    shown = make_url(url).render_as_string(hide_password=True)
+    return Failure(
+        {
+            "code": "database_unavailable",
+            "message": f"Cannot open the database {shown}: {reason.strip()}",
+            "database_url": shown,
+        },
+        ExitCode.SERVICE_ERROR,
+    )
+
+
+@contextlib.contextmanager
+def _reported(url: str) -> Iterator[None]:
+    """A database that cannot be opened (or reached) is a `database_unavailable` failure."""
+    try:
+        yield
+    except OperationalError as exc:
+        raise _unavailable(url, str(exc.orig)) from None
+
+
+@contextlib.contextmanager
+def _database() -> Iterator[Database]:
+    """The admin commands' database, which must exist: a SQLite file that does not is
+    reported, not made empty (only `naive admin migrate` makes one)."""
+    url = stack_settings().database_url
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and not Path(parsed.database or "").is_file():
+        raise _unavailable(url, "no such file (`naive local up` makes the local stack's)")
+    db = Database(url)
+    try:
+        with _reported(url):
+            yield db
+    finally:
+        db.dispose()
+
+
 @click.group()
 def admin() -> None:
-    """Operator commands: migrations and accounts (direct database access)."""
+    """Operator commands: migrations and accounts (direct database access).
+
+    \b
+    The database is DATABASE_URL's when set, else the local stack's that the other commands
+    find (`naive local --help` says how; `naive local status` shows where).
+    """
 
 
 @admin.command()
-def migrate() -> None:
+@pass_state
+def migrate(state: State) -> None:
     """Run the database migrations to the newest version."""
-    settings = load_settings()
-    settings.ensure_local_dirs()
-    upgrade(settings.database_url)
+    settings = stack_settings()
+    with state.action("admin.migrate"), _reported(settings.database_url):
+        settings.ensure_local_dirs()
+        upgrade(settings.database_url)
     click.echo("database is at the newest migration", err=True)
 
 
@@ -47,19 +102,18 @@ def migrate() -> None:
     help="Starting grant (default NEW_ACCOUNT_CREDITS, 100).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print {account_id, api_key} as JSON.")
-def create_account(name: str, credits_: Decimal | None, as_json: bool) -> None:
+@pass_state
+def create_account(state: State, name: str, credits_: Decimal | None, as_json: bool) -> None:
     """Create an account and its first API key; the key is shown once."""
-    settings = load_settings()
-    db = Database(settings.database_url)
-    grant = settings.new_account_credits if credits_ is None else credits_
-    with db.transaction() as session:
+    state.json_flag = state.json_flag or as_json  # a failure is an envelope then
+    grant = stack_settings().new_account_credits if credits_ is None else credits_
+    with state.action("admin.create-account"), _database() as db, db.transaction() as session:
         created = accounts.create_account(session=session, name=name, credits=grant)
     if as_json:
         click.echo(json.dumps({"account_id": str(created.account_id), "api_key": created.api_key}))
     else:
         click.echo(f"account {created.account_id} with {grant} credits")
         click.echo(f"API key (shown once): {created.api_key}")
-    db.dispose()
 
 
 @admin.command("grant-credits")
@@ -77,17 +131,18 @@ def grant_credits(state: State, account_id: uuid.UUID, credits_: Decimal, note: 
     except ValidationError as exc:
         problems = "; ".join(f"--{e['loc'][0]}: {e['msg']}" for e in exc.errors())
         raise click.UsageError(problems) from None
-    db = Database(load_settings().database_url)
     try:
-        with db.transaction() as session:
+        with (
+            state.action("admin.grant-credits"),
+            _database() as db,
+            db.transaction() as session,
+        ):
             entry, totals = ledger.grant(
                 session=session, account_id=account_id, credits=grant.credits, note=grant.note
             )
             granted = CreditsGranted.of(account_id, entry, totals)
     except NotFound as exc:
         raise click.ClickException(exc.message) from None
-    finally:
-        db.dispose()
     message = (
         f"granted {grant.credits} credits to account {account_id}: "
         f"balance {granted.balance:g}, available {granted.available:g}"
@@ -117,9 +172,12 @@ def set_scheduling(
     state: State, account_id: uuid.UUID, concurrency_cap: int | None, weight: int | None
 ) -> None:
     """Set an account's own concurrency cap and its weight in the fair scheduler."""
-    db = Database(load_settings().database_url)
     try:
-        with db.transaction() as session:
+        with (
+            state.action("admin.set-scheduling"),
+            _database() as db,
+            db.transaction() as session,
+        ):
             account = accounts.set_scheduling(
                 session=session,
                 account_id=account_id,
@@ -133,8 +191,6 @@ def set_scheduling(
             }
     except NotFound as exc:
         raise click.ClickException(exc.message) from None
-    finally:
-        db.dispose()
     cap = result["concurrency_cap"] or "none"
     message = f"account {account_id}: concurrency cap {cap}, weight {result['scheduling_weight']}"
     Reporter("admin.set-scheduling", json_mode=wants_json(state.json_flag)).success(
@@ -166,16 +222,17 @@ def set_budget(
         )
     except ValidationError as exc:
         raise click.UsageError("; ".join(error["msg"] for error in exc.errors())) from None
-    db = Database(load_settings().database_url)
     try:
-        with db.transaction() as session:
+        with (
+            state.action("admin.set-budget"),
+            _database() as db,
+            db.transaction() as session,
+        ):
             ledger.lock_account(session=session, account_id=account_id)
             saved = budgets.set_budget(session=session, account_id=account_id, request=request)
             view = budgets.view(session=session, budget=saved.budget, now=utcnow())
     except (NotFound, InvalidInput) as exc:
         raise click.ClickException(exc.message) from None
-    finally:
-        db.dispose()
     scope = "account" if key_id is None else f"key {key_id}"
     message = (
         f"{scope} of {account_id}: {view.credits:g} credits per {period}, "
@@ -187,17 +244,19 @@ def set_budget(
 
 
 @admin.command("refresh-catalog")
-def refresh_catalog() -> None:
+@pass_state
+def refresh_catalog(state: State) -> None:
     """Fetch model listings and prices from fal's platform API now."""
-    settings = load_settings()
+    settings = stack_settings()
     if not settings.fal_key:
         raise click.ClickException("FAL_KEY is not set: the built-in catalog is in force")
-    db = Database(settings.database_url)
     try:
-        with db.transaction() as session:
+        with (
+            state.action("admin.refresh-catalog"),
+            _database() as db,
+            db.transaction() as session,
+        ):
             count = catalog_sync.refresh(session=session, settings=settings)
     except catalog_sync.CatalogUnavailable as exc:
         raise click.ClickException(str(exc)) from exc
-    finally:
-        db.dispose()
     click.echo(f"{count} models priced by the platform", err=True)

@@ -127,6 +127,20 @@ def advise(
                 command("video", "status", job_id),
                 command("jobs", "cancel", job_id),
             ]
+        case "output_error" if asset_id := error.get("media_asset_id"):
+            advice.hints.append("Nothing is lost: download it to a path you can write.")
+            advice.next_steps += [
+                command("media", "download", asset_id, "--output", "FILE"),
+                command("video", "status", error.get("job_id")),
+            ]
+        case "database_unavailable":
+            advice.hints.append(
+                "`naive admin` uses DATABASE_URL when set, else the database of the local "
+                "stack the other commands use: NAIVE_DATA_DIR's, one running from ./var, "
+                "else the one `naive local up` started (`naive local status` shows where)."
+            )
+            if str(error.get("database_url", "")).startswith("sqlite"):
+                advice.next_steps += [command("local", "status"), command("local", "up")]
         case "invalid_api_url":
             advice.hints.append("Example: export NAIVE_API_URL=http://127.0.0.1:8000")
         case _ if failure.exit_code is ExitCode.SERVICE_ERROR:

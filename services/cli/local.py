@@ -3,15 +3,19 @@
 With no environment set this is the embedded default (a SQLite file, kombu's
 filesystem broker, the simulator) under `NAIVE_DATA_DIR` (default `./var`). `up` runs
 the migrations, makes a local account once, starts the API, a worker and beat in the
-background, writes `local-stack.json` there and records that folder for the user: the
-other commands then talk to that stack unless given another URL (`NAIVE_API_URL`), with
-its key unless given one, from any working directory (see `stack_path`).
+background, writes `local-stack.json` there and records that folder for the user (one
+record per stack, removed by `down`): the other commands then talk to that stack unless
+given another URL (`NAIVE_API_URL`), with its key unless given one, from any working
+directory (see `stack_path`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -25,7 +29,7 @@ import httpx
 
 from services import processes
 from shared import accounts
-from shared.config import load_settings
+from shared.config import Settings, load_settings
 from shared.db import Database
 from shared.ledger.service import grant_command
 from shared.migrate import upgrade
@@ -37,13 +41,20 @@ STOP_TIMEOUT = 30.0
 
 def stack_path() -> Path:
     """The local stack's file. `NAIVE_DATA_DIR`'s when it is set; else that of a stack
-    running from the working directory's `./var`; else that of the stack `naive local up`
-    last started, wherever it ran, while it runs; else `./var`'s (where `up` starts one)."""
+    running from the working directory's `./var`; else that of the running stack `naive
+    local up` started most recently, wherever it ran; else `./var`'s (where `up` starts one)."""
     here = load_settings().data_dir / STACK_FILE
     if "NAIVE_DATA_DIR" in os.environ or _running(here):
         return here
-    last = _last_started()
-    return last if last is not None and _running(last) else here
+    return next((path for path in _started() if _running(path)), here)
+
+
+def stack_settings() -> Settings:
+    """The settings of the stack every command finds (see `stack_path`): its data folder,
+    so its database, unless DATABASE_URL names one. What `naive admin` works on."""
+    if os.environ.get("DATABASE_URL"):
+        return load_settings()
+    return load_settings({**os.environ, "NAIVE_DATA_DIR": str(stack_path().parent)})
 
 
 def read_local_stack() -> dict[str, Any] | None:
@@ -64,18 +75,36 @@ def _running(path: Path) -> bool:
     return any(_alive(pid) for pid in pids.values())
 
 
-def _last_started_record() -> Path:
-    """Per user, the data folder of the stack `naive local up` started last:
-    `$XDG_STATE_HOME/naive/local-stack` (by default under `~/.local/state`)."""
+def _records() -> Path:
+    """Per user, a file per stack `naive local up` started, naming its data folder, until
+    `naive local down` stops it: `$XDG_STATE_HOME/naive/stacks/` (by default under
+    `~/.local/state`). One per stack, so a second stack never hides the first."""
     state_home = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
-    return Path(state_home) / "naive" / "local-stack"
+    return Path(state_home) / "naive" / "stacks"
 
 
-def _last_started() -> Path | None:
-    try:
-        return Path(_last_started_record().read_text().strip()) / STACK_FILE
-    except OSError:
-        return None
+def _record(data_dir: Path) -> Path:
+    """The record of the stack whose data folder is `data_dir`."""
+    return _records() / hashlib.sha256(str(data_dir).encode()).hexdigest()[:16]
+
+
+def _started() -> list[Path]:
+    """The stack files of the recorded stacks, the one started last first."""
+    found = []
+    for record in _records().glob("*"):
+        with contextlib.suppress(OSError):  # a record that `down` removes meanwhile
+            found.append((record.stat().st_mtime_ns, record.read_text().strip()))
+    return [Path(folder) / STACK_FILE for _, folder in sorted(found, reverse=True)]
+
+
+def _stack_using(port: int) -> Path | None:
+    """The data folder of a running local stack whose API (or its metrics) has `port`."""
+    for path in _started():
+        stack = _read(path) or {}
+        ports = {httpx.URL(stack.get("api_url", "")).port, stack.get("metrics_port")}
+        if port in ports and _running(path):
+            return path.parent
+    return None
 
 
 def _alive(pid: int) -> bool:
@@ -136,8 +165,9 @@ def local() -> None:
 
     \b
     Every command finds the stack from any directory: NAIVE_DATA_DIR's when set; else one
-    running from ./var here; else the one `naive local up` started last, wherever, while
-    it runs (recorded in $XDG_STATE_HOME/naive/local-stack); else ./var, where `up` starts.
+    running from ./var here; else, of the running stacks `naive local up` started anywhere
+    (recorded in $XDG_STATE_HOME/naive/stacks/), the one started last; else ./var, where
+    `up` starts one.
     """
 
 
@@ -179,8 +209,7 @@ def up(port: int, credits_: Decimal) -> None:
     ):
         if port_taken(taken):
             raise click.ClickException(
-                f"port {taken} (the {name}) is already in use by another program; "
-                f"choose a free one with {option}"
+                f"port {taken} (the {name}) is {_user(taken)}; choose a free one with {option}"
             )
     settings.ensure_local_dirs()
     upgrade(settings.database_url)
@@ -206,9 +235,9 @@ def up(port: int, credits_: Decimal) -> None:
         "beat": processes.beat(schedule=settings.data_dir / "celerybeat-schedule"),
     }
     pids = {name: _start(name, processes.python_m(argv), logs) for name, argv in commands.items()}
-    stack.update(api_url=api_url, pids=pids)
+    stack.update(api_url=api_url, metrics_port=settings.api_metrics_port, pids=pids)
     (settings.data_dir / STACK_FILE).write_text(json.dumps(stack, indent=2))
-    record = _last_started_record()
+    record = _record(settings.data_dir)
     record.parent.mkdir(parents=True, exist_ok=True)
     record.write_text(str(settings.data_dir))
     _wait("the API", lambda: _healthy(api_url), logs / "api.log")
@@ -218,6 +247,17 @@ def up(port: int, credits_: Decimal) -> None:
     click.echo(f"local stack up: API {api_url}, logs in {logs}", err=True)
     _echo_topup(stack["account_id"])
     click.echo("`naive local down` stops it.", err=True)
+
+
+def _user(port: int) -> str:
+    """Who uses `port`: another local stack (and how to stop it), or another program."""
+    folder = _stack_using(port)
+    if folder is None:
+        return "already in use by another program"
+    return (
+        f"used by the local stack in {folder} "
+        f"(`NAIVE_DATA_DIR={shlex.quote(str(folder))} naive local down` stops it)"
+    )
 
 
 def _echo_topup(account_id: str) -> None:
@@ -247,6 +287,7 @@ def down() -> None:
             click.echo(f"stopped {name} (pid {pid})", err=True)
     if stack:
         path.write_text(json.dumps(stack, indent=2))
+    _record(path.parent).unlink(missing_ok=True)
 
 
 @local.command()

@@ -13,7 +13,7 @@ from services.cli import views
 from services.cli.client import segment
 from services.cli.hints import command, flags
 from services.cli.state import State, json_option, pass_state
-from services.cli.transfer import download
+from services.cli.transfer import download, writable_output
 
 if TYPE_CHECKING:
     from shared.media.schemas import MediaAsset
@@ -85,6 +85,7 @@ def get_media(state: State, asset_id: str) -> None:
     "-o",
     metavar="FILE",
     type=click.Path(dir_okay=False, path_type=Path),
+    callback=writable_output,
     help="Where to save it (default: the asset's filename, in the current directory).",
 )
 @json_option

@@ -1,7 +1,9 @@
 """Saving a remote file to disk: streamed, atomic, with a byte counter at a terminal."""
 
+import os
 from pathlib import Path
 
+import click
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -14,6 +16,22 @@ from services.cli.client import ApiClient
 from services.cli.errors import ExitCode, Failure
 
 
+def writable_output(
+    _ctx: click.Context, _param: click.Parameter, value: Path | None
+) -> Path | None:
+    """An `--output FILE` callback: FILE's folder must exist and take new files (the file is
+    written beside it first), checked before anything is submitted or charged. (That FILE is
+    not a folder, `click.Path(dir_okay=False)` checks.)"""
+    if value is None:
+        return None
+    folder = value.parent
+    if not folder.is_dir():
+        raise click.BadParameter(f"cannot write {value}: folder {folder} does not exist.")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise click.BadParameter(f"cannot write {value}: folder {folder} is not writable.")
+    return value
+
+
 def download(client: ApiClient, url: str, dest: Path, *, console: Console | None) -> int:
     """Stream `url` into `dest` and return the bytes written.
 
@@ -22,7 +40,8 @@ def download(client: ApiClient, url: str, dest: Path, *, console: Console | None
     partial = dest.with_name(dest.name + ".part")
     written = 0
     try:
-        with client.stream(url) as response, partial.open("wb") as file:
+        # The file first: one that cannot be written fails before any request is made.
+        with partial.open("wb") as file, client.stream(url) as response:
             length = response.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
             with Progress(

@@ -13,7 +13,7 @@ from services.cli.errors import ExitCode, Failure
 from services.cli.hints import command, flags, job_hints, job_next_steps
 from services.cli.output import Reporter
 from services.cli.state import State, json_option, pass_state
-from services.cli.transfer import download
+from services.cli.transfer import download, writable_output
 from services.cli.wait import follow, until_batch_ends
 from shared.batches.schemas import Batch, BatchAccepted
 from shared.catalog.schemas import BindingQuote, ModelList, PriceQuote
@@ -92,6 +92,7 @@ def _parse_params(
     "-o",
     metavar="FILE",
     type=click.Path(dir_okay=False, path_type=Path),
+    callback=writable_output,
     help="Download the finished video to FILE (implies --wait).",
 )
 @click.option(
@@ -216,7 +217,12 @@ def _finish(state: State, out: Reporter, job: Job, output: Path | None) -> None:
                 {"code": "no_video", "message": f"Job {job_id} {job.status} without a video URL."},
                 ExitCode.SERVICE_ERROR,
             )
-        size = download(state.client, url, output, console=None if out.json_mode else out.console)
+        try:
+            size = download(
+                state.client, url, output, console=None if out.json_mode else out.console
+            )
+        except Failure as failure:
+            raise _not_saved(failure, job) from None
         hints.append(f"Saved {views.file_size(size)} to {output}")
     out.success(
         job.model_dump(mode="json"),
@@ -224,6 +230,19 @@ def _finish(state: State, out: Reporter, job: Job, output: Path | None) -> None:
         next_steps=job_next_steps(job),
         hints=hints,
     )
+
+
+def _not_saved(failure: Failure, job: Job) -> Failure:
+    """The job completed (and was charged) but its video was not saved: the failure names
+    the job and its media asset, which keeps the video, to download it again."""
+    asset = job.result.media_asset_id if job.result else None
+    asset_id = str(asset) if asset else None
+    message = (
+        f"{failure.error.get('message')} Job {job.id} completed; its video is kept in your "
+        f"media library as {asset_id}."
+    )
+    error = {**failure.error, "message": message, "job_id": str(job.id), "media_asset_id": asset_id}
+    return Failure(error, failure.exit_code)
 
 
 @video.command()
