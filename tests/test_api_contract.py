@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import func, select
 
 from shared.jobs.models import Job
+from shared.jobs.schemas import MAX_METADATA_KEY, MAX_METADATA_KEYS
 from shared.media import url_policy
 from tests.helpers import KLING_I2V, KLING_T2V, balance, generate, wait_for_job
 
@@ -89,6 +90,24 @@ BAD_BODIES = [
         "invalid_input",
         "metadata",
     ),
+    (
+        {"model": KLING_T2V, "input": GOOD_INPUT, "metadata": {str(n): n for n in range(51)}},
+        422,
+        "invalid_input",
+        "metadata",
+    ),
+    (
+        {"model": KLING_T2V, "input": GOOD_INPUT, "metadata": {"k" * 41: 1}},
+        422,
+        "invalid_input",
+        f"metadata.{'k' * 41}.[key]",
+    ),
+    (
+        {"model": KLING_T2V, "input": GOOD_INPUT, "metadata": {"notes": "x" * 16_384}},
+        422,
+        "invalid_input",
+        "metadata",
+    ),
     ({"model": KLING_T2V, "input": GOOD_INPUT, "webhook": "x"}, 422, "invalid_input", "webhook"),
     ([KLING_T2V], 422, "invalid_input", "body"),
 ]
@@ -114,6 +133,20 @@ def test_bad_generate_bodies_are_refused_in_the_error_shape(
         assert error["models_url"] == "/v1/video/models"
     assert _jobs_of(runtime, account) == 0
     assert balance(runtime, account).available == 10000
+
+
+def test_metadata_at_its_bounds_is_accepted_and_a_batch_item_is_bounded_too(client, account):
+    """50 keys of 40 characters within 16 KiB is taken; a batch item's metadata has the
+    same bounds as a job's."""
+    keys = [f"{n:02d}".ljust(MAX_METADATA_KEY, "k") for n in range(MAX_METADATA_KEYS)]
+    metadata = {key: "v" * 200 for key in keys}
+    body = {"model": KLING_T2V, "input": GOOD_INPUT, "metadata": metadata}
+    response = client.post("/v1/video/generate", json=body, headers=account.headers)
+    assert response.status_code == 202, response.json
+    item = {"model": KLING_T2V, "input": GOOD_INPUT, "metadata": {"notes": "x" * 16_384}}
+    response = client.post("/v1/video/batches", json={"items": [item]}, headers=account.headers)
+    assert response.status_code == 422
+    assert list(response.json["error"]["fields"]) == ["items.0.metadata"]
 
 
 def test_unknown_model_suggests_close_ids(client, account):
