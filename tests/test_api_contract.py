@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import func, select
 
 from shared.jobs.models import Job
-from shared.jobs.schemas import MAX_METADATA_KEY, MAX_METADATA_KEYS
+from shared.jobs.schemas import IDEMPOTENCY_KEY_RULE, MAX_METADATA_KEY, MAX_METADATA_KEYS
 from shared.media import url_policy
 from tests.helpers import KLING_I2V, KLING_T2V, balance, generate, wait_for_job
 
@@ -221,12 +221,16 @@ def test_missing_or_bad_key_is_unauthorized(client, headers, method, path):
     assert response.json["error"]["code"] == "unauthorized"
 
 
-def test_bad_idempotency_key_is_refused(client, account):
-    headers = {**account.headers, "Idempotency-Key": "k" * 201}
-    body = {"model": KLING_T2V, "input": GOOD_INPUT}
-    response = client.post("/v1/video/generate", json=body, headers=headers)
+@pytest.mark.parametrize("key", ["k" * 201, "", "café", "two words", "tab\tkey"])
+@pytest.mark.parametrize("path", ["/v1/video/generate", "/v1/video/batches"])
+def test_bad_idempotency_key_is_refused(client, account, runtime, key, path):
+    headers = {**account.headers, "Idempotency-Key": key}
+    job = {"model": KLING_T2V, "input": GOOD_INPUT}
+    body = job if path.endswith("generate") else {"items": [job]}
+    response = client.post(path, json=body, headers=headers)
     assert response.status_code == 422
-    assert "Idempotency-Key" in response.json["error"]["fields"]
+    assert response.json["error"]["fields"] == {"Idempotency-Key": IDEMPOTENCY_KEY_RULE}
+    assert _jobs_of(runtime, account) == 0
 
 
 @pytest.mark.parametrize(

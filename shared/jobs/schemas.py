@@ -8,6 +8,7 @@ the catalog validates it, and the document shows one closed branch per model.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Callable
 from datetime import datetime
@@ -63,6 +64,24 @@ QUOTE_ID = (
     "charges its credits. 409 `quote_expired` or `quote_mismatch` otherwise."
 )
 MAX_IDEMPOTENCY_KEY = 200
+# Visible ASCII, no space: a header value is ASCII on the wire, and HTTP trims its edges.
+IDEMPOTENCY_KEY_PATTERN = "^[!-~]+$"
+IDEMPOTENCY_KEY_RULE = f"must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters (no spaces)"
+IDEMPOTENCY_KEY_SCHEMA: JsonSchemaValue = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": MAX_IDEMPOTENCY_KEY,
+    "pattern": IDEMPOTENCY_KEY_PATTERN,
+}
+
+
+def valid_idempotency_key(key: str) -> bool:
+    """Whether `key` may be an `Idempotency-Key` (the API, the CLI and the MCP tools ask)."""
+    return (
+        len(key) <= MAX_IDEMPOTENCY_KEY and re.fullmatch(IDEMPOTENCY_KEY_PATTERN, key) is not None
+    )
+
+
 JOB_TYPE = "video_generation"
 
 

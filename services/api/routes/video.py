@@ -34,7 +34,14 @@ from shared.errors import (
 )
 from shared.jobs import service as jobs
 from shared.jobs.models import Job as JobRow
-from shared.jobs.schemas import MAX_IDEMPOTENCY_KEY, Job, JobAccepted, JobCreate
+from shared.jobs.schemas import (
+    IDEMPOTENCY_KEY_RULE,
+    IDEMPOTENCY_KEY_SCHEMA,
+    Job,
+    JobAccepted,
+    JobCreate,
+    valid_idempotency_key,
+)
 
 bp = Blueprint("video", __name__, url_prefix="/v1/video")
 log = logging.getLogger(__name__)
@@ -42,7 +49,7 @@ log = logging.getLogger(__name__)
 IDEMPOTENCY_KEY = Param(
     "header",
     "Idempotency-Key",
-    {"type": "string", "minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY},
+    IDEMPOTENCY_KEY_SCHEMA,
     "The same key and body return the first job; another body is refused.",
 )
 ACCEPTED = Reply(
@@ -143,11 +150,8 @@ def generate() -> Response:
 def idempotency_key() -> str | None:
     """The request's `Idempotency-Key` (None without one), or `InvalidInput`."""
     key = request.headers.get("Idempotency-Key")
-    if key is not None and not 0 < len(key) <= MAX_IDEMPOTENCY_KEY:
-        raise InvalidInput(
-            "Bad Idempotency-Key.",
-            fields={"Idempotency-Key": f"must be 1 to {MAX_IDEMPOTENCY_KEY} characters"},
-        )
+    if key is not None and not valid_idempotency_key(key):
+        raise InvalidInput("Bad Idempotency-Key.", fields={"Idempotency-Key": IDEMPOTENCY_KEY_RULE})
     return key
 
 
