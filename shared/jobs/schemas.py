@@ -14,7 +14,16 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import core_schema
 
@@ -58,7 +67,7 @@ WEBHOOK_URL = (
     "Where this job's events are POSTed, signed as Standard Webhooks specifies with the "
     "`webhook_secret` of the answer (the account's subscriptions receive them too)."
 )
-WEBHOOK_EVENTS = "The event types sent to `webhook_url`; every type if absent."
+WEBHOOK_EVENTS = "The event types sent to `webhook_url` (only with it); every type if absent."
 QUOTE_ID = (
     "A binding quote of this model and input (POST /v1/video/quotes): the job holds and "
     "charges its credits. 409 `quote_expired` or `quote_mismatch` otherwise."
@@ -99,6 +108,16 @@ class JobCreate(Closed):
     )
     quote_id: uuid.UUID | None = Field(default=None, description=QUOTE_ID)
 
+    @field_validator("webhook_events")
+    @classmethod
+    def _events_need_a_url(
+        cls, events: list[EventType] | None, info: ValidationInfo
+    ) -> list[EventType] | None:
+        """Events without a URL would be ignored: refused instead (a bad URL is named alone)."""
+        if events is not None and "webhook_url" in info.data and info.data["webhook_url"] is None:
+            raise ValueError("needs webhook_url")
+        return events
+
     @classmethod
     def __get_pydantic_json_schema__(
         cls, schema: core_schema.CoreSchema, handler: Callable[[Any], JsonSchemaValue]
@@ -135,6 +154,7 @@ class JobCreate(Closed):
                         "quote_id": {"type": "string", "format": "uuid", "description": QUOTE_ID},
                     },
                     "required": ["model", "input"],
+                    "dependentRequired": {"webhook_events": ["webhook_url"]},
                     "additionalProperties": False,
                 }
                 for model in all_models()
