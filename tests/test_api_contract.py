@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+from shared.catalog.builtin import all_models, normalize_input
+from shared.errors import InvalidInput
 from shared.jobs.models import Job
 from shared.jobs.schemas import IDEMPOTENCY_KEY_RULE, MAX_METADATA_KEY, MAX_METADATA_KEYS
 from shared.media import url_policy
@@ -147,6 +149,26 @@ def test_metadata_at_its_bounds_is_accepted_and_a_batch_item_is_bounded_too(clie
     response = client.post("/v1/video/batches", json={"items": [item]}, headers=account.headers)
     assert response.status_code == 422
     assert list(response.json["error"]["fields"]) == ["items.0.metadata"]
+
+
+@pytest.mark.parametrize("model", all_models(), ids=lambda model: model.id)
+def test_a_blank_prompt_is_refused_by_every_model(model):
+    """Only whitespace describes nothing, yet would be rendered and charged."""
+    raw = {"prompt": " \n\t\u3000"}
+    if "image_url" in model.required:
+        raw["image_url"] = "https://example.com/cat.png"
+    with pytest.raises(InvalidInput) as refused:
+        normalize_input(model, raw)
+    assert refused.value.extra["fields"] == {"input.prompt": "must not be blank (only whitespace)"}
+
+
+def test_a_blank_prompt_is_refused_at_submit_and_nothing_is_held(client, account, runtime):
+    body = {"model": KLING_T2V, "input": {**GOOD_INPUT, "prompt": "   "}}
+    response = client.post("/v1/video/generate", json=body, headers=account.headers)
+    assert response.status_code == 422
+    assert list(response.json["error"]["fields"]) == ["input.prompt"]
+    assert _jobs_of(runtime, account) == 0
+    assert balance(runtime, account).available == 10000
 
 
 def test_unknown_model_suggests_close_ids(client, account):

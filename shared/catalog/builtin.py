@@ -26,8 +26,14 @@ def _param(type_: str, description: str, **schema: Any) -> dict[str, Any]:
     return {"type": type_, "description": description, **schema}
 
 
-PROMPT = _param("string", "Text description of the video", minLength=1, maxLength=2500)
-OPTIONAL_PROMPT = _param("string", "Optional motion guidance", minLength=1, maxLength=2500)
+# A prompt of only whitespace describes nothing, yet would be rendered and charged.
+NOT_BLANK = r"\S"
+PROMPT = _param(
+    "string", "Text description of the video", minLength=1, maxLength=2500, pattern=NOT_BLANK
+)
+OPTIONAL_PROMPT = _param(
+    "string", "Optional motion guidance", minLength=1, maxLength=2500, pattern=NOT_BLANK
+)
 NEGATIVE_PROMPT = _param("string", "What to avoid in the video", maxLength=2500)
 ASPECT_RATIO = _param("string", "Output ratio", enum=ASPECT_RATIOS, default="16:9")
 CFG_SCALE = _param(
@@ -288,4 +294,6 @@ def _describe(error: Any) -> dict[str, str]:
         return {f"input.{name}": f"must be one of {allowed}"}
     if error.validator == "type":
         return {f"input.{name}": f"must be of type {error.validator_value}"}
+    if error.validator == "pattern" and error.validator_value == NOT_BLANK:
+        return {f"input.{name}": "must not be blank (only whitespace)"}
     return {f"input.{name}": error.message}
