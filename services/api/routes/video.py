@@ -190,13 +190,25 @@ def models() -> ModelList:
 def price_preview(query: PricingQuery) -> PriceQuote:
     context.authenticated_account()
     model = context.catalog().get(query.model)
-    duration = query.duration if query.duration is not None else query.dur
-    if model.fixed_duration_seconds is not None:
-        seconds = model.fixed_duration_seconds
-    else:
-        normalized = catalog.normalize_input(model, _preview_input(model, duration))
-        seconds = int(normalized["duration"])
+    name = "dur" if query.duration is None and query.dur is not None else "duration"
+    seconds = _preview_seconds(model, getattr(query, name), name)
     return PriceQuote.of(pricing.quote(model, seconds, context.runtime().settings))
+
+
+def _preview_seconds(model: catalog.VideoModel, duration: int | None, name: str) -> int:
+    """The output seconds of a job of `duration` (the model's default if None), which is
+    checked as generate checks `input.duration` (a model priced per video takes none) but
+    named as the query parameter `name` that carried it."""
+    try:
+        normalized = catalog.normalize_input(model, _preview_input(model, duration))
+    except InvalidInput as refused:
+        problems = "; ".join(refused.extra["fields"].values())  # the stub's one field: duration
+        raise InvalidInput(
+            f"`{name}` is not one {model.id} takes.",
+            fields={name: problems},
+            models_url="/v1/video/models",
+        ) from None
+    return model.output_seconds(normalized)
 
 
 @route(
