@@ -102,7 +102,7 @@ BAD_BODIES = [
         {"model": KLING_T2V, "input": GOOD_INPUT, "metadata": {"k" * 41: 1}},
         422,
         "invalid_input",
-        f"metadata.{'k' * 41}.[key]",
+        f"metadata.{'k' * 39}….[key]",  # a long key is named by a short prefix
     ),
     (
         {"model": KLING_T2V, "input": GOOD_INPUT, "metadata": {"notes": "x" * 16_384}},
@@ -169,6 +169,23 @@ def test_a_blank_prompt_is_refused_at_submit_and_nothing_is_held(client, account
     assert list(response.json["error"]["fields"]) == ["input.prompt"]
     assert _jobs_of(runtime, account) == 0
     assert balance(runtime, account).available == 10000
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"model": KLING_T2V, "input": {**GOOD_INPUT, "prompt": "p" * 3000}}, "input.prompt"),
+        ({"model": KLING_I2V, "input": {"image_url": "ftp://" + "i" * 3000}}, "input.image_url"),
+        ({"model": "m" * 3000, "input": GOOD_INPUT}, None),
+    ],
+)
+def test_an_error_quotes_a_long_value_by_a_short_prefix(client, account, body, field):
+    response = client.post("/v1/video/generate", json=body, headers=account.headers)
+    assert response.status_code in (404, 422)
+    error = response.json["error"]
+    said = error["fields"][field] if field else error["message"]
+    assert "…" in said and len(said) < 200, said
+    assert len(response.get_data()) < 1000
 
 
 def test_unknown_model_suggests_close_ids(client, account):

@@ -14,7 +14,7 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 
-from shared.errors import InvalidInput, InvalidModel
+from shared.errors import InvalidInput, InvalidModel, echo
 
 TEXT_TO_VIDEO = "text-to-video"
 IMAGE_TO_VIDEO = "image-to-video"
@@ -238,7 +238,7 @@ class Catalog:
         by_id = {model.id: model for model in self.models}
         if model_id not in by_id:
             raise InvalidModel(
-                f"Unknown model {model_id!r}.",
+                f"Unknown model {echo(model_id)}.",
                 models_url="/v1/video/models",
                 suggestions=difflib.get_close_matches(model_id, list(by_id), n=3, cutoff=0.5),
             )
@@ -296,4 +296,5 @@ def _describe(error: Any) -> dict[str, str]:
         return {f"input.{name}": f"must be of type {error.validator_value}"}
     if error.validator == "pattern" and error.validator_value == NOT_BLANK:
         return {f"input.{name}": "must not be blank (only whitespace)"}
-    return {f"input.{name}": error.message}
+    # jsonschema's messages quote the value whole (a 2 MB data: URL, say): quoted short.
+    return {f"input.{name}": error.message.replace(repr(error.instance), echo(error.instance))}

@@ -17,7 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from shared import accounts
-from shared.errors import InvalidInput, NotFound
+from shared.errors import InvalidInput, NotFound, echo
 from shared.media.url_policy import UnsafeUrl, check_fetchable
 from shared.webhooks.models import WebhookSubscription
 from shared.webhooks.schemas import EventType, WebhookCreate, WebhookUpdate
@@ -110,7 +110,7 @@ def get(*, session: Session, account_id: uuid.UUID, webhook_id: str) -> WebhookS
         noun="webhook",
     )
     if row.job_id is not None:  # a job's own webhook is not a subscription
-        raise NotFound(f"No webhook {webhook_id!r}.")
+        raise NotFound(f"No webhook {echo(webhook_id)}.")
     return row
 
 
