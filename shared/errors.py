@@ -34,6 +34,20 @@ class ErrorBody(BaseModel):
     error: ErrorDetail
 
 
+ECHO_CHARS = 40
+
+
+def shorten(text: str) -> str:
+    """`text` cut to ECHO_CHARS with an ellipsis: an error message points at a bad value
+    (or a client's key), it does not repeat a 3000-character prompt."""
+    return text if len(text) <= ECHO_CHARS else text[: ECHO_CHARS - 1] + "…"
+
+
+def echo(value: Any) -> str:
+    """`repr(value)` for an error message, shortened."""
+    return shorten(repr(value))
+
+
 def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
     """The error shape as JSON, through its model."""
     detail = ErrorDetail(code=code, message=message, **extra)

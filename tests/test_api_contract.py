@@ -9,7 +9,10 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+from shared.catalog.builtin import all_models, normalize_input
+from shared.errors import InvalidInput
 from shared.jobs.models import Job
+from shared.jobs.schemas import IDEMPOTENCY_KEY_RULE, MAX_METADATA_KEY, MAX_METADATA_KEYS
 from shared.media import url_policy
 from tests.helpers import KLING_I2V, KLING_T2V, balance, generate, wait_for_job
 
@@ -89,6 +92,24 @@ BAD_BODIES = [
         "invalid_input",
         "metadata",
     ),
+    (
+        {"model": KLING_T2V, "input": GOOD_INPUT, "metadata": {str(n): n for n in range(51)}},
+        422,
+        "invalid_input",
+        "metadata",
+    ),
+    (
+        {"model": KLING_T2V, "input": GOOD_INPUT, "metadata": {"k" * 41: 1}},
+        422,
+        "invalid_input",
+        f"metadata.{'k' * 39}….[key]",  # a long key is named by a short prefix
+    ),
+    (
+        {"model": KLING_T2V, "input": GOOD_INPUT, "metadata": {"notes": "x" * 16_384}},
+        422,
+        "invalid_input",
+        "metadata",
+    ),
     ({"model": KLING_T2V, "input": GOOD_INPUT, "webhook": "x"}, 422, "invalid_input", "webhook"),
     ([KLING_T2V], 422, "invalid_input", "body"),
 ]
@@ -114,6 +135,57 @@ def test_bad_generate_bodies_are_refused_in_the_error_shape(
         assert error["models_url"] == "/v1/video/models"
     assert _jobs_of(runtime, account) == 0
     assert balance(runtime, account).available == 10000
+
+
+def test_metadata_at_its_bounds_is_accepted_and_a_batch_item_is_bounded_too(client, account):
+    """50 keys of 40 characters within 16 KiB is taken; a batch item's metadata has the
+    same bounds as a job's."""
+    keys = [f"{n:02d}".ljust(MAX_METADATA_KEY, "k") for n in range(MAX_METADATA_KEYS)]
+    metadata = {key: "v" * 200 for key in keys}
+    body = {"model": KLING_T2V, "input": GOOD_INPUT, "metadata": metadata}
+    response = client.post("/v1/video/generate", json=body, headers=account.headers)
+    assert response.status_code == 202, response.json
+    item = {"model": KLING_T2V, "input": GOOD_INPUT, "metadata": {"notes": "x" * 16_384}}
+    response = client.post("/v1/video/batches", json={"items": [item]}, headers=account.headers)
+    assert response.status_code == 422
+    assert list(response.json["error"]["fields"]) == ["items.0.metadata"]
+
+
+@pytest.mark.parametrize("model", all_models(), ids=lambda model: model.id)
+def test_a_blank_prompt_is_refused_by_every_model(model):
+    """Only whitespace describes nothing, yet would be rendered and charged."""
+    raw = {"prompt": " \n\t\u3000"}
+    if "image_url" in model.required:
+        raw["image_url"] = "https://example.com/cat.png"
+    with pytest.raises(InvalidInput) as refused:
+        normalize_input(model, raw)
+    assert refused.value.extra["fields"] == {"input.prompt": "must not be blank (only whitespace)"}
+
+
+def test_a_blank_prompt_is_refused_at_submit_and_nothing_is_held(client, account, runtime):
+    body = {"model": KLING_T2V, "input": {**GOOD_INPUT, "prompt": "   "}}
+    response = client.post("/v1/video/generate", json=body, headers=account.headers)
+    assert response.status_code == 422
+    assert list(response.json["error"]["fields"]) == ["input.prompt"]
+    assert _jobs_of(runtime, account) == 0
+    assert balance(runtime, account).available == 10000
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"model": KLING_T2V, "input": {**GOOD_INPUT, "prompt": "p" * 3000}}, "input.prompt"),
+        ({"model": KLING_I2V, "input": {"image_url": "ftp://" + "i" * 3000}}, "input.image_url"),
+        ({"model": "m" * 3000, "input": GOOD_INPUT}, None),
+    ],
+)
+def test_an_error_quotes_a_long_value_by_a_short_prefix(client, account, body, field):
+    response = client.post("/v1/video/generate", json=body, headers=account.headers)
+    assert response.status_code in (404, 422)
+    error = response.json["error"]
+    said = error["fields"][field] if field else error["message"]
+    assert "…" in said and len(said) < 200, said
+    assert len(response.get_data()) < 1000
 
 
 def test_unknown_model_suggests_close_ids(client, account):
@@ -188,12 +260,16 @@ def test_missing_or_bad_key_is_unauthorized(client, headers, method, path):
     assert response.json["error"]["code"] == "unauthorized"
 
 
-def test_bad_idempotency_key_is_refused(client, account):
-    headers = {**account.headers, "Idempotency-Key": "k" * 201}
-    body = {"model": KLING_T2V, "input": GOOD_INPUT}
-    response = client.post("/v1/video/generate", json=body, headers=headers)
+@pytest.mark.parametrize("key", ["k" * 201, "", "café", "two words", "tab\tkey"])
+@pytest.mark.parametrize("path", ["/v1/video/generate", "/v1/video/batches"])
+def test_bad_idempotency_key_is_refused(client, account, runtime, key, path):
+    headers = {**account.headers, "Idempotency-Key": key}
+    job = {"model": KLING_T2V, "input": GOOD_INPUT}
+    body = job if path.endswith("generate") else {"items": [job]}
+    response = client.post(path, json=body, headers=headers)
     assert response.status_code == 422
-    assert "Idempotency-Key" in response.json["error"]["fields"]
+    assert response.json["error"]["fields"] == {"Idempotency-Key": IDEMPOTENCY_KEY_RULE}
+    assert _jobs_of(runtime, account) == 0
 
 
 @pytest.mark.parametrize(

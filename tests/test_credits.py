@@ -115,10 +115,23 @@ def test_pricing_reproduces_the_spec_example(client, account):
     }
 
 
-def test_pricing_per_video_ignores_duration(client, account):
-    response = client.get(
-        "/v1/video/pricing?model=fal-ai/minimax-video/video-01-live&duration=5",
-        headers=account.headers,
-    )
+def test_pricing_per_video_takes_no_duration_as_generate_takes_none(client, account):
+    path = "/v1/video/pricing?model=fal-ai/minimax-video/video-01-live"
+    response = client.get(path, headers=account.headers)
     assert response.json["estimated_credits"] == 5.0  # 0.50 per video × 5 / 0.50
     assert response.json["unit"] == "video"
+    assert response.json["duration"] == 6
+    for query, name in (("&duration=10", "duration"), ("&dur=6", "dur")):
+        refused = client.get(path + query, headers=account.headers)
+        assert refused.status_code == 422
+        assert refused.json["error"]["fields"] == {name: "is not a parameter of this model"}
+
+
+def test_a_duration_the_model_refuses_is_named_as_the_query_parameter(client, account):
+    response = client.get(
+        "/v1/video/pricing?model=fal-ai/kling-video/v3/pro/text-to-video&duration=99",
+        headers=account.headers,
+    )
+    assert response.status_code == 422
+    assert list(response.json["error"]["fields"]) == ["duration"]
+    assert response.json["error"]["fields"]["duration"].startswith("must be one of '3'")

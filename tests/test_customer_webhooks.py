@@ -114,6 +114,10 @@ def test_patch_changes_only_what_it_names(api: FlaskClient, account: conftest.Te
     refused = api.patch(path, json={"url": None}, headers=account.headers)
     assert refused.status_code == 422
     assert refused.get_json()["error"]["fields"] == {"url": "cannot be null"}
+    refused = api.patch(path, json={"url": "https://u:p@example.com/"}, headers=account.headers)
+    assert refused.get_json()["error"]["fields"] == {
+        "url": "must not contain a user name or password"
+    }
 
 
 def test_delete_removes_it(api: FlaskClient, account: conftest.TestAccount) -> None:
@@ -149,6 +153,8 @@ def test_another_accounts_subscription_is_not_found(
         ({"url": "data:text/plain,hi", "events": ["job.failed"]}, "url"),
         ({"events": ["job.failed"]}, "url"),
         ({"url": RECEIVER, "events": ["job.failed"], "secret": "mine"}, "secret"),
+        ({"url": "https://user:pass@example.com/hook", "events": ["job.failed"]}, "url"),
+        ({"url": "https://token@example.com/hook", "events": ["job.failed"]}, "url"),
     ],
 )
 def test_invalid_subscriptions_are_refused(
@@ -157,6 +163,7 @@ def test_invalid_subscriptions_are_refused(
     answer = api.post("/v1/webhooks", json=body, headers=account.headers)
     assert answer.status_code == 422
     assert field in answer.get_json()["error"]["fields"]
+    assert "user:pass" not in answer.get_data(as_text=True)
 
 
 @pytest.mark.parametrize(
@@ -632,6 +639,8 @@ def test_a_jobs_own_webhook_gets_the_events_it_names_signed_with_its_secret(
         ({"webhook_url": "ftp://example.com/hook"}, "webhook_url"),
         ({"webhook_url": RECEIVER, "webhook_events": []}, "webhook_events"),
         ({"webhook_url": RECEIVER, "webhook_events": ["job.started"]}, "webhook_events.0"),
+        ({"webhook_events": ["job.completed"]}, "webhook_events"),
+        ({"webhook_url": "https://user:pass@example.com/hook"}, "webhook_url"),
     ],
 )
 def test_a_bad_job_webhook_is_refused_naming_the_field(

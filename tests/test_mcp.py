@@ -22,6 +22,7 @@ import pytest
 from mcp import ClientSession, StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
+from shared.jobs.schemas import IDEMPOTENCY_KEY_RULE
 from tests.helpers import KLING_T2V, balance, job_entries
 from tests.stack import free_port, started
 from tests.waiting import wait_for
@@ -380,6 +381,13 @@ def test_api_errors_come_back_as_tool_errors_with_what_to_do(live_api, make_acco
             "status": await call(
                 session, "naive_video_status", job_id="00000000-0000-0000-0000-000000000000"
             ),
+            "intent_key": await call(
+                session,
+                "naive_generate_video",
+                model=KLING_T2V,
+                input={"prompt": "Accented"},
+                intent_key="café",
+            ),
         }
 
     answers = with_mcp(server_env(live_api, poor.key, tmp_path), body)
@@ -401,6 +409,9 @@ def test_api_errors_come_back_as_tool_errors_with_what_to_do(live_api, make_acco
     assert answers["input"][1]["error"]["code"] == "invalid_input"
     assert "input.duration" in answers["input"][1]["error"]["fields"]
     assert answers["status"][1]["error"]["code"] == "not_found"
+    intent_key = answers["intent_key"][1]["error"]
+    assert intent_key["code"] == "invalid_arguments"
+    assert intent_key["fields"] == {"intent_key": f"`intent_key` {IDEMPOTENCY_KEY_RULE}."}
     assert jobs_of(live_api, poor) == []
 
 

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic.json_schema import models_json_schema
 
 from services.api.params import json_body
-from shared.errors import DomainError, ErrorBody, InvalidInput, Unauthorized
+from shared.errors import DomainError, ErrorBody, InvalidInput, Unauthorized, shorten
 
 Schema = dict[str, Any]
 View = Callable[..., Any]
@@ -88,9 +88,10 @@ UNAVAILABLE = Reply("The database is unavailable.", ErrorBody, headers={"Retry-A
 
 
 def _invalid(error: ValidationError, prefix: str = "") -> InvalidInput:
-    """A pydantic error as `invalid_input`, naming each bad field."""
+    """A pydantic error as `invalid_input`, naming each bad field (a name cut short: a
+    metadata key, say, may be long)."""
     fields = {
-        prefix + (".".join(str(part) for part in problem["loc"]) or "body"): _said(problem)
+        prefix + (".".join(shorten(str(part)) for part in problem["loc"]) or "body"): _said(problem)
         for problem in error.errors()
     }
     return InvalidInput("Invalid " + ", ".join(sorted(fields)) + ".", fields=fields)

@@ -18,7 +18,12 @@ from services.cli.wait import follow, until_batch_ends
 from shared.batches.schemas import Batch, BatchAccepted
 from shared.catalog.schemas import BindingQuote, ModelList, PriceQuote
 from shared.errors import BATCH_ITEM
-from shared.jobs.schemas import Job, JobAccepted
+from shared.jobs.schemas import (
+    IDEMPOTENCY_KEY_RULE,
+    Job,
+    JobAccepted,
+    valid_idempotency_key,
+)
 from shared.jobs.status import PublicStatus
 from shared.wire import instant
 
@@ -145,9 +150,8 @@ def generate(
     body: dict[str, Any] = {"model": model, "input": _model_input(named, params)}
     if quote_id:
         body["quote_id"] = quote_id
-    headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
-
     with state.action("video.generate", model=model, duration=duration) as out:
+        headers = _idempotency_headers(idempotency_key)
         answer, answer_headers = state.client.post_with_headers(
             "/v1/video/generate", body, headers=headers
         )
@@ -356,8 +360,8 @@ def batch(
     if timeout is not None and not wait:
         raise click.UsageError("--timeout needs --wait.")
     items = _read_items(file)
-    headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
     with state.action("video.batch") as out:
+        headers = _idempotency_headers(idempotency_key)
         try:
             answer = state.client.post(
                 "/v1/video/batches", {"items": list(items.values())}, headers=headers
@@ -513,3 +517,18 @@ def quote(
             next_steps=[command("video", *generate_again)],
             hints=[f"The price holds until {instant(issued.expires_at)}."],
         )
+
+
+def _idempotency_headers(key: str | None) -> dict[str, str] | None:
+    """The `Idempotency-Key` header of --idempotency-key, checked as the API checks it (an
+    empty key is refused, not dropped: dropping it would make a new job on every retry)."""
+    if key is None:
+        return None
+    if not valid_idempotency_key(key):
+        error = {
+            "code": "invalid_input",
+            "message": "Bad Idempotency-Key.",
+            "fields": {"Idempotency-Key": IDEMPOTENCY_KEY_RULE},
+        }
+        raise Failure(error, ExitCode.USER_ERROR)
+    return {"Idempotency-Key": key}

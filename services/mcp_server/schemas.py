@@ -16,7 +16,14 @@ import mcp_types as types
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.catalog.schemas import Model, PriceQuote
-from shared.jobs.schemas import Billing, Job, JobError, JobResult, ThrottledBy
+from shared.jobs.schemas import (
+    IDEMPOTENCY_KEY_SCHEMA,
+    Billing,
+    Job,
+    JobError,
+    JobResult,
+    ThrottledBy,
+)
 from shared.jobs.status import PublicStatus
 from shared.media.schemas import MediaPage
 
@@ -29,7 +36,6 @@ CANCEL = "naive_cancel_video"
 TOOL_NAMES = (GENERATE, MODELS, STATUS, PRICING, MEDIA_LIST, CANCEL)
 
 MAX_WAIT_SECONDS = 600
-MAX_INTENT_KEY = 200
 
 COMPLETED = PublicStatus.COMPLETED.value
 FAILED = PublicStatus.FAILED.value
@@ -351,9 +357,7 @@ def _generate_tool(models: Sequence[Model], model_schema: dict[str, Any]) -> typ
                     "in credits, is above this.",
                 },
                 "intent_key": {
-                    "type": "string",
-                    "minLength": 1,
-                    "maxLength": MAX_INTENT_KEY,
+                    **IDEMPOTENCY_KEY_SCHEMA,
                     "description": "Names this one video you intend to make; a retry with the "
                     "same intent_key (and arguments) returns the first job, never a second "
                     "charge. Use a new key for a new video.",

@@ -31,7 +31,7 @@ from services.cli.wait import Update, watch
 from services.mcp_server import schemas
 from shared.catalog.schemas import Model, ModelList, PriceQuote
 from shared.errors import is_model_field
-from shared.jobs.schemas import Job, JobAccepted
+from shared.jobs.schemas import IDEMPOTENCY_KEY_RULE, Job, JobAccepted, valid_idempotency_key
 from shared.jobs.status import PublicStatus
 from shared.media.schemas import MediaPage
 
@@ -225,11 +225,7 @@ class NaiveTools:
                 field="input",
             )
         max_credits = _decimal(arguments, "max_credits")
-        intent_key = _string(arguments, "intent_key")
-        if intent_key is not None and len(intent_key) > schemas.MAX_INTENT_KEY:
-            raise invalid_arguments(
-                f"`intent_key` is at most {schemas.MAX_INTENT_KEY} characters.", field="intent_key"
-            )
+        intent_key = _intent_key(arguments)
         wait_seconds = _decimal(arguments, "wait_seconds") or Decimal(0)
         wait = float(min(wait_seconds, Decimal(schemas.MAX_WAIT_SECONDS)))
 
@@ -513,6 +509,17 @@ def _string(arguments: Mapping[str, Any], name: str) -> str | None:
     if not isinstance(value, str):
         raise invalid_arguments(f"`{name}` must be a string.", field=name)
     return value
+
+
+def _intent_key(arguments: Mapping[str, Any]) -> str | None:
+    """The agent's `intent_key` (None without one), sent as the `Idempotency-Key`: checked
+    here, as the API checks it, since httpx cannot even send a key that is not ASCII."""
+    if "intent_key" not in arguments or arguments["intent_key"] is None:
+        return None
+    key = arguments["intent_key"]
+    if not isinstance(key, str) or not valid_idempotency_key(key):
+        raise invalid_arguments(f"`intent_key` {IDEMPOTENCY_KEY_RULE}.", field="intent_key")
+    return key
 
 
 def _required_string(arguments: Mapping[str, Any], name: str) -> str:

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field
 
-from shared.jobs.schemas import Job, Metadata
+from shared.jobs.schemas import Job, MetadataIn
 from shared.wire import Closed, Open
 
 MAX_ITEMS = 100
@@ -20,7 +20,7 @@ class BatchItem(Closed):
 
     model: str = Field(description="A model id from GET /v1/video/models.")
     input: dict[str, Any] = Field(description="The model's parameters.")
-    metadata: Metadata = Field(default_factory=dict, description="Free-form, returned as given.")
+    metadata: MetadataIn = Field(default_factory=dict)
 
 
 class BatchCreate(Closed):

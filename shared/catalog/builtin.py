@@ -14,7 +14,7 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 
-from shared.errors import InvalidInput, InvalidModel
+from shared.errors import InvalidInput, InvalidModel, echo
 
 TEXT_TO_VIDEO = "text-to-video"
 IMAGE_TO_VIDEO = "image-to-video"
@@ -26,8 +26,14 @@ def _param(type_: str, description: str, **schema: Any) -> dict[str, Any]:
     return {"type": type_, "description": description, **schema}
 
 
-PROMPT = _param("string", "Text description of the video", minLength=1, maxLength=2500)
-OPTIONAL_PROMPT = _param("string", "Optional motion guidance", minLength=1, maxLength=2500)
+# A prompt of only whitespace describes nothing, yet would be rendered and charged.
+NOT_BLANK = r"\S"
+PROMPT = _param(
+    "string", "Text description of the video", minLength=1, maxLength=2500, pattern=NOT_BLANK
+)
+OPTIONAL_PROMPT = _param(
+    "string", "Optional motion guidance", minLength=1, maxLength=2500, pattern=NOT_BLANK
+)
 NEGATIVE_PROMPT = _param("string", "What to avoid in the video", maxLength=2500)
 ASPECT_RATIO = _param("string", "Output ratio", enum=ASPECT_RATIOS, default="16:9")
 CFG_SCALE = _param(
@@ -232,7 +238,7 @@ class Catalog:
         by_id = {model.id: model for model in self.models}
         if model_id not in by_id:
             raise InvalidModel(
-                f"Unknown model {model_id!r}.",
+                f"Unknown model {echo(model_id)}.",
                 models_url="/v1/video/models",
                 suggestions=difflib.get_close_matches(model_id, list(by_id), n=3, cutoff=0.5),
             )
@@ -288,4 +294,7 @@ def _describe(error: Any) -> dict[str, str]:
         return {f"input.{name}": f"must be one of {allowed}"}
     if error.validator == "type":
         return {f"input.{name}": f"must be of type {error.validator_value}"}
-    return {f"input.{name}": error.message}
+    if error.validator == "pattern" and error.validator_value == NOT_BLANK:
+        return {f"input.{name}": "must not be blank (only whitespace)"}
+    # jsonschema's messages quote the value whole (a 2 MB data: URL, say): quoted short.
+    return {f"input.{name}": error.message.replace(repr(error.instance), echo(error.instance))}

@@ -122,8 +122,8 @@ class PricingQuery(BaseModel):
     )
     duration: QueryInt | None = Field(
         default=None,
-        description="Output seconds, one the model accepts (its default if omitted; "
-        "ignored by models priced per video).",
+        description="Output seconds, one the model's `duration` accepts (its default if "
+        "omitted); 422 for a model priced per video, which takes none, as generate refuses it.",
         json_schema_extra=_durations(),
     )
     dur: QueryInt | None = Field(

@@ -7,12 +7,23 @@ the catalog validates it, and the document shows one closed branch per model.
 
 from __future__ import annotations
 
+import json
+import re
 import uuid
 from collections.abc import Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import core_schema
 
@@ -26,17 +37,60 @@ if TYPE_CHECKING:  # the row is read, not imported: clients use these shapes too
     from shared.jobs.models import Job as JobRow
 
 Metadata = dict[str, Any]
+# Metadata is copied into every event, webhook delivery and list page of its job: bounded.
+MAX_METADATA_KEYS = 50
+MAX_METADATA_KEY = 40
+MAX_METADATA_BYTES = 16 * 1024
+METADATA = (
+    f"Free-form, returned as given: at most {MAX_METADATA_KEYS} keys of at most "
+    f"{MAX_METADATA_KEY} characters, {MAX_METADATA_BYTES // 1024} KiB as compact JSON."
+)
+
+
+def _within_size(metadata: Metadata) -> Metadata:
+    """`metadata` if its compact JSON (UTF-8) is at most MAX_METADATA_BYTES, else ValueError."""
+    text = json.dumps(metadata, ensure_ascii=False, separators=(",", ":"))
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_METADATA_BYTES:
+        raise ValueError(f"must be at most {MAX_METADATA_BYTES // 1024} KiB as compact JSON")
+    return metadata
+
+
+MetadataIn = Annotated[
+    dict[Annotated[str, StringConstraints(max_length=MAX_METADATA_KEY)], Any],
+    Field(max_length=MAX_METADATA_KEYS, description=METADATA),
+    AfterValidator(_within_size),
+]
+"""Metadata as a request takes it (answers show what was stored, as `Metadata`)."""
+METADATA_SCHEMA: JsonSchemaValue = TypeAdapter(MetadataIn).json_schema()
 ThrottledBy = Literal["provider", "account"]
 WEBHOOK_URL = (
     "Where this job's events are POSTed, signed as Standard Webhooks specifies with the "
     "`webhook_secret` of the answer (the account's subscriptions receive them too)."
 )
-WEBHOOK_EVENTS = "The event types sent to `webhook_url`; every type if absent."
+WEBHOOK_EVENTS = "The event types sent to `webhook_url` (only with it); every type if absent."
 QUOTE_ID = (
     "A binding quote of this model and input (POST /v1/video/quotes): the job holds and "
     "charges its credits. 409 `quote_expired` or `quote_mismatch` otherwise."
 )
 MAX_IDEMPOTENCY_KEY = 200
+# Visible ASCII, no space: a header value is ASCII on the wire, and HTTP trims its edges.
+IDEMPOTENCY_KEY_PATTERN = "^[!-~]+$"
+IDEMPOTENCY_KEY_RULE = f"must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters (no spaces)"
+IDEMPOTENCY_KEY_SCHEMA: JsonSchemaValue = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": MAX_IDEMPOTENCY_KEY,
+    "pattern": IDEMPOTENCY_KEY_PATTERN,
+}
+
+
+def valid_idempotency_key(key: str) -> bool:
+    """Whether `key` may be an `Idempotency-Key` (the API, the CLI and the MCP tools ask)."""
+    return (
+        len(key) <= MAX_IDEMPOTENCY_KEY and re.fullmatch(IDEMPOTENCY_KEY_PATTERN, key) is not None
+    )
+
+
 JOB_TYPE = "video_generation"
 
 
@@ -47,12 +101,22 @@ class JobCreate(Closed):
 
     model: str = Field(description="A model id from GET /v1/video/models.")
     input: dict[str, Any] = Field(description="The model's parameters.")
-    metadata: Metadata = Field(default_factory=dict, description="Free-form, returned as given.")
+    metadata: MetadataIn = Field(default_factory=dict)
     webhook_url: str | None = Field(default=None, max_length=2000, description=WEBHOOK_URL)
     webhook_events: list[EventType] | None = Field(
         default=None, min_length=1, max_length=6, description=WEBHOOK_EVENTS
     )
     quote_id: uuid.UUID | None = Field(default=None, description=QUOTE_ID)
+
+    @field_validator("webhook_events")
+    @classmethod
+    def _events_need_a_url(
+        cls, events: list[EventType] | None, info: ValidationInfo
+    ) -> list[EventType] | None:
+        """Events without a URL would be ignored: refused instead (a bad URL is named alone)."""
+        if events is not None and "webhook_url" in info.data and info.data["webhook_url"] is None:
+            raise ValueError("needs webhook_url")
+        return events
 
     @classmethod
     def __get_pydantic_json_schema__(
@@ -74,10 +138,7 @@ class JobCreate(Closed):
                             **model.input_schema,
                             "description": f"Parameters of {model.id}.",
                         },
-                        "metadata": {
-                            "type": "object",
-                            "description": "Free-form, returned as given.",
-                        },
+                        "metadata": METADATA_SCHEMA,
                         "webhook_url": {
                             "type": "string",
                             "maxLength": 2000,
@@ -93,6 +154,7 @@ class JobCreate(Closed):
                         "quote_id": {"type": "string", "format": "uuid", "description": QUOTE_ID},
                     },
                     "required": ["model", "input"],
+                    "dependentRequired": {"webhook_events": ["webhook_url"]},
                     "additionalProperties": False,
                 }
                 for model in all_models()

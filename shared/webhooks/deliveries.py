@@ -27,7 +27,7 @@ from sqlalchemy import ColumnElement, exists, insert, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from shared.config import Settings
-from shared.errors import NotFound
+from shared.errors import NotFound, echo
 from shared.jobs.models import Job, JobEvent
 from shared.jobs.schemas import with_our_video
 from shared.media.storage import MediaStorage
@@ -357,7 +357,7 @@ def redeliver(
     try:
         key = uuid.UUID(delivery_id)
     except ValueError:
-        raise NotFound(f"No webhook delivery {delivery_id!r}.") from None
+        raise NotFound(f"No webhook delivery {echo(delivery_id)}.") from None
     row = session.scalars(
         select(WebhookDelivery)
         .join(WebhookSubscription, WebhookSubscription.id == WebhookDelivery.subscription_id)
@@ -365,7 +365,7 @@ def redeliver(
         .with_for_update(of=WebhookDelivery)
     ).one_or_none()
     if row is None:
-        raise NotFound(f"No webhook delivery {delivery_id!r}.")
+        raise NotFound(f"No webhook delivery {echo(delivery_id)}.")
     row.status = DeliveryStatus.PENDING
     row.retries = 0
     row.next_attempt_at = now

@@ -17,7 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from shared import accounts
-from shared.errors import InvalidInput, NotFound
+from shared.errors import InvalidInput, NotFound, echo
 from shared.media.url_policy import UnsafeUrl, check_fetchable
 from shared.webhooks.models import WebhookSubscription
 from shared.webhooks.schemas import EventType, WebhookCreate, WebhookUpdate
@@ -33,10 +33,14 @@ def new_secret() -> str:
 
 def check_url(url: str, *, allow_private: bool, field: str = "url") -> None:
     """`InvalidInput` naming `field` unless `url` is an http(s) URL the address policy
-    allows."""
+    allows, without credentials (they would be stored and shown back as part of the URL;
+    the signature is what authenticates a delivery)."""
     try:
-        if urlparse(url).scheme not in ("http", "https"):
+        parsed = urlparse(url)
+        if parsed.scheme not in ("http", "https"):
             raise UnsafeUrl("must be an https or http URL")
+        if "@" in parsed.netloc:
+            raise UnsafeUrl("must not contain a user name or password")
         check_fetchable(url, allow_private=allow_private)
     except (UnsafeUrl, ValueError) as exc:
         raise InvalidInput(f"`{field}` {exc}.", fields={field: str(exc)}) from None
@@ -106,7 +110,7 @@ def get(*, session: Session, account_id: uuid.UUID, webhook_id: str) -> WebhookS
         noun="webhook",
     )
     if row.job_id is not None:  # a job's own webhook is not a subscription
-        raise NotFound(f"No webhook {webhook_id!r}.")
+        raise NotFound(f"No webhook {echo(webhook_id)}.")
     return row
 
 

@@ -34,7 +34,14 @@ from shared.errors import (
 )
 from shared.jobs import service as jobs
 from shared.jobs.models import Job as JobRow
-from shared.jobs.schemas import MAX_IDEMPOTENCY_KEY, Job, JobAccepted, JobCreate
+from shared.jobs.schemas import (
+    IDEMPOTENCY_KEY_RULE,
+    IDEMPOTENCY_KEY_SCHEMA,
+    Job,
+    JobAccepted,
+    JobCreate,
+    valid_idempotency_key,
+)
 
 bp = Blueprint("video", __name__, url_prefix="/v1/video")
 log = logging.getLogger(__name__)
@@ -42,7 +49,7 @@ log = logging.getLogger(__name__)
 IDEMPOTENCY_KEY = Param(
     "header",
     "Idempotency-Key",
-    {"type": "string", "minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY},
+    IDEMPOTENCY_KEY_SCHEMA,
     "The same key and body return the first job; another body is refused.",
 )
 ACCEPTED = Reply(
@@ -143,11 +150,8 @@ def generate() -> Response:
 def idempotency_key() -> str | None:
     """The request's `Idempotency-Key` (None without one), or `InvalidInput`."""
     key = request.headers.get("Idempotency-Key")
-    if key is not None and not 0 < len(key) <= MAX_IDEMPOTENCY_KEY:
-        raise InvalidInput(
-            "Bad Idempotency-Key.",
-            fields={"Idempotency-Key": f"must be 1 to {MAX_IDEMPOTENCY_KEY} characters"},
-        )
+    if key is not None and not valid_idempotency_key(key):
+        raise InvalidInput("Bad Idempotency-Key.", fields={"Idempotency-Key": IDEMPOTENCY_KEY_RULE})
     return key
 
 
@@ -186,13 +190,25 @@ def models() -> ModelList:
 def price_preview(query: PricingQuery) -> PriceQuote:
     context.authenticated_account()
     model = context.catalog().get(query.model)
-    duration = query.duration if query.duration is not None else query.dur
-    if model.fixed_duration_seconds is not None:
-        seconds = model.fixed_duration_seconds
-    else:
-        normalized = catalog.normalize_input(model, _preview_input(model, duration))
-        seconds = int(normalized["duration"])
+    name = "dur" if query.duration is None and query.dur is not None else "duration"
+    seconds = _preview_seconds(model, getattr(query, name), name)
     return PriceQuote.of(pricing.quote(model, seconds, context.runtime().settings))
+
+
+def _preview_seconds(model: catalog.VideoModel, duration: int | None, name: str) -> int:
+    """The output seconds of a job of `duration` (the model's default if None), which is
+    checked as generate checks `input.duration` (a model priced per video takes none) but
+    named as the query parameter `name` that carried it."""
+    try:
+        normalized = catalog.normalize_input(model, _preview_input(model, duration))
+    except InvalidInput as refused:
+        problems = "; ".join(refused.extra["fields"].values())  # the stub's one field: duration
+        raise InvalidInput(
+            f"`{name}` is not one {model.id} takes.",
+            fields={name: problems},
+            models_url="/v1/video/models",
+        ) from None
+    return model.output_seconds(normalized)
 
 
 @route(
