@@ -182,8 +182,8 @@ def test_the_quick_start_says_how_to_get_naive_on_the_path() -> None:
     README's quick start and the demo's last line say how to run it."""
     quick_start = README.read_text().split("## Quick start")[1].split("\n## ")[0]
     assert "source .venv/bin/activate" in quick_start, quick_start
-    demo = subprocess.run(
-        ["make", "--dry-run", "--always-make", "demo"],
+    demo = subprocess.run(  # under `make test` too, which would print its directories
+        ["make", "--no-print-directory", "--dry-run", "--always-make", "demo"],
         cwd=ROOT,
         capture_output=True,
         text=True,
