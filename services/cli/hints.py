@@ -136,8 +136,8 @@ def advise(
         case "database_unavailable":
             advice.hints.append(
                 "`naive admin` uses DATABASE_URL when set, else the database of the local "
-                "stack the other commands use: NAIVE_DATA_DIR's, one running from ./var, "
-                "else the one `naive local up` started (`naive local status` shows where)."
+                "stack the other commands use (`naive local --help` says how it is found, "
+                "`naive local status` shows where)."
             )
             if str(error.get("database_url", "")).startswith("sqlite"):
                 advice.next_steps += [command("local", "status"), command("local", "up")]
