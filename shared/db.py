@@ -189,19 +189,17 @@ class Prepared:
             values[name] = process(values[name])
         sql = compiled.sql
         events = connection._has_events or connection.engine._has_events
+        before = connection.dispatch.before_cursor_execute if events else None
+        after = connection.dispatch.after_cursor_execute if events else None
         cursor = None
         try:
             driver: Any = connection.connection.driver_connection
             cursor = driver.cursor()
-            if events:
-                connection.dispatch.before_cursor_execute(
-                    connection, cursor, sql, values, None, False
-                )
+            if before:  # an event with no listener is not dispatched (as SQLAlchemy does)
+                before(connection, cursor, sql, values, None, False)
             cursor.execute(sql, values)
-            if events:
-                connection.dispatch.after_cursor_execute(
-                    connection, cursor, sql, values, None, False
-                )
+            if after:
+                after(connection, cursor, sql, values, None, False)
             if not compiled.returned:
                 return []
             return compiled.converted(connection.dialect, cursor, cursor.fetchall())
@@ -250,20 +248,23 @@ class _Compiled:
 
 class _HeldConnections(threading.local):
     """A thread's connections, one per engine (transactions, autocommit claims), kept
-    between transactions: taking one from the pool and giving it back, with their events,
-    cost about a third of a short transaction's CPU in the worker. A connection the server
-    ended is found before each transaction as the pool finds it at checkout
+    between transactions with a session on each: taking a connection from the pool and
+    giving it back, with their events, cost about a third of a short transaction's CPU in
+    the worker, and a new session and its closing a third of what remained. A connection
+    the server ended is found before each transaction as the pool finds it at checkout
     (`_server_hung_up`), and one that failed mid-transaction was invalidated by
-    SQLAlchemy: either is replaced by a new one from its engine."""
+    SQLAlchemy: either is replaced by a new one from its engine, with a new session."""
 
     def __init__(self) -> None:
         self._by_engine: dict[Engine, Connection] = {}
+        self._idle: dict[Engine, Session] = {}  # each held connection's session, between uses
 
     def connection(self, engine: Engine) -> Connection:
         held = self._by_engine.get(engine)
         if held is not None and (
             held.invalidated or _server_hung_up(held.connection.dbapi_connection)
         ):
+            self._idle.pop(engine, None)
             held.invalidate()
             held.close()  # not reconnected in place: that would lose the engine's autocommit
             held = None
@@ -271,8 +272,29 @@ class _HeldConnections(threading.local):
             held = self._by_engine[engine] = engine.connect()
         return held
 
+    def session(self, engine: Engine) -> Session:
+        """A session on the engine's held connection: the idle one, or a new one (the first,
+        or one inside a transaction of the idle one's, which it joins as any session bound
+        to a connection in a transaction does)."""
+        connection = self.connection(engine)
+        idle = self._idle.pop(engine, None)
+        return idle or Session(connection, expire_on_commit=False)
+
+    def give_back(self, engine: Engine, session: Session) -> None:
+        """Keep a session whose transaction ended for the next one, emptied of what it loaded
+        (a later read must not be answered from it); close it if another is kept already."""
+        if engine in self._idle or session.get_bind() is not self._by_engine.get(engine):
+            session.close()
+            return
+        if session.identity_map:
+            session.expunge_all()
+        self._idle[engine] = session
+
     def close(self) -> None:
         """Give this thread's connections back to their pools."""
+        for session in self._idle.values():
+            session.close()
+        self._idle.clear()
         for held in self._by_engine.values():
             held.close()
         self._by_engine.clear()
@@ -318,11 +340,8 @@ class Database:
     def is_postgres(self) -> bool:
         return self.engine.dialect.name == "postgresql"
 
-    def _session(self, one_statement: bool) -> Session:
-        engine = self._autocommit if one_statement else self.engine
-        if self._held is None:
-            return Session(engine, expire_on_commit=False)
-        return Session(self._held.connection(engine), expire_on_commit=False)
+    def _engine(self, one_statement: bool) -> Engine:
+        return self._autocommit if one_statement else self.engine
 
     @contextmanager
     def transaction(self, *, one_statement: bool = False) -> Iterator[Session]:
@@ -331,18 +350,25 @@ class Database:
         `one_statement`: the block runs a single statement (a claim's conditional update),
         which PostgreSQL makes atomic on its own, so it runs in autocommit; a block that
         must make several changes at once must not set it."""
+        engine, held = self._engine(one_statement), self._held
         with self._turn:
-            session = self._session(one_statement)
+            session = (
+                Session(engine, expire_on_commit=False) if held is None else held.session(engine)
+            )
             try:
                 yield session
                 session.commit()
             except BaseException:
                 session.rollback()
                 session.info.pop(_CALLBACKS, None)
+                session.close()  # a held connection's next session is a new one
                 raise
-            finally:
-                session.close()
-        for callback in session.info.pop(_CALLBACKS, []):
+        callbacks = session.info.pop(_CALLBACKS, [])
+        if held is None:
+            session.close()
+        else:
+            held.give_back(engine, session)
+        for callback in callbacks:
             callback()
 
     def ping(self) -> None:

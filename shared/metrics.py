@@ -137,7 +137,9 @@ def child(metric: Counter | Histogram, *values: str) -> _Child:
 _statement_counters: dict[str, _Child] = {}
 
 
-def _count_statement(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+def _count_statement(
+    _conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any
+) -> tuple[str, Any]:
     counter = _statement_counters.get(statement)
     if counter is None:
         verb = statement.lstrip()[:6].lower()
@@ -145,12 +147,15 @@ def _count_statement(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
         if len(_statement_counters) < _MAX_CHILDREN:  # prebuilt statements: a few dozen
             _statement_counters[statement] = counter
     counter.inc()
+    return statement, parameters
 
 
 def count_database_work(engine: Engine) -> None:
     """Count the statements and transactions this process sends: the database work per job
     is what limits throughput, and a regression shows here before it shows in latency."""
-    event.listen(engine, "before_cursor_execute", _count_statement)
+    # `retval`: the listener hands the statement on itself, so SQLAlchemy does not wrap it
+    # in a function of its own that does (a call less for every statement).
+    event.listen(engine, "before_cursor_execute", _count_statement, retval=True)
     event.listen(engine, "commit", lambda _: child(DB_TRANSACTIONS, "commit").inc())
     event.listen(engine, "rollback", lambda _: child(DB_TRANSACTIONS, "rollback").inc())
 

@@ -19,6 +19,7 @@ from sqlalchemy.exc import OperationalError
 
 from services.api.app import create_app
 from shared import accounts
+from shared.accounts.models import Account
 from shared.config import load_settings
 from shared.db import Database
 from tests.helpers import KLING_T2V
@@ -112,3 +113,50 @@ def test_a_transaction_cut_by_the_database_fails_alone(held: Database) -> None:
         _terminate_backends(held.url)
         session.execute(text("SELECT 1"))
     assert _backend(held) > 0
+
+
+def test_a_held_session_reads_what_others_wrote_since(held: Database) -> None:
+    """A worker's transactions share one session per connection: what one transaction
+    loaded (and the caller still holds) is not the answer of the next one's read."""
+    with held.transaction() as session:
+        account_id = accounts.create_account(
+            session=session, name="before", credits=Decimal(1)
+        ).account_id
+    with held.transaction() as session:
+        loaded = session.get_one(Account, account_id)
+    with psycopg.connect(held.url.replace("+psycopg", ""), autocommit=True) as other:
+        other.execute("UPDATE accounts SET name = 'after'")
+    with held.transaction() as session:
+        assert session.get_one(Account, account_id).name == "after"
+    assert loaded.name == "before"  # the first read's object, kept alive until here
+
+
+def test_a_transaction_inside_another_commits_with_it_or_not_at_all(held: Database) -> None:
+    """A block that opens a transaction inside another (same thread, same held connection)
+    joins it: the outer block's failure undoes the inner one's work too."""
+    with pytest.raises(RuntimeError), held.transaction() as outer:
+        outer.execute(text("CREATE TABLE marks (name text)"))
+        with held.transaction() as inner:
+            inner.execute(text("INSERT INTO marks VALUES ('inner')"))
+        raise RuntimeError("the outer block fails after the inner one ended")
+    with held.transaction() as session:
+        exists = session.execute(text("SELECT to_regclass('marks')")).scalar_one()
+    assert exists is None
+
+    with held.transaction() as outer:
+        outer.execute(text("CREATE TABLE marks (name text)"))
+        with held.transaction() as inner:
+            inner.execute(text("INSERT INTO marks VALUES ('inner')"))
+        outer.execute(text("INSERT INTO marks VALUES ('outer')"))
+    with held.transaction() as session:
+        names = session.execute(text("SELECT name FROM marks ORDER BY name")).scalars().all()
+    assert names == ["inner", "outer"]
+
+
+def test_a_failed_transaction_leaves_the_next_one_clean(held: Database) -> None:
+    with pytest.raises(RuntimeError), held.transaction() as session:
+        session.execute(text("CREATE TABLE gone (name text)"))
+        raise RuntimeError("fails")
+    with held.transaction() as session:
+        assert session.execute(text("SELECT to_regclass('gone')")).scalar_one() is None
+        assert not session.identity_map
