@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from services.cli.client import ApiClient
 from services.cli.main import cli
 from services.cli.wait import until_batch_ends
 from shared.jobs.schemas import IDEMPOTENCY_KEY_RULE, MAX_IDEMPOTENCY_KEY
+from shared.ledger import service as ledger
 from shared.media.probe import probe_video
 from tests.helpers import KLING_T2V, job_entries
 from tests.stack import serving
@@ -207,6 +209,26 @@ def test_credits_in_both_modes(naive):
     assert code == 0
     assert re.search(r"Available\s+100 \(\$50\.00\)", screen)
     assert "topup" in screen
+
+
+def test_credits_pages_the_ledger_as_jobs_pages_jobs(naive, account, runtime):
+    """`naive credits --limit N` shows one page of entries and suggests the command for the
+    next; following it reaches every entry once."""
+    with runtime.db.transaction() as session:
+        ledger.top_up(session=session, account_id=account.id, credits=Decimal(1), note="more")
+    code, first = naive.json("credits", "--limit", "1")
+    assert code == 0 and first["result"]["has_more"] is True
+    assert [entry["note"] for entry in first["result"]["entries"]] == ["more"]
+    cursor = first["result"]["next_cursor"]
+    assert first["next_steps"][0] == f"naive credits --limit 1 --cursor {cursor}"
+    code, last = naive.json(*shlex.split(first["next_steps"][0])[1:])
+    assert code == 0 and last["result"]["has_more"] is False
+    assert [entry["kind"] for entry in last["result"]["entries"]] == ["topup"]
+    assert last["result"]["entries"][0]["note"] != "more"
+    assert not last["next_steps"][0].startswith("naive credits")
+
+    code, screen = naive.tty("credits", "--limit", "1")
+    assert code == 0 and f"$ naive credits --limit 1 --cursor {cursor}" in screen
 
 
 def test_usage_in_both_modes_and_as_csv(naive, live_api, account):
