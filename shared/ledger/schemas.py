@@ -59,10 +59,12 @@ class Credits(Open):
     available: float = Field(description=CREDITS)
     credit_value_usd: float
     entries: list[LedgerEntry]
+    # Defaults, so that a client reads an answer of an API from before pagination as one page.
     next_cursor: str | None = Field(
-        description="Pass as `cursor` for the next page of entries; null on the last page."
+        default=None,
+        description="Pass as `cursor` for the next page of entries; null on the last page.",
     )
-    has_more: bool = Field(description="Whether older entries follow.")
+    has_more: bool = Field(default=False, description="Whether older entries follow.")
 
     @classmethod
     def of(
