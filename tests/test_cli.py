@@ -563,6 +563,34 @@ def test_usage_errors_exit_2_in_both_modes(naive):
 # --- jobs and media -------------------------------------------------------------------------
 
 
+def test_tables_in_an_80_column_terminal_print_every_id_whole(naive, account):
+    """With COLUMNS=80, in an 80-column terminal, the tables of jobs, media, models and
+    the ledger print each row's id whole on one line and no line wider than the terminal
+    (the next steps under them are printed unwrapped, to be copied whole)."""
+    code, done = naive.json(
+        "video", "generate", "--model", KLING_T2V, "A lantern at dusk [sim latency=0.5]", "--wait"
+    )
+    assert code == 0, done
+    job = done["result"]
+    code, catalog = naive.json("video", "models")
+    assert code == 0
+    narrow = Naive({**naive.env, "COLUMNS": "80"}, naive.cwd)
+    expected = {
+        ("jobs",): [job["id"]],
+        ("media", "list"): [job["result"]["media_asset_id"]],
+        ("video", "models"): [model["id"] for model in catalog["result"]["data"]],
+        ("credits",): [job["id"]],
+    }
+    for args, ids in expected.items():
+        code, screen = narrow.tty(*args, width=80)
+        assert code == 0, screen
+        table = screen.split("\nNext:")[0].splitlines()
+        assert max(len(line.rstrip()) for line in table) <= 80, screen
+        for identifier in ids:
+            assert any(identifier in line for line in table), f"{identifier}:\n{screen}"
+        assert "…" not in screen, screen
+
+
 def test_jobs_list_and_cancel(naive, live_api, account):
     code, envelope = naive.json("video", "generate", "-m", KLING_T2V, "A stuck clock [sim stall]")
     job_id = envelope["result"]["job_id"]
