@@ -17,7 +17,7 @@ from shared.budgets.schemas import Budget
 from shared.catalog.builtin import all_models
 from shared.catalog.schemas import Model
 from shared.jobs.schemas import Job
-from shared.ledger.schemas import Credits
+from shared.ledger.schemas import Credits, Usage
 from shared.media.schemas import MediaAsset
 from shared.webhooks.schemas import Webhook, WebhookDelivery
 
@@ -155,6 +155,29 @@ def _budgets() -> list[Budget]:
     ]
 
 
+def _usage() -> Usage:
+    def sums(group: str | None) -> dict[str, Any]:
+        return {
+            "group": group,
+            "charged_credits": 123.5,
+            "jobs": 42,
+            "provider_units": 210.0,
+            "provider_cost_usd": 14.7,
+            "jobs_without_units": 0,
+        }
+
+    return Usage.model_validate(
+        {
+            "from": "2026-11-01T00:00:00Z",
+            "to": "2026-12-01T00:00:00Z",
+            "group_by": "model",
+            "credit_value_usd": 0.5,
+            "rows": [sums(model) for model in MODEL_IDS],
+            "totals": sums(None),
+        }
+    )
+
+
 def _models() -> list[Model]:
     return [Model.of(model, 0.5) for model in all_models()]
 
@@ -188,6 +211,12 @@ VIEWS: dict[str, Case] = {
         _credits,
         lambda data: [str(e.job_id or e.batch_id) for e in data.entries if e.job_id or e.batch_id],
         ["capture", "topup", "3.5"],
+    ),
+    "usage": (
+        views.usage,
+        _usage,
+        lambda data: [str(row.group) for row in data.rows],
+        ["123.5", "$14.70", "Total"],
     ),
     "webhooks": (
         views.webhooks,

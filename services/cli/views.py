@@ -111,6 +111,7 @@ class Column:
     header: str
     right: bool = False
     optional: bool = False
+    footer: str = ""
 
 
 def narrow_layouts(
@@ -125,7 +126,7 @@ def narrow_layouts(
         kept = [i for i, column in enumerate(columns) if not (compact and column.optional)]
         for i in kept:
             justify: JustifyMethod = "right" if columns[i].right else "left"
-            table.add_column(columns[i].header, justify=justify, no_wrap=i > 0)
+            table.add_column(columns[i].header, columns[i].footer, justify=justify, no_wrap=i > 0)
         for row in rows:
             table.add_row(*(row[i] for i in kept))
         return table
@@ -437,30 +438,54 @@ def credits(data: Credits) -> RenderableType:
 def usage(data: Usage) -> RenderableType:
     """Charges and provider costs per group, with their totals."""
     label = {"model": "Model", "day": "Day (UTC)", "key": "API key"}[data.group_by]
-    table = Table(
-        box=box.SIMPLE_HEAD,
-        show_footer=True,
-        title=f"Usage {data.start:%Y-%m-%d %H:%M} to {data.end:%Y-%m-%d %H:%M} UTC",
-        title_justify="left",
-        caption=f"Charged: captures minus refunds. 1 credit = {_usd(data.credit_value_usd)}.",
-        caption_justify="left",
-    )
+    options: dict[str, Any] = {
+        "show_footer": True,
+        "title": f"Usage {data.start:%Y-%m-%d %H:%M} to {data.end:%Y-%m-%d %H:%M} UTC",
+        "title_justify": "left",
+        "caption": "Charged: captures minus refunds, in credits; cost: what the provider billed. "
+        f"1 credit = {_usd(data.credit_value_usd)}.",
+        "caption_justify": "left",
+    }
     totals = data.totals
-    table.add_column(label, "Total", no_wrap=True)
-    table.add_column("Jobs", number(totals.jobs), justify="right")
-    table.add_column("Charged (credits)", number(totals.charged_credits), justify="right")
-    table.add_column("Provider units", number(totals.provider_units), justify="right")
-    table.add_column("Provider cost", _cost(totals.provider_cost_usd), justify="right")
-    for row in data.rows:
-        group = row.group if data.group_by != "key" else row.key_prefix or row.group
-        table.add_row(
-            cell(group if group is not None else "(none)"),
+    groups = [
+        row.group if data.group_by != "key" else row.key_prefix or row.group for row in data.rows
+    ]
+
+    def wide() -> Table:
+        table = Table(box=box.SIMPLE_HEAD, **options)
+        table.add_column(label, "Total", no_wrap=True)
+        table.add_column("Jobs", number(totals.jobs), justify="right")
+        table.add_column("Charged (credits)", number(totals.charged_credits), justify="right")
+        table.add_column("Provider units", number(totals.provider_units), justify="right")
+        table.add_column("Provider cost", _cost(totals.provider_cost_usd), justify="right")
+        for group, row in zip(groups, data.rows, strict=True):
+            table.add_row(
+                cell(group if group is not None else "(none)"),
+                cell(number(row.jobs)),
+                cell(number(row.charged_credits)),
+                cell(number(row.provider_units)),
+                cell(_cost(row.provider_cost_usd)),
+            )
+        return table
+
+    rows: list[list[RenderableType]] = [
+        [
+            Identified(group if group is not None else "(none)"),
             cell(number(row.jobs)),
             cell(number(row.charged_credits)),
-            cell(number(row.provider_units)),
             cell(_cost(row.provider_cost_usd)),
-        )
-    return table
+            cell(number(row.provider_units)),
+        ]
+        for group, row in zip(groups, data.rows, strict=True)
+    ]
+    columns = [
+        Column(label, footer="Total"),
+        Column("Jobs", right=True, footer=number(totals.jobs)),
+        Column("Charged", right=True, footer=number(totals.charged_credits)),
+        Column("Cost", right=True, footer=_cost(totals.provider_cost_usd)),
+        Column("Units", right=True, optional=True, footer=number(totals.provider_units)),
+    ]
+    return Fitted(wide, *narrow_layouts(columns, rows, **options))
 
 
 def _cost(value: float) -> str:
