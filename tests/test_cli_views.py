@@ -270,3 +270,16 @@ def test_a_narrow_table_still_shows_what_matters():
     assert "fal-ai/wan/v2.7/text-to-video" in narrow
     wide = "\n".join(render(views.jobs(page), 250))
     assert "2026-11-30T09:41:07.123456Z" in wide and "~3.5 (est.)" in wide
+
+
+def test_an_assets_signed_url_is_printed_whole_on_one_line():
+    """`naive media get` prints the content URL (about 170 characters, signed) outside the
+    panel and unwrapped, as `naive jobs get` prints a job's: folded between borders it
+    could not be copied."""
+    asset = _assets()[1]
+    asset.url = (
+        f"https://media.example.com/v1/media/{asset.id}/content?expires=1765100000&token={'a' * 64}"
+    )
+    lines = render(views.asset(asset), 80)
+    assert asset.url in lines, "\n".join(lines)
+    assert str(asset.id) in "\n".join(lines)

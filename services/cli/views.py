@@ -379,9 +379,12 @@ def asset(data: MediaAsset) -> RenderableType:
         ("Source job", cell(data.source_job_id)),
         ("Tags", cell(", ".join(data.tags))),
         ("Created", cell(data.created_at)),
-        ("URL", Text(data.url, overflow="fold")),
+        ("URL", cell("below")),
     ]
-    return Panel(fields(rows), title=f"Asset {data.id}", title_align="left", expand=False)
+    panel = Panel(fields(rows), title=f"Asset {data.id}", title_align="left", expand=False)
+    # Outside the panel and unwrapped, as a job's: a URL folded between borders cannot be
+    # copied whole.
+    return Group(panel, Text(data.url, no_wrap=True, overflow="ignore"))
 
 
 def credits(data: Credits) -> RenderableType:
