@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from services.cli.client import ApiClient
 from services.cli.main import cli
 from services.cli.wait import until_batch_ends
 from shared.jobs.schemas import IDEMPOTENCY_KEY_RULE, MAX_IDEMPOTENCY_KEY
+from shared.ledger import service as ledger
 from shared.media.probe import probe_video
 from tests.helpers import KLING_T2V, job_entries
 from tests.stack import serving
@@ -207,6 +209,26 @@ def test_credits_in_both_modes(naive):
     assert code == 0
     assert re.search(r"Available\s+100 \(\$50\.00\)", screen)
     assert "topup" in screen
+
+
+def test_credits_pages_the_ledger_as_jobs_pages_jobs(naive, account, runtime):
+    """`naive credits --limit N` shows one page of entries and suggests the command for the
+    next; following it reaches every entry once."""
+    with runtime.db.transaction() as session:
+        ledger.top_up(session=session, account_id=account.id, credits=Decimal(1), note="more")
+    code, first = naive.json("credits", "--limit", "1")
+    assert code == 0 and first["result"]["has_more"] is True
+    assert [entry["note"] for entry in first["result"]["entries"]] == ["more"]
+    cursor = first["result"]["next_cursor"]
+    assert first["next_steps"][0] == f"naive credits --limit 1 --cursor {cursor}"
+    code, last = naive.json(*shlex.split(first["next_steps"][0])[1:])
+    assert code == 0 and last["result"]["has_more"] is False
+    assert [entry["kind"] for entry in last["result"]["entries"]] == ["topup"]
+    assert last["result"]["entries"][0]["note"] != "more"
+    assert not last["next_steps"][0].startswith("naive credits")
+
+    code, screen = naive.tty("credits", "--limit", "1")
+    assert code == 0 and f"$ naive credits --limit 1 --cursor {cursor}" in screen
 
 
 def test_usage_in_both_modes_and_as_csv(naive, live_api, account):
@@ -539,6 +561,34 @@ def test_usage_errors_exit_2_in_both_modes(naive):
 
 
 # --- jobs and media -------------------------------------------------------------------------
+
+
+def test_tables_in_an_80_column_terminal_print_every_id_whole(naive, account):
+    """With COLUMNS=80, in an 80-column terminal, the tables of jobs, media, models and
+    the ledger print each row's id whole on one line and no line wider than the terminal
+    (the next steps under them are printed unwrapped, to be copied whole)."""
+    code, done = naive.json(
+        "video", "generate", "--model", KLING_T2V, "A lantern at dusk [sim latency=0.5]", "--wait"
+    )
+    assert code == 0, done
+    job = done["result"]
+    code, catalog = naive.json("video", "models")
+    assert code == 0
+    narrow = Naive({**naive.env, "COLUMNS": "80"}, naive.cwd)
+    expected = {
+        ("jobs",): [job["id"]],
+        ("media", "list"): [job["result"]["media_asset_id"]],
+        ("video", "models"): [model["id"] for model in catalog["result"]["data"]],
+        ("credits",): [job["id"]],
+    }
+    for args, ids in expected.items():
+        code, screen = narrow.tty(*args, width=80)
+        assert code == 0, screen
+        table = screen.split("\nNext:")[0].splitlines()
+        assert max(len(line.rstrip()) for line in table) <= 80, screen
+        for identifier in ids:
+            assert any(identifier in line for line in table), f"{identifier}:\n{screen}"
+        assert "…" not in screen, screen
 
 
 def test_jobs_list_and_cancel(naive, live_api, account):

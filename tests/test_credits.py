@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
 
 import httpx
+import pytest
 from sqlalchemy import func, select
 
 from shared.jobs.models import Job
+from shared.ledger import service as ledger
 from shared.ledger.models import LedgerEntry
 from tests.helpers import KLING_T2V, balance, generate, job_entries
 
@@ -135,3 +138,43 @@ def test_a_duration_the_model_refuses_is_named_as_the_query_parameter(client, ac
     assert response.status_code == 422
     assert list(response.json["error"]["fields"]) == ["duration"]
     assert response.json["error"]["fields"]["duration"].startswith("must be one of '3'")
+
+
+def test_ledger_entries_are_paged_newest_first_by_cursor(idle_app, account, runtime):
+    """`GET /v1/credits` pages its entries as `GET /v1/jobs` pages jobs: every entry once,
+    newest first, while the balances on each page are the whole ledger's."""
+    client = idle_app.test_client()
+    with runtime.db.transaction() as session:
+        for n in range(4):
+            ledger.top_up(session=session, account_id=account.id, credits=Decimal(1), note=f"{n}")
+    everything = client.get("/v1/credits", headers=account.headers).json
+    assert len(everything["entries"]) == 5
+    assert (everything["has_more"], everything["next_cursor"]) == (False, None)
+    newest_first = [entry["id"] for entry in everything["entries"]]
+
+    seen, path, pages = [], "/v1/credits?limit=2", []
+    while path:
+        page = client.get(path, headers=account.headers).json
+        assert page["balance"] == everything["balance"] == 104
+        seen += [entry["id"] for entry in page["entries"]]
+        pages.append(len(page["entries"]))
+        assert page["has_more"] is (page["next_cursor"] is not None)
+        path = page["next_cursor"] and f"/v1/credits?limit=2&cursor={page['next_cursor']}"
+    assert (seen, pages) == (newest_first, [2, 2, 1])
+    times = [entry["created_at"] for entry in everything["entries"]]
+    assert times == sorted(times, reverse=True)
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        "%%%",
+        "not-a-cursor",
+        # a cursor whose time has no zone
+        "MjAyMC0wMS0wMXwwMDAwMDAwMC0wMDAwLTAwMDAtMDAwMC0wMDAwMDAwMDAwMDA=",
+    ],
+)
+def test_a_bad_ledger_cursor_is_invalid_input(idle_app, account, cursor):
+    response = idle_app.test_client().get(f"/v1/credits?cursor={cursor}", headers=account.headers)
+    assert response.status_code == 422
+    assert response.json["error"]["fields"] == {"cursor": "use next_cursor as given"}

@@ -19,9 +19,12 @@ import anyio
 import httpx
 import httpx2
 import pytest
+from click.testing import CliRunner
 from mcp import ClientSession, StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
+from services.cli.main import cli
+from services.mcp_server import server as mcp_server
 from shared.jobs.schemas import IDEMPOTENCY_KEY_RULE
 from tests.helpers import KLING_T2V, balance, job_entries
 from tests.stack import free_port, started
@@ -662,3 +665,37 @@ def test_http_refuses_a_client_without_the_token_printed_at_start(
     assert tools == TOOLS
     warned = b"Warning: serving to the network on 0.0.0.0 over plain HTTP" in log.read_bytes()
     assert warned == (host == "0.0.0.0")
+
+
+@pytest.mark.parametrize(
+    ("args", "env_token", "said"),
+    [
+        (["--token", "fifteen-chars!!"], None, "the token has 15 characters; use at least 16"),
+        (["--token", ""], None, "the token has 0 characters; use at least 16"),
+        ([], "short", "the token from NAIVE_MCP_TOKEN has 5 characters; use at least 16"),
+        (["--token", "sixteen chars ok"], None, "must be visible ASCII characters"),
+        (["--token", "jeton-de-qualité"], None, "must be visible ASCII characters"),
+    ],
+)
+@pytest.mark.parametrize("transport", ["http", "stdio"])
+def test_a_guessable_token_is_refused_before_serving(monkeypatch, transport, args, env_token, said):
+    """The token guards tools that spend the account's credits: one under 16 characters,
+    from --token or NAIVE_MCP_TOKEN, is a usage error (exit 2) and nothing is served."""
+    served: list[dict[str, Any]] = []
+    monkeypatch.setattr(mcp_server, "serve", lambda **kwargs: served.append(kwargs))
+    env = {"NAIVE_API_KEY": "nv_sk_test", "NAIVE_MCP_TOKEN": env_token}
+    answer = CliRunner().invoke(cli, ["mcp", "--transport", transport, *args], env=env)
+    assert answer.exit_code == 2, answer.output
+    envelope = json.loads(answer.output)
+    assert envelope["result"]["code"] == "usage_error"
+    assert said in envelope["result"]["message"]
+    assert served == []
+
+
+def test_a_token_of_16_characters_is_served(monkeypatch):
+    served: list[dict[str, Any]] = []
+    monkeypatch.setattr(mcp_server, "serve", lambda **kwargs: served.append(kwargs))
+    env = {"NAIVE_API_KEY": "nv_sk_test", "NAIVE_MCP_TOKEN": "0123456789abcdef"}
+    answer = CliRunner().invoke(cli, ["mcp", "--transport", "http"], env=env)
+    assert answer.exit_code == 0, answer.output
+    assert [kwargs["token"] for kwargs in served] == ["0123456789abcdef"]

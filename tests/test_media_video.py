@@ -16,10 +16,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from shared.catalog.builtin import all_models, normalize_input
 from shared.media.fetch import ImageFetchError, load_image
 from shared.media.probe import InvalidVideo, probe_video, write_poster
 from shared.media.render import FRAME_SIZES, render_video
 from shared.media.url_policy import address_policy, is_public
+from shared.providers.simulator import SimulatorProvider
+from tests.helpers import KLING_T2V
 
 
 def _decode_frames(path: pathlib.Path) -> list[np.ndarray]:
@@ -103,6 +106,64 @@ def test_frame_count_follows_fps(tmp_path: pathlib.Path) -> None:
 
     assert len(_decode_frames(out)) == 30
     assert probe_video(out).duration_seconds == pytest.approx(1.0, abs=1 / 30)
+
+
+def _audio_track(path: pathlib.Path) -> tuple[str, float, float] | None:
+    """The audio stream's codec, length in seconds and peak sample, or None without one."""
+    with av.open(str(path)) as container:
+        if not container.streams.audio:
+            return None
+        stream = container.streams.audio[0]
+        assert stream.duration is not None and stream.time_base is not None
+        peak = max(float(np.abs(frame.to_ndarray()).max()) for frame in container.decode(stream))
+        return stream.codec_context.name, float(stream.duration * stream.time_base), peak
+
+
+def test_audio_is_a_quiet_aac_track_as_long_as_the_video(tmp_path: pathlib.Path) -> None:
+    out, silent = tmp_path / "clip.mp4", tmp_path / "silent.mp4"
+    render_video(out, prompt="A choir", duration_seconds=2.3, audio=True)
+    render_video(silent, prompt="A choir", duration_seconds=2.3)
+
+    video_seconds = probe_video(out).duration_seconds
+    assert video_seconds == pytest.approx(2.3, abs=1 / 24)
+    track = _audio_track(out)
+    assert track is not None
+    codec, seconds, peak = track
+    assert codec == "aac"
+    assert seconds == pytest.approx(video_seconds, abs=0.05)
+    assert 0.005 < peak < 0.1, "audible, but quiet"
+    assert _audio_track(silent) is None
+    assert _digest(_first_frame(out)) == _digest(_first_frame(silent)), "the same picture"
+
+
+@pytest.mark.parametrize(
+    ("model_id", "generate_audio", "has_audio"),
+    [
+        (KLING_T2V, None, True),  # Kling's default is true
+        (KLING_T2V, True, True),
+        (KLING_T2V, False, False),
+        ("fal-ai/minimax-video/video-01-live", None, False),  # takes no generate_audio
+    ],
+)
+def test_the_simulator_adds_a_soundtrack_when_the_input_asks_for_one(
+    tmp_path: pathlib.Path, model_id: str, generate_audio: bool | None, has_audio: bool
+) -> None:
+    model = next(model for model in all_models() if model.id == model_id)
+    raw: dict[str, object] = {"prompt": "A drummer [sim latency=0]"}
+    if model_id == KLING_T2V:
+        raw["duration"] = "3"
+    if generate_audio is not None:
+        raw["generate_audio"] = generate_audio
+    simulator = SimulatorProvider(tmp_path)
+    result = simulator.result(model, simulator.submit(model, normalize_input(model, raw)))
+    path = pathlib.Path(result.video_url.removeprefix("file://"))
+
+    video_seconds = probe_video(path).duration_seconds
+    assert video_seconds == pytest.approx(model.output_seconds(normalize_input(model, raw)))
+    track = _audio_track(path)
+    assert (track is not None) is has_audio
+    if track is not None:
+        assert track[1] == pytest.approx(video_seconds, abs=0.05)
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ from services.cli import views
 from services.cli.budgets import budgets
 from services.cli.client import DEFAULT_API_URL
 from services.cli.errors import ExitCode
-from services.cli.hints import command, command_names
+from services.cli.hints import command, command_names, flags
 from services.cli.jobs import jobs
 from services.cli.media import media
 from services.cli.output import Reporter, wants_json
@@ -175,16 +175,24 @@ def _local_stack() -> dict[str, Any] | None:
 
 
 @cli.command("credits")
+@click.option("--limit", type=click.IntRange(min=1), metavar="N", help="At most N ledger entries.")
+@click.option("--cursor", metavar="CURSOR", help="The next page, from a previous next_cursor.")
 @json_option
 @pass_state
-def credits_command(state: State) -> None:
-    """Show your credit balance, what is held for running jobs, and the ledger."""
+def credits_command(state: State, limit: int | None, cursor: str | None) -> None:
+    """Show your credit balance, what is held for running jobs, and the ledger, newest
+    first."""
     with state.action("credits") as out:
-        balance = state.client.fetch(Credits, "/v1/credits")
+        balance = state.client.fetch(Credits, "/v1/credits", {"limit": limit, "cursor": cursor})
+        next_steps = []
+        if balance.has_more and balance.next_cursor:
+            more = flags(("--limit", limit))
+            next_steps.append(command("credits", *more, "--cursor", balance.next_cursor))
+        next_steps.append(command("video", "pricing", "--model", "MODEL", "--duration", 5))
         out.success(
             balance.model_dump(mode="json"),
             view=lambda: views.credits(balance),
-            next_steps=[command("video", "pricing", "--model", "MODEL", "--duration", 5)],
+            next_steps=next_steps,
             hints=["Held credits are released when a job fails or is cancelled."],
         )
 

@@ -1,12 +1,40 @@
 """`naive mcp`: serve the agent tools over the Model Context Protocol (stdio or HTTP)."""
 
 import ipaddress
+import re
 import secrets
 from decimal import Decimal
 
 import click
+from click.core import ParameterSource
 
 from services.cli.state import State, pass_state
+
+# The token guards a server that spends the account's credits: one short enough to guess is
+# refused, not served. `secrets.token_urlsafe(32)`, the default, has 43 characters.
+MIN_TOKEN_LENGTH = 16
+VISIBLE_ASCII = re.compile(r"[!-~]+")
+
+
+def _checked_token(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A token from --token or NAIVE_MCP_TOKEN: at least MIN_TOKEN_LENGTH visible ASCII
+    characters (what an HTTP client can send after `Bearer `)."""
+    if value is None:
+        return None
+    from_env = ctx.get_parameter_source(str(param.name)) is ParameterSource.ENVIRONMENT
+    given = "the token from NAIVE_MCP_TOKEN" if from_env else "the token"
+    if len(value) < MIN_TOKEN_LENGTH:
+        raise click.BadParameter(
+            f"{given} has {len(value)} characters; use at least {MIN_TOKEN_LENGTH} "
+            "(e.g. $(openssl rand -hex 32)), or none for a random one printed at start.",
+            ctx=ctx,
+            param=param,
+        )
+    if not VISIBLE_ASCII.fullmatch(value):
+        raise click.BadParameter(
+            f"{given} must be visible ASCII characters, without spaces.", ctx=ctx, param=param
+        )
+    return value
 
 
 @click.command(
@@ -39,8 +67,9 @@ from services.cli.state import State, pass_state
     envvar="NAIVE_MCP_TOKEN",
     show_envvar=True,
     help="With --transport http: the secret every client must send (Authorization: Bearer "
-    "TOKEN); a request without it is answered 401. Default: a new random token, printed "
-    "once at start.",
+    "TOKEN); a request without it is answered 401. At least 16 visible ASCII characters. "
+    "Default: a new random token, printed once at start.",
+    callback=_checked_token,
 )
 @click.option(
     "--budget",

@@ -5,12 +5,15 @@ Each view takes the wire model the API rendered the object with (`shared/*/schem
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from pydantic_core import to_jsonable_python
 from rich import box
-from rich.console import Group, RenderableType
+from rich.console import Console, ConsoleOptions, Group, JustifyMethod, RenderableType, RenderResult
+from rich.measure import Measurement
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
@@ -78,6 +81,78 @@ def fields(rows: Iterable[tuple[str, RenderableType]]) -> Table:
     for label, value in rows:
         grid.add_row(label, value)
     return grid
+
+
+UNBOUNDED = 100_000
+
+
+class Fitted:
+    """A table laid out for the width it is printed at: the first of `layouts` (richest
+    first) whose rows fit unwrapped, else the last, the narrowest, which is made to fit 80
+    columns. Ids stay whole on one line in every layout (a folded id cannot be copied)."""
+
+    def __init__(self, *layouts: Callable[[], Table]) -> None:
+        self.layouts = layouts
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> Iterator[Table]:
+        unbounded = options.update_width(UNBOUNDED)  # a table's measure is capped at the width
+        for build in self.layouts[:-1]:
+            table = build()
+            if Measurement.get(console, unbounded, table).maximum <= options.max_width:
+                yield table
+                return
+        yield self.layouts[-1]()
+
+
+@dataclass(frozen=True)
+class Column:
+    """A column of the narrow layouts; an `optional` one is left out of the narrowest."""
+
+    header: str
+    right: bool = False
+    optional: bool = False
+    footer: str = ""
+
+
+def narrow_layouts(
+    columns: Sequence[Column], rows: Sequence[Sequence[RenderableType]], **options: Any
+) -> tuple[Callable[[], Table], Callable[[], Table]]:
+    """Two layouts for narrow terminals, made to fit 80 columns, then fewer: all `columns`,
+    then without the optional ones. The first column is the row's id (`Identified`); the
+    others are short and never wrap. No padding at the table's outer edges (two columns more)."""
+
+    def build(compact: bool) -> Table:
+        table = Table(box=box.SIMPLE_HEAD, pad_edge=False, **options)
+        kept = [i for i, column in enumerate(columns) if not (compact and column.optional)]
+        for i in kept:
+            justify: JustifyMethod = "right" if columns[i].right else "left"
+            table.add_column(columns[i].header, columns[i].footer, justify=justify, no_wrap=i > 0)
+        for row in rows:
+            table.add_row(*(row[i] for i in kept))
+        return table
+
+    return (lambda: build(False)), (lambda: build(True))
+
+
+class Identified:
+    """An id, whole on its line, with lines about it below (dim, folded to the width of the
+    column, which the id sets: they are measured as the id is)."""
+
+    def __init__(self, value: Any, *notes: str | None) -> None:
+        self.id = Text(str(value), no_wrap=True, overflow="ignore")
+        self.notes = [Text(note, style="dim", overflow="fold") for note in notes if note]
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        yield self.id
+        yield from self.notes
+
+    def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
+        return Measurement(self.id.cell_len, self.id.cell_len)
+
+
+def moment(value: datetime | None) -> Text:
+    """A time in a narrow table: month, day, hours and minutes, UTC (`11-30 09:41`)."""
+    return cell(value and f"{value:%m-%d %H:%M}")
 
 
 def event(update: Update) -> RenderableType:
@@ -157,21 +232,39 @@ def finished_video(data: Job) -> RenderableType:
 
 def models(data: Iterable[Model]) -> RenderableType:
     """The model catalog."""
-    table = Table(box=box.SIMPLE_HEAD)
-    table.add_column("Model", no_wrap=True)
-    table.add_column("Mode")
-    table.add_column("Best for")
-    table.add_column("Price", justify="right")
-    table.add_column("Est. time", justify="right")
-    for model in data:
-        table.add_row(
-            cell(model.id),
-            cell(model.mode),
-            cell(model.best_for),
-            cell(f"${number(model.pricing.unit_price_usd)}/{model.pricing.unit}"),
+    catalog = list(data)
+
+    def wide() -> Table:
+        table = Table(box=box.SIMPLE_HEAD)
+        table.add_column("Model", no_wrap=True)
+        table.add_column("Mode")
+        table.add_column("Best for")
+        table.add_column("Price", justify="right")
+        table.add_column("Est. time", justify="right")
+        for model in catalog:
+            table.add_row(
+                cell(model.id),
+                cell(model.mode),
+                cell(model.best_for),
+                cell(_price(model)),
+                cell(f"{number(model.estimated_seconds)} s"),
+            )
+        return table
+
+    rows: list[list[RenderableType]] = [
+        [
+            Identified(model.id, f"{model.mode}: {model.best_for}"),
+            cell(_price(model)),
             cell(f"{number(model.estimated_seconds)} s"),
-        )
-    return table
+        ]
+        for model in catalog
+    ]
+    header = [Column("Model: mode, best for"), Column("Price", right=True)]
+    return Fitted(wide, *narrow_layouts([*header, Column("Time", right=True, optional=True)], rows))
+
+
+def _price(model: Model) -> str:
+    return f"${number(model.pricing.unit_price_usd)}/{model.pricing.unit}"
 
 
 def pricing(data: PriceQuote) -> RenderableType:
@@ -189,46 +282,88 @@ def pricing(data: PriceQuote) -> RenderableType:
 
 def jobs(data: Iterable[Job]) -> RenderableType:
     """A page of jobs."""
-    table = Table(box=box.SIMPLE_HEAD)
-    table.add_column("Job", no_wrap=True)
-    table.add_column("Status")
-    table.add_column("Progress", justify="right")
-    table.add_column("Model", overflow="fold")
-    table.add_column("Credits", justify="right")
-    table.add_column("Created", overflow="fold")
-    for item in data:
-        table.add_row(
-            cell(item.id),
-            status(item.status),
-            cell(f"{item.progress}%"),
-            cell(item.model),
-            cell(_credits(item)),
-            cell(item.created_at),
-        )
-    return table
+    page = list(data)
+
+    def wide() -> Table:
+        table = Table(box=box.SIMPLE_HEAD)
+        table.add_column("Job", no_wrap=True)
+        table.add_column("Status")
+        table.add_column("Progress", justify="right")
+        table.add_column("Model", overflow="fold")
+        table.add_column("Credits", justify="right")
+        table.add_column("Created", overflow="fold")
+        for item in page:
+            table.add_row(
+                cell(item.id),
+                status(item.status),
+                cell(f"{item.progress}%"),
+                cell(item.model),
+                cell(_credits(item)),
+                cell(item.created_at),
+            )
+        return table
+
+    rows: list[list[RenderableType]] = [
+        [
+            Identified(item.id, item.model),
+            Text.assemble(
+                status(item.status), "" if item.status.is_final else f" {item.progress}%"
+            ),
+            cell(_credits(item, short=True)),
+            moment(item.created_at),
+        ]
+        for item in page
+    ]
+    columns = [
+        Column("Job: model"),
+        Column("Status"),
+        Column("Credits", right=True, optional=True),
+        Column("Created", optional=True),
+    ]
+    return Fitted(wide, *narrow_layouts(columns, rows))
 
 
 def media(data: Iterable[MediaAsset]) -> RenderableType:
     """A page of media assets."""
-    table = Table(box=box.SIMPLE_HEAD)
-    table.add_column("Asset", no_wrap=True)
-    table.add_column("Title")
-    table.add_column("Type")
-    table.add_column("Size", justify="right")
-    table.add_column("Length", justify="right")
-    table.add_column("Frame")
-    table.add_column("Created")
-    for item in data:
-        table.add_row(
-            cell(item.id),
-            cell(item.title or item.filename),
-            cell(item.content_type),
+    page = list(data)
+
+    def wide() -> Table:
+        table = Table(box=box.SIMPLE_HEAD)
+        table.add_column("Asset", no_wrap=True)
+        table.add_column("Title")
+        table.add_column("Type")
+        table.add_column("Size", justify="right")
+        table.add_column("Length", justify="right")
+        table.add_column("Frame")
+        table.add_column("Created")
+        for item in page:
+            table.add_row(
+                cell(item.id),
+                cell(item.title or item.filename),
+                cell(item.content_type),
+                cell(file_size(item.size_bytes)),
+                cell(_seconds(item.duration_seconds)),
+                cell(_frame(item)),
+                cell(item.created_at),
+            )
+        return table
+
+    rows: list[list[RenderableType]] = [
+        [
+            Identified(item.id, item.title or item.filename),
             cell(file_size(item.size_bytes)),
             cell(_seconds(item.duration_seconds)),
-            cell(_frame(item)),
-            cell(item.created_at),
-        )
-    return table
+            moment(item.created_at),
+        ]
+        for item in page
+    ]
+    columns = [
+        Column("Asset: title"),
+        Column("Size", right=True),
+        Column("Length", right=True, optional=True),
+        Column("Created", optional=True),
+    ]
+    return Fitted(wide, *narrow_layouts(columns, rows))
 
 
 def asset(data: MediaAsset) -> RenderableType:
@@ -244,9 +379,12 @@ def asset(data: MediaAsset) -> RenderableType:
         ("Source job", cell(data.source_job_id)),
         ("Tags", cell(", ".join(data.tags))),
         ("Created", cell(data.created_at)),
-        ("URL", Text(data.url, overflow="fold")),
+        ("URL", cell("below")),
     ]
-    return Panel(fields(rows), title=f"Asset {data.id}", title_align="left", expand=False)
+    panel = Panel(fields(rows), title=f"Asset {data.id}", title_align="left", expand=False)
+    # Outside the panel and unwrapped, as a job's: a URL folded between borders cannot be
+    # copied whole.
+    return Group(panel, Text(data.url, no_wrap=True, overflow="ignore"))
 
 
 def credits(data: Credits) -> RenderableType:
@@ -265,48 +403,92 @@ def credits(data: Credits) -> RenderableType:
             ("1 credit", cell(_usd(data.credit_value_usd))),
         ]
     )
-    ledger = Table(box=box.SIMPLE_HEAD, title="Ledger", title_justify="left")
-    ledger.add_column("When")
-    ledger.add_column("Kind")
-    ledger.add_column("Amount", justify="right")
-    ledger.add_column("Job (or batch)", no_wrap=True)
-    for entry in data.entries:
-        ledger.add_row(
-            cell(entry.created_at),
-            cell(entry.kind),
+
+    def wide() -> Table:
+        ledger = Table(box=box.SIMPLE_HEAD, title="Ledger", title_justify="left")
+        ledger.add_column("When")
+        ledger.add_column("Kind")
+        ledger.add_column("Amount", justify="right")
+        ledger.add_column("Job (or batch)", no_wrap=True)
+        for entry in data.entries:
+            ledger.add_row(
+                cell(entry.created_at),
+                cell(entry.kind),
+                cell(number(entry.amount)),
+                cell(entry.job_id or (entry.batch_id and f"batch {entry.batch_id}")),
+            )
+        return ledger
+
+    rows: list[list[RenderableType]] = [
+        [
+            Identified(entry.job_id or entry.batch_id or "—"),
+            moment(entry.created_at),
+            cell(f"batch {entry.kind}" if entry.job_id is None and entry.batch_id else entry.kind),
             cell(number(entry.amount)),
-            cell(entry.job_id or (entry.batch_id and f"batch {entry.batch_id}")),
-        )
-    return Group(summary, ledger)
+        ]
+        for entry in data.entries
+    ]
+    columns = [
+        Column("Job (or batch)"),
+        Column("When", optional=True),
+        Column("Kind"),
+        Column("Amount", right=True),
+    ]
+    narrow = narrow_layouts(columns, rows, title="Ledger", title_justify="left")
+    return Group(summary, Fitted(wide, *narrow))
 
 
 def usage(data: Usage) -> RenderableType:
     """Charges and provider costs per group, with their totals."""
     label = {"model": "Model", "day": "Day (UTC)", "key": "API key"}[data.group_by]
-    table = Table(
-        box=box.SIMPLE_HEAD,
-        show_footer=True,
-        title=f"Usage {data.start:%Y-%m-%d %H:%M} to {data.end:%Y-%m-%d %H:%M} UTC",
-        title_justify="left",
-        caption=f"Charged: captures minus refunds. 1 credit = {_usd(data.credit_value_usd)}.",
-        caption_justify="left",
-    )
+    options: dict[str, Any] = {
+        "show_footer": True,
+        "title": f"Usage {data.start:%Y-%m-%d %H:%M} to {data.end:%Y-%m-%d %H:%M} UTC",
+        "title_justify": "left",
+        "caption": "Charged: captures minus refunds, in credits; cost: what the provider billed. "
+        f"1 credit = {_usd(data.credit_value_usd)}.",
+        "caption_justify": "left",
+    }
     totals = data.totals
-    table.add_column(label, "Total", no_wrap=True)
-    table.add_column("Jobs", number(totals.jobs), justify="right")
-    table.add_column("Charged (credits)", number(totals.charged_credits), justify="right")
-    table.add_column("Provider units", number(totals.provider_units), justify="right")
-    table.add_column("Provider cost", _cost(totals.provider_cost_usd), justify="right")
-    for row in data.rows:
-        group = row.group if data.group_by != "key" else row.key_prefix or row.group
-        table.add_row(
-            cell(group if group is not None else "(none)"),
+    groups = [
+        row.group if data.group_by != "key" else row.key_prefix or row.group for row in data.rows
+    ]
+
+    def wide() -> Table:
+        table = Table(box=box.SIMPLE_HEAD, **options)
+        table.add_column(label, "Total", no_wrap=True)
+        table.add_column("Jobs", number(totals.jobs), justify="right")
+        table.add_column("Charged (credits)", number(totals.charged_credits), justify="right")
+        table.add_column("Provider units", number(totals.provider_units), justify="right")
+        table.add_column("Provider cost", _cost(totals.provider_cost_usd), justify="right")
+        for group, row in zip(groups, data.rows, strict=True):
+            table.add_row(
+                cell(group if group is not None else "(none)"),
+                cell(number(row.jobs)),
+                cell(number(row.charged_credits)),
+                cell(number(row.provider_units)),
+                cell(_cost(row.provider_cost_usd)),
+            )
+        return table
+
+    rows: list[list[RenderableType]] = [
+        [
+            Identified(group if group is not None else "(none)"),
             cell(number(row.jobs)),
             cell(number(row.charged_credits)),
-            cell(number(row.provider_units)),
             cell(_cost(row.provider_cost_usd)),
-        )
-    return table
+            cell(number(row.provider_units)),
+        ]
+        for group, row in zip(groups, data.rows, strict=True)
+    ]
+    columns = [
+        Column(label, footer="Total"),
+        Column("Jobs", right=True, footer=number(totals.jobs)),
+        Column("Charged", right=True, footer=number(totals.charged_credits)),
+        Column("Cost", right=True, footer=_cost(totals.provider_cost_usd)),
+        Column("Units", right=True, optional=True, footer=number(totals.provider_units)),
+    ]
+    return Fitted(wide, *narrow_layouts(columns, rows, **options))
 
 
 def _cost(value: float) -> str:
@@ -314,14 +496,14 @@ def _cost(value: float) -> str:
     return f"${value:.2f}" if value == 0 or abs(value) >= 0.01 else f"${value:.6f}"
 
 
-def _credits(data: Job) -> str:
+def _credits(data: Job, *, short: bool = False) -> str:
     """Credits used once known, nothing for a job that failed or was cancelled (its hold
-    is released), else the estimate."""
+    is released), else the estimate (`~3.5`, and `(est.)` unless `short`)."""
     if data.credits_used is not None:
         return number(data.credits_used)
     if data.status.is_final:
         return "0"
-    return f"~{number(data.estimated_credits)} (est.)"
+    return f"~{number(data.estimated_credits)}" + ("" if short else " (est.)")
 
 
 def _usd(value: Any) -> str:
@@ -351,41 +533,79 @@ def webhook(data: Webhook) -> RenderableType:
 
 def webhooks(data: Iterable[Webhook]) -> RenderableType:
     """The account's webhook subscriptions."""
-    table = Table(box=box.SIMPLE_HEAD)
-    table.add_column("Webhook", no_wrap=True)
-    table.add_column("URL", overflow="fold")
-    table.add_column("Events", overflow="fold")
-    table.add_column("Created", overflow="fold")
-    for item in data:
-        table.add_row(
-            cell(item.id), cell(item.url), cell(", ".join(item.events)), cell(item.created_at)
-        )
-    return table
+    subscriptions = list(data)
+
+    def wide() -> Table:
+        table = Table(box=box.SIMPLE_HEAD)
+        table.add_column("Webhook", no_wrap=True)
+        table.add_column("URL", overflow="fold")
+        table.add_column("Events", overflow="fold")
+        table.add_column("Created", overflow="fold")
+        for item in subscriptions:
+            table.add_row(
+                cell(item.id), cell(item.url), cell(", ".join(item.events)), cell(item.created_at)
+            )
+        return table
+
+    rows: list[list[RenderableType]] = [
+        [Identified(item.id, item.url, ", ".join(item.events)), moment(item.created_at)]
+        for item in subscriptions
+    ]
+    columns = [Column("Webhook: URL, events"), Column("Created", optional=True)]
+    return Fitted(wide, *narrow_layouts(columns, rows))
 
 
 def deliveries(data: Iterable[WebhookDelivery]) -> RenderableType:
     """A subscription's deliveries, newest first."""
-    table = Table(box=box.SIMPLE_HEAD)
-    table.add_column("Delivery", no_wrap=True)
-    table.add_column("Event")
-    table.add_column("Job", overflow="fold")
-    table.add_column("Status")
-    table.add_column("Attempts", justify="right")
-    table.add_column("Last answer", overflow="fold")
-    table.add_column("Next attempt", overflow="fold")
-    for item in data:
+    page = list(data)
+
+    def last_answer(item: WebhookDelivery) -> str | None:
         answer = item.last_response_code if item.last_response_code else item.last_error
         latency = f" in {item.latency_ms} ms" if item.latency_ms is not None else ""
-        table.add_row(
-            cell(item.id),
-            cell(f"{item.event} #{item.seq}"),
-            cell(item.job_id),
+        return f"{answer}{latency}" if answer else None
+
+    def wide() -> Table:
+        table = Table(box=box.SIMPLE_HEAD)
+        table.add_column("Delivery", no_wrap=True)
+        table.add_column("Event")
+        table.add_column("Job", overflow="fold")
+        table.add_column("Status")
+        table.add_column("Attempts", justify="right")
+        table.add_column("Last answer", overflow="fold")
+        table.add_column("Next attempt", overflow="fold")
+        for item in page:
+            table.add_row(
+                cell(item.id),
+                cell(f"{item.event} #{item.seq}"),
+                cell(item.job_id),
+                Text(item.status, style=DELIVERY_STYLES[item.status]),
+                cell(item.attempts),
+                cell(last_answer(item)),
+                cell(item.next_attempt_at),
+            )
+        return table
+
+    rows: list[list[RenderableType]] = [
+        [
+            Identified(
+                item.id,
+                f"{item.event} #{item.seq} of job",
+                str(item.job_id),
+                (answer := last_answer(item)) and f"last answer: {answer}",
+            ),
             Text(item.status, style=DELIVERY_STYLES[item.status]),
             cell(item.attempts),
-            cell(f"{answer}{latency}" if answer else None),
-            cell(item.next_attempt_at),
-        )
-    return table
+            moment(item.next_attempt_at),
+        ]
+        for item in page
+    ]
+    columns = [
+        Column("Delivery: event, job, last answer"),
+        Column("Status"),
+        Column("Attempts", right=True),
+        Column("Next attempt", optional=True),
+    ]
+    return Fitted(wide, *narrow_layouts(columns, rows))
 
 
 def batch_accepted(response: BatchAccepted) -> RenderableType:
@@ -424,24 +644,48 @@ def batch(data: Batch) -> RenderableType:
 
 def budgets(data: Iterable[Budget]) -> RenderableType:
     """Budgets and where their periods stand."""
-    table = Table(box=box.SIMPLE_HEAD)
-    table.add_column("Budget", no_wrap=True)
-    table.add_column("Scope")
-    table.add_column("Period")
-    table.add_column("Credits", justify="right")
-    table.add_column("Spent", justify="right")
-    table.add_column("Left", justify="right")
-    for item in data:
-        scope = "account" if item.key_id is None else f"key {item.key_id}"
-        table.add_row(
-            cell(item.id),
-            cell(scope),
+    found = list(data)
+
+    def wide() -> Table:
+        table = Table(box=box.SIMPLE_HEAD)
+        table.add_column("Budget", no_wrap=True)
+        table.add_column("Scope")
+        table.add_column("Period")
+        table.add_column("Credits", justify="right")
+        table.add_column("Spent", justify="right")
+        table.add_column("Left", justify="right")
+        for item in found:
+            scope = "account" if item.key_id is None else f"key {item.key_id}"
+            table.add_row(
+                cell(item.id),
+                cell(scope),
+                cell(item.period),
+                cell(number(item.credits)),
+                cell(number(item.spent_credits)),
+                cell(number(item.remaining_credits)),
+            )
+        return table
+
+    rows: list[list[RenderableType]] = [
+        [
+            Identified(
+                item.id, *(["account"] if item.key_id is None else ["key", str(item.key_id)])
+            ),
             cell(item.period),
             cell(number(item.credits)),
             cell(number(item.spent_credits)),
             cell(number(item.remaining_credits)),
-        )
-    return table
+        ]
+        for item in found
+    ]
+    columns = [
+        Column("Budget: scope"),
+        Column("Period"),
+        Column("Credits", right=True),
+        Column("Spent", right=True, optional=True),
+        Column("Left", right=True),
+    ]
+    return Fitted(wide, *narrow_layouts(columns, rows))
 
 
 def binding_quote(data: BindingQuote) -> RenderableType:

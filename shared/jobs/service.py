@@ -8,7 +8,6 @@ whoever loses the race gets `None` and stops. What a transition may do is decide
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import logging
@@ -22,7 +21,6 @@ from typing import Any
 from sqlalchemy import (
     ColumnElement,
     Float,
-    and_,
     bindparam,
     case,
     delete,
@@ -36,7 +34,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from shared import accounts, metrics
+from shared import accounts, metrics, pagination
 from shared.budgets import service as budgets
 from shared.catalog import Catalog, VideoModel, normalize_input, pricing, quotes
 from shared.catalog.sync import provider_cost_usd
@@ -472,22 +470,6 @@ def get_job(*, session: Session, account_id: uuid.UUID, job_id: str) -> Job:
     )
 
 
-def _encode_cursor(job: Job) -> str:
-    raw = f"{job.created_at.isoformat()}|{job.id}"
-    return base64.urlsafe_b64encode(raw.encode()).decode()
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        created, job_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
-        moment = datetime.fromisoformat(created)
-        if moment.tzinfo is None:
-            raise ValueError("cursor time without a zone")
-        return moment, uuid.UUID(job_id)
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidInput("Bad cursor.", fields={"cursor": "use next_cursor as given"}) from None
-
-
 def list_jobs(
     *,
     session: Session,
@@ -503,16 +485,14 @@ def list_jobs(
         query = query.where(Job.status.in_(status.internal))
     if job_type is not None:
         query = query.where(Job.type == job_type)
-    if cursor is not None:
-        created, job_id = _decode_cursor(cursor)
-        query = query.where(
-            or_(Job.created_at < created, and_(Job.created_at == created, Job.id < job_id))
-        )
-    rows = list(
-        session.scalars(query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1))
+    return pagination.newest_first(
+        query,
+        session=session,
+        created_at=Job.created_at,
+        row_id=Job.id,
+        limit=limit,
+        cursor=cursor,
     )
-    page = rows[:limit]
-    return page, (_encode_cursor(page[-1]) if len(rows) > limit else None)
 
 
 # ---- transitions ---------------------------------------------------------------------

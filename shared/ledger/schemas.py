@@ -50,22 +50,38 @@ class LedgerEntry(Open):
 
 
 class Credits(Open):
-    """`GET /v1/credits`: balance = top-ups − captures + refunds; available = balance − held."""
+    """`GET /v1/credits`: balance = top-ups − captures + refunds; available = balance − held.
+    The balances are the account's whole ledger; `entries` is one page of it, newest first:
+    follow `next_cursor` for the next page, as on `GET /v1/jobs`."""
 
     balance: float = Field(description=CREDITS)
     held: float = Field(description=CREDITS)
     available: float = Field(description=CREDITS)
     credit_value_usd: float
     entries: list[LedgerEntry]
+    # Defaults, so that a client reads an answer of an API from before pagination as one page.
+    next_cursor: str | None = Field(
+        default=None,
+        description="Pass as `cursor` for the next page of entries; null on the last page.",
+    )
+    has_more: bool = Field(default=False, description="Whether older entries follow.")
 
     @classmethod
-    def of(cls, totals: Balance, entries: list[LedgerRow], credit_value_usd: float) -> Credits:
+    def of(
+        cls,
+        totals: Balance,
+        entries: list[LedgerRow],
+        credit_value_usd: float,
+        next_cursor: str | None,
+    ) -> Credits:
         return cls(
             balance=to_credits(totals.balance),
             held=to_credits(totals.held),
             available=to_credits(totals.available),
             credit_value_usd=credit_value_usd,
             entries=[LedgerEntry.of(entry) for entry in entries],
+            next_cursor=next_cursor,
+            has_more=next_cursor is not None,
         )
 
 
@@ -101,7 +117,10 @@ class CreditsGranted(Open):
 
 
 class CreditsQuery(BaseModel):
-    limit: QueryInt = Field(default=100, ge=1, le=1000, description="Ledger entries, newest first.")
+    limit: QueryInt = Field(
+        default=100, ge=1, le=1000, description="Page size: ledger entries, newest first."
+    )
+    cursor: str | None = Field(default=None, description="`next_cursor` of the previous page.")
 
 
 # ---- usage ----------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from shared import metrics
+from shared import metrics, pagination
 from shared.accounts.models import Account
 from shared.budgets.models import Budget
 from shared.db import Prepared, UTCDateTime, after_commit, utcnow
@@ -266,12 +266,16 @@ def _add_entry(
     )
 
 
-def entries(*, session: Session, account_id: uuid.UUID, limit: int = 100) -> list[LedgerEntry]:
-    return list(
-        session.scalars(
-            select(LedgerEntry)
-            .where(LedgerEntry.account_id == account_id)
-            .order_by(LedgerEntry.created_at.desc(), LedgerEntry.id)
-            .limit(limit)
-        )
+def entries(
+    *, session: Session, account_id: uuid.UUID, limit: int, cursor: str | None
+) -> tuple[list[LedgerEntry], str | None]:
+    """The account's ledger entries, newest first, and the cursor of the next page (or
+    None), paged as `GET /v1/jobs` is."""
+    return pagination.newest_first(
+        select(LedgerEntry).where(LedgerEntry.account_id == account_id),
+        session=session,
+        created_at=LedgerEntry.created_at,
+        row_id=LedgerEntry.id,
+        limit=limit,
+        cursor=cursor,
     )

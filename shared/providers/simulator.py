@@ -2,7 +2,8 @@
 
 Deterministic and time-based: a request's state follows from its submit time and its
 latency, read back from a small JSON file written at submit, so it needs no process
-of its own. The result is a real H.264 MP4 rendered on first request; it reports the
+of its own. The result is a real H.264 MP4 rendered on first request (with a quiet AAC
+soundtrack when the input sets `generate_audio`, as Kling's does by default); it reports the
 units it bills as fal does (seconds of output, or one video), so jobs show a cost.
 
 Behaviour is chosen per job by a directive in the prompt, e.g.
@@ -136,9 +137,10 @@ class SimulatorProvider:
     def result(self, model: VideoModel, request_id: str) -> ProviderResult:
         record = self._load(request_id)
         # Renders are deterministic: requests that ask for the same video share one file.
-        output = self.root / "outputs" / f"{_render_key(record)}.mp4"
+        audio = wants_audio(model, record["arguments"])
+        output = self.root / "outputs" / f"{_render_key(record, audio=audio)}.mp4"
         if not output.exists():
-            self._render(record, output)
+            self._render(record, output, audio=audio)
         return ProviderResult(
             output.as_uri(), "video/mp4", output.stat().st_size, billable_units(model, record)
         )
@@ -148,7 +150,7 @@ class SimulatorProvider:
         record["cancelled"] = True
         self._store(request_id, record)
 
-    def _render(self, record: dict[str, Any], output: Path) -> None:
+    def _render(self, record: dict[str, Any], output: Path, *, audio: bool) -> None:
         arguments = record["arguments"]
         prompt, _ = parse_directives(str(arguments.get("prompt", "")))
         image_url = arguments.get("start_image_url") or arguments.get("image_url")
@@ -167,7 +169,14 @@ class SimulatorProvider:
             duration_seconds=record["output_seconds"],
             aspect_ratio=aspect_ratio,
             image=image,
+            audio=audio,
         )
+
+
+def wants_audio(model: VideoModel, arguments: dict[str, Any]) -> bool:
+    """Whether the video has a soundtrack: the model takes `generate_audio` (Kling v3) and
+    the request's input, defaults filled in, sets it true."""
+    return "generate_audio" in model.properties and arguments.get("generate_audio") is True
 
 
 def billable_units(model: VideoModel, record: dict[str, Any]) -> float:
@@ -176,7 +185,7 @@ def billable_units(model: VideoModel, record: dict[str, Any]) -> float:
     return float(record["output_seconds"]) if model.price_unit == "second" else 1.0
 
 
-def _render_key(record: dict[str, Any]) -> str:
+def _render_key(record: dict[str, Any], *, audio: bool) -> str:
     arguments = record["arguments"]
     prompt, _ = parse_directives(str(arguments.get("prompt", "")))
     what = {
@@ -184,6 +193,7 @@ def _render_key(record: dict[str, Any]) -> str:
         "seconds": record["output_seconds"],
         "aspect_ratio": arguments.get("aspect_ratio", "16:9"),
         "image_url": arguments.get("start_image_url") or arguments.get("image_url"),
+        **({"audio": True} if audio else {}),  # the silent videos' keys stay as they were
     }
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:32]
 

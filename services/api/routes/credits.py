@@ -1,4 +1,4 @@
-"""GET /v1/credits: balance, held, available, and the ledger entries."""
+"""GET /v1/credits: balance, held, available, and a page of the ledger entries."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ bp = Blueprint("credits", __name__, url_prefix="/v1/credits")
     bp,
     "GET",
     "",
-    summary="Balance, held, available and the ledger entries",
+    summary="Balance, held, available and the ledger entries, newest first, paginated",
     query=CreditsQuery,
     replies={200: Reply("The account's credits.", Credits)},
     errors=(InvalidInput,),
@@ -27,5 +27,7 @@ def credits(query: CreditsQuery) -> Credits:
     runtime = context.runtime()
     with runtime.db.transaction() as session:
         totals = ledger.balance(session=session, account_id=account_id)
-        entries = ledger.entries(session=session, account_id=account_id, limit=query.limit)
-    return Credits.of(totals, entries, float(runtime.settings.credit_value_usd))
+        entries, next_cursor = ledger.entries(
+            session=session, account_id=account_id, limit=query.limit, cursor=query.cursor
+        )
+    return Credits.of(totals, entries, float(runtime.settings.credit_value_usd), next_cursor)
