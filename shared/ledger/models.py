@@ -8,6 +8,7 @@ from datetime import datetime
 from sqlalchemy import (
     BigInteger,
     ForeignKey,
+    Index,
     String,
     UniqueConstraint,
 )
@@ -23,10 +24,16 @@ class LedgerEntry(Base):
     # One capture, one hold, one release per job: a duplicate settle cannot charge twice.
     # A batch holds once for all its items (`batch_id`, no `job_id`); each item's capture
     # and release carry its job.
-    __table_args__ = (UniqueConstraint("job_id", "kind"), UniqueConstraint("batch_id", "kind"))
+    # The account's entries newest first (`GET /v1/credits` pages by it); its balance sums
+    # them by the same leading column.
+    __table_args__ = (
+        UniqueConstraint("job_id", "kind"),
+        UniqueConstraint("batch_id", "kind"),
+        Index("ix_ledger_entries_account_created", "account_id", "created_at", "id"),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
-    account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id"), index=True)
+    account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id"))
     job_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("jobs.id"))
     batch_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("batches.id"))
     kind: Mapped[str] = mapped_column(String(16))
