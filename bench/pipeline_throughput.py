@@ -1,7 +1,7 @@
 """Jobs per second through the whole worker pipeline, beside a fair floor and plain Celery.
 
     python -m bench.pipeline_throughput [--jobs 200] [--concurrency 2,4] [--repeat 3]
-                                        [--poll-initial 2] [--profile]
+                                        [--poll-initial 2] [--steps] [--profile]
 
 Self-contained. For each worker concurrency K (comma-separated list), on this machine:
   * naive: a scratch PostgreSQL database, Redis db 7 with a queue of this run, the real
@@ -26,6 +26,11 @@ disturbed by other test runs on this machine), and each row against the fair flo
 first poll of each job waits the step after an instant render (0.2–0.25 s) after its
 submit; with N jobs sent at once that wait overlaps other jobs' work.
 K worker processes share this machine's two cores with PostgreSQL, Redis and this client.
+
+`--steps` adds the worker CPU per job of each step, naive beside the floor: each pool
+child's thread CPU time inside each task (bench/step_cpu.py), the warm-up left out. It
+shows where the difference between the two pipelines lies without cProfile, which slows
+small Python calls far more than C and so misplaces it.
 """
 
 from __future__ import annotations
@@ -39,13 +44,21 @@ import uuid
 from contextlib import ExitStack
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import redis
 
-from bench import harness
+from bench import harness, step_cpu
 from services.processes import CELERY_APP
-from services.worker.celery_app import SUBMIT_JOB, make_celery
+from services.worker.celery_app import (
+    INGEST_MEDIA,
+    POLL_BATCH,
+    POLL_JOB,
+    SETTLE_CREDITS,
+    SUBMIT_JOB,
+    make_celery,
+)
 from shared import accounts, catalog
 from shared.config import load_settings
 from shared.db import Database
@@ -73,14 +86,14 @@ def run_naive(
     args: argparse.Namespace,
     *,
     floor: bool = False,
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """The product's worker, or (`floor`) bench/fair_floor.py's, on the same kind of jobs."""
     app, submit = ("bench.fair_floor", "floor.submit") if floor else (CELERY_APP, SUBMIT_JOB)
     name = "floor" if floor else "naive"
-    profile = work / f"profile-{name}-{concurrency}"
+    profile = work / f"profile-{name}-{concurrency}-{uuid.uuid4().hex[:8]}"  # one per run
     profiled = app
-    if args.profile:
-        app = "bench.worker_profile"
+    if args.profile or args.steps:
+        app = "bench.worker_profile" if args.profile else "bench.step_cpu"
         profile.mkdir()
     queue = harness.unique_queue(name)
     broker = harness.redis_url(REDIS_DB)
@@ -151,6 +164,7 @@ def run_naive(
             for job_id in warm:
                 celery.send_task(submit, args=(job_id,))
             wait(warm, 120)
+            warm_steps = _step_cpu(profile, after=len(warm)) if args.steps else {}
 
             ids = create(n)
             cpu, pg = harness.cpu_seconds(worker.pid), harness.postgres_cpu(database_url)
@@ -161,6 +175,10 @@ def run_naive(
             rows = wait(ids, args.timeout)
             cpu = harness.cpu_seconds(worker.pid) - cpu
             pg_cpu = harness.cpu_delta(pg, harness.postgres_cpu(database_url))
+        steps = {}
+        if args.steps:  # read once the worker stopped: every task's totals are written
+            ended = _step_cpu(profile, after=len(warm) + n)
+            steps = {step: (ended[step] - warm_steps.get(step, 0.0)) * 1000 / n for step in ended}
         if args.profile:
             print(f"\n{name} worker, concurrency {concurrency}:")
             for kind in ("main", "child"):
@@ -181,10 +199,39 @@ def run_naive(
             "failed": failed,
             "assets": assets,
             "polls": sum(polls for _, _, polls in rows) / len(rows),
+            "steps": steps,
         }
     finally:
         db.dispose()
         harness.delete_redis_keys(broker, queue)
+
+
+# Each pipeline's tasks by the step of the job they carry out.
+STEP_OF_TASK = {
+    SUBMIT_JOB: "submit",
+    POLL_JOB: "poll",
+    POLL_BATCH: "poll",
+    SETTLE_CREDITS: "settle",
+    INGEST_MEDIA: "ingest",
+    **{f"floor.{step}": step for step in ("submit", "poll", "settle", "ingest")},
+}
+STEPS = ("submit", "poll", "settle", "ingest")
+
+
+def _step_cpu(folder: Path, *, after: int, timeout: float = 30) -> dict[str, float]:
+    """The CPU seconds the worker's tasks spent in each step so far (bench/step_cpu.py),
+    once `after` ingests have written their totals (a task's totals are written just after
+    the commit that ends its job)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        totals = step_cpu.read_totals(folder)
+        steps: dict[str, float] = {}
+        for task, (seconds, _) in totals.items():
+            steps[STEP_OF_TASK[task]] = steps.get(STEP_OF_TASK[task], 0.0) + seconds
+        ingests = sum(runs for task, (_, runs) in totals.items() if STEP_OF_TASK[task] == "ingest")
+        if ingests >= after or time.monotonic() > deadline:
+            return steps
+        time.sleep(0.05)
 
 
 def run_plain(work: Path, concurrency: int, n: int, timeout: float) -> dict[str, float]:
@@ -248,6 +295,12 @@ def main() -> None:
         help="runs of each pipeline at each K, interleaved; the table shows medians",
     )
     parser.add_argument(
+        "--steps",
+        action="store_true",
+        help="and the worker CPU per job of each step (submit, poll, settle, ingest) of "
+        "both pipelines, from each pool child's thread CPU time (bench/step_cpu.py)",
+    )
+    parser.add_argument(
         "--profile",
         action="store_true",
         help="run each worker under cProfile (bench/worker_profile.py) and print where "
@@ -258,12 +311,13 @@ def main() -> None:
     started = time.monotonic()
     harness.print_machine()
 
-    rows = []
+    rows: list[list[object]] = []
+    steps: list[list[object]] = []
     with ExitStack() as stack:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-pipeline-")))
         database_url = stack.enter_context(harness.scratch_database("naive_bench"))
         for k in levels:
-            runs: dict[str, list[dict[str, float]]] = {"naive": [], "floor": [], "plain": []}
+            runs: dict[str, list[dict[str, Any]]] = {"naive": [], "floor": [], "plain": []}
             for _ in range(args.repeat):
                 runs["naive"].append(run_naive(database_url, work, k, args.jobs, args))
                 runs["floor"].append(run_naive(database_url, work, k, args.jobs, args, floor=True))
@@ -275,6 +329,13 @@ def main() -> None:
             rows.append(_row(k, "naive pipeline", runs["naive"], floor))
             rows.append(_row(k, "fair floor (7 transactions)", floor, floor))
             rows.append(_row(k, "plain 4-task chain (context)", runs["plain"], floor))
+            if args.steps:
+                for step in STEPS:
+                    mine, least = (
+                        statistics.median(run["steps"].get(step, 0.0) for run in runs[name])
+                        for name in ("naive", "floor")
+                    )
+                    steps.append([k, step, f"{mine:.2f}", f"{least:.2f}", f"{mine - least:+.2f}"])
             naive = runs["naive"][-1]
             print(
                 f"K={k}: naive sent {args.jobs} submit messages in {naive['sent']:.2f} s, "
@@ -300,11 +361,14 @@ def main() -> None:
         ],
         rows,
     )
+    if args.steps:
+        print("\nworker CPU ms per job in each step (pool children's thread time; medians)")
+        harness.print_table(["worker procs", "step", "naive", "fair floor", "difference"], steps)
     print(f"\nbench ran {time.monotonic() - started:.0f} s")
 
 
 def _row(
-    k: int, name: str, runs: list[dict[str, float]], floors: list[dict[str, float]]
+    k: int, name: str, runs: list[dict[str, Any]], floors: list[dict[str, Any]]
 ) -> list[object]:
     def median(key: str) -> float:
         return statistics.median(run[key] for run in runs)
