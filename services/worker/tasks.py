@@ -215,11 +215,19 @@ class DbTask(Task):
             provider = self.runtime.provider.name
             metrics.child(metrics.PROVIDER_CALLS, provider, operation, outcome).inc()
 
-    def poll_wait(self, job: Job, model: VideoModel, *, queue_position: int | None = None) -> float:
-        """The wait before the job's next status call (see shared/jobs/pacing.py)."""
+    def poll_wait(
+        self,
+        job: Job,
+        model: VideoModel,
+        *,
+        queue_position: int | None = None,
+        measured: float | None = None,
+    ) -> float:
+        """The wait before the job's next status call (see shared/jobs/pacing.py); `measured`:
+        the render's expected seconds, if the caller has read them already."""
         now = utcnow()
         expected = pacing_seconds(
-            self.measured_seconds(job, model),
+            measured or self.measured_seconds(job, model),
             catalog_seconds=catalog.get_model(job.model).estimated_seconds,
             settings=self.runtime.settings,
         )
@@ -287,7 +295,7 @@ def submit_job(self: DbTask, job_id: str) -> None:
         return
     logs.bind(provider_request_id=request_id)
     measured = self.measured_seconds(job, model)
-    wait = self.poll_wait(job, model)
+    wait = self.poll_wait(job, model, measured=measured)
     token = self.poll_token_for(wait)
     with self.runtime.db.transaction() as session:
         submitted = jobs.record_submitted(
