@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -34,6 +35,7 @@ from services.cli.wait import until_batch_ends
 from shared.jobs.schemas import IDEMPOTENCY_KEY_RULE, MAX_IDEMPOTENCY_KEY
 from shared.ledger import service as ledger
 from shared.media.probe import probe_video
+from shared.webhooks.models import WebhookSubscription
 from tests.helpers import KLING_T2V, job_entries
 from tests.stack import serving
 
@@ -821,6 +823,37 @@ def test_webhooks_create_list_deliveries_redeliver_and_delete(naive, live_api, a
     code, envelope = naive.json("webhooks", "list")
     assert envelope["result"]["data"] == []
     code, envelope = naive.json("webhooks", "get", hook_id)
+    assert (code, envelope["result"]["code"]) == (2, "not_found")
+
+
+def test_a_disabled_webhook_says_so_and_why_and_enable_turns_it_back_on(naive, runtime):
+    """A subscription the service disabled (every attempt failed for days) shows it in
+    `list` and `get`, and `naive webhooks enable` turns it back on (PATCH status)."""
+    code, envelope = naive.json("webhooks", "create", "--url", "https://example.com/hook")
+    assert code == 0
+    hook_id = envelope["result"]["id"]
+    with runtime.db.transaction() as session:
+        row = session.get(WebhookSubscription, uuid.UUID(hook_id))
+        row.disabled_at = datetime.now(UTC)
+        row.disabled_reason = "every delivery attempt failed for 5 days (the last: 503)"
+
+    code, envelope = naive.json("webhooks", "get", hook_id)
+    assert (code, envelope["result"]["status"]) == (0, "disabled")
+    assert envelope["next_steps"][0] == f"naive webhooks enable {hook_id}"
+    code, screen = naive.tty("webhooks", "get", hook_id, width=120)
+    assert "disabled: every delivery attempt failed for 5 days (the last: 503)" in screen
+    code, screen = naive.tty("webhooks", "list", width=80)
+    assert hook_id in screen and "disabled" in screen, screen
+
+    code, envelope = naive.json("webhooks", "enable", hook_id)
+    assert (code, envelope["action"]) == (0, "webhooks.enable")
+    assert (envelope["result"]["status"], envelope["result"]["disabled_reason"]) == (
+        "enabled",
+        None,
+    )
+    code, screen = naive.tty("webhooks", "get", hook_id, width=120)
+    assert "enabled" in screen and "disabled" not in screen, screen
+    code, envelope = naive.json("webhooks", "enable", str(uuid.uuid4()))
     assert (code, envelope["result"]["code"]) == (2, "not_found")
 
 

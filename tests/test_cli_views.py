@@ -107,10 +107,14 @@ def _webhooks() -> list[Webhook]:
                 "url": "https://hooks.example.com/naive-video/receiver/with/a/long/path",
                 "events": ["job.completed", "job.failed", "job.processing"],
                 "description": None,
-                "status": "enabled",
-                "disabled_reason": None,
+                "status": status,
+                "disabled_reason": reason,
                 "created_at": NOW,
             }
+        )
+        for status, reason in (
+            ("enabled", None),
+            ("disabled", "every delivery attempt failed for 5 days (the last: 503)"),
         )
     ]
 
@@ -222,7 +226,7 @@ VIEWS: dict[str, Case] = {
         views.webhooks,
         _webhooks,
         lambda page: [str(hook.id) for hook in page],
-        ["job.completed,"],
+        ["job.completed,", "enabled", "disabled"],
     ),
     "deliveries": (
         views.deliveries,

@@ -99,6 +99,11 @@ class ApiClient:
         )
         return self._exchange(request)
 
+    def patch(self, path: str, body: Any) -> Any:
+        """PATCH `body` as JSON to `path`."""
+        request = self._http.build_request("PATCH", path, json=body, headers=self._auth)
+        return self._call(request)
+
     def delete(self, path: str) -> Any:
         """DELETE `path`."""
         return self._call(self._http.build_request("DELETE", path, headers=self._auth))

@@ -518,9 +518,19 @@ def _frame(data: MediaAsset) -> str | None:
     return f"{data.width}×{data.height}" if data.width and data.height else None
 
 
+def webhook_status(data: Webhook) -> Text:
+    """`enabled`, or `disabled` in red with the reason: nothing is sent to it until
+    `naive webhooks enable`."""
+    if data.status == "enabled":
+        return Text("enabled", style="green")
+    reason = f": {data.disabled_reason}" if data.disabled_reason else ""
+    return Text(f"disabled{reason}", style="red")
+
+
 def webhook(data: Webhook) -> RenderableType:
     """One webhook subscription; its signing secret when just created (shown this once)."""
     rows: list[tuple[str, RenderableType]] = [
+        ("Status", webhook_status(data)),
         ("URL", cell(data.url)),
         ("Events", cell(", ".join(data.events))),
         ("Description", cell(data.description)),
@@ -540,18 +550,38 @@ def webhooks(data: Iterable[Webhook]) -> RenderableType:
         table.add_column("Webhook", no_wrap=True)
         table.add_column("URL", overflow="fold")
         table.add_column("Events", overflow="fold")
+        table.add_column("Status", overflow="fold")
         table.add_column("Created", overflow="fold")
         for item in subscriptions:
             table.add_row(
-                cell(item.id), cell(item.url), cell(", ".join(item.events)), cell(item.created_at)
+                cell(item.id),
+                cell(item.url),
+                cell(", ".join(item.events)),
+                webhook_status(item),
+                cell(item.created_at),
             )
         return table
 
     rows: list[list[RenderableType]] = [
-        [Identified(item.id, item.url, ", ".join(item.events)), moment(item.created_at)]
+        [
+            Identified(
+                item.id,
+                item.url,
+                ", ".join(item.events),
+                f"disabled: {item.disabled_reason or 'every attempt failed'}"
+                if item.status == "disabled"
+                else None,
+            ),
+            Text(item.status, style="green" if item.status == "enabled" else "red"),
+            moment(item.created_at),
+        ]
         for item in subscriptions
     ]
-    columns = [Column("Webhook: URL, events"), Column("Created", optional=True)]
+    columns = [
+        Column("Webhook: URL, events"),
+        Column("Status"),
+        Column("Created", optional=True),
+    ]
     return Fitted(wide, *narrow_layouts(columns, rows))
 
 
