@@ -855,6 +855,23 @@ def test_a_disabled_webhook_says_so_and_why_and_enable_turns_it_back_on(naive, r
     assert "enabled" in screen and "disabled" not in screen, screen
     code, envelope = naive.json("webhooks", "enable", str(uuid.uuid4()))
     assert (code, envelope["result"]["code"]) == (2, "not_found")
+    assert envelope["next_steps"] == ["naive webhooks list"]
+
+
+@pytest.mark.parametrize(
+    ("args", "listed"),
+    [
+        (("budgets", "delete"), "naive budgets list"),
+        (("webhooks", "get"), "naive webhooks list"),
+        (("webhooks", "deliveries"), "naive webhooks list"),
+        (("media", "get"), "naive media list"),
+        (("jobs", "get"), "naive jobs"),
+    ],
+)
+def test_an_id_not_found_points_at_the_list_it_would_be_in(naive, args, listed):
+    code, envelope = naive.json(*args, str(uuid.uuid4()))
+    assert (code, envelope["result"]["code"]) == (2, "not_found")
+    assert envelope["next_steps"] == [listed]
 
 
 def test_an_idempotency_key_replays_the_first_job(naive, live_api, account):

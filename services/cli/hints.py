@@ -37,6 +37,10 @@ def flags(*pairs: tuple[str, object]) -> list[str]:
     return [str(word) for flag, value in pairs if value is not None for word in (flag, value)]
 
 
+# The command groups whose ids a `list` shows: an id not found there is looked up in it.
+LISTED = frozenset({"media", "webhooks", "budgets"})
+
+
 @dataclass
 class Advice:
     """What to tell the user after a failure."""
@@ -109,9 +113,8 @@ def advise(
                 advice.next_steps.append(command("video", "status", job_id))
         case "not_found":
             advice.hints.append("Nothing with that id in this account.")
-            advice.next_steps.append(
-                command("media", "list") if action.startswith("media") else command("jobs")
-            )
+            group = action.split(".")[0]
+            advice.next_steps.append(command(group, "list") if group in LISTED else command("jobs"))
         case "connection_error" | "timeout":
             advice.hints.append(
                 f"Is the API running at {api_url}? Start the stack (the api, worker and beat "
