@@ -75,6 +75,12 @@ def check_fetchable(url: str, *, allow_private: bool) -> None:
         raise UnsafeUrl("must be an https or http URL, or a data: URL")
     if not _is_host_name(hostname):
         raise UnsafeUrl("has a host name that DNS cannot carry")
+    try:
+        port = parsed.port
+    except ValueError:  # not a number, or past 65535
+        port = 0
+    if port == 0:
+        raise UnsafeUrl("has a port that is not one of 1 to 65535")
     if allow_private:
         return
     try:
@@ -88,6 +94,8 @@ def check_fetchable(url: str, *, allow_private: bool) -> None:
 def _is_host_name(hostname: str) -> bool:
     """A name DNS can carry: labels of 1–63 octets (IDNA-encoded), 253 in all. Anything
     else can never be fetched, so it is refused at submit, not found out by the worker."""
+    if any(character.isspace() or not character.isprintable() for character in hostname):
+        return False  # `exa mple.com`: no resolver looks such a name up
     try:
         encoded = hostname.encode("idna")
     except UnicodeError:
