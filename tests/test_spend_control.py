@@ -239,3 +239,29 @@ def test_operators_set_budgets_and_scheduling_with_naive_admin(
     unknown = naive_admin(test_env, "admin", "set-budget", "--account", str(uuid.uuid4()),
                           "--period", "day", "--credits", "1", "--json")  # fmt: skip
     assert unknown.returncode != 0
+
+
+def test_create_account_prints_the_key_id_a_key_budget_names(
+    test_env: dict[str, str], client: FlaskClient
+) -> None:
+    """`naive budgets set --key-id ID` needs the key's id: `create-account` prints it with
+    the key (nothing else showed it before the key had been charged for a job)."""
+    ran = naive_admin(test_env, "admin", "create-account", "--name", "keyed", "--json")
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    created = json.loads(ran.stdout)
+    headers = {"Authorization": f"Bearer {created['api_key']}"}
+    made = client.post(
+        "/v1/budgets",
+        json={"scope": "key", "key_id": created["key_id"], "period": "day", "credits": 1},
+        headers=headers,
+    )
+    assert made.status_code == 201, made.json
+    refused = client.post(
+        "/v1/video/generate", json={"model": KLING_T2V, "input": PROMPT}, headers=headers
+    )
+    assert refused.status_code == 402
+    assert refused.json["error"]["budget"]["key_id"] == created["key_id"]
+
+    ran = naive_admin(test_env, "admin", "create-account", "--name", "keyed", "--credits", "1")
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert "its id (for --key-id): " in ran.stdout

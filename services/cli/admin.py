@@ -101,19 +101,31 @@ def migrate(state: State) -> None:
     default=None,
     help="Starting grant (default NEW_ACCOUNT_CREDITS, 100).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print {account_id, api_key} as JSON.")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print {account_id, api_key, key_id} as JSON."
+)
 @pass_state
 def create_account(state: State, name: str, credits_: Decimal | None, as_json: bool) -> None:
-    """Create an account and its first API key; the key is shown once."""
+    """Create an account and its first API key; the key is shown once, with its id (a
+    key's budget names it: `naive budgets set --key-id ID`)."""
     state.json_flag = state.json_flag or as_json  # a failure is an envelope then
     grant = stack_settings().new_account_credits if credits_ is None else credits_
     with state.action("admin.create-account"), _database() as db, db.transaction() as session:
         created = accounts.create_account(session=session, name=name, credits=grant)
     if as_json:
-        click.echo(json.dumps({"account_id": str(created.account_id), "api_key": created.api_key}))
+        click.echo(
+            json.dumps(
+                {
+                    "account_id": str(created.account_id),
+                    "api_key": created.api_key,
+                    "key_id": str(created.key_id),
+                }
+            )
+        )
     else:
         click.echo(f"account {created.account_id} with {grant} credits")
         click.echo(f"API key (shown once): {created.api_key}")
+        click.echo(f"its id (for --key-id): {created.key_id}")
 
 
 @admin.command("grant-credits")

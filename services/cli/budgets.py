@@ -34,7 +34,12 @@ def list_budgets(state: State) -> None:
 @budgets.command("set")
 @click.option("--period", type=click.Choice(["day", "month"]), required=True)
 @click.option("--credits", "credits_", type=Decimal, required=True, help="The most per period.")
-@click.option("--key-id", metavar="ID", help="Only this API key (default: the whole account).")
+@click.option(
+    "--key-id",
+    metavar="ID",
+    help="Only this API key (default: the whole account); its id is printed by "
+    "`naive admin create-account`, and `naive usage --group-by key` lists the keys charged.",
+)
 @json_option
 @pass_state
 def set_budget(state: State, period: str, credits_: Decimal, key_id: str | None) -> None:
