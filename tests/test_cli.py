@@ -543,6 +543,9 @@ def test_connection_refused_exits_3(make_naive, account):
     assert envelope["success"] is False
     assert envelope["result"]["code"] == "connection_error"
     assert any("Is the API running at http://127.0.0.1:9?" in hint for hint in envelope["hints"])
+    # on this machine: the way to start one here, not the Procfile's processes
+    assert any("`naive local up` starts the whole stack" in h for h in envelope["hints"])
+    assert envelope["next_steps"] == ["naive local status", "naive local up"]
 
     code, screen = down.tty("credits")
     assert code == 3

@@ -5,6 +5,7 @@ import shlex
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import click
 
@@ -36,6 +37,8 @@ def flags(*pairs: tuple[str, object]) -> list[str]:
     """`--flag value` words for the options that are set, to repeat a filter in a next step."""
     return [str(word) for flag, value in pairs if value is not None for word in (flag, value)]
 
+
+LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 
 # The command groups whose ids a `list` shows: an id not found there is looked up in it.
 LISTED = frozenset({"media", "webhooks", "budgets"})
@@ -116,11 +119,19 @@ def advise(
             group = action.split(".")[0]
             advice.next_steps.append(command(group, "list") if group in LISTED else command("jobs"))
         case "connection_error" | "timeout":
+            local = urlsplit(api_url).hostname in LOOPBACK
             advice.hints.append(
-                f"Is the API running at {api_url}? Start the stack (the api, worker and beat "
-                "processes of the repository's Procfile), or point NAIVE_API_URL / --api-url "
-                "at a running API."
+                f"Is the API running at {api_url}? "
+                + (
+                    "`naive local up` starts the whole stack on this machine; "
+                    if local
+                    else "Start the stack (the api, worker and beat processes of the "
+                    "repository's Procfile), "
+                )
+                + "or point NAIVE_API_URL / --api-url at a running API."
             )
+            if local and failure.code == "connection_error":
+                advice.next_steps += [command("local", "status"), command("local", "up")]
         case "interrupted" | "wait_timeout":
             job_id = error.get("job_id")
             advice.hints.append(
