@@ -496,9 +496,14 @@ def test_invalid_input_hints_name_the_field_and_where_to_fix_it(naive, tmp_path)
     assert envelope["next_steps"] == ["naive webhooks create --help"]
 
     envelope = refused("video", "generate", "-m", KLING_T2V, "A cat", "--aspect-ratio", "2:1")
-    assert envelope["hints"][0] == "input.aspect_ratio: must be one of '16:9', '9:16', '1:1'"
+    assert envelope["hints"][0] == (
+        "input.aspect_ratio (--aspect-ratio): must be one of '16:9', '9:16', '1:1'"
+    )
     assert "naive video models --json" in envelope["hints"][1]
     assert envelope["next_steps"] == ["naive video models --json"]
+
+    envelope = refused("media", "list", "--source", "uploads")
+    assert envelope["hints"] == ["source_type (--source): must be one of video_generation, upload"]
 
     # A batch's items are named by their lines in the file (here after a blank line).
     shots = tmp_path / "shots.jsonl"

@@ -38,6 +38,9 @@ def flags(*pairs: tuple[str, object]) -> list[str]:
     return [str(word) for flag, value in pairs if value is not None for word in (flag, value)]
 
 
+# A field whose option is not named after it.
+OPTION_OF = {"source_type": "--source"}
+
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 
 # The command groups whose ids a `list` shows: an id not found there is looked up in it.
@@ -170,7 +173,8 @@ def _advise_fields(
     """A hint per bad field, with the option that sets it; the models' parameters for a
     model or input field, the command's help for any other."""
     for name, problem in fields.items():
-        option = "--" + name.lower().replace("_", "-")
+        parameter = name.removeprefix("input.")  # `input.duration` is set by --duration
+        option = OPTION_OF.get(parameter, "--" + parameter.lower().replace("_", "-"))
         advice.hints.append(
             f"{name} ({option}): {problem}" if option in options else f"{name}: {problem}"
         )
