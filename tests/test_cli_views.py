@@ -265,6 +265,20 @@ def test_every_id_is_whole_on_one_line_and_no_cell_is_cut(name, width):
     assert "…" not in screen, screen
 
 
+@pytest.mark.parametrize("width", [40, 60, 79])
+@pytest.mark.parametrize("name", list(VIEWS))
+def test_below_80_columns_no_id_is_cut(name, width):
+    """Too narrow for a table's ids: its lines are as wide as the ids need (the terminal
+    wraps them), never cut to the width, which dropped an id's end without a sign
+    (`…/standard/text-to-vide` at 60 columns)."""
+    view, make, ids_of, _ = VIEWS[name]
+    data = make()
+    lines = render(view(data), width)
+    screen = "\n".join(lines)
+    for identifier in ids_of(data):
+        assert any(identifier in line for line in lines), f"{identifier} cut:\n{screen}"
+
+
 def test_a_narrow_table_still_shows_what_matters():
     """At 80 columns the jobs table keeps status, progress, charge, time and model (under
     the id, folded if need be); the wide one, with its full times, at a wide terminal."""

@@ -5,7 +5,7 @@ Each view takes the wire model the API rendered the object with (`shared/*/schem
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -94,14 +94,23 @@ class Fitted:
     def __init__(self, *layouts: Callable[[], Table]) -> None:
         self.layouts = layouts
 
-    def __rich_console__(self, console: Console, options: ConsoleOptions) -> Iterator[Table]:
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         unbounded = options.update_width(UNBOUNDED)  # a table's measure is capped at the width
         for build in self.layouts[:-1]:
             table = build()
             if Measurement.get(console, unbounded, table).maximum <= options.max_width:
                 yield table
                 return
-        yield self.layouts[-1]()
+        narrowest = self.layouts[-1]()
+        needed = Measurement.get(console, unbounded, narrowest).maximum
+        if needed <= options.max_width:
+            yield narrowest
+            return
+        # Narrower than its ids and short cells (whose measure is the most they take: the
+        # notes under an id are folded to its width): the table would cut them, and a cut
+        # id looks like another, or like none. Its lines are as wide as it needs instead,
+        # and the terminal wraps them.
+        yield from console.render(narrowest, options.update_width(needed))
 
 
 @dataclass(frozen=True)
