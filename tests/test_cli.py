@@ -1099,6 +1099,8 @@ def test_video_quote_then_generate_with_it_and_budgets(naive):
     code, envelope = naive.json("video", "generate", "--model", KLING_T2V, "Another harbour",
                                 "--quote-id", quoted["quote_id"], "--json")  # fmt: skip
     assert code == 2 and envelope["result"]["code"] == "quote_mismatch"
+    assert envelope["next_steps"] == [f"naive video quote --model {KLING_T2V} PROMPT"]
+    assert "A quote prices one exact request" in envelope["hints"][0]
 
     code, envelope = naive.json("budgets", "set", "--period", "day", "--credits", "10", "--json")
     assert code == 0 and envelope["result"]["remaining_credits"] == 3.0  # 7 committed today
@@ -1107,5 +1109,9 @@ def test_video_quote_then_generate_with_it_and_budgets(naive):
     code, envelope = naive.json("video", "generate", "--model", KLING_T2V, "Over budget",
                                 "--duration", "10", "--json")  # fmt: skip
     assert code == 2 and envelope["result"]["code"] == "budget_exceeded"
+    assert envelope["next_steps"] == [
+        "naive budgets list",
+        "naive budgets set --period day --credits N",
+    ]
     code, _ = naive.json("budgets", "delete", envelope["result"]["budget"]["id"], "--json")
     assert code == 0

@@ -83,6 +83,32 @@ def advise(
             ]
             if hint := error.get("hint"):
                 advice.hints.append(str(hint))
+        case "budget_exceeded":
+            budget = error.get("budget")
+            period = budget.get("period") if isinstance(budget, dict) else None
+            advice.hints.append(
+                "A budget caps what is committed per period: wait for the next one, or raise "
+                "it (an account's owner decides)."
+            )
+            advice.next_steps += [
+                command("budgets", "list"),
+                command("budgets", "set", "--period", period or "PERIOD", "--credits", "N"),
+            ]
+        case "quote_mismatch" | "quote_expired":
+            advice.hints.append(
+                "A quote prices one exact request (its model and input) until it expires: "
+                "ask for a quote of this one, or submit without --quote-id at today's price."
+            )
+            advice.next_steps.append(
+                command(
+                    "video",
+                    "quote",
+                    "--model",
+                    model or "MODEL",
+                    "PROMPT",
+                    *(["--duration", duration] if duration else []),
+                )
+            )
         case "invalid_model":
             if suggestions := error.get("suggestions"):
                 advice.hints.append("Did you mean: " + ", ".join(map(str, suggestions)) + "?")
