@@ -1102,6 +1102,11 @@ def test_video_quote_then_generate_with_it_and_budgets(naive):
     assert envelope["next_steps"] == [f"naive video quote --model {KLING_T2V} PROMPT"]
     assert "A quote prices one exact request" in envelope["hints"][0]
 
+    code, envelope = naive.json("budgets", "list")
+    assert (code, envelope["result"]["data"]) == (0, [])
+    assert envelope["hints"] == [
+        "No budgets yet: only the credits available limit what is submitted."
+    ]
     code, envelope = naive.json("budgets", "set", "--period", "day", "--credits", "10", "--json")
     assert code == 0 and envelope["result"]["remaining_credits"] == 3.0  # 7 committed today
     code, shown = naive.tty("budgets", "list")

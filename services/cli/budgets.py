@@ -28,6 +28,9 @@ def list_budgets(state: State) -> None:
             found.model_dump(mode="json"),
             view=lambda: views.budgets(found.data),
             next_steps=[command("budgets", "set", "--period", "month", "--credits", "N")],
+            hints=[]
+            if found.data
+            else ["No budgets yet: only the credits available limit what is submitted."],
         )
 
 
