@@ -6,6 +6,7 @@ human mode runs it in a real pseudo-terminal with `pexpect` and checks the visib
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -36,7 +37,7 @@ from shared.jobs.schemas import IDEMPOTENCY_KEY_RULE, MAX_IDEMPOTENCY_KEY
 from shared.ledger import service as ledger
 from shared.media.probe import probe_video
 from shared.webhooks.models import WebhookSubscription
-from tests.helpers import KLING_T2V, job_entries
+from tests.helpers import KLING_I2V, KLING_T2V, job_entries
 from tests.stack import serving
 
 # The receiver and the dispatcher's ticks of the webhook tests, used by name.
@@ -880,6 +881,42 @@ def test_an_id_not_found_points_at_the_list_it_would_be_in(naive, args, listed):
     code, envelope = naive.json(*args, str(uuid.uuid4()))
     assert (code, envelope["result"]["code"]) == (2, "not_found")
     assert envelope["next_steps"] == [listed]
+
+
+def test_image_url_takes_an_image_file_here_sent_inline(naive, live_api, account, tmp_path):
+    """The service cannot read this machine's files: an image file given to --image-url is
+    sent as a data: URL (and quoted so), not refused as "does not match '^(https?://…'"."""
+    from PIL import Image
+
+    photo = tmp_path / "still.png"
+    Image.new("RGB", (64, 48), (200, 120, 40)).save(photo)
+    inline = "data:image/png;base64," + base64.b64encode(photo.read_bytes()).decode()
+
+    code, envelope = naive.json("video", "quote", "-m", KLING_I2V, "Zoom", "--image-url",
+                                str(photo))  # fmt: skip
+    assert code == 0, envelope
+    assert envelope["result"]["input"]["image_url"] == inline
+    assert f"--image-url {photo}" in envelope["next_steps"][0]  # the file, as given
+    code, envelope = naive.json("video", "generate", "-m", KLING_I2V, "Zoom [sim latency=0.3]",
+                                "--image-url", f"file://{photo}", "--wait")  # fmt: skip
+    assert code == 0, envelope
+    assert envelope["result"]["status"] == "completed"
+    assert envelope["result"]["input"]["image_url"] == inline
+
+    (tmp_path / "notes.txt").write_text("not an image")
+    for given, problem in (
+        (str(tmp_path / "notes.txt"), "is not a JPEG, PNG, WebP or GIF image"),
+        (str(tmp_path / "missing.png"), "is neither an https/http/data: URL nor an image file"),
+    ):
+        code, envelope = naive.json("video", "generate", "-m", KLING_I2V, "Zoom",
+                                    "--image-url", given)  # fmt: skip
+        assert (code, envelope["result"]["code"]) == (2, "usage_error"), envelope
+        assert problem in envelope["result"]["message"]
+    big = tmp_path / "big.png"
+    big.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(1_600_000))
+    code, envelope = naive.json("video", "generate", "-m", KLING_I2V, "Zoom", "--image-url",
+                                str(big))  # fmt: skip
+    assert code == 2 and "too large to send inline" in envelope["result"]["message"]
 
 
 def test_an_idempotency_key_replays_the_first_job(naive, live_api, account):

@@ -1,5 +1,6 @@
 """`naive video`: submit generations, follow them, and browse models and prices."""
 
+import base64
 import json
 import re
 from pathlib import Path
@@ -47,6 +48,52 @@ def _model_input(named: dict[str, str | None], params: dict[str, Any]) -> dict[s
     return {**params, **given}
 
 
+# Image files the API takes as data: URLs, by their first bytes.
+IMAGE_SIGNATURES = (
+    (b"\xff\xd8\xff", "image/jpeg"),
+    (b"\x89PNG\r\n\x1a\n", "image/png"),
+    (b"GIF87a", "image/gif"),
+    (b"GIF89a", "image/gif"),
+)
+# A data: URL is base64 (4/3 of the file) in a body of at most MAX_REQUEST_BYTES (2 MiB).
+MAX_IMAGE_FILE_BYTES = 1_500_000
+
+
+def _image_url(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    return _inline_image(value)
+
+
+def _inline_image(value: str | None) -> str | None:
+    """An https, http or data: URL as given; a local image file (a path, or a file: URL)
+    sent inline as a data: URL, since the service cannot read this machine's files."""
+    if value is None or value.startswith(("http://", "https://", "data:")):
+        return value
+    path = Path(value.removeprefix("file://")).expanduser()
+    if not path.is_file():
+        if "://" in value:
+            return value  # another scheme: the API says which it takes
+        raise click.BadParameter(
+            f"{value!r} is neither an https/http/data: URL nor an image file here.",
+            param_hint="'--image-url'",
+        )
+    with path.open("rb") as file:
+        content = file.read(MAX_IMAGE_FILE_BYTES + 1)
+    if len(content) > MAX_IMAGE_FILE_BYTES:
+        raise click.BadParameter(
+            f"{value} is over {MAX_IMAGE_FILE_BYTES / 1e6:g} MB, too large to send inline: "
+            "put it at an https URL.",
+            param_hint="'--image-url'",
+        )
+    mime = next((m for magic, m in IMAGE_SIGNATURES if content.startswith(magic)), None)
+    if mime is None and content[:4] == b"RIFF" and content[8:12] == b"WEBP":
+        mime = "image/webp"
+    if mime is None:
+        raise click.BadParameter(
+            f"{value} is not a JPEG, PNG, WebP or GIF image.", param_hint="'--image-url'"
+        )
+    return f"data:{mime};base64,{base64.b64encode(content).decode('ascii')}"
+
+
 def _parse_params(
     _ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]
 ) -> dict[str, Any]:
@@ -70,7 +117,13 @@ def _parse_params(
 )
 @click.option("--duration", metavar="SECONDS", help="Video length, e.g. 5 or 10.")
 @click.option("--aspect-ratio", metavar="RATIO", help="Output ratio, e.g. 16:9, 9:16, 1:1.")
-@click.option("--image-url", metavar="URL", help="Source image, for image-to-video models.")
+@click.option(
+    "--image-url",
+    metavar="URL",
+    callback=_image_url,
+    help="Source image, for image-to-video models: an https URL, or an image file here "
+    "(JPEG, PNG, WebP or GIF, up to 1.5 MB; sent inline as a data: URL).",
+)
 @click.option("--negative-prompt", metavar="TEXT", help="What to avoid in the video.")
 @click.option(
     "--param",
@@ -467,7 +520,12 @@ def batch_cancel(state: State, batch_id: str) -> None:
 @click.option("--model", "-m", required=True, help="Model id; see `naive video models`.")
 @click.option("--duration", metavar="SECONDS", help="Video length, e.g. 5 or 10.")
 @click.option("--aspect-ratio", metavar="RATIO", help="Output ratio, e.g. 16:9.")
-@click.option("--image-url", metavar="URL", help="Source image, for image-to-video models.")
+@click.option(
+    "--image-url",
+    metavar="URL",
+    help="Source image, for image-to-video models: a URL or an image file, as for "
+    "`naive video generate`.",
+)
 @click.option(
     "--param",
     "params",
@@ -496,7 +554,7 @@ def quote(
         "prompt": prompt,
         "duration": duration,
         "aspect_ratio": aspect_ratio,
-        "image_url": image_url,
+        "image_url": _inline_image(image_url),  # the next step names the file, as given
     }
     body = {"model": model, "input": _model_input(named, params)}
     with state.action("video.quote", model=model, duration=duration) as out:
