@@ -154,6 +154,21 @@ def wait_for_status(live_api: str, account: Any, job_id: str, *statuses: str) ->
 # --- catalog, prices, credits ------------------------------------------------------------
 
 
+def test_the_help_fits_80_columns_and_names_every_command_group():
+    """`naive --help` at an 80-column terminal: no line wraps (the overview's rows ran to 92
+    columns, one without a description), and each group is in the overview."""
+    result = CliRunner().invoke(cli, ["--help"], terminal_width=80)
+    assert result.exit_code == 0
+    lines = result.output.splitlines()
+    assert max(len(line) for line in lines) <= 80, [line for line in lines if len(line) > 80]
+    overview = result.output.split("Commands at a glance:")[1].split("Add --help")[0]
+    rows = overview.strip().splitlines()
+    assert all(re.fullmatch(r"\s*naive .+?\S {2,}\S.*", row) for row in rows), rows
+    for group in ("video", "jobs", "media", "credits", "budgets", "usage", "webhooks", "local",
+                  "mcp", "admin"):  # fmt: skip
+        assert f"naive {group}" in overview
+
+
 def test_video_models_in_both_modes(naive):
     code, envelope = naive.json("video", "models")
     assert code == 0
