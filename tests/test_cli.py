@@ -996,6 +996,14 @@ def test_media_list_and_download(naive, live_api, account, tmp_path):
     assert f"Saved {asset['size_bytes'] / 1000:.1f} KB to {asset['filename']}" in screen
     assert saved.read_bytes() == target.read_bytes()
 
+    # --output a folder: the asset's own filename, in it (it was refused, "is a directory").
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    code, envelope = naive.json("media", "download", asset_id, "--output", str(folder))
+    assert code == 0, envelope
+    assert envelope["result"]["path"] == str((folder / asset["filename"]).resolve())
+    assert (folder / asset["filename"]).read_bytes() == target.read_bytes()
+
     code, envelope = naive.json("media", "download", "00000000-0000-0000-0000-000000000000")
     assert code == 2
     assert envelope["result"]["code"] == "not_found"
