@@ -274,6 +274,13 @@ def test_usage_in_both_modes_and_as_csv(naive, live_api, account):
     code, screen = naive.tty("usage", "--group-by", "key")
     assert code == 0
     assert re.search(rf"{re.escape(account.key[:12])}\s+1\s+3\.5\s+5\s+\$0\.35", screen)
+    # the key's id too, which a key's budget names, and how to set one
+    code, envelope = naive.json("usage", "--group-by", "key")
+    key_id = envelope["result"]["rows"][0]["group"]
+    assert key_id in screen
+    assert envelope["next_steps"][-1] == (
+        f"naive budgets set --period month --credits N --key-id {key_id}"
+    )
     assert re.search(r"Total\s+1\s+3\.5\s+5\s+\$0\.35", screen)
 
     exported = subprocess.run(

@@ -182,6 +182,15 @@ def _usage() -> Usage:
     )
 
 
+def _usage_by_key() -> Usage:
+    usage = _usage()
+    usage.group_by = "key"
+    for n, row in enumerate(usage.rows):
+        row.group, row.key_prefix = _id(), f"nv_sk_{n:06d}"
+    usage.rows[-1].group, usage.rows[-1].key_prefix = None, None  # jobs before keys were kept
+    return usage
+
+
 def _models() -> list[Model]:
     return [Model.of(model, 0.5) for model in all_models()]
 
@@ -221,6 +230,12 @@ VIEWS: dict[str, Case] = {
         _usage,
         lambda data: [str(row.group) for row in data.rows],
         ["123.5", "$14.70", "Total"],
+    ),
+    "usage by key": (
+        views.usage,
+        _usage_by_key,
+        lambda data: [str(row.group) for row in data.rows if row.group],
+        ["nv_sk_000001", "(none)", "Total"],
     ),
     "webhooks": (
         views.webhooks,

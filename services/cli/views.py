@@ -449,7 +449,10 @@ def credits(data: Credits) -> RenderableType:
 
 def usage(data: Usage) -> RenderableType:
     """Charges and provider costs per group, with their totals."""
-    label = {"model": "Model", "day": "Day (UTC)", "key": "API key"}[data.group_by]
+    by_key = data.group_by == "key"
+    label = {"model": "Model", "day": "Day (UTC)", "key": "API key: its first characters"}[
+        data.group_by
+    ]
     options: dict[str, Any] = {
         "show_footer": True,
         "title": f"Usage {data.start:%Y-%m-%d %H:%M} to {data.end:%Y-%m-%d %H:%M} UTC",
@@ -459,20 +462,24 @@ def usage(data: Usage) -> RenderableType:
         "caption_justify": "left",
     }
     totals = data.totals
-    groups = [
-        row.group if data.group_by != "key" else row.key_prefix or row.group for row in data.rows
-    ]
+    # A key's id, what a key's budget names (`naive budgets set --key-id`), above the first
+    # characters of the key itself, which tell a person which key it is.
+    groups = [row.group for row in data.rows]
+    notes = [row.key_prefix if by_key else None for row in data.rows]
 
     def wide() -> Table:
         table = Table(box=box.SIMPLE_HEAD, **options)
-        table.add_column(label, "Total", no_wrap=True)
+        table.add_column("API key (id)" if by_key else label, "Total", no_wrap=True)
+        if by_key:
+            table.add_column("Key starts")
         table.add_column("Jobs", number(totals.jobs), justify="right")
         table.add_column("Charged (credits)", number(totals.charged_credits), justify="right")
         table.add_column("Provider units", number(totals.provider_units), justify="right")
         table.add_column("Provider cost", _cost(totals.provider_cost_usd), justify="right")
-        for group, row in zip(groups, data.rows, strict=True):
+        for group, note, row in zip(groups, notes, data.rows, strict=True):
             table.add_row(
                 cell(group if group is not None else "(none)"),
+                *([cell(note)] if by_key else []),
                 cell(number(row.jobs)),
                 cell(number(row.charged_credits)),
                 cell(number(row.provider_units)),
@@ -482,13 +489,13 @@ def usage(data: Usage) -> RenderableType:
 
     rows: list[list[RenderableType]] = [
         [
-            Identified(group if group is not None else "(none)"),
+            Identified(group if group is not None else "(none)", note),
             cell(number(row.jobs)),
             cell(number(row.charged_credits)),
             cell(_cost(row.provider_cost_usd)),
             cell(number(row.provider_units)),
         ]
-        for group, row in zip(groups, data.rows, strict=True)
+        for group, note, row in zip(groups, notes, data.rows, strict=True)
     ]
     columns = [
         Column(label, footer="Total"),
