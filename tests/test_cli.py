@@ -941,6 +941,38 @@ def test_image_url_takes_an_image_file_here_sent_inline(naive, live_api, account
     assert code == 2 and "too large to send inline" in envelope["result"]["message"]
 
 
+@pytest.mark.usefixtures("dispatching")
+def test_generate_sends_metadata_and_a_jobs_own_webhook_whose_secret_it_prints(naive, request):
+    """--metadata and --webhook-url (the API's `metadata`, `webhook_url`): the job's own
+    secret is shown (in the envelope's hints with --wait, where the job is the result)."""
+    import standardwebhooks
+
+    hooks: Receiver = request.getfixturevalue("receiver")
+    url = hooks.endpoint()
+    code, envelope = naive.json(
+        "video", "generate", "-m", KLING_T2V, "A kite [sim latency=0.3]", "--metadata", "run=7",
+        "--metadata", "team=blue", "--webhook-url", url, "--webhook-event", "job.completed",
+        "--wait",
+    )  # fmt: skip
+    assert code == 0, envelope
+    assert envelope["result"]["metadata"] == {"run": 7, "team": "blue"}
+    [secret] = [
+        hint.split(": ", 1)[1].split(".", 1)[0]
+        for hint in envelope["hints"]
+        if hint.startswith("Webhook secret of this job")
+    ]
+    assert secret.startswith("whsec_")
+    [got] = wait_for(lambda: hooks.at(url), timeout=60, interval=0.2)
+    event = standardwebhooks.Webhook(secret).verify(got.body, got.headers)
+    assert event["type"] == "job.completed"
+    assert event["data"]["metadata"] == {"run": 7, "team": "blue"}
+
+    code, envelope = naive.json("video", "generate", "-m", KLING_T2V, "A kite",
+                                "--webhook-event", "job.completed")  # fmt: skip
+    assert (code, envelope["result"]["code"]) == (2, "usage_error")
+    assert "--webhook-event needs --webhook-url" in envelope["result"]["message"]
+
+
 def test_an_idempotency_key_replays_the_first_job(naive, live_api, account):
     args = ("video", "generate", "-m", KLING_T2V, "Once [sim latency=0.3]")
     _, first = naive.json(*args, "--idempotency-key", "cli-intent-1")

@@ -4,7 +4,7 @@ import base64
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import click
 
@@ -26,6 +26,7 @@ from shared.jobs.schemas import (
     valid_idempotency_key,
 )
 from shared.jobs.status import PublicStatus
+from shared.webhooks.schemas import EventType
 from shared.wire import instant
 
 # A field of a batch's item, `items[1].input`: its name starts with the item's.
@@ -135,6 +136,28 @@ def _parse_params(
     "(cfg_scale=0.7, generate_audio=false), else sent as a string.",
 )
 @click.option(
+    "--metadata",
+    "metadata",
+    metavar="KEY=VALUE",
+    multiple=True,
+    callback=_parse_params,
+    help="Your own data kept on the job and copied into its events (repeatable); VALUE as "
+    "for --param.",
+)
+@click.option(
+    "--webhook-url",
+    metavar="URL",
+    help="Also send this job's events to URL, signed with a secret of its own (printed once).",
+)
+@click.option(
+    "--webhook-event",
+    "webhook_events",
+    metavar="TYPE",
+    multiple=True,
+    type=click.Choice(list(get_args(EventType))),
+    help="With --webhook-url: only this event type (repeatable; default every type).",
+)
+@click.option(
     "--idempotency-key",
     metavar="KEY",
     help="Retry safely: the same key and request return the first job instead of a new one.",
@@ -170,6 +193,9 @@ def generate(
     image_url: str | None,
     negative_prompt: str | None,
     params: dict[str, Any],
+    metadata: dict[str, Any],
+    webhook_url: str | None,
+    webhook_events: tuple[str, ...],
     idempotency_key: str | None,
     quote_id: str | None,
     wait: bool,
@@ -200,9 +226,17 @@ def generate(
         "image_url": image_url,
         "negative_prompt": negative_prompt,
     }
+    if webhook_events and not webhook_url:
+        raise click.UsageError("--webhook-event needs --webhook-url.")
     body: dict[str, Any] = {"model": model, "input": _model_input(named, params)}
     if quote_id:
         body["quote_id"] = quote_id
+    if metadata:
+        body["metadata"] = metadata
+    if webhook_url:
+        body["webhook_url"] = webhook_url
+        if webhook_events:
+            body["webhook_events"] = list(webhook_events)
     with state.action("video.generate", model=model, duration=duration) as out:
         headers = _idempotency_headers(idempotency_key)
         answer, answer_headers = state.client.post_with_headers(
@@ -215,6 +249,14 @@ def generate(
             f"Replayed: --idempotency-key {idempotency_key} was used before, so this is the "
             "first job it made; nothing new was held or charged."
         )
+        secret_hints = (
+            [
+                f"Webhook secret of this job (shown once, keep it with the job id): "
+                f"{accepted.webhook_secret}. Verify each delivery with it (Standard Webhooks)."
+            ]
+            if accepted.webhook_secret
+            else []
+        )
         if not wait:
             out.success(
                 accepted.model_dump(mode="json"),
@@ -222,12 +264,15 @@ def generate(
                 next_steps=[command("video", "status", job_id), command("jobs", "cancel", job_id)],
                 hints=[
                     *([replay_hint] if replayed else []),
+                    *secret_hints,
                     "Credits are charged on completion only.",
                 ],
             )
             return
         if replayed:
             out.note(replay_hint)
+        for hint in secret_hints:  # before the wait, which Ctrl-C may end
+            out.note(hint)
         out.note(
             f"Job {job_id} {accepted.status}: about "
             f"{views.number(accepted.estimated_credits)} "
@@ -250,11 +295,14 @@ def generate(
                 },
                 ExitCode.INTERRUPTED,
             ) from None
-        _finish(state, out, job, output)
+        _finish(state, out, job, output, hints=secret_hints)
 
 
-def _finish(state: State, out: Reporter, job: Job, output: Path | None) -> None:
-    """Report a job that ended: the video (downloaded to `output` if given), or why not."""
+def _finish(
+    state: State, out: Reporter, job: Job, output: Path | None, *, hints: list[str]
+) -> None:
+    """Report a job that ended: the video (downloaded to `output` if given), or why not;
+    `hints` come first (a webhook secret: the JSON envelope's only place for it)."""
     job_id = job.id
     if job.status is not PublicStatus.COMPLETED:
         error = job.error
@@ -263,10 +311,10 @@ def _finish(state: State, out: Reporter, job: Job, output: Path | None) -> None:
             job.model_dump(mode="json"),
             message=f"Job {job_id} {job.status}{reason}",
             next_steps=[command("video", "status", job_id), *job_next_steps(job)],
-            hints=job_hints(job),
+            hints=[*hints, *job_hints(job)],
         )
         raise click.exceptions.Exit(ExitCode.JOB_FAILED)
-    hints = []
+    hints = list(hints)
     if output is not None:
         url = job.result.video.url if job.result else None
         if not url:
