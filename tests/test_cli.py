@@ -656,6 +656,10 @@ def test_jobs_list_and_cancel(naive, live_api, account):
     assert code == 0 and job_id in screen and "cancelled" in screen
     code, envelope = naive.json("jobs", "--status", "completed")
     assert envelope["result"]["data"] == []
+    # `jobs list` as `media list`, `webhooks list`, `budgets list` (it was "No such command")
+    code, listed = naive.json("jobs", "list", "--status", "cancelled", "--limit", "5")
+    assert (code, listed["action"]) == (0, "jobs.list")
+    assert [job["id"] for job in listed["result"]["data"]] == [job_id]
     credits = httpx.get(f"{live_api}/v1/credits", headers=account.headers).json()
     assert (credits["held"], credits["available"]) == (0, 100)
 
