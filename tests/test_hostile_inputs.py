@@ -6,6 +6,8 @@ Against the real stack: PostgreSQL, Redis and a real Celery worker (the session'
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -13,6 +15,7 @@ from typing import Any
 
 import pytest
 from flask import Flask
+from PIL import Image
 from sqlalchemy import func, select
 
 from shared.config import Settings
@@ -74,6 +77,38 @@ def test_an_image_url_whose_host_dns_cannot_carry_is_refused_at_submit(
     assert response.status_code == 422, response.json
     assert "input.image_url" in response.json["error"]["fields"]
     assert _jobs_of(runtime, account) == 0
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("data:image/png;base64,AAAA", "is a data: URL that holds no JPEG, PNG, WebP or GIF image"),
+        ("data:image/png;base64,iVBOR", "is a data: URL whose base64 is not valid"),
+        ("data:image/png;base64", "is a data: URL without its ',' and data"),
+        ("data:image/gif,hello", "is a data: URL that holds no JPEG, PNG, WebP or GIF image"),
+    ],
+)
+def test_a_data_url_without_an_image_is_refused_at_submit(
+    client: Any, account: Any, runtime: Runtime, url: str, problem: str
+) -> None:
+    """It was accepted, held, and failed the job seconds later ("could not load
+    image_url: URL does not point to a supported image"): its bytes are right there."""
+    body = {"model": I2V, "input": {"image_url": url, "prompt": "a cat"}}
+    response = client.post("/v1/video/generate", json=body, headers=account.headers)
+    assert response.status_code == 422, response.json
+    assert response.json["error"]["fields"] == {"input.image_url": problem}
+    assert _jobs_of(runtime, account) == 0
+
+
+def test_a_data_url_of_each_image_format_is_accepted(client: Any, account: Any) -> None:
+    for image_format in ("PNG", "JPEG", "GIF", "WEBP"):
+        buffer = io.BytesIO()
+        Image.new("RGB", (32, 24), (10, 200, 30)).save(buffer, image_format)
+        mime = f"image/{image_format.lower()}"
+        url = f"data:{mime};base64,{base64.b64encode(buffer.getvalue()).decode()}"
+        body = {"model": I2V, "input": {"image_url": url, "prompt": f"a {image_format}"}}
+        response = client.post("/v1/video/generate", json=body, headers=account.headers)
+        assert response.status_code == 202, (image_format, response.json)
 
 
 @pytest.mark.parametrize("port", ["99999", "0", "65536", "http"])
