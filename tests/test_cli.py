@@ -169,6 +169,27 @@ def test_the_help_fits_80_columns_and_names_every_command_group():
         assert f"naive {group}" in overview
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("budgets", "set", "--period", "day", "--credits", "abc"),
+        ("admin", "grant-credits", "--account", str(uuid.uuid4()), "--credits", "ten"),
+        ("admin", "create-account", "--name", "x", "--credits", "1,5"),
+        ("admin", "set-budget", "--account", str(uuid.uuid4()), "--period", "day",
+         "--credits", "--"),
+        ("local", "up", "--credits", "lots"),
+    ],
+)  # fmt: skip
+def test_credits_that_are_not_a_number_are_a_usage_error_not_a_traceback(args):
+    """`type=Decimal` let `decimal.InvalidOperation` out of click: a traceback, exit 1."""
+    result = CliRunner().invoke(cli, ["--json", *args])
+    assert result.exit_code == 2, result.output
+    envelope = json.loads(result.output)
+    assert envelope["result"]["code"] == "usage_error"
+    assert "is not a number" in envelope["result"]["message"]
+    assert "Traceback" not in result.output
+
+
 def test_video_models_in_both_modes(naive):
     code, envelope = naive.json("video", "models")
     assert code == 0

@@ -20,6 +20,7 @@ from sqlalchemy.exc import OperationalError
 
 from services.cli.errors import ExitCode, Failure
 from services.cli.local import stack_settings
+from services.cli.numbers import DECIMAL
 from services.cli.output import Reporter, wants_json
 from services.cli.state import State, json_option, pass_state
 from shared import accounts
@@ -97,7 +98,7 @@ def migrate(state: State) -> None:
 @click.option(
     "--credits",
     "credits_",
-    type=Decimal,
+    type=DECIMAL,
     default=None,
     help="Starting grant (default NEW_ACCOUNT_CREDITS, 100).",
 )
@@ -130,7 +131,7 @@ def create_account(state: State, name: str, credits_: Decimal | None, as_json: b
 
 @admin.command("grant-credits")
 @click.option("--account", "account_id", type=click.UUID, required=True, help="The account's id.")
-@click.option("--credits", "credits_", type=Decimal, required=True, help="Credits to add.")
+@click.option("--credits", "credits_", type=DECIMAL, required=True, help="Credits to add.")
 @click.option("--note", default=None, help="Kept on the ledger entry.")
 @json_option
 @pass_state
@@ -216,7 +217,7 @@ def set_scheduling(
     "--key-id", type=click.UUID, default=None, help="Limit this key only (default: every key)."
 )
 @click.option("--period", type=click.Choice(["day", "month"]), required=True)
-@click.option("--credits", "credits_", type=Decimal, required=True, help="The most per period.")
+@click.option("--credits", "credits_", type=DECIMAL, required=True, help="The most per period.")
 @json_option
 @pass_state
 def set_budget(

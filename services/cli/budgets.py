@@ -7,6 +7,7 @@ import click
 from services.cli import views
 from services.cli.client import read, segment
 from services.cli.hints import command
+from services.cli.numbers import DECIMAL
 from services.cli.state import State, json_option, pass_state
 from shared.budgets.schemas import Budget, BudgetList
 
@@ -36,7 +37,7 @@ def list_budgets(state: State) -> None:
 
 @budgets.command("set")
 @click.option("--period", type=click.Choice(["day", "month"]), required=True)
-@click.option("--credits", "credits_", type=Decimal, required=True, help="The most per period.")
+@click.option("--credits", "credits_", type=DECIMAL, required=True, help="The most per period.")
 @click.option(
     "--key-id",
     metavar="ID",
