@@ -190,6 +190,26 @@ def test_credits_that_are_not_a_number_are_a_usage_error_not_a_traceback(args):
     assert "Traceback" not in result.output
 
 
+@pytest.mark.parametrize(
+    ("env", "code"),
+    [
+        ({"NAIVE_API_KEY": "nv_sk_héllo"}, "invalid_api_key"),
+        ({"NAIVE_API_URL": "http://[::1"}, "invalid_api_url"),
+    ],
+)
+@pytest.mark.parametrize("args", [("jobs",), ("credits",), ("mcp",)])
+def test_a_key_or_url_no_request_can_carry_is_refused_not_a_traceback(env, code, args, tmp_path):
+    """httpx raised UnicodeEncodeError (a key with a non-ASCII character) or InvalidURL (an
+    API URL it cannot parse) through the CLI and `naive mcp`: tracebacks, exit 1."""
+    env = {"NAIVE_API_URL": "http://127.0.0.1:9", "NAIVE_API_KEY": "nv_sk_x", **env}
+    result = CliRunner().invoke(
+        cli, ["--json", *args], env={**env, "NAIVE_DATA_DIR": str(tmp_path)}
+    )
+    assert result.exit_code == 2, result.output
+    assert json.loads(result.output)["result"]["code"] == code
+    assert "Traceback" not in result.output
+
+
 def test_video_models_in_both_modes(naive):
     code, envelope = naive.json("video", "models")
     assert code == 0
