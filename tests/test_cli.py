@@ -210,6 +210,16 @@ def test_a_key_or_url_no_request_can_carry_is_refused_not_a_traceback(env, code,
     assert "Traceback" not in result.output
 
 
+def test_a_batch_file_that_is_not_utf8_is_a_usage_error_naming_its_line(tmp_path):
+    """read_text raised UnicodeDecodeError through the CLI: a traceback, exit 1."""
+    shots = tmp_path / "shots.jsonl"
+    shots.write_bytes(b'{"model": "m", "input": {}}\n\xff\xfe\n')
+    result = CliRunner().invoke(cli, ["--json", "video", "batch", str(shots)])
+    assert result.exit_code == 2, result.output
+    message = json.loads(result.output)["result"]["message"]
+    assert "line 2: not UTF-8 text" in message
+
+
 def test_video_models_in_both_modes(naive):
     code, envelope = naive.json("video", "models")
     assert code == 0

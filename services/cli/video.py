@@ -415,7 +415,14 @@ def _read_items(path: Path) -> dict[int, dict[str, Any]]:
     """One item per non-empty line, each a JSON object `{model, input, metadata?}`, by its
     line number."""
     items = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        at = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise click.BadParameter(
+            f"line {at}: not UTF-8 text (JSON Lines are UTF-8; byte {exc.start})."
+        ) from None
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
