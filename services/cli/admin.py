@@ -110,7 +110,17 @@ def create_account(state: State, name: str, credits_: Decimal | None, as_json: b
     """Create an account and its first API key; the key is shown once, with its id (a
     key's budget names it: `naive budgets set --key-id ID`)."""
     state.json_flag = state.json_flag or as_json  # a failure is an envelope then
+    if not name.strip() or len(name) > 200:  # the column's size
+        raise click.BadParameter("must be 1 to 200 characters, not blank.", param_hint="'--name'")
     grant = stack_settings().new_account_credits if credits_ is None else credits_
+    if credits_ is not None and credits_ < 0:
+        raise click.BadParameter("must not be negative.", param_hint="'--credits'")
+    if credits_ is not None and credits_ != 0:
+        try:  # bounded as a grant is (a negative one was dropped without a word)
+            CreditGrant.model_validate({"credits": credits_})
+        except ValidationError as exc:
+            problems = "; ".join(e["msg"] for e in exc.errors())
+            raise click.BadParameter(problems, param_hint="'--credits'") from None
     with state.action("admin.create-account"), _database() as db, db.transaction() as session:
         created = accounts.create_account(session=session, name=name, credits=grant)
     if as_json:
