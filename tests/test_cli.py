@@ -444,12 +444,24 @@ def test_generate_wait_json_and_output_writes_a_playable_mp4(naive, runtime, tmp
     assert list(target.parent.iterdir()) == [target]  # no .part left behind
     assert job_entries(runtime, job["id"]) == {"hold": [350], "capture": [350]}
 
+    # --output a folder: the video under its own filename there (it was "is a directory")
+    code, envelope = naive.json("video", "generate", "--model", KLING_T2V, "A kite [sim "
+                                "latency=0.3]", "--output", str(target.parent))  # fmt: skip
+    assert code == 0, envelope
+    asset_id = envelope["result"]["result"]["media_asset_id"]
+    [saved] = [path for path in target.parent.iterdir() if path != target]
+    assert saved.name.endswith(f"-{envelope['result']['id'][:8]}.mp4"), saved
+    assert any(str(saved.relative_to(tmp_path)) in hint for hint in envelope["hints"])
+    code, asset = naive.json("media", "get", asset_id)
+    assert asset["result"]["filename"] == saved.name
+
 
 def test_an_output_that_cannot_be_written_is_refused_before_submitting(
     naive, live_api, account, tmp_path
 ):
-    """`-o /nonexistent/x.mp4` submitted, waited, was charged, then failed to write."""
-    for output in ("/nonexistent/x.mp4", str(tmp_path)):
+    """`-o /nonexistent/x.mp4` submitted, waited, was charged, then failed to write. (A
+    folder that exists is written into, under the video's own filename.)"""
+    for output in ("/nonexistent/x.mp4", str(tmp_path / "missing" / "x.mp4")):
         code, envelope = naive.json(
             "video", "generate", "--model", KLING_T2V, "A kite", "--output", output
         )

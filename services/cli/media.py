@@ -98,7 +98,7 @@ def download_media(state: State, asset_id: str, output: Path | None) -> None:
     with state.action("media.download") as out:
         if output is None or output.is_dir():
             asset = state.client.fetch(MediaAsset, f"/v1/media/{segment(asset_id)}")
-            output = (output or Path()) / _local_name(asset, asset_id)
+            output = (output or Path()) / local_name(asset, asset_id)
         size = download(
             state.client,
             f"/v1/media/{segment(asset_id)}/content",
@@ -111,7 +111,7 @@ def download_media(state: State, asset_id: str, output: Path | None) -> None:
         )
 
 
-def _local_name(asset: MediaAsset, asset_id: str) -> Path:
+def local_name(asset: MediaAsset, asset_id: str) -> Path:
     """The server's filename as a bare name in the current directory, never a path elsewhere."""
     name = Path(asset.filename).name
     if name in ("", ".", ".."):

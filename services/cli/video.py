@@ -172,9 +172,10 @@ def _parse_params(
     "--output",
     "-o",
     metavar="FILE",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=click.Path(path_type=Path),
     callback=writable_output,
-    help="Download the finished video to FILE (implies --wait).",
+    help="Download the finished video to FILE, or into a folder under its own filename "
+    "(implies --wait).",
 )
 @click.option(
     "--timeout",
@@ -323,6 +324,8 @@ def _finish(
                 ExitCode.SERVICE_ERROR,
             )
         try:
+            if output.is_dir():
+                output = output / _filename(state, job)
             size = download(
                 state.client, url, output, console=None if out.json_mode else out.console
             )
@@ -335,6 +338,15 @@ def _finish(
         next_steps=job_next_steps(job),
         hints=hints,
     )
+
+
+def _filename(state: State, job: Job) -> Path:
+    """The finished video's own filename, as `naive media download` saves it."""
+    from services.cli.media import local_name
+    from shared.media.schemas import MediaAsset
+
+    asset_id = str(job.result.media_asset_id) if job.result else ""
+    return local_name(state.client.fetch(MediaAsset, f"/v1/media/{segment(asset_id)}"), asset_id)
 
 
 def _not_saved(failure: Failure, job: Job) -> Failure:
