@@ -523,3 +523,22 @@ def test_an_unsatisfiable_range_keeps_its_content_range(client, account):
     assert response.status_code == 416
     assert response.json["error"]["code"] == "range_not_satisfiable"
     assert response.headers["Content-Range"].startswith("bytes */")
+
+
+def test_a_range_that_is_not_one_byte_range_is_ignored_and_the_whole_file_sent(client, account):
+    """Another unit must be ignored (RFC 9110, 14.2); several ranges or an unreadable one
+    may be. All were answered 416 `range_not_satisfiable`, as if past the end."""
+    job = wait_for_job(
+        client, account, generate(client, account, "Ranges [sim latency=0.5]")["job_id"]
+    )
+    asset = client.get(f"/v1/media/{job['result']['media_asset_id']}", headers=account.headers)
+    size = asset.json["size_bytes"]
+    path = f"/v1/media/{asset.json['id']}/content"
+    for header in ("items=0-5", "bytes=0-1,5-6", "bytes=abc", "bytes=5-2"):
+        with client.get(path, headers={**account.headers, "Range": header}) as whole:
+            assert whole.status_code == 200, (header, whole.status_code)
+            assert len(whole.data) == size
+            assert "Content-Range" not in whole.headers
+    with client.get(path, headers={**account.headers, "Range": "bytes=2-5"}) as one:
+        assert (one.status_code, len(one.data)) == (206, 4)
+        assert one.headers["Content-Range"] == f"bytes 2-5/{size}"

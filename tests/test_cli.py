@@ -6,6 +6,7 @@ human mode runs it in a real pseudo-terminal with `pexpect` and checks the visib
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -17,6 +18,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -34,7 +36,8 @@ from services.cli.wait import until_batch_ends
 from shared.jobs.schemas import IDEMPOTENCY_KEY_RULE, MAX_IDEMPOTENCY_KEY
 from shared.ledger import service as ledger
 from shared.media.probe import probe_video
-from tests.helpers import KLING_T2V, job_entries
+from shared.webhooks.models import WebhookSubscription
+from tests.helpers import KLING_I2V, KLING_T2V, job_entries
 from tests.stack import serving
 
 # The receiver and the dispatcher's ticks of the webhook tests, used by name.
@@ -151,6 +154,72 @@ def wait_for_status(live_api: str, account: Any, job_id: str, *statuses: str) ->
 # --- catalog, prices, credits ------------------------------------------------------------
 
 
+def test_the_help_fits_80_columns_and_names_every_command_group():
+    """`naive --help` at an 80-column terminal: no line wraps (the overview's rows ran to 92
+    columns, one without a description), and each group is in the overview."""
+    result = CliRunner().invoke(cli, ["--help"], terminal_width=80)
+    assert result.exit_code == 0
+    lines = result.output.splitlines()
+    assert max(len(line) for line in lines) <= 80, [line for line in lines if len(line) > 80]
+    overview = result.output.split("Commands at a glance:")[1].split("Add --help")[0]
+    rows = overview.strip().splitlines()
+    assert all(re.fullmatch(r"\s*naive .+?\S {2,}\S.*", row) for row in rows), rows
+    for group in ("video", "jobs", "media", "credits", "budgets", "usage", "webhooks", "local",
+                  "mcp", "admin"):  # fmt: skip
+        assert f"naive {group}" in overview
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("budgets", "set", "--period", "day", "--credits", "abc"),
+        ("admin", "grant-credits", "--account", str(uuid.uuid4()), "--credits", "ten"),
+        ("admin", "create-account", "--name", "x", "--credits", "1,5"),
+        ("admin", "set-budget", "--account", str(uuid.uuid4()), "--period", "day",
+         "--credits", "--"),
+        ("local", "up", "--credits", "lots"),
+    ],
+)  # fmt: skip
+def test_credits_that_are_not_a_number_are_a_usage_error_not_a_traceback(args):
+    """`type=Decimal` let `decimal.InvalidOperation` out of click: a traceback, exit 1."""
+    result = CliRunner().invoke(cli, ["--json", *args])
+    assert result.exit_code == 2, result.output
+    envelope = json.loads(result.output)
+    assert envelope["result"]["code"] == "usage_error"
+    assert "is not a number" in envelope["result"]["message"]
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("env", "code"),
+    [
+        ({"NAIVE_API_KEY": "nv_sk_héllo"}, "invalid_api_key"),
+        ({"NAIVE_API_URL": "http://[::1"}, "invalid_api_url"),
+    ],
+)
+@pytest.mark.parametrize("args", [("jobs",), ("credits",), ("mcp",)])
+def test_a_key_or_url_no_request_can_carry_is_refused_not_a_traceback(env, code, args, tmp_path):
+    """httpx raised UnicodeEncodeError (a key with a non-ASCII character) or InvalidURL (an
+    API URL it cannot parse) through the CLI and `naive mcp`: tracebacks, exit 1."""
+    env = {"NAIVE_API_URL": "http://127.0.0.1:9", "NAIVE_API_KEY": "nv_sk_x", **env}
+    result = CliRunner().invoke(
+        cli, ["--json", *args], env={**env, "NAIVE_DATA_DIR": str(tmp_path)}
+    )
+    assert result.exit_code == 2, result.output
+    assert json.loads(result.output)["result"]["code"] == code
+    assert "Traceback" not in result.output
+
+
+def test_a_batch_file_that_is_not_utf8_is_a_usage_error_naming_its_line(tmp_path):
+    """read_text raised UnicodeDecodeError through the CLI: a traceback, exit 1."""
+    shots = tmp_path / "shots.jsonl"
+    shots.write_bytes(b'{"model": "m", "input": {}}\n\xff\xfe\n')
+    result = CliRunner().invoke(cli, ["--json", "video", "batch", str(shots)])
+    assert result.exit_code == 2, result.output
+    message = json.loads(result.output)["result"]["message"]
+    assert "line 2: not UTF-8 text" in message
+
+
 def test_video_models_in_both_modes(naive):
     code, envelope = naive.json("video", "models")
     assert code == 0
@@ -256,6 +325,13 @@ def test_usage_in_both_modes_and_as_csv(naive, live_api, account):
     code, screen = naive.tty("usage", "--group-by", "key")
     assert code == 0
     assert re.search(rf"{re.escape(account.key[:12])}\s+1\s+3\.5\s+5\s+\$0\.35", screen)
+    # the key's id too, which a key's budget names, and how to set one
+    code, envelope = naive.json("usage", "--group-by", "key")
+    key_id = envelope["result"]["rows"][0]["group"]
+    assert key_id in screen
+    assert envelope["next_steps"][-1] == (
+        f"naive budgets set --period month --credits N --key-id {key_id}"
+    )
     assert re.search(r"Total\s+1\s+3\.5\s+5\s+\$0\.35", screen)
 
     exported = subprocess.run(
@@ -368,12 +444,24 @@ def test_generate_wait_json_and_output_writes_a_playable_mp4(naive, runtime, tmp
     assert list(target.parent.iterdir()) == [target]  # no .part left behind
     assert job_entries(runtime, job["id"]) == {"hold": [350], "capture": [350]}
 
+    # --output a folder: the video under its own filename there (it was "is a directory")
+    code, envelope = naive.json("video", "generate", "--model", KLING_T2V, "A kite [sim "
+                                "latency=0.3]", "--output", str(target.parent))  # fmt: skip
+    assert code == 0, envelope
+    asset_id = envelope["result"]["result"]["media_asset_id"]
+    [saved] = [path for path in target.parent.iterdir() if path != target]
+    assert saved.name.endswith(f"-{envelope['result']['id'][:8]}.mp4"), saved
+    assert any(str(saved.relative_to(tmp_path)) in hint for hint in envelope["hints"])
+    code, asset = naive.json("media", "get", asset_id)
+    assert asset["result"]["filename"] == saved.name
+
 
 def test_an_output_that_cannot_be_written_is_refused_before_submitting(
     naive, live_api, account, tmp_path
 ):
-    """`-o /nonexistent/x.mp4` submitted, waited, was charged, then failed to write."""
-    for output in ("/nonexistent/x.mp4", str(tmp_path)):
+    """`-o /nonexistent/x.mp4` submitted, waited, was charged, then failed to write. (A
+    folder that exists is written into, under the video's own filename.)"""
+    for output in ("/nonexistent/x.mp4", str(tmp_path / "missing" / "x.mp4")):
         code, envelope = naive.json(
             "video", "generate", "--model", KLING_T2V, "A kite", "--output", output
         )
@@ -494,9 +582,14 @@ def test_invalid_input_hints_name_the_field_and_where_to_fix_it(naive, tmp_path)
     assert envelope["next_steps"] == ["naive webhooks create --help"]
 
     envelope = refused("video", "generate", "-m", KLING_T2V, "A cat", "--aspect-ratio", "2:1")
-    assert envelope["hints"][0] == "input.aspect_ratio: must be one of '16:9', '9:16', '1:1'"
+    assert envelope["hints"][0] == (
+        "input.aspect_ratio (--aspect-ratio): must be one of '16:9', '9:16', '1:1'"
+    )
     assert "naive video models --json" in envelope["hints"][1]
     assert envelope["next_steps"] == ["naive video models --json"]
+
+    envelope = refused("media", "list", "--source", "uploads")
+    assert envelope["hints"] == ["source_type (--source): must be one of video_generation, upload"]
 
     # A batch's items are named by their lines in the file (here after a blank line).
     shots = tmp_path / "shots.jsonl"
@@ -541,6 +634,9 @@ def test_connection_refused_exits_3(make_naive, account):
     assert envelope["success"] is False
     assert envelope["result"]["code"] == "connection_error"
     assert any("Is the API running at http://127.0.0.1:9?" in hint for hint in envelope["hints"])
+    # on this machine: the way to start one here, not the Procfile's processes
+    assert any("`naive local up` starts the whole stack" in h for h in envelope["hints"])
+    assert envelope["next_steps"] == ["naive local status", "naive local up"]
 
     code, screen = down.tty("credits")
     assert code == 3
@@ -623,6 +719,10 @@ def test_jobs_list_and_cancel(naive, live_api, account):
     assert code == 0 and job_id in screen and "cancelled" in screen
     code, envelope = naive.json("jobs", "--status", "completed")
     assert envelope["result"]["data"] == []
+    # `jobs list` as `media list`, `webhooks list`, `budgets list` (it was "No such command")
+    code, listed = naive.json("jobs", "list", "--status", "cancelled", "--limit", "5")
+    assert (code, listed["action"]) == (0, "jobs.list")
+    assert [job["id"] for job in listed["result"]["data"]] == [job_id]
     credits = httpx.get(f"{live_api}/v1/credits", headers=account.headers).json()
     assert (credits["held"], credits["available"]) == (0, 100)
 
@@ -824,6 +924,122 @@ def test_webhooks_create_list_deliveries_redeliver_and_delete(naive, live_api, a
     assert (code, envelope["result"]["code"]) == (2, "not_found")
 
 
+def test_a_disabled_webhook_says_so_and_why_and_enable_turns_it_back_on(naive, runtime):
+    """A subscription the service disabled (every attempt failed for days) shows it in
+    `list` and `get`, and `naive webhooks enable` turns it back on (PATCH status)."""
+    code, envelope = naive.json("webhooks", "create", "--url", "https://example.com/hook")
+    assert code == 0
+    hook_id = envelope["result"]["id"]
+    with runtime.db.transaction() as session:
+        row = session.get(WebhookSubscription, uuid.UUID(hook_id))
+        row.disabled_at = datetime.now(UTC)
+        row.disabled_reason = "every delivery attempt failed for 5 days (the last: 503)"
+
+    code, envelope = naive.json("webhooks", "get", hook_id)
+    assert (code, envelope["result"]["status"]) == (0, "disabled")
+    assert envelope["next_steps"][0] == f"naive webhooks enable {hook_id}"
+    code, screen = naive.tty("webhooks", "get", hook_id, width=120)
+    assert "disabled: every delivery attempt failed for 5 days (the last: 503)" in screen
+    code, screen = naive.tty("webhooks", "list", width=80)
+    assert hook_id in screen and "disabled" in screen, screen
+
+    code, envelope = naive.json("webhooks", "enable", hook_id)
+    assert (code, envelope["action"]) == (0, "webhooks.enable")
+    assert (envelope["result"]["status"], envelope["result"]["disabled_reason"]) == (
+        "enabled",
+        None,
+    )
+    code, screen = naive.tty("webhooks", "get", hook_id, width=120)
+    assert "enabled" in screen and "disabled" not in screen, screen
+    code, envelope = naive.json("webhooks", "enable", str(uuid.uuid4()))
+    assert (code, envelope["result"]["code"]) == (2, "not_found")
+    assert envelope["next_steps"] == ["naive webhooks list"]
+
+
+@pytest.mark.parametrize(
+    ("args", "listed"),
+    [
+        (("budgets", "delete"), "naive budgets list"),
+        (("webhooks", "get"), "naive webhooks list"),
+        (("webhooks", "deliveries"), "naive webhooks list"),
+        (("media", "get"), "naive media list"),
+        (("jobs", "get"), "naive jobs"),
+    ],
+)
+def test_an_id_not_found_points_at_the_list_it_would_be_in(naive, args, listed):
+    code, envelope = naive.json(*args, str(uuid.uuid4()))
+    assert (code, envelope["result"]["code"]) == (2, "not_found")
+    assert envelope["next_steps"] == [listed]
+
+
+def test_image_url_takes_an_image_file_here_sent_inline(naive, live_api, account, tmp_path):
+    """The service cannot read this machine's files: an image file given to --image-url is
+    sent as a data: URL (and quoted so), not refused as "does not match '^(https?://…'"."""
+    from PIL import Image
+
+    photo = tmp_path / "still.png"
+    Image.new("RGB", (64, 48), (200, 120, 40)).save(photo)
+    inline = "data:image/png;base64," + base64.b64encode(photo.read_bytes()).decode()
+
+    code, envelope = naive.json("video", "quote", "-m", KLING_I2V, "Zoom", "--image-url",
+                                str(photo))  # fmt: skip
+    assert code == 0, envelope
+    assert envelope["result"]["input"]["image_url"] == inline
+    assert f"--image-url {photo}" in envelope["next_steps"][0]  # the file, as given
+    code, envelope = naive.json("video", "generate", "-m", KLING_I2V, "Zoom [sim latency=0.3]",
+                                "--image-url", f"file://{photo}", "--wait")  # fmt: skip
+    assert code == 0, envelope
+    assert envelope["result"]["status"] == "completed"
+    assert envelope["result"]["input"]["image_url"] == inline
+
+    (tmp_path / "notes.txt").write_text("not an image")
+    for given, problem in (
+        (str(tmp_path / "notes.txt"), "is not a JPEG, PNG, WebP or GIF image"),
+        (str(tmp_path / "missing.png"), "is neither an https/http/data: URL nor an image file"),
+    ):
+        code, envelope = naive.json("video", "generate", "-m", KLING_I2V, "Zoom",
+                                    "--image-url", given)  # fmt: skip
+        assert (code, envelope["result"]["code"]) == (2, "usage_error"), envelope
+        assert problem in envelope["result"]["message"]
+    big = tmp_path / "big.png"
+    big.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(1_600_000))
+    code, envelope = naive.json("video", "generate", "-m", KLING_I2V, "Zoom", "--image-url",
+                                str(big))  # fmt: skip
+    assert code == 2 and "too large to send inline" in envelope["result"]["message"]
+
+
+@pytest.mark.usefixtures("dispatching")
+def test_generate_sends_metadata_and_a_jobs_own_webhook_whose_secret_it_prints(naive, request):
+    """--metadata and --webhook-url (the API's `metadata`, `webhook_url`): the job's own
+    secret is shown (in the envelope's hints with --wait, where the job is the result)."""
+    import standardwebhooks
+
+    hooks: Receiver = request.getfixturevalue("receiver")
+    url = hooks.endpoint()
+    code, envelope = naive.json(
+        "video", "generate", "-m", KLING_T2V, "A kite [sim latency=0.3]", "--metadata", "run=7",
+        "--metadata", "team=blue", "--webhook-url", url, "--webhook-event", "job.completed",
+        "--wait",
+    )  # fmt: skip
+    assert code == 0, envelope
+    assert envelope["result"]["metadata"] == {"run": 7, "team": "blue"}
+    [secret] = [
+        hint.split(": ", 1)[1].split(".", 1)[0]
+        for hint in envelope["hints"]
+        if hint.startswith("Webhook secret of this job")
+    ]
+    assert secret.startswith("whsec_")
+    [got] = wait_for(lambda: hooks.at(url), timeout=60, interval=0.2)
+    event = standardwebhooks.Webhook(secret).verify(got.body, got.headers)
+    assert event["type"] == "job.completed"
+    assert event["data"]["metadata"] == {"run": 7, "team": "blue"}
+
+    code, envelope = naive.json("video", "generate", "-m", KLING_T2V, "A kite",
+                                "--webhook-event", "job.completed")  # fmt: skip
+    assert (code, envelope["result"]["code"]) == (2, "usage_error")
+    assert "--webhook-event needs --webhook-url" in envelope["result"]["message"]
+
+
 def test_an_idempotency_key_replays_the_first_job(naive, live_api, account):
     args = ("video", "generate", "-m", KLING_T2V, "Once [sim latency=0.3]")
     _, first = naive.json(*args, "--idempotency-key", "cli-intent-1")
@@ -885,6 +1101,14 @@ def test_media_list_and_download(naive, live_api, account, tmp_path):
     saved = tmp_path / asset["filename"]
     assert f"Saved {asset['size_bytes'] / 1000:.1f} KB to {asset['filename']}" in screen
     assert saved.read_bytes() == target.read_bytes()
+
+    # --output a folder: the asset's own filename, in it (it was refused, "is a directory").
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    code, envelope = naive.json("media", "download", asset_id, "--output", str(folder))
+    assert code == 0, envelope
+    assert envelope["result"]["path"] == str((folder / asset["filename"]).resolve())
+    assert (folder / asset["filename"]).read_bytes() == target.read_bytes()
 
     code, envelope = naive.json("media", "download", "00000000-0000-0000-0000-000000000000")
     assert code == 2
@@ -1041,7 +1265,14 @@ def test_video_quote_then_generate_with_it_and_budgets(naive):
     code, envelope = naive.json("video", "generate", "--model", KLING_T2V, "Another harbour",
                                 "--quote-id", quoted["quote_id"], "--json")  # fmt: skip
     assert code == 2 and envelope["result"]["code"] == "quote_mismatch"
+    assert envelope["next_steps"] == [f"naive video quote --model {KLING_T2V} PROMPT"]
+    assert "A quote prices one exact request" in envelope["hints"][0]
 
+    code, envelope = naive.json("budgets", "list")
+    assert (code, envelope["result"]["data"]) == (0, [])
+    assert envelope["hints"] == [
+        "No budgets yet: only the credits available limit what is submitted."
+    ]
     code, envelope = naive.json("budgets", "set", "--period", "day", "--credits", "10", "--json")
     assert code == 0 and envelope["result"]["remaining_credits"] == 3.0  # 7 committed today
     code, shown = naive.tty("budgets", "list")
@@ -1049,5 +1280,9 @@ def test_video_quote_then_generate_with_it_and_budgets(naive):
     code, envelope = naive.json("video", "generate", "--model", KLING_T2V, "Over budget",
                                 "--duration", "10", "--json")  # fmt: skip
     assert code == 2 and envelope["result"]["code"] == "budget_exceeded"
+    assert envelope["next_steps"] == [
+        "naive budgets list",
+        "naive budgets set --period day --credits N",
+    ]
     code, _ = naive.json("budgets", "delete", envelope["result"]["budget"]["id"], "--json")
     assert code == 0

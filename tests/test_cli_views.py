@@ -107,10 +107,14 @@ def _webhooks() -> list[Webhook]:
                 "url": "https://hooks.example.com/naive-video/receiver/with/a/long/path",
                 "events": ["job.completed", "job.failed", "job.processing"],
                 "description": None,
-                "status": "enabled",
-                "disabled_reason": None,
+                "status": status,
+                "disabled_reason": reason,
                 "created_at": NOW,
             }
+        )
+        for status, reason in (
+            ("enabled", None),
+            ("disabled", "every delivery attempt failed for 5 days (the last: 503)"),
         )
     ]
 
@@ -178,6 +182,15 @@ def _usage() -> Usage:
     )
 
 
+def _usage_by_key() -> Usage:
+    usage = _usage()
+    usage.group_by = "key"
+    for n, row in enumerate(usage.rows):
+        row.group, row.key_prefix = _id(), f"nv_sk_{n:06d}"
+    usage.rows[-1].group, usage.rows[-1].key_prefix = None, None  # jobs before keys were kept
+    return usage
+
+
 def _models() -> list[Model]:
     return [Model.of(model, 0.5) for model in all_models()]
 
@@ -218,11 +231,17 @@ VIEWS: dict[str, Case] = {
         lambda data: [str(row.group) for row in data.rows],
         ["123.5", "$14.70", "Total"],
     ),
+    "usage by key": (
+        views.usage,
+        _usage_by_key,
+        lambda data: [str(row.group) for row in data.rows if row.group],
+        ["nv_sk_000001", "(none)", "Total"],
+    ),
     "webhooks": (
         views.webhooks,
         _webhooks,
         lambda page: [str(hook.id) for hook in page],
-        ["job.completed,"],
+        ["job.completed,", "enabled", "disabled"],
     ),
     "deliveries": (
         views.deliveries,
@@ -259,6 +278,20 @@ def test_every_id_is_whole_on_one_line_and_no_cell_is_cut(name, width):
     for value in values:
         assert any(value in line for line in lines), f"{value!r} not whole:\n{screen}"
     assert "…" not in screen, screen
+
+
+@pytest.mark.parametrize("width", [40, 60, 79])
+@pytest.mark.parametrize("name", list(VIEWS))
+def test_below_80_columns_no_id_is_cut(name, width):
+    """Too narrow for a table's ids: its lines are as wide as the ids need (the terminal
+    wraps them), never cut to the width, which dropped an id's end without a sign
+    (`…/standard/text-to-vide` at 60 columns)."""
+    view, make, ids_of, _ = VIEWS[name]
+    data = make()
+    lines = render(view(data), width)
+    screen = "\n".join(lines)
+    for identifier in ids_of(data):
+        assert any(identifier in line for line in lines), f"{identifier} cut:\n{screen}"
 
 
 def test_a_narrow_table_still_shows_what_matters():

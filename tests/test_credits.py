@@ -138,6 +138,10 @@ def test_a_duration_the_model_refuses_is_named_as_the_query_parameter(client, ac
     assert response.status_code == 422
     assert list(response.json["error"]["fields"]) == ["duration"]
     assert response.json["error"]["fields"]["duration"].startswith("must be one of '3'")
+    # the message names the value refused, not the parameter, which the model does take
+    assert response.json["error"]["message"] == (
+        "fal-ai/kling-video/v3/pro/text-to-video does not take `duration=99`."
+    )
 
 
 def test_ledger_entries_are_paged_newest_first_by_cursor(idle_app, account, runtime):

@@ -6,6 +6,8 @@ Against the real stack: PostgreSQL, Redis and a real Celery worker (the session'
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -13,6 +15,7 @@ from typing import Any
 
 import pytest
 from flask import Flask
+from PIL import Image
 from sqlalchemy import func, select
 
 from shared.config import Settings
@@ -63,6 +66,7 @@ def test_a_lone_surrogate_is_refused_at_submit_naming_its_field(
         f"https://{'a' * 64}.example.com/cat.png",  # a label DNS cannot carry
         f"https://{'abcdefgh.' * 32}com/cat.png",  # 256 characters in all
         "https://cats..example.com/cat.png",  # an empty label
+        "https://exa mple.com/cat.png",  # a space: no resolver looks it up
     ],
 )
 def test_an_image_url_whose_host_dns_cannot_carry_is_refused_at_submit(
@@ -73,6 +77,58 @@ def test_an_image_url_whose_host_dns_cannot_carry_is_refused_at_submit(
     assert response.status_code == 422, response.json
     assert "input.image_url" in response.json["error"]["fields"]
     assert _jobs_of(runtime, account) == 0
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("data:image/png;base64,AAAA", "is a data: URL that holds no JPEG, PNG, WebP or GIF image"),
+        ("data:image/png;base64,iVBOR", "is a data: URL whose base64 is not valid"),
+        ("data:image/png;base64", "is a data: URL without its ',' and data"),
+        ("data:image/gif,hello", "is a data: URL that holds no JPEG, PNG, WebP or GIF image"),
+    ],
+)
+def test_a_data_url_without_an_image_is_refused_at_submit(
+    client: Any, account: Any, runtime: Runtime, url: str, problem: str
+) -> None:
+    """It was accepted, held, and failed the job seconds later ("could not load
+    image_url: URL does not point to a supported image"): its bytes are right there."""
+    body = {"model": I2V, "input": {"image_url": url, "prompt": "a cat"}}
+    response = client.post("/v1/video/generate", json=body, headers=account.headers)
+    assert response.status_code == 422, response.json
+    assert response.json["error"]["fields"] == {"input.image_url": problem}
+    assert _jobs_of(runtime, account) == 0
+
+
+def test_a_data_url_of_each_image_format_is_accepted(client: Any, account: Any) -> None:
+    for image_format in ("PNG", "JPEG", "GIF", "WEBP"):
+        buffer = io.BytesIO()
+        Image.new("RGB", (32, 24), (10, 200, 30)).save(buffer, image_format)
+        mime = f"image/{image_format.lower()}"
+        url = f"data:{mime};base64,{base64.b64encode(buffer.getvalue()).decode()}"
+        body = {"model": I2V, "input": {"image_url": url, "prompt": f"a {image_format}"}}
+        response = client.post("/v1/video/generate", json=body, headers=account.headers)
+        assert response.status_code == 202, (image_format, response.json)
+
+
+@pytest.mark.parametrize("port", ["99999", "0", "65536", "http"])
+def test_a_url_whose_port_no_connection_can_use_is_refused_at_submit(
+    client: Any, account: Any, runtime: Runtime, port: str
+) -> None:
+    """Accepted, the job failed later with "its host name does not resolve", about a host
+    that resolves; the port is named at submit instead, for an image and for a webhook."""
+    url = f"https://example.com:{port}/cat.png"
+    body = {"model": I2V, "input": {"image_url": url, "prompt": "a cat"}}
+    response = client.post("/v1/video/generate", json=body, headers=account.headers)
+    assert response.status_code == 422, response.json
+    assert response.json["error"]["fields"] == {
+        "input.image_url": "has a port that is not one of 1 to 65535"
+    }
+    assert _jobs_of(runtime, account) == 0
+    hook = {"url": url, "events": ["job.completed"]}
+    response = client.post("/v1/webhooks", json=hook, headers=account.headers)
+    assert response.status_code == 422, response.json
+    assert response.json["error"]["fields"] == {"url": "has a port that is not one of 1 to 65535"}
 
 
 def test_an_unexpected_error_in_a_task_ends_the_job_at_once_and_releases_its_hold(

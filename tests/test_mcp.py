@@ -418,6 +418,33 @@ def test_api_errors_come_back_as_tool_errors_with_what_to_do(live_api, make_acco
     assert jobs_of(live_api, poor) == []
 
 
+def test_a_bad_duration_is_named_input_duration_under_a_budget_or_max_credits(
+    live_api, account, tmp_path
+):
+    """A budget (or max_credits) prices the job before submitting it: a duration the model
+    refuses is still named `input.duration`, the argument that carried it, as without one,
+    and the advice points at the models' parameters, not at a `duration` argument that
+    naive_generate_video does not have."""
+
+    async def body(session: ClientSession) -> list[tuple]:
+        bad = {"model": KLING_T2V, "input": {"prompt": "Bad", "duration": "7000"}}
+        return [
+            await call(session, "naive_generate_video", **bad),
+            await call(session, "naive_generate_video", **bad, max_credits=50),
+        ]
+
+    env = server_env(live_api, account.key, tmp_path, NAIVE_MCP_BUDGET="20")
+    for is_error, answer in with_mcp(env, body):
+        assert is_error and answer["error"]["code"] == "invalid_input", answer
+        assert list(answer["error"]["fields"]) == ["input.duration"]
+        assert answer["error"]["message"] == "Some input fields are invalid: input.duration."
+        assert answer["next_steps"] == [
+            f"fix input.duration: {answer['error']['fields']['input.duration']}",
+            "naive_video_models lists each model's parameters and allowed values",
+        ]
+    assert jobs_of(live_api, account) == []
+
+
 def test_invalid_input_advice_points_where_the_field_is_fixed(live_api, account, tmp_path):
     """Only a model or input field points at the models' parameters; any other at the
     tool's own arguments. Every refusal pointed at naive_video_models, a page offset too."""

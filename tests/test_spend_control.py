@@ -13,7 +13,7 @@ import httpx
 import pytest
 from flask.testing import FlaskClient
 from prometheus_client import REGISTRY
-from sqlalchemy import delete, update
+from sqlalchemy import delete, func, select, update
 
 from shared import accounts
 from shared.accounts.models import Account
@@ -239,3 +239,53 @@ def test_operators_set_budgets_and_scheduling_with_naive_admin(
     unknown = naive_admin(test_env, "admin", "set-budget", "--account", str(uuid.uuid4()),
                           "--period", "day", "--credits", "1", "--json")  # fmt: skip
     assert unknown.returncode != 0
+
+
+def test_create_account_prints_the_key_id_a_key_budget_names(
+    test_env: dict[str, str], client: FlaskClient
+) -> None:
+    """`naive budgets set --key-id ID` needs the key's id: `create-account` prints it with
+    the key (nothing else showed it before the key had been charged for a job)."""
+    ran = naive_admin(test_env, "admin", "create-account", "--name", "keyed", "--json")
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    created = json.loads(ran.stdout)
+    headers = {"Authorization": f"Bearer {created['api_key']}"}
+    made = client.post(
+        "/v1/budgets",
+        json={"scope": "key", "key_id": created["key_id"], "period": "day", "credits": 1},
+        headers=headers,
+    )
+    assert made.status_code == 201, made.json
+    refused = client.post(
+        "/v1/video/generate", json={"model": KLING_T2V, "input": PROMPT}, headers=headers
+    )
+    assert refused.status_code == 402
+    assert refused.json["error"]["budget"]["key_id"] == created["key_id"]
+
+    ran = naive_admin(test_env, "admin", "create-account", "--name", "keyed", "--credits", "1")
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert "its id (for --key-id): " in ran.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "problem"),
+    [
+        (("--name", "x", "--credits", "-5"), "'--credits': must not be negative."),
+        (("--name", "x", "--credits", "0.001"), "no more than 2 decimal places"),
+        (("--name", "x", "--credits", "2000000"), "less than or equal to 1000000"),
+        (("--name", "  "), "'--name': must be 1 to 200 characters, not blank."),
+        (("--name", "n" * 201), "'--name': must be 1 to 200 characters, not blank."),
+    ],
+)
+def test_create_account_refuses_what_it_would_store_wrong(
+    test_env: dict[str, str], runtime: Runtime, args: tuple[str, ...], problem: str
+) -> None:
+    """A negative grant was dropped without a word (an account with 0 credits), a blank
+    name kept; a name past the column's 200 characters fails in PostgreSQL."""
+    with runtime.db.transaction() as session:
+        before = session.scalar(select(func.count()).select_from(Account))
+    ran = naive_admin(test_env, "admin", "create-account", *args, "--json")
+    assert ran.returncode == 2, ran.stdout + ran.stderr
+    assert problem in json.loads(ran.stdout)["result"]["message"]
+    with runtime.db.transaction() as session:
+        assert session.scalar(select(func.count()).select_from(Account)) == before

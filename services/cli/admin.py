@@ -20,6 +20,7 @@ from sqlalchemy.exc import OperationalError
 
 from services.cli.errors import ExitCode, Failure
 from services.cli.local import stack_settings
+from services.cli.numbers import DECIMAL
 from services.cli.output import Reporter, wants_json
 from services.cli.state import State, json_option, pass_state
 from shared import accounts
@@ -97,28 +98,50 @@ def migrate(state: State) -> None:
 @click.option(
     "--credits",
     "credits_",
-    type=Decimal,
+    type=DECIMAL,
     default=None,
     help="Starting grant (default NEW_ACCOUNT_CREDITS, 100).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print {account_id, api_key} as JSON.")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print {account_id, api_key, key_id} as JSON."
+)
 @pass_state
 def create_account(state: State, name: str, credits_: Decimal | None, as_json: bool) -> None:
-    """Create an account and its first API key; the key is shown once."""
+    """Create an account and its first API key; the key is shown once, with its id (a
+    key's budget names it: `naive budgets set --key-id ID`)."""
     state.json_flag = state.json_flag or as_json  # a failure is an envelope then
+    if not name.strip() or len(name) > 200:  # the column's size
+        raise click.BadParameter("must be 1 to 200 characters, not blank.", param_hint="'--name'")
     grant = stack_settings().new_account_credits if credits_ is None else credits_
+    if credits_ is not None and credits_ < 0:
+        raise click.BadParameter("must not be negative.", param_hint="'--credits'")
+    if credits_ is not None and credits_ != 0:
+        try:  # bounded as a grant is (a negative one was dropped without a word)
+            CreditGrant.model_validate({"credits": credits_})
+        except ValidationError as exc:
+            problems = "; ".join(e["msg"] for e in exc.errors())
+            raise click.BadParameter(problems, param_hint="'--credits'") from None
     with state.action("admin.create-account"), _database() as db, db.transaction() as session:
         created = accounts.create_account(session=session, name=name, credits=grant)
     if as_json:
-        click.echo(json.dumps({"account_id": str(created.account_id), "api_key": created.api_key}))
+        click.echo(
+            json.dumps(
+                {
+                    "account_id": str(created.account_id),
+                    "api_key": created.api_key,
+                    "key_id": str(created.key_id),
+                }
+            )
+        )
     else:
         click.echo(f"account {created.account_id} with {grant} credits")
         click.echo(f"API key (shown once): {created.api_key}")
+        click.echo(f"its id (for --key-id): {created.key_id}")
 
 
 @admin.command("grant-credits")
 @click.option("--account", "account_id", type=click.UUID, required=True, help="The account's id.")
-@click.option("--credits", "credits_", type=Decimal, required=True, help="Credits to add.")
+@click.option("--credits", "credits_", type=DECIMAL, required=True, help="Credits to add.")
 @click.option("--note", default=None, help="Kept on the ledger entry.")
 @json_option
 @pass_state
@@ -204,7 +227,7 @@ def set_scheduling(
     "--key-id", type=click.UUID, default=None, help="Limit this key only (default: every key)."
 )
 @click.option("--period", type=click.Choice(["day", "month"]), required=True)
-@click.option("--credits", "credits_", type=Decimal, required=True, help="The most per period.")
+@click.option("--credits", "credits_", type=DECIMAL, required=True, help="The most per period.")
 @json_option
 @pass_state
 def set_budget(

@@ -7,6 +7,7 @@ import click
 from services.cli import views
 from services.cli.client import read, segment
 from services.cli.hints import command
+from services.cli.numbers import DECIMAL
 from services.cli.state import State, json_option, pass_state
 from shared.budgets.schemas import Budget, BudgetList
 
@@ -28,13 +29,21 @@ def list_budgets(state: State) -> None:
             found.model_dump(mode="json"),
             view=lambda: views.budgets(found.data),
             next_steps=[command("budgets", "set", "--period", "month", "--credits", "N")],
+            hints=[]
+            if found.data
+            else ["No budgets yet: only the credits available limit what is submitted."],
         )
 
 
 @budgets.command("set")
 @click.option("--period", type=click.Choice(["day", "month"]), required=True)
-@click.option("--credits", "credits_", type=Decimal, required=True, help="The most per period.")
-@click.option("--key-id", metavar="ID", help="Only this API key (default: the whole account).")
+@click.option("--credits", "credits_", type=DECIMAL, required=True, help="The most per period.")
+@click.option(
+    "--key-id",
+    metavar="ID",
+    help="Only this API key (default: the whole account); its id is printed by "
+    "`naive admin create-account`, and `naive usage --group-by key` lists the keys charged.",
+)
 @json_option
 @pass_state
 def set_budget(state: State, period: str, credits_: Decimal, key_id: str | None) -> None:

@@ -52,7 +52,28 @@ class ApiClient:
 
     def __init__(self, base_url: str, api_key: str | None) -> None:
         self.base_url = base_url.rstrip("/")
+        if api_key and not (api_key.isascii() and api_key.isprintable()):
+            # httpx cannot put it in a header (UnicodeEncodeError): no key the API issues
+            raise Failure(
+                {
+                    "code": "invalid_api_key",
+                    "message": "The API key has characters no HTTP header carries; a key is "
+                    "nv_sk_ and ASCII letters, digits, - and _. Check NAIVE_API_KEY or --api-key.",
+                },
+                ExitCode.USER_ERROR,
+            )
         self._auth = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        try:
+            httpx.URL(self.base_url)
+        except httpx.InvalidURL as exc:
+            raise Failure(
+                {
+                    "code": "invalid_api_url",
+                    "message": f"{self.base_url!r} is not a valid URL ({exc}); check "
+                    "NAIVE_API_URL or --api-url.",
+                },
+                ExitCode.USER_ERROR,
+            ) from None
         self._http = httpx.Client(
             base_url=self.base_url,
             timeout=httpx.Timeout(TIMEOUT_SECONDS, connect=10.0),
@@ -98,6 +119,11 @@ class ApiClient:
             "POST", path, json=body, headers={**self._auth, **(headers or {})}
         )
         return self._exchange(request)
+
+    def patch(self, path: str, body: Any) -> Any:
+        """PATCH `body` as JSON to `path`."""
+        request = self._http.build_request("PATCH", path, json=body, headers=self._auth)
+        return self._call(request)
 
     def delete(self, path: str) -> Any:
         """DELETE `path`."""

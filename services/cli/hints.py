@@ -5,6 +5,7 @@ import shlex
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import click
 
@@ -35,6 +36,15 @@ def command_names(ctx: click.Context | None) -> list[str]:
 def flags(*pairs: tuple[str, object]) -> list[str]:
     """`--flag value` words for the options that are set, to repeat a filter in a next step."""
     return [str(word) for flag, value in pairs if value is not None for word in (flag, value)]
+
+
+# A field whose option is not named after it.
+OPTION_OF = {"source_type": "--source"}
+
+LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+
+# The command groups whose ids a `list` shows: an id not found there is looked up in it.
+LISTED = frozenset({"media", "webhooks", "budgets"})
 
 
 @dataclass
@@ -73,6 +83,32 @@ def advise(
             ]
             if hint := error.get("hint"):
                 advice.hints.append(str(hint))
+        case "budget_exceeded":
+            budget = error.get("budget")
+            period = budget.get("period") if isinstance(budget, dict) else None
+            advice.hints.append(
+                "A budget caps what is committed per period: wait for the next one, or raise "
+                "it (an account's owner decides)."
+            )
+            advice.next_steps += [
+                command("budgets", "list"),
+                command("budgets", "set", "--period", period or "PERIOD", "--credits", "N"),
+            ]
+        case "quote_mismatch" | "quote_expired":
+            advice.hints.append(
+                "A quote prices one exact request (its model and input) until it expires: "
+                "ask for a quote of this one, or submit without --quote-id at today's price."
+            )
+            advice.next_steps.append(
+                command(
+                    "video",
+                    "quote",
+                    "--model",
+                    model or "MODEL",
+                    "PROMPT",
+                    *(["--duration", duration] if duration else []),
+                )
+            )
         case "invalid_model":
             if suggestions := error.get("suggestions"):
                 advice.hints.append("Did you mean: " + ", ".join(map(str, suggestions)) + "?")
@@ -109,15 +145,22 @@ def advise(
                 advice.next_steps.append(command("video", "status", job_id))
         case "not_found":
             advice.hints.append("Nothing with that id in this account.")
-            advice.next_steps.append(
-                command("media", "list") if action.startswith("media") else command("jobs")
-            )
+            group = action.split(".")[0]
+            advice.next_steps.append(command(group, "list") if group in LISTED else command("jobs"))
         case "connection_error" | "timeout":
+            local = urlsplit(api_url).hostname in LOOPBACK
             advice.hints.append(
-                f"Is the API running at {api_url}? Start the stack (the api, worker and beat "
-                "processes of the repository's Procfile), or point NAIVE_API_URL / --api-url "
-                "at a running API."
+                f"Is the API running at {api_url}? "
+                + (
+                    "`naive local up` starts the whole stack on this machine; "
+                    if local
+                    else "Start the stack (the api, worker and beat processes of the "
+                    "repository's Procfile), "
+                )
+                + "or point NAIVE_API_URL / --api-url at a running API."
             )
+            if local and failure.code == "connection_error":
+                advice.next_steps += [command("local", "status"), command("local", "up")]
         case "interrupted" | "wait_timeout":
             job_id = error.get("job_id")
             advice.hints.append(
@@ -156,7 +199,8 @@ def _advise_fields(
     """A hint per bad field, with the option that sets it; the models' parameters for a
     model or input field, the command's help for any other."""
     for name, problem in fields.items():
-        option = "--" + name.lower().replace("_", "-")
+        parameter = name.removeprefix("input.")  # `input.duration` is set by --duration
+        option = OPTION_OF.get(parameter, "--" + parameter.lower().replace("_", "-"))
         advice.hints.append(
             f"{name} ({option}): {problem}" if option in options else f"{name}: {problem}"
         )

@@ -1,5 +1,8 @@
 """`naive jobs`: list the account's jobs, show one, watch one's events, cancel one."""
 
+from collections.abc import Callable
+from typing import Any, TypeVar
+
 import click
 
 from services.cli import views
@@ -12,15 +15,34 @@ from shared.jobs.schemas import Job, JobPage
 from shared.jobs.status import PublicStatus
 
 STATUSES = [status.value for status in PublicStatus]
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _filters(command: F) -> F:
+    """The listing's options, on `naive jobs` and on `naive jobs list` alike."""
+    for option in reversed(
+        [
+            click.option("--status", type=click.Choice(STATUSES), help="Only jobs in this status."),
+            click.option(
+                "--type",
+                "job_type",
+                metavar="TYPE",
+                help="Only jobs of this type, e.g. video_generation.",
+            ),
+            click.option(
+                "--limit", type=click.IntRange(min=1), metavar="N", help="At most N jobs."
+            ),
+            click.option(
+                "--cursor", metavar="CURSOR", help="The next page, from a previous next_cursor."
+            ),
+        ]
+    ):
+        command = option(command)
+    return command
 
 
 @click.group(invoke_without_command=True)
-@click.option("--status", type=click.Choice(STATUSES), help="Only jobs in this status.")
-@click.option(
-    "--type", "job_type", metavar="TYPE", help="Only jobs of this type, e.g. video_generation."
-)
-@click.option("--limit", type=click.IntRange(min=1), metavar="N", help="At most N jobs.")
-@click.option("--cursor", metavar="CURSOR", help="The next page, from a previous next_cursor.")
+@_filters
 @json_option
 @pass_state
 @click.pass_context
@@ -35,6 +57,23 @@ def jobs(
     """List your jobs, newest first; `get`, `watch` or `cancel` one."""
     if ctx.invoked_subcommand is not None:
         return
+    _list(state, status, job_type, limit, cursor)
+
+
+@jobs.command("list")
+@_filters
+@json_option
+@pass_state
+def list_jobs(
+    state: State, status: str | None, job_type: str | None, limit: int | None, cursor: str | None
+) -> None:
+    """The same as `naive jobs` (as `media list`, `webhooks list` and `budgets list`)."""
+    _list(state, status, job_type, limit, cursor)
+
+
+def _list(
+    state: State, status: str | None, job_type: str | None, limit: int | None, cursor: str | None
+) -> None:
     with state.action("jobs.list") as out:
         page = state.client.fetch(
             JobPage,

@@ -28,6 +28,7 @@ import click
 import httpx
 
 from services import processes
+from services.cli.numbers import DECIMAL
 from shared import accounts
 from shared.config import Settings, load_settings
 from shared.db import Database
@@ -183,7 +184,7 @@ def local() -> None:
 @click.option(
     "--credits",
     "credits_",
-    type=Decimal,
+    type=DECIMAL,
     default=Decimal(100),
     show_default=True,
     help="Starting credits of the local account (made once).",

@@ -25,31 +25,33 @@ from shared.ledger.schemas import Credits
 EPILOG = """\b
 Commands at a glance:
   naive video models                              models, modes, prices
-  naive video pricing --model M --duration 5      preview a video's cost in credits
-  naive video generate --model M "PROMPT" --wait  generate a video and follow it
-  naive video status ID                           a video job's status and result
-  naive video quote --model M "PROMPT"            a binding price (then generate --quote-id)
-  naive video batch FILE.jsonl [--wait]           up to 100 jobs at once, under one hold
+  naive video pricing --model M --duration 5      a video's cost in credits
+  naive video generate --model M "PROMPT" --wait  generate a video, follow it
+  naive video status ID                           a video job's status, result
+  naive video quote --model M "PROMPT"            a binding price (--quote-id)
+  naive video batch FILE.jsonl [--wait]           up to 100 jobs, one hold
   naive jobs [--status S]                         your jobs, newest first
-  naive jobs get ID | naive jobs cancel ID        one job; cancel a running one
-  naive jobs watch ID                             follow a job's events until it ends
+  naive jobs get ID | naive jobs cancel ID        one job; cancel it
+  naive jobs watch ID                             follow a job's events
   naive media list --source video_generation      your media library
   naive media get ID | naive media download ID    one asset; download its file
   naive credits                                   balance, holds and ledger
-  naive budgets list | set --period P --credits N  cap what the account or a key commits
-  naive usage [--group-by model|day|key] [--csv]  charges and provider costs this month
-  naive webhooks create --url URL [--event E]     receive job events at your URL
-  naive webhooks list | deliveries ID | redeliver DELIVERY_ID
-  naive local up | naive local down               run the whole stack on this machine
-  naive mcp [--budget 20]                         serve the agent tools (Model Context Protocol)
-  naive admin migrate | naive admin create-account operator commands (database access)
+  naive budgets set --period P --credits N        cap what the account commits
+  naive budgets list | naive budgets delete ID    budgets, with what is spent
+  naive usage [--group-by model|day|key] [--csv]  charges and provider costs
+  naive webhooks create --url URL [--event E]     job events sent to your URL
+  naive webhooks list | get ID | enable ID        subscriptions; turn one on
+  naive webhooks deliveries ID | redeliver ID     what was sent; send it again
+  naive local up | naive local down               the stack on this machine
+  naive mcp [--budget 20]                         agent tools (MCP)
+  naive admin --help                              operator commands (database)
 Add --help to any command for its options.
 
 \b
 Exit codes:
   0    success
   2    user error: bad usage, or the API refused the request (any 4xx)
-  3    service error: a 5xx, connection refused, a timeout (of a request or of --timeout)
+  3    service error: a 5xx, no connection, or a request or --timeout ran out
   4    the job ended failed or cancelled (with --wait, or jobs watch)
   130  interrupted (Ctrl-C)
 """

@@ -118,15 +118,16 @@ def mcp(
                 "traffic can be read on the way; put a TLS proxy in front.",
                 err=True,
             )
-    serve(
-        api_url=state.api_url,
-        api_key=state.api_key,
-        transport=transport,
-        host=host,
-        port=port,
-        token=token,
-        budget=None if budget is None else Decimal(str(budget)),
-    )
+    with state.action("mcp"):  # a key or URL no request can use: reported, not a traceback
+        serve(
+            api_url=state.api_url,
+            api_key=state.api_key,
+            transport=transport,
+            host=host,
+            port=port,
+            token=token,
+            budget=None if budget is None else Decimal(str(budget)),
+        )
 
 
 def _new_token() -> str:

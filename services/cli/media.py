@@ -84,9 +84,10 @@ def get_media(state: State, asset_id: str) -> None:
     "--output",
     "-o",
     metavar="FILE",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=click.Path(path_type=Path),
     callback=writable_output,
-    help="Where to save it (default: the asset's filename, in the current directory).",
+    help="Where to save it: a file, or a folder for the asset's filename (default: the "
+    "asset's filename, in the current directory).",
 )
 @json_option
 @pass_state
@@ -95,9 +96,9 @@ def download_media(state: State, asset_id: str, output: Path | None) -> None:
     from shared.media.schemas import MediaAsset
 
     with state.action("media.download") as out:
-        if output is None:
+        if output is None or output.is_dir():
             asset = state.client.fetch(MediaAsset, f"/v1/media/{segment(asset_id)}")
-            output = _local_name(asset, asset_id)
+            output = (output or Path()) / local_name(asset, asset_id)
         size = download(
             state.client,
             f"/v1/media/{segment(asset_id)}/content",
@@ -110,7 +111,7 @@ def download_media(state: State, asset_id: str, output: Path | None) -> None:
         )
 
 
-def _local_name(asset: MediaAsset, asset_id: str) -> Path:
+def local_name(asset: MediaAsset, asset_id: str) -> Path:
     """The server's filename as a bare name in the current directory, never a path elsewhere."""
     name = Path(asset.filename).name
     if name in ("", ".", ".."):

@@ -21,10 +21,10 @@ def writable_output(
 ) -> Path | None:
     """An `--output FILE` callback: FILE's folder must exist and take new files (the file is
     written beside it first), checked before anything is submitted or charged. (That FILE is
-    not a folder, `click.Path(dir_okay=False)` checks.)"""
+    not a folder, `click.Path(dir_okay=False)` checks, where a folder is not accepted.)"""
     if value is None:
         return None
-    folder = value.parent
+    folder = value if value.is_dir() else value.parent  # a folder: where the file goes
     if not folder.is_dir():
         raise click.BadParameter(f"cannot write {value}: folder {folder} does not exist.")
     if not os.access(folder, os.W_OK | os.X_OK):

@@ -65,6 +65,17 @@ def usage(state: State, start: str | None, end: str | None, group_by: str, as_cs
             next_steps=[
                 command("usage", *range_flags, "--group-by", others[0]),
                 command("usage", *range_flags, "--group-by", group_by, "--csv"),
+                *_key_budget_step(report),
             ],
             hints=hints,
         )
+
+
+def _key_budget_step(report: Usage) -> list[str]:
+    """By key: how to cap the first key's spending (a key's budget names its id, shown)."""
+    key_ids = [row.group for row in report.rows if report.group_by == "key" and row.group]
+    if not key_ids:
+        return []
+    return [
+        command("budgets", "set", "--period", "month", "--credits", "N", "--key-id", key_ids[0])
+    ]

@@ -1,9 +1,10 @@
 """`naive video`: submit generations, follow them, and browse models and prices."""
 
+import base64
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import click
 
@@ -25,6 +26,7 @@ from shared.jobs.schemas import (
     valid_idempotency_key,
 )
 from shared.jobs.status import PublicStatus
+from shared.webhooks.schemas import EventType
 from shared.wire import instant
 
 # A field of a batch's item, `items[1].input`: its name starts with the item's.
@@ -45,6 +47,52 @@ def _model_input(named: dict[str, str | None], params: dict[str, Any]) -> dict[s
             f"{', '.join(clash)} given both as an option and as --param.", param_hint="--param"
         )
     return {**params, **given}
+
+
+# Image files the API takes as data: URLs, by their first bytes.
+IMAGE_SIGNATURES = (
+    (b"\xff\xd8\xff", "image/jpeg"),
+    (b"\x89PNG\r\n\x1a\n", "image/png"),
+    (b"GIF87a", "image/gif"),
+    (b"GIF89a", "image/gif"),
+)
+# A data: URL is base64 (4/3 of the file) in a body of at most MAX_REQUEST_BYTES (2 MiB).
+MAX_IMAGE_FILE_BYTES = 1_500_000
+
+
+def _image_url(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    return _inline_image(value)
+
+
+def _inline_image(value: str | None) -> str | None:
+    """An https, http or data: URL as given; a local image file (a path, or a file: URL)
+    sent inline as a data: URL, since the service cannot read this machine's files."""
+    if value is None or value.startswith(("http://", "https://", "data:")):
+        return value
+    path = Path(value.removeprefix("file://")).expanduser()
+    if not path.is_file():
+        if "://" in value:
+            return value  # another scheme: the API says which it takes
+        raise click.BadParameter(
+            f"{value!r} is neither an https/http/data: URL nor an image file here.",
+            param_hint="'--image-url'",
+        )
+    with path.open("rb") as file:
+        content = file.read(MAX_IMAGE_FILE_BYTES + 1)
+    if len(content) > MAX_IMAGE_FILE_BYTES:
+        raise click.BadParameter(
+            f"{value} is over {MAX_IMAGE_FILE_BYTES / 1e6:g} MB, too large to send inline: "
+            "put it at an https URL.",
+            param_hint="'--image-url'",
+        )
+    mime = next((m for magic, m in IMAGE_SIGNATURES if content.startswith(magic)), None)
+    if mime is None and content[:4] == b"RIFF" and content[8:12] == b"WEBP":
+        mime = "image/webp"
+    if mime is None:
+        raise click.BadParameter(
+            f"{value} is not a JPEG, PNG, WebP or GIF image.", param_hint="'--image-url'"
+        )
+    return f"data:{mime};base64,{base64.b64encode(content).decode('ascii')}"
 
 
 def _parse_params(
@@ -70,7 +118,13 @@ def _parse_params(
 )
 @click.option("--duration", metavar="SECONDS", help="Video length, e.g. 5 or 10.")
 @click.option("--aspect-ratio", metavar="RATIO", help="Output ratio, e.g. 16:9, 9:16, 1:1.")
-@click.option("--image-url", metavar="URL", help="Source image, for image-to-video models.")
+@click.option(
+    "--image-url",
+    metavar="URL",
+    callback=_image_url,
+    help="Source image, for image-to-video models: an https URL, or an image file here "
+    "(JPEG, PNG, WebP or GIF, up to 1.5 MB; sent inline as a data: URL).",
+)
 @click.option("--negative-prompt", metavar="TEXT", help="What to avoid in the video.")
 @click.option(
     "--param",
@@ -80,6 +134,28 @@ def _parse_params(
     callback=_parse_params,
     help="Any other model parameter (repeatable). VALUE is parsed as JSON when it parses "
     "(cfg_scale=0.7, generate_audio=false), else sent as a string.",
+)
+@click.option(
+    "--metadata",
+    "metadata",
+    metavar="KEY=VALUE",
+    multiple=True,
+    callback=_parse_params,
+    help="Your own data kept on the job and copied into its events (repeatable); VALUE as "
+    "for --param.",
+)
+@click.option(
+    "--webhook-url",
+    metavar="URL",
+    help="Also send this job's events to URL, signed with a secret of its own (printed once).",
+)
+@click.option(
+    "--webhook-event",
+    "webhook_events",
+    metavar="TYPE",
+    multiple=True,
+    type=click.Choice(list(get_args(EventType))),
+    help="With --webhook-url: only this event type (repeatable; default every type).",
 )
 @click.option(
     "--idempotency-key",
@@ -96,9 +172,10 @@ def _parse_params(
     "--output",
     "-o",
     metavar="FILE",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=click.Path(path_type=Path),
     callback=writable_output,
-    help="Download the finished video to FILE (implies --wait).",
+    help="Download the finished video to FILE, or into a folder under its own filename "
+    "(implies --wait).",
 )
 @click.option(
     "--timeout",
@@ -117,6 +194,9 @@ def generate(
     image_url: str | None,
     negative_prompt: str | None,
     params: dict[str, Any],
+    metadata: dict[str, Any],
+    webhook_url: str | None,
+    webhook_events: tuple[str, ...],
     idempotency_key: str | None,
     quote_id: str | None,
     wait: bool,
@@ -147,9 +227,17 @@ def generate(
         "image_url": image_url,
         "negative_prompt": negative_prompt,
     }
+    if webhook_events and not webhook_url:
+        raise click.UsageError("--webhook-event needs --webhook-url.")
     body: dict[str, Any] = {"model": model, "input": _model_input(named, params)}
     if quote_id:
         body["quote_id"] = quote_id
+    if metadata:
+        body["metadata"] = metadata
+    if webhook_url:
+        body["webhook_url"] = webhook_url
+        if webhook_events:
+            body["webhook_events"] = list(webhook_events)
     with state.action("video.generate", model=model, duration=duration) as out:
         headers = _idempotency_headers(idempotency_key)
         answer, answer_headers = state.client.post_with_headers(
@@ -162,6 +250,14 @@ def generate(
             f"Replayed: --idempotency-key {idempotency_key} was used before, so this is the "
             "first job it made; nothing new was held or charged."
         )
+        secret_hints = (
+            [
+                f"Webhook secret of this job (shown once, keep it with the job id): "
+                f"{accepted.webhook_secret}. Verify each delivery with it (Standard Webhooks)."
+            ]
+            if accepted.webhook_secret
+            else []
+        )
         if not wait:
             out.success(
                 accepted.model_dump(mode="json"),
@@ -169,12 +265,15 @@ def generate(
                 next_steps=[command("video", "status", job_id), command("jobs", "cancel", job_id)],
                 hints=[
                     *([replay_hint] if replayed else []),
+                    *secret_hints,
                     "Credits are charged on completion only.",
                 ],
             )
             return
         if replayed:
             out.note(replay_hint)
+        for hint in secret_hints:  # before the wait, which Ctrl-C may end
+            out.note(hint)
         out.note(
             f"Job {job_id} {accepted.status}: about "
             f"{views.number(accepted.estimated_credits)} "
@@ -197,11 +296,14 @@ def generate(
                 },
                 ExitCode.INTERRUPTED,
             ) from None
-        _finish(state, out, job, output)
+        _finish(state, out, job, output, hints=secret_hints)
 
 
-def _finish(state: State, out: Reporter, job: Job, output: Path | None) -> None:
-    """Report a job that ended: the video (downloaded to `output` if given), or why not."""
+def _finish(
+    state: State, out: Reporter, job: Job, output: Path | None, *, hints: list[str]
+) -> None:
+    """Report a job that ended: the video (downloaded to `output` if given), or why not;
+    `hints` come first (a webhook secret: the JSON envelope's only place for it)."""
     job_id = job.id
     if job.status is not PublicStatus.COMPLETED:
         error = job.error
@@ -210,10 +312,10 @@ def _finish(state: State, out: Reporter, job: Job, output: Path | None) -> None:
             job.model_dump(mode="json"),
             message=f"Job {job_id} {job.status}{reason}",
             next_steps=[command("video", "status", job_id), *job_next_steps(job)],
-            hints=job_hints(job),
+            hints=[*hints, *job_hints(job)],
         )
         raise click.exceptions.Exit(ExitCode.JOB_FAILED)
-    hints = []
+    hints = list(hints)
     if output is not None:
         url = job.result.video.url if job.result else None
         if not url:
@@ -222,6 +324,8 @@ def _finish(state: State, out: Reporter, job: Job, output: Path | None) -> None:
                 ExitCode.SERVICE_ERROR,
             )
         try:
+            if output.is_dir():
+                output = output / _filename(state, job)
             size = download(
                 state.client, url, output, console=None if out.json_mode else out.console
             )
@@ -234,6 +338,15 @@ def _finish(state: State, out: Reporter, job: Job, output: Path | None) -> None:
         next_steps=job_next_steps(job),
         hints=hints,
     )
+
+
+def _filename(state: State, job: Job) -> Path:
+    """The finished video's own filename, as `naive media download` saves it."""
+    from services.cli.media import local_name
+    from shared.media.schemas import MediaAsset
+
+    asset_id = str(job.result.media_asset_id) if job.result else ""
+    return local_name(state.client.fetch(MediaAsset, f"/v1/media/{segment(asset_id)}"), asset_id)
 
 
 def _not_saved(failure: Failure, job: Job) -> Failure:
@@ -314,7 +427,14 @@ def _read_items(path: Path) -> dict[int, dict[str, Any]]:
     """One item per non-empty line, each a JSON object `{model, input, metadata?}`, by its
     line number."""
     items = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        at = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise click.BadParameter(
+            f"line {at}: not UTF-8 text (JSON Lines are UTF-8; byte {exc.start})."
+        ) from None
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -467,7 +587,12 @@ def batch_cancel(state: State, batch_id: str) -> None:
 @click.option("--model", "-m", required=True, help="Model id; see `naive video models`.")
 @click.option("--duration", metavar="SECONDS", help="Video length, e.g. 5 or 10.")
 @click.option("--aspect-ratio", metavar="RATIO", help="Output ratio, e.g. 16:9.")
-@click.option("--image-url", metavar="URL", help="Source image, for image-to-video models.")
+@click.option(
+    "--image-url",
+    metavar="URL",
+    help="Source image, for image-to-video models: a URL or an image file, as for "
+    "`naive video generate`.",
+)
 @click.option(
     "--param",
     "params",
@@ -496,7 +621,7 @@ def quote(
         "prompt": prompt,
         "duration": duration,
         "aspect_ratio": aspect_ratio,
-        "image_url": image_url,
+        "image_url": _inline_image(image_url),  # the next step names the file, as given
     }
     body = {"model": model, "input": _model_input(named, params)}
     with state.action("video.quote", model=model, duration=duration) as out:

@@ -5,7 +5,7 @@ Each view takes the wire model the API rendered the object with (`shared/*/schem
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -94,14 +94,23 @@ class Fitted:
     def __init__(self, *layouts: Callable[[], Table]) -> None:
         self.layouts = layouts
 
-    def __rich_console__(self, console: Console, options: ConsoleOptions) -> Iterator[Table]:
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         unbounded = options.update_width(UNBOUNDED)  # a table's measure is capped at the width
         for build in self.layouts[:-1]:
             table = build()
             if Measurement.get(console, unbounded, table).maximum <= options.max_width:
                 yield table
                 return
-        yield self.layouts[-1]()
+        narrowest = self.layouts[-1]()
+        needed = Measurement.get(console, unbounded, narrowest).maximum
+        if needed <= options.max_width:
+            yield narrowest
+            return
+        # Narrower than its ids and short cells (whose measure is the most they take: the
+        # notes under an id are folded to its width): the table would cut them, and a cut
+        # id looks like another, or like none. Its lines are as wide as it needs instead,
+        # and the terminal wraps them.
+        yield from console.render(narrowest, options.update_width(needed))
 
 
 @dataclass(frozen=True)
@@ -440,7 +449,10 @@ def credits(data: Credits) -> RenderableType:
 
 def usage(data: Usage) -> RenderableType:
     """Charges and provider costs per group, with their totals."""
-    label = {"model": "Model", "day": "Day (UTC)", "key": "API key"}[data.group_by]
+    by_key = data.group_by == "key"
+    label = {"model": "Model", "day": "Day (UTC)", "key": "API key: its first characters"}[
+        data.group_by
+    ]
     options: dict[str, Any] = {
         "show_footer": True,
         "title": f"Usage {data.start:%Y-%m-%d %H:%M} to {data.end:%Y-%m-%d %H:%M} UTC",
@@ -450,20 +462,24 @@ def usage(data: Usage) -> RenderableType:
         "caption_justify": "left",
     }
     totals = data.totals
-    groups = [
-        row.group if data.group_by != "key" else row.key_prefix or row.group for row in data.rows
-    ]
+    # A key's id, what a key's budget names (`naive budgets set --key-id`), above the first
+    # characters of the key itself, which tell a person which key it is.
+    groups = [row.group for row in data.rows]
+    notes = [row.key_prefix if by_key else None for row in data.rows]
 
     def wide() -> Table:
         table = Table(box=box.SIMPLE_HEAD, **options)
-        table.add_column(label, "Total", no_wrap=True)
+        table.add_column("API key (id)" if by_key else label, "Total", no_wrap=True)
+        if by_key:
+            table.add_column("Key starts")
         table.add_column("Jobs", number(totals.jobs), justify="right")
         table.add_column("Charged (credits)", number(totals.charged_credits), justify="right")
         table.add_column("Provider units", number(totals.provider_units), justify="right")
         table.add_column("Provider cost", _cost(totals.provider_cost_usd), justify="right")
-        for group, row in zip(groups, data.rows, strict=True):
+        for group, note, row in zip(groups, notes, data.rows, strict=True):
             table.add_row(
                 cell(group if group is not None else "(none)"),
+                *([cell(note)] if by_key else []),
                 cell(number(row.jobs)),
                 cell(number(row.charged_credits)),
                 cell(number(row.provider_units)),
@@ -473,13 +489,13 @@ def usage(data: Usage) -> RenderableType:
 
     rows: list[list[RenderableType]] = [
         [
-            Identified(group if group is not None else "(none)"),
+            Identified(group if group is not None else "(none)", note),
             cell(number(row.jobs)),
             cell(number(row.charged_credits)),
             cell(_cost(row.provider_cost_usd)),
             cell(number(row.provider_units)),
         ]
-        for group, row in zip(groups, data.rows, strict=True)
+        for group, note, row in zip(groups, notes, data.rows, strict=True)
     ]
     columns = [
         Column(label, footer="Total"),
@@ -518,9 +534,19 @@ def _frame(data: MediaAsset) -> str | None:
     return f"{data.width}×{data.height}" if data.width and data.height else None
 
 
+def webhook_status(data: Webhook) -> Text:
+    """`enabled`, or `disabled` in red with the reason: nothing is sent to it until
+    `naive webhooks enable`."""
+    if data.status == "enabled":
+        return Text("enabled", style="green")
+    reason = f": {data.disabled_reason}" if data.disabled_reason else ""
+    return Text(f"disabled{reason}", style="red")
+
+
 def webhook(data: Webhook) -> RenderableType:
     """One webhook subscription; its signing secret when just created (shown this once)."""
     rows: list[tuple[str, RenderableType]] = [
+        ("Status", webhook_status(data)),
         ("URL", cell(data.url)),
         ("Events", cell(", ".join(data.events))),
         ("Description", cell(data.description)),
@@ -540,18 +566,38 @@ def webhooks(data: Iterable[Webhook]) -> RenderableType:
         table.add_column("Webhook", no_wrap=True)
         table.add_column("URL", overflow="fold")
         table.add_column("Events", overflow="fold")
+        table.add_column("Status", overflow="fold")
         table.add_column("Created", overflow="fold")
         for item in subscriptions:
             table.add_row(
-                cell(item.id), cell(item.url), cell(", ".join(item.events)), cell(item.created_at)
+                cell(item.id),
+                cell(item.url),
+                cell(", ".join(item.events)),
+                webhook_status(item),
+                cell(item.created_at),
             )
         return table
 
     rows: list[list[RenderableType]] = [
-        [Identified(item.id, item.url, ", ".join(item.events)), moment(item.created_at)]
+        [
+            Identified(
+                item.id,
+                item.url,
+                ", ".join(item.events),
+                f"disabled: {item.disabled_reason or 'every attempt failed'}"
+                if item.status == "disabled"
+                else None,
+            ),
+            Text(item.status, style="green" if item.status == "enabled" else "red"),
+            moment(item.created_at),
+        ]
         for item in subscriptions
     ]
-    columns = [Column("Webhook: URL, events"), Column("Created", optional=True)]
+    columns = [
+        Column("Webhook: URL, events"),
+        Column("Status"),
+        Column("Created", optional=True),
+    ]
     return Fitted(wide, *narrow_layouts(columns, rows))
 
 

@@ -84,7 +84,32 @@ def get_webhook(state: State, webhook_id: str) -> None:
         out.success(
             found.model_dump(mode="json"),
             view=lambda: views.webhook(found),
-            next_steps=[command("webhooks", "deliveries", found.id)],
+            next_steps=(
+                [command("webhooks", "enable", found.id)] if found.status == "disabled" else []
+            )
+            + [command("webhooks", "deliveries", found.id)],
+        )
+
+
+@webhooks.command("enable")
+@click.argument("webhook_id")
+@json_option
+@pass_state
+def enable_webhook(state: State, webhook_id: str) -> None:
+    """Turn a disabled subscription back on (`naive webhooks get` says why it was disabled)."""
+    with state.action("webhooks.enable") as out:
+        enabled = read(
+            Webhook,
+            state.client.patch(f"/v1/webhooks/{segment(webhook_id)}", {"status": "enabled"}),
+        )
+        out.success(
+            enabled.model_dump(mode="json"),
+            view=lambda: views.webhook(enabled),
+            next_steps=[command("webhooks", "deliveries", enabled.id)],
+            hints=[
+                "New events are sent again; what it missed while disabled can be sent with "
+                "`naive webhooks redeliver DELIVERY_ID`."
+            ],
         )
 
 

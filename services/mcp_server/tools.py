@@ -236,7 +236,9 @@ class NaiveTools:
             known = key in session.keys
             estimate: Decimal | None = None
             if max_credits is not None or (self.budget is not None and not known):
-                quote = await self._quote(model, _duration(model_input.get("duration")))
+                quote = await self._quote(
+                    model, _duration(model_input.get("duration")), name="input.duration"
+                )
                 estimate = Decimal(str(quote.estimated_credits))
             if max_credits is not None and estimate is not None and estimate > max_credits:
                 raise ToolError(
@@ -308,15 +310,30 @@ class NaiveTools:
 
     # -- helpers --------------------------------------------------------------------------
 
-    async def _quote(self, model: str, duration: str | None) -> PriceQuote:
-        return await self._api(
-            partial(
-                self.client.fetch,
-                PriceQuote,
-                "/v1/video/pricing",
-                {"model": model, "duration": duration},
+    async def _quote(
+        self, model: str, duration: str | None, *, name: str = "duration"
+    ) -> PriceQuote:
+        """The price of `duration` seconds of `model`; a duration the model refuses is named
+        `name`, the argument that carried it (`input.duration` for a generate, so the advice
+        points at the model's parameters, where it is fixed)."""
+        try:
+            return await anyio.to_thread.run_sync(
+                partial(
+                    self.client.fetch,
+                    PriceQuote,
+                    "/v1/video/pricing",
+                    {"model": model, "duration": duration},
+                )
             )
-        )
+        except Failure as failure:
+            fields = failure.error.get("fields")
+            if failure.code == "invalid_input" and isinstance(fields, dict) and name != "duration":
+                failure.error["fields"] = {
+                    name if field == "duration" else field: problem
+                    for field, problem in fields.items()
+                }
+                failure.error["message"] = f"Some input fields are invalid: {name}."
+            raise api_error(failure, api_url=self.client.base_url) from None
 
     async def _job(self, job_id: str) -> Job:
         return await self._api(partial(self.client.fetch, Job, f"/v1/jobs/{segment(job_id)}"))

@@ -40,6 +40,7 @@ class Caller:
 class NewAccount:
     account_id: uuid.UUID
     api_key: str
+    key_id: uuid.UUID  # what a key's budget names (`naive budgets set --key-id`)
 
 
 def hash_key(api_key: str) -> str:
@@ -53,7 +54,8 @@ def create_account(*, session: Session, name: str, credits: Decimal) -> NewAccou
     session.flush()
     if credits > 0:
         ledger.top_up(session=session, account_id=account.id, credits=credits, note="grant")
-    return NewAccount(account.id, create_api_key(session=session, account_id=account.id))
+    api_key, key_id = _new_key(session=session, account_id=account.id)
+    return NewAccount(account.id, api_key, key_id)
 
 
 def set_scheduling(
@@ -80,12 +82,16 @@ def set_scheduling(
 
 
 def create_api_key(*, session: Session, account_id: uuid.UUID) -> str:
+    return _new_key(session=session, account_id=account_id)[0]
+
+
+def _new_key(*, session: Session, account_id: uuid.UUID) -> tuple[str, uuid.UUID]:
+    """A new key of the account: the key itself (shown once) and its id."""
     api_key = KEY_PREFIX + secrets.token_urlsafe(32)
-    session.add(
-        ApiKey(account_id=account_id, key_hash=hash_key(api_key), display_prefix=api_key[:12])
-    )
+    row = ApiKey(account_id=account_id, key_hash=hash_key(api_key), display_prefix=api_key[:12])
+    session.add(row)
     session.flush()
-    return api_key
+    return api_key, row.id
 
 
 _KEYS = ApiKey.__table__

@@ -10,10 +10,12 @@ resolved, and connects to exactly those.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import socket
 from collections.abc import Callable
-from urllib.parse import urlparse
+from urllib.parse import unquote_to_bytes, urlparse
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 AddressPolicy = Callable[[Address], bool]
@@ -70,11 +72,18 @@ def check_fetchable(url: str, *, allow_private: bool) -> None:
     except ValueError:
         raise UnsafeUrl("is not a valid URL") from None
     if parsed.scheme == "data":
+        _check_data_image(url)
         return
     if parsed.scheme not in ("http", "https") or not hostname:
         raise UnsafeUrl("must be an https or http URL, or a data: URL")
     if not _is_host_name(hostname):
         raise UnsafeUrl("has a host name that DNS cannot carry")
+    try:
+        port = parsed.port
+    except ValueError:  # not a number, or past 65535
+        port = 0
+    if port == 0:
+        raise UnsafeUrl("has a port that is not one of 1 to 65535")
     if allow_private:
         return
     try:
@@ -85,9 +94,34 @@ def check_fetchable(url: str, *, allow_private: bool) -> None:
         raise UnsafeUrl("points at a private, loopback or otherwise non-public address")
 
 
+# The formats the fetcher decodes (shared/media/fetch.py), by their first bytes.
+_IMAGE_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a")
+
+
+def _check_data_image(url: str) -> None:
+    """A data: URL carries its bytes: one that holds no JPEG, PNG, WebP or GIF can never be
+    rendered, so it is refused at submit rather than failing the job later. (Decoding the
+    image itself, and its size limits, stay the fetcher's.)"""
+    header, comma, payload = url[len("data:") :].partition(",")
+    if not comma:
+        raise UnsafeUrl("is a data: URL without its ',' and data")
+    if header.lower().endswith(";base64"):
+        try:
+            start = base64.b64decode(payload[:64], validate=True)  # a whole number of quads
+        except (binascii.Error, ValueError):
+            raise UnsafeUrl("is a data: URL whose base64 is not valid") from None
+    else:
+        start = unquote_to_bytes(payload[:64])
+    webp = start[:4] == b"RIFF" and start[8:12] == b"WEBP"
+    if not (webp or start.startswith(_IMAGE_SIGNATURES)):
+        raise UnsafeUrl("is a data: URL that holds no JPEG, PNG, WebP or GIF image")
+
+
 def _is_host_name(hostname: str) -> bool:
     """A name DNS can carry: labels of 1–63 octets (IDNA-encoded), 253 in all. Anything
     else can never be fetched, so it is refused at submit, not found out by the worker."""
+    if any(character.isspace() or not character.isprintable() for character in hostname):
+        return False  # `exa mple.com`: no resolver looks such a name up
     try:
         encoded = hostname.encode("idna")
     except UnicodeError:

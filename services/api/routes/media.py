@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 
 from flask import Blueprint, Response, request, send_file
+from werkzeug.http import parse_range_header
 
 from services.api import context
 from services.api.contract import Param, Reply, route
@@ -92,6 +93,7 @@ def _send(key: str, *, content_type: str, filename: str | None) -> Response:
     storage = context.runtime().storage
     path = storage.local_path(key)
     if path is not None:
+        _ignore_unservable_range()
         # send_file answers Range requests (206) and conditional requests from the file itself.
         response = send_file(
             path,
@@ -112,6 +114,19 @@ def _send(key: str, *, content_type: str, filename: str | None) -> Response:
     # The bucket serves the bytes (and Range); the URL is the same for the hour, so it may be
     # cached as long. A client's Authorization header is not sent on to another origin.
     return Response(status=302, headers={"Location": url, "Cache-Control": "private, max-age=3600"})
+
+
+def _ignore_unservable_range() -> None:
+    """Drop a `Range` that is not one byte range, so the whole file is sent (200): another
+    unit must be ignored (RFC 9110, 14.2), and several ranges or an unreadable one may be.
+    werkzeug answered all of them 416, as if the range were past the end; a single range
+    past the end still is."""
+    header = request.environ.get("HTTP_RANGE")
+    if header is None:
+        return
+    parsed = parse_range_header(header)
+    if parsed is None or parsed.units != "bytes" or len(parsed.ranges) != 1:
+        del request.environ["HTTP_RANGE"]
 
 
 def _file_replies(media_type: str) -> dict[int, Reply]:

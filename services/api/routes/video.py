@@ -203,8 +203,9 @@ def _preview_seconds(model: catalog.VideoModel, duration: int | None, name: str)
         normalized = catalog.normalize_input(model, _preview_input(model, duration))
     except InvalidInput as refused:
         problems = "; ".join(refused.extra["fields"].values())  # the stub's one field: duration
+        given = "its default" if duration is None else f"`{name}={duration}`"
         raise InvalidInput(
-            f"`{name}` is not one {model.id} takes.",
+            f"{model.id} does not take {given}.",
             fields={name: problems},
             models_url="/v1/video/models",
         ) from None
