@@ -191,6 +191,26 @@ def test_credits_that_are_not_a_number_are_a_usage_error_not_a_traceback(args):
 
 
 @pytest.mark.parametrize(
+    "args",
+    [
+        ("video", "generate", "x", "--wait", "--timeout", "nan"),
+        ("jobs", "watch", str(uuid.uuid4()), "--timeout", "inf"),
+        ("mcp", "--budget", "nan"),
+        ("budgets", "set", "--period", "day", "--credits", "NaN"),
+        ("local", "up", "--credits", "Infinity"),
+    ],
+)
+def test_nan_and_infinity_are_refused_as_numbers(args):
+    """NaN compares false with every bound: `--timeout nan` waited forever, `--budget nan`
+    never refused a job, and a NaN of credits reached the API."""
+    result = CliRunner().invoke(cli, ["--json", *args])
+    assert result.exit_code == 2, result.output
+    envelope = json.loads(result.output)
+    assert envelope["result"]["code"] == "usage_error"
+    assert "is not a finite number" in envelope["result"]["message"]
+
+
+@pytest.mark.parametrize(
     ("env", "code"),
     [
         ({"NAIVE_API_KEY": "nv_sk_héllo"}, "invalid_api_key"),

@@ -9,6 +9,7 @@ from services.cli import views
 from services.cli.client import read, segment
 from services.cli.errors import ExitCode, Failure
 from services.cli.hints import command, flags, job_hints, job_next_steps
+from services.cli.numbers import SECONDS
 from services.cli.state import State, json_lines_option, json_option, pass_state
 from services.cli.wait import Update, watch
 from shared.jobs.schemas import Job, JobPage
@@ -116,7 +117,7 @@ def get_job(state: State, job_id: str) -> None:
 @click.argument("job_id")
 @click.option(
     "--timeout",
-    type=click.FloatRange(min=0, min_open=True),
+    type=SECONDS,
     metavar="SECONDS",
     help="Give up watching after SECONDS (the job keeps running).",
 )

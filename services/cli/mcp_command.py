@@ -8,6 +8,7 @@ from decimal import Decimal
 import click
 from click.core import ParameterSource
 
+from services.cli.numbers import CREDITS
 from services.cli.state import State, pass_state
 
 # The token guards a server that spends the account's credits: one short enough to guess is
@@ -76,7 +77,7 @@ def _checked_token(ctx: click.Context, param: click.Parameter, value: str | None
     metavar="CREDITS",
     envvar="NAIVE_MCP_BUDGET",
     show_envvar=True,
-    type=click.FloatRange(min=0),
+    type=CREDITS,
     help="Most credits the jobs submitted through this server may commit, all its MCP "
     "sessions and clients together (each job at its estimate until it ends, then at its "
     "charge: a failed or cancelled job commits nothing); a generation that would go over is "

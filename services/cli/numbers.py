@@ -1,6 +1,9 @@
 """Command-line numbers: a decimal amount of credits, refused in click's own words when it
-is not a number (`Decimal` as a click type raised `decimal.InvalidOperation`, a traceback)."""
+is not a number (`Decimal` as a click type raised `decimal.InvalidOperation`, a traceback);
+seconds and credits as floats, never NaN or infinite (click's `FloatRange` lets both
+through: NaN compares false with every bound, so `--timeout nan` waited forever)."""
 
+import math
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -16,9 +19,24 @@ class DecimalType(click.ParamType):
         if isinstance(value, Decimal):
             return value
         try:
-            return Decimal(str(value).strip())
+            number = Decimal(str(value).strip())
         except (InvalidOperation, ValueError):
             self.fail(f"{value!r} is not a number.", param, ctx)
+        if not number.is_finite():
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
+
+
+class FiniteFloatRange(click.FloatRange):
+    """`click.FloatRange` that refuses NaN and infinity."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
 
 
 DECIMAL = DecimalType()
+SECONDS = FiniteFloatRange(min=0, min_open=True)  # a time limit: leave it out for none
+CREDITS = FiniteFloatRange(min=0)

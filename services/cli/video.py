@@ -12,6 +12,7 @@ from services.cli import views
 from services.cli.client import read, segment
 from services.cli.errors import ExitCode, Failure
 from services.cli.hints import command, flags, job_hints, job_next_steps
+from services.cli.numbers import SECONDS
 from services.cli.output import Reporter
 from services.cli.state import State, json_option, pass_state
 from services.cli.transfer import download, writable_output
@@ -180,7 +181,7 @@ def _parse_params(
 @click.option(
     "--timeout",
     metavar="SECONDS",
-    type=click.FloatRange(min=0, min_open=True),
+    type=SECONDS,
     help="With --wait: give up waiting after SECONDS (the job keeps running).",
 )
 @json_option
@@ -460,7 +461,7 @@ def _read_items(path: Path) -> dict[int, dict[str, Any]]:
 @click.option(
     "--timeout",
     metavar="SECONDS",
-    type=click.FloatRange(min=0, min_open=True),
+    type=SECONDS,
     help="With --wait: give up waiting after SECONDS (the batch keeps running).",
 )
 @json_option
