@@ -253,7 +253,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     settings = Settings(
         data_dir=data_dir,
         database_url=env.get("DATABASE_URL") or f"sqlite:///{data_dir / 'naive.db'}",
-        broker_url=env.get("CELERY_BROKER_URL") or "filesystem://",
+        # A host name kombu does not use, but warns about on every connection without one.
+        broker_url=env.get("CELERY_BROKER_URL") or "filesystem://localhost/",
         celery_queue=env.get("CELERY_QUEUE") or "celery",
         media_root=Path(env.get("MEDIA_ROOT") or data_dir / "media").resolve(),
         provider=provider,

@@ -97,6 +97,8 @@ def test_the_quick_start_makes_a_playable_video_with_no_servers(tmp_path: Path):
         said = run("local", "status").stdout
         assert said.count("running") == 3 and f"API {stack['api_url']}" in said, said
         assert stack["api_url"].endswith(f":{env['NAIVE_LOCAL_PORT']}")
+        for log in (tmp_path / "var" / "logs").glob("*.log"):  # kombu's, on each connection
+            assert "No hostname was supplied" not in log.read_text(), log.name
     finally:
         began = time.monotonic()
         stopped = run("local", "down")

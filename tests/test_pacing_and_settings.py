@@ -47,7 +47,7 @@ def test_settings_refuse_an_unknown_provider():
 def test_embedded_default_needs_no_server(tmp_path):
     settings = load_settings({"NAIVE_DATA_DIR": str(tmp_path)})
     assert settings.database_url == f"sqlite:///{tmp_path / 'naive.db'}"
-    assert settings.broker_url == "filesystem://"
+    assert settings.broker_url == "filesystem://localhost/"
     assert settings.provider == "simulator"
 
 
