@@ -1155,6 +1155,9 @@ def test_video_batch_from_jsonl_waits_and_reports_partial_failure(naive, tmp_pat
     code, shown = naive.tty("video", "batch-status", result["id"])
     assert code == 0 and "completed_with_errors" in shown and result["items"][0]["id"] in shown
     assert "(est.)" not in shown  # every item ended: the failed one cost nothing
+    why = shown.split("Why items failed")[1].split("Next:")[0]  # the failed item, its error
+    assert result["items"][1]["id"] in why and "provider_error: no light" in why
+    assert result["items"][0]["id"] not in why
 
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"model": "x"}\nnot json\n')

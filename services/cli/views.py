@@ -685,7 +685,16 @@ def batch(data: Batch) -> RenderableType:
             ),
         ]
     )
-    return Group(summary, jobs(data.items))
+    failed = [item for item in data.items if item.error is not None]
+    if not failed:
+        return Group(summary, jobs(data.items))
+    reasons = Table(box=box.SIMPLE_HEAD, title="Why items failed", title_justify="left")
+    reasons.add_column("Job", no_wrap=True)
+    reasons.add_column("Error", overflow="fold")
+    for item in failed:
+        assert item.error is not None
+        reasons.add_row(cell(item.id), cell(f"{item.error.code}: {item.error.message}"))
+    return Group(summary, jobs(data.items), reasons)
 
 
 def budgets(data: Iterable[Budget]) -> RenderableType:
