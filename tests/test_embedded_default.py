@@ -93,6 +93,10 @@ def test_the_quick_start_makes_a_playable_video_with_no_servers(tmp_path: Path):
         assert media["result"]["total"] == 1
         assert (tmp_path / "var" / "naive.db").is_file()  # SQLite, not a server
         stack = json.loads((tmp_path / "var" / STACK_FILE).read_text())
+        # The local key's id, for a budget of its own (it showed nowhere before a charge).
+        budget = run("budgets", "set", "--period", "day", "--credits", "500",
+                     "--key-id", stack["key_id"], "--json")  # fmt: skip
+        assert budget.returncode == 0, budget.stdout + budget.stderr
         _concurrent_requests_all_answer(stack)
         said = run("local", "status").stdout
         assert said.count("running") == 3 and f"API {stack['api_url']}" in said, said

@@ -219,7 +219,11 @@ def up(port: int, credits_: Decimal) -> None:
         with db.transaction() as session:
             created = accounts.create_account(session=session, name="local", credits=credits_)
         db.dispose()
-        stack.update(account_id=str(created.account_id), api_key=created.api_key)
+        stack.update(
+            account_id=str(created.account_id),
+            api_key=created.api_key,
+            key_id=str(created.key_id),  # what `naive budgets set --key-id` names
+        )
     logs = settings.data_dir / "logs"
     logs.mkdir(exist_ok=True)
     api_url = f"http://127.0.0.1:{port}"
