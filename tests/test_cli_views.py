@@ -316,3 +316,13 @@ def test_an_assets_signed_url_is_printed_whole_on_one_line():
     lines = render(views.asset(asset), 80)
     assert asset.url in lines, "\n".join(lines)
     assert str(asset.id) in "\n".join(lines)
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [(1e9, "1000000000"), (1234567.5, "1234567.5"), (3.5, "3.5"), (100, "100"), (0.0875, "0.0875"),
+     (0.1 + 0.2, "0.3"), (0, "0"), (None, "—")],
+)  # fmt: skip
+def test_numbers_are_shown_as_written(value, shown):
+    """`:g` showed a balance of 1,234,567.5 credits as 1.23457e+06 and 1e9 as 1e+09."""
+    assert views.number(value) == shown

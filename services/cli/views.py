@@ -52,8 +52,11 @@ def cell(value: Any) -> Text:
 
 
 def number(value: Any) -> str:
-    """A number without trailing zeros, or a dash."""
-    return f"{value:g}" if isinstance(value, int | float) else "—"
+    """A number as written, without trailing zeros (`1000000000`, `3.5`, `0.0875`), or a
+    dash. Not `:g`, which cut a balance of 1,234,567.5 credits to `1.23457e+06`."""
+    if not isinstance(value, int | float):
+        return "—"
+    return f"{value:.6f}".rstrip("0").rstrip(".")
 
 
 def file_size(size: Any) -> str:
