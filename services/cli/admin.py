@@ -20,7 +20,7 @@ from sqlalchemy.exc import OperationalError
 
 from services.cli.errors import ExitCode, Failure
 from services.cli.local import stack_settings
-from services.cli.numbers import DECIMAL
+from services.cli.numbers import DECIMAL, number
 from services.cli.output import Reporter, wants_json
 from services.cli.state import State, json_option, pass_state
 from shared import accounts
@@ -168,7 +168,7 @@ def grant_credits(state: State, account_id: uuid.UUID, credits_: Decimal, note: 
         raise click.ClickException(exc.message) from None
     message = (
         f"granted {grant.credits} credits to account {account_id}: "
-        f"balance {granted.balance:g}, available {granted.available:g}"
+        f"balance {number(granted.balance)}, available {number(granted.available)}"
     )
     Reporter("admin.grant-credits", json_mode=wants_json(state.json_flag)).success(
         granted.model_dump(mode="json"), view=lambda: message
@@ -258,8 +258,8 @@ def set_budget(
         raise click.ClickException(exc.message) from None
     scope = "account" if key_id is None else f"key {key_id}"
     message = (
-        f"{scope} of {account_id}: {view.credits:g} credits per {period}, "
-        f"{view.spent_credits:g} spent this {period}"
+        f"{scope} of {account_id}: {number(view.credits)} credits per {period}, "
+        f"{number(view.spent_credits)} spent this {period}"
     )
     Reporter("admin.set-budget", json_mode=wants_json(state.json_flag)).success(
         view.model_dump(mode="json"), view=lambda: message

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 import click
 
 from services.cli.errors import ExitCode, Failure
+from services.cli.numbers import number
 from shared.errors import is_model_field
 from shared.jobs.schemas import Job
 from shared.jobs.status import PublicStatus
@@ -217,7 +218,7 @@ def _advise_fields(
 def _amount(value: Any) -> str:
     """Credits as people write them: 1, not 1.0; 3.5."""
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return f"{value:g}"
+        return number(value)
     return "?" if value is None else str(value)
 
 

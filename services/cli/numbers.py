@@ -1,7 +1,8 @@
 """Command-line numbers: a decimal amount of credits, refused in click's own words when it
 is not a number (`Decimal` as a click type raised `decimal.InvalidOperation`, a traceback);
 seconds and credits as floats, never NaN or infinite (click's `FloatRange` lets both
-through: NaN compares false with every bound, so `--timeout nan` waited forever)."""
+through: NaN compares false with every bound, so `--timeout nan` waited forever); and how
+the CLI shows a number."""
 
 import math
 from decimal import Decimal, InvalidOperation
@@ -40,3 +41,11 @@ class FiniteFloatRange(click.FloatRange):
 DECIMAL = DecimalType()
 SECONDS = FiniteFloatRange(min=0, min_open=True)  # a time limit: leave it out for none
 CREDITS = FiniteFloatRange(min=0)
+
+
+def number(value: Any) -> str:
+    """A number as written, without trailing zeros (`1000000000`, `3.5`, `0.0875`), or a
+    dash. Not `:g`, which cut a balance of 1,234,567.5 credits to `1.23457e+06`."""
+    if not isinstance(value, int | float):
+        return "—"
+    return f"{value:.6f}".rstrip("0").rstrip(".")

@@ -27,6 +27,7 @@ from shared.jobs.schemas import (
     valid_idempotency_key,
 )
 from shared.jobs.status import PublicStatus
+from shared.media.url_policy import image_type
 from shared.webhooks.schemas import EventType
 from shared.wire import instant
 
@@ -50,13 +51,6 @@ def _model_input(named: dict[str, str | None], params: dict[str, Any]) -> dict[s
     return {**params, **given}
 
 
-# Image files the API takes as data: URLs, by their first bytes.
-IMAGE_SIGNATURES = (
-    (b"\xff\xd8\xff", "image/jpeg"),
-    (b"\x89PNG\r\n\x1a\n", "image/png"),
-    (b"GIF87a", "image/gif"),
-    (b"GIF89a", "image/gif"),
-)
 # A data: URL is base64 (4/3 of the file) in a body of at most MAX_REQUEST_BYTES (2 MiB).
 MAX_IMAGE_FILE_BYTES = 1_500_000
 
@@ -86,9 +80,7 @@ def _inline_image(value: str | None) -> str | None:
             "put it at an https URL.",
             param_hint="'--image-url'",
         )
-    mime = next((m for magic, m in IMAGE_SIGNATURES if content.startswith(magic)), None)
-    if mime is None and content[:4] == b"RIFF" and content[8:12] == b"WEBP":
-        mime = "image/webp"
+    mime = image_type(content[:12])
     if mime is None:
         raise click.BadParameter(
             f"{value} is not a JPEG, PNG, WebP or GIF image.", param_hint="'--image-url'"

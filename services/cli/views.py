@@ -18,6 +18,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from services.cli.numbers import number
 from services.cli.wait import Update
 from shared.batches.schemas import Batch, BatchAccepted
 from shared.budgets.schemas import Budget
@@ -49,14 +50,6 @@ def cell(value: Any) -> Text:
     """The API's data as plain text, spelled as on the wire (an instant as its ISO string):
     never parsed as rich markup."""
     return Text("—" if value is None or value == "" else str(to_jsonable_python(value)))
-
-
-def number(value: Any) -> str:
-    """A number as written, without trailing zeros (`1000000000`, `3.5`, `0.0875`), or a
-    dash. Not `:g`, which cut a balance of 1,234,567.5 credits to `1.23457e+06`."""
-    if not isinstance(value, int | float):
-        return "—"
-    return f"{value:.6f}".rstrip("0").rstrip(".")
 
 
 def file_size(size: Any) -> str:
@@ -173,7 +166,9 @@ def event(update: Update) -> RenderableType:
     there)."""
     data = update.job
     position = f"  queue #{data.queue_position}" if data.queue_position is not None else ""
-    charged = f"  charged {data.credits_used:g} credits" if data.credits_used is not None else ""
+    charged = (
+        f"  charged {number(data.credits_used)} credits" if data.credits_used is not None else ""
+    )
     return Text.assemble(
         (update.timestamp.strftime("%H:%M:%S"), "dim"),
         f"  #{update.seq if update.seq is not None else '-'}  ",

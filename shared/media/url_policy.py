@@ -95,7 +95,20 @@ def check_fetchable(url: str, *, allow_private: bool) -> None:
 
 
 # The formats the fetcher decodes (shared/media/fetch.py), by their first bytes.
-_IMAGE_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a")
+_IMAGE_SIGNATURES = (
+    (b"\xff\xd8\xff", "image/jpeg"),
+    (b"\x89PNG\r\n\x1a\n", "image/png"),
+    (b"GIF87a", "image/gif"),
+    (b"GIF89a", "image/gif"),
+)
+
+
+def image_type(start: bytes) -> str | None:
+    """The media type of an image the service takes (JPEG, PNG, WebP, GIF) from its first
+    bytes (12 are enough), or None for anything else."""
+    if start[:4] == b"RIFF" and start[8:12] == b"WEBP":
+        return "image/webp"
+    return next((kind for magic, kind in _IMAGE_SIGNATURES if start.startswith(magic)), None)
 
 
 def _check_data_image(url: str) -> None:
@@ -112,8 +125,7 @@ def _check_data_image(url: str) -> None:
             raise UnsafeUrl("is a data: URL whose base64 is not valid") from None
     else:
         start = unquote_to_bytes(payload[:64])
-    webp = start[:4] == b"RIFF" and start[8:12] == b"WEBP"
-    if not (webp or start.startswith(_IMAGE_SIGNATURES)):
+    if image_type(start) is None:
         raise UnsafeUrl("is a data: URL that holds no JPEG, PNG, WebP or GIF image")
 
 
