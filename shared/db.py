@@ -363,11 +363,11 @@ class Database:
                 session.info.pop(_CALLBACKS, None)
                 session.close()  # a held connection's next session is a new one
                 raise
-        callbacks = session.info.pop(_CALLBACKS, [])
-        if held is None:
-            session.close()
-        else:
-            held.give_back(engine, session)
+            callbacks = session.info.pop(_CALLBACKS, [])
+            if held is None:
+                session.close()
+            else:
+                held.give_back(engine, session)
         for callback in callbacks:
             callback()
 
