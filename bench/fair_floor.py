@@ -36,6 +36,7 @@ CELERY_BROKER_URL, CELERY_QUEUE, NAIVE_DATA_DIR, POLL_INITIAL_SECONDS, …).
 from __future__ import annotations
 
 import functools
+import gc
 import json
 import secrets
 import uuid
@@ -43,7 +44,7 @@ from typing import Any
 
 import psycopg
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import worker_init, worker_process_init
 from kombu import Queue
 
 from services.worker import redis_transport
@@ -99,6 +100,11 @@ def _db(autocommit: bool = False) -> psycopg.Connection[Any]:
 @functools.cache
 def _publisher() -> RedisPublisher:
     return RedisPublisher(app, settings.broker_url)
+
+
+@worker_init.connect
+def _freeze_startup_objects(**_: Any) -> None:
+    gc.freeze()  # as the product's worker does (services/worker/lifecycle.py)
 
 
 @worker_process_init.connect

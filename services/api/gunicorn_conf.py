@@ -8,6 +8,7 @@ it would pick its blocking wait function in the arbiter, before gevent patches `
 in each worker, and every query would then block a whole worker.
 """
 
+import gc
 import json
 import warnings
 from typing import Any
@@ -31,6 +32,13 @@ access_log_format = '%(h)s - %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(M)sms "%(a)
 
 def on_starting(server: Any) -> None:
     reset_multiprocess_dir()
+
+
+def post_worker_init(worker: Any) -> None:
+    # The app is loaded: its modules' objects leave the collector's generations, so a full
+    # collection no longer walks them (≈ 0.1 s each, every few thousand requests: 5 % of
+    # a submit's CPU on average).
+    gc.freeze()
 
 
 def child_exit(server: Any, worker: Any) -> None:

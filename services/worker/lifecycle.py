@@ -1,4 +1,5 @@
-"""Worker process plumbing: the metrics port, the liveness heartbeat, dead children.
+"""Worker process plumbing: the metrics port, the liveness heartbeat, dead children, the
+garbage collector.
 
 The heartbeat is a file touched every few seconds by a thread of the worker's main
 process. Kubernetes' liveness probe checks its age, not `celery inspect ping`, which
@@ -7,6 +8,7 @@ goes through the broker and would restart every worker during a broker outage.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import threading
@@ -52,6 +54,15 @@ def _start_process_services(sender: Any = None, **_: Any) -> None:
             daemon=True,
             name="heartbeat",
         ).start()
+
+
+@worker_init.connect
+def _freeze_startup_objects(**_: Any) -> None:
+    """The task modules are imported and the pool not yet forked: their objects leave the
+    collector's generations, so a full collection in a child no longer walks them (≈ 0.1 s
+    each, every few thousand tasks) nor writes to their pages, which stay shared with this
+    process."""
+    gc.freeze()
 
 
 @worker_process_shutdown.connect
