@@ -80,13 +80,16 @@ def _server_hung_up(dbapi_connection: Any) -> bool:
     return bool(poller.poll(0))
 
 
+POOL_SIZE = 5  # connections a process keeps open (more are made for a burst, then closed)
+
+
 def make_engine(database_url: str) -> Engine:
     """An engine for the URL; SQLite gets WAL, a busy timeout and write-locking transactions."""
     if not database_url.startswith("sqlite"):
         # No pool_pre_ping: its SELECT 1 was a round trip per transaction. A connection the
         # server has closed is found by `_server_hung_up` at checkout instead, and the pool
         # connects once more in its place.
-        engine = create_engine(database_url, pool_size=5, max_overflow=10)
+        engine = create_engine(database_url, pool_size=POOL_SIZE, max_overflow=10)
 
         @event.listens_for(engine, "checkout")
         def _on_checkout(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
@@ -246,58 +249,101 @@ class _Compiled:
         return converted
 
 
-class _HeldConnections(threading.local):
-    """A thread's connections, one per engine (transactions, autocommit claims), kept
-    between transactions with a session on each: taking a connection from the pool and
-    giving it back, with their events, cost about a third of a short transaction's CPU in
-    the worker, and a new session and its closing a third of what remained. A connection
-    the server ended is found before each transaction as the pool finds it at checkout
-    (`_server_hung_up`), and one that failed mid-transaction was invalidated by
-    SQLAlchemy: either is replaced by a new one from its engine, with a new session."""
+@dataclass
+class _Held:
+    """A connection kept between transactions, with the session its last one left."""
 
-    def __init__(self) -> None:
-        self._by_engine: dict[Engine, Connection] = {}
-        self._idle: dict[Engine, Session] = {}  # each held connection's session, between uses
+    connection: Connection
+    session: Session | None = None
 
-    def connection(self, engine: Engine) -> Connection:
-        held = self._by_engine.get(engine)
-        if held is not None and (
-            held.invalidated or _server_hung_up(held.connection.dbapi_connection)
-        ):
-            self._idle.pop(engine, None)
-            held.invalidate()
-            held.close()  # not reconnected in place: that would lose the engine's autocommit
-            held = None
-        if held is None:
-            held = self._by_engine[engine] = engine.connect()
-        return held
+    def discard(self, *, broken: bool) -> None:
+        """Give the connection back to its pool, or (`broken`) drop it."""
+        if self.session is not None:
+            self.session.close()
+        if broken:
+            self.connection.invalidate()
+        self.connection.close()  # not reconnected in place: that would lose the engine's autocommit
+
+
+class _HeldConnections:
+    """Connections kept between transactions, each with its session, per engine (transactions,
+    autocommit claims): taking a connection from the pool and giving it back, with their
+    events, and a new session and its closing, cost about half of a short transaction's CPU
+    (a worker's step; ≈ 5 % of a submit's).
+
+    A thread (a request's greenlet, under gevent) takes one for a transaction and gives it
+    back after; a transaction it opens inside another on the same engine joins that one's
+    connection and transaction, as a session bound to a connection in a transaction does. At
+    most `keep` wait per engine; more are given back to the pool. A connection the server
+    ended is found before it is used again, as the pool finds it at checkout
+    (`_server_hung_up`), and one that failed mid-transaction was invalidated by SQLAlchemy:
+    either is dropped, and another taken."""
+
+    def __init__(self, keep: int) -> None:
+        self._keep = keep
+        self._lock = threading.Lock()
+        self._idle: dict[Engine, list[_Held]] = {}
+        self._taken = threading.local()  # this thread's: {engine: _Held}
+
+    def _taken_here(self) -> dict[Engine, _Held]:
+        taken: dict[Engine, _Held] | None = getattr(self._taken, "held", None)
+        if taken is None:
+            taken = self._taken.held = {}
+        return taken
 
     def session(self, engine: Engine) -> Session:
-        """A session on the engine's held connection: the idle one, or a new one (the first,
-        or one inside a transaction of the idle one's, which it joins as any session bound
-        to a connection in a transaction does)."""
-        connection = self.connection(engine)
-        idle = self._idle.pop(engine, None)
-        return idle or Session(connection, expire_on_commit=False)
+        taken = self._taken_here()
+        held = taken.get(engine)
+        if held is not None:  # inside a transaction of this thread's: join it
+            return Session(held.connection, expire_on_commit=False)
+        held = taken[engine] = self._take(engine)
+        held.session = held.session or Session(held.connection, expire_on_commit=False)
+        return held.session
 
-    def give_back(self, engine: Engine, session: Session) -> None:
-        """Keep a session whose transaction ended for the next one, emptied of what it loaded
-        (a later read must not be answered from it); close it if another is kept already."""
-        if engine in self._idle or session.get_bind() is not self._by_engine.get(engine):
+    def _take(self, engine: Engine) -> _Held:
+        while True:
+            with self._lock:
+                idle = self._idle.get(engine)
+                held = idle.pop() if idle else None
+            if held is None:
+                return _Held(engine.connect())
+            connection = held.connection
+            if not connection.invalidated and not _server_hung_up(
+                connection.connection.dbapi_connection
+            ):
+                return held
+            held.discard(broken=True)
+
+    def give_back(self, engine: Engine, session: Session, *, failed: bool = False) -> None:
+        """End the thread's use of the session's connection: kept for the next transaction,
+        its session emptied of what it loaded (a later read must not be answered from it),
+        or closed after a failure (the next transaction gets a new one). A session that
+        joined another's transaction is closed."""
+        taken = self._taken_here()
+        held = taken.get(engine)
+        if held is None or session is not held.session:
             session.close()
             return
-        if session.identity_map:
+        del taken[engine]
+        if failed:
+            session.close()
+            held.session = None
+        elif session.identity_map:
             session.expunge_all()
-        self._idle[engine] = session
+        with self._lock:
+            idle = self._idle.setdefault(engine, [])
+            if len(idle) < self._keep and not held.connection.invalidated:
+                idle.append(held)
+                return
+        held.discard(broken=held.connection.invalidated)
 
     def close(self) -> None:
-        """Give this thread's connections back to their pools."""
-        for session in self._idle.values():
-            session.close()
-        self._idle.clear()
-        for held in self._by_engine.values():
-            held.close()
-        self._by_engine.clear()
+        """Give the waiting connections back to their pools."""
+        with self._lock:
+            idle = [held for kept in self._idle.values() for held in kept]
+            self._idle.clear()
+        for held in idle:
+            held.discard(broken=False)
 
 
 def after_commit(session: Session, callback: Callable[[], None]) -> None:
@@ -306,11 +352,7 @@ def after_commit(session: Session, callback: Callable[[], None]) -> None:
 
 
 class Database:
-    def __init__(self, database_url: str, *, hold_connections: bool = False) -> None:
-        """`hold_connections`: each thread keeps its connections between transactions (a
-        worker process: one thread, one transaction at a time) instead of taking one from
-        the pool for each; on PostgreSQL only. Not for a server whose requests are threads
-        or greenlets of their own: each would keep one."""
+    def __init__(self, database_url: str) -> None:
         # Every slice's table on the metadata, whichever models the process imported: a
         # foreign key (a job's batch, an entry's batch) resolves at the first flush.
         import shared.tables  # noqa: F401  (imports every slice's models; they import this)
@@ -334,7 +376,8 @@ class Database:
         self._autocommit = self.engine
         if self.is_postgres:
             self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
-        self._held = _HeldConnections() if hold_connections and self.is_postgres else None
+        # On PostgreSQL, connections and their sessions are kept between transactions.
+        self._held = _HeldConnections(POOL_SIZE) if self.is_postgres else None
 
     @property
     def is_postgres(self) -> bool:
@@ -361,7 +404,10 @@ class Database:
             except BaseException:
                 session.rollback()
                 session.info.pop(_CALLBACKS, None)
-                session.close()  # a held connection's next session is a new one
+                if held is None:
+                    session.close()
+                else:
+                    held.give_back(engine, session, failed=True)
                 raise
             callbacks = session.info.pop(_CALLBACKS, [])
             if held is None:

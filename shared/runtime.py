@@ -13,11 +13,10 @@ from shared.providers.base import VideoProvider
 
 
 class Runtime:
-    def __init__(self, settings: Settings, *, hold_connections: bool = False) -> None:
-        """`hold_connections`: see `Database` (a worker process holds, a server does not)."""
+    def __init__(self, settings: Settings) -> None:
         settings.ensure_local_dirs()
         self.settings = settings
-        self.db = Database(settings.database_url, hold_connections=hold_connections)
+        self.db = Database(settings.database_url)
         metrics.count_database_work(self.db.engine)
         self.storage: MediaStorage = make_storage(settings)
 

@@ -7,7 +7,7 @@ import ipaddress
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from shared.catalog.builtin import all_models, normalize_input
 from shared.errors import InvalidInput
@@ -427,23 +427,38 @@ def test_image_urls_at_private_addresses_are_refused(client, account, runtime, u
 
 
 def test_no_transaction_is_open_while_a_host_name_resolves(client, account, monkeypatch):
-    """A submit or a batch naming an image's host resolves it with no pooled connection
-    checked out: a slow resolver cannot hold connections idle in transaction."""
-    pool = client.application.extensions["naive"].db.engine.pool
-    checked_out: list[int] = []
+    """A submit or a batch naming an image's host resolves it with no transaction open: a
+    slow resolver cannot hold connections idle in transaction (a connection kept idle
+    between transactions is no matter)."""
+    engine = client.application.extensions["naive"].db.engine
+    transactions = {"open": 0}
+    open_while_resolving: list[int] = []
+
+    def began(_connection: Any) -> None:
+        transactions["open"] += 1
+
+    def ended(_connection: Any) -> None:
+        transactions["open"] -= 1
 
     def resolve(host: str) -> list[Any]:
-        checked_out.append(pool.checkedout())
+        open_while_resolving.append(transactions["open"])
         return [ipaddress.ip_address("93.184.216.34")]
 
     monkeypatch.setattr(url_policy, "resolve", resolve)
     image = {"image_url": "https://images.example.com/a.png", "prompt": "x"}
     submit = {"model": KLING_I2V, "input": image}
     batch = {"items": [{"model": KLING_I2V, "input": image}]}
-    for path, body in (("/v1/video/generate", submit), ("/v1/video/batches", batch)):
-        response = client.post(path, json=body, headers=account.headers)
-        assert response.status_code == 202, response.json
-    assert checked_out == [0, 0]  # the submit's image, the batch's
+    hooks = (("begin", began), ("commit", ended), ("rollback", ended))
+    for name, hook in hooks:
+        event.listen(engine, name, hook)
+    try:
+        for path, body in (("/v1/video/generate", submit), ("/v1/video/batches", batch)):
+            response = client.post(path, json=body, headers=account.headers)
+            assert response.status_code == 202, response.json
+    finally:
+        for name, hook in hooks:
+            event.remove(engine, name, hook)
+    assert open_while_resolving == [0, 0]  # the submit's image, the batch's
 
 
 def test_private_image_urls_can_be_allowed_for_a_closed_network(make_app, account):

@@ -8,6 +8,7 @@ process holds its connections between transactions and checks them the same way.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from decimal import Decimal
 
@@ -77,9 +78,9 @@ def test_submits_succeed_after_the_database_ended_every_pooled_connection(
 
 @pytest.fixture
 def held() -> Iterator[Database]:
-    """A worker's database: each thread holds its connections between transactions."""
+    """A database on PostgreSQL: its connections are kept between transactions."""
     with scratch_database() as url:
-        db = Database(url, hold_connections=True)
+        db = Database(url)
         yield db
         db.dispose()
 
@@ -160,3 +161,23 @@ def test_a_failed_transaction_leaves_the_next_one_clean(held: Database) -> None:
     with held.transaction() as session:
         assert session.execute(text("SELECT to_regclass('gone')")).scalar_one() is None
         assert not session.identity_map
+
+
+def test_transactions_at_once_each_have_a_connection_of_their_own(held: Database) -> None:
+    """Requests served at the same time (threads, or greenlets under gevent) never share a
+    held connection; the connections they used are kept for the next ones."""
+    both_inside = threading.Barrier(2, timeout=10)
+    backends: list[int] = []
+
+    def transaction() -> None:
+        with held.transaction() as session:
+            backends.append(session.execute(text("SELECT pg_backend_pid()")).scalar_one())
+            both_inside.wait()
+
+    threads = [threading.Thread(target=transaction) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=15)
+    assert len(set(backends)) == 2
+    assert {_backend(held) for _ in range(4)} <= set(backends)

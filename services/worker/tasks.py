@@ -85,7 +85,7 @@ _RECENT_RENDERS: dict[str, tuple[float, list[float]]] = {}
 
 @functools.cache
 def runtime_for(settings: Settings) -> Runtime:
-    return Runtime(settings, hold_connections=True)  # a pool process: one task at a time
+    return Runtime(settings)
 
 
 @worker_process_init.connect
