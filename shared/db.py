@@ -330,12 +330,14 @@ class _HeldConnections:
             held.session = None
         elif session.identity_map:
             session.expunge_all()
+        # A connection whose transaction did not end (its rollback failed) is not kept.
+        broken = held.connection.invalidated or held.connection.in_transaction()
         with self._lock:
             idle = self._idle.setdefault(engine, [])
-            if len(idle) < self._keep and not held.connection.invalidated:
+            if len(idle) < self._keep and not broken:
                 idle.append(held)
                 return
-        held.discard(broken=held.connection.invalidated)
+        held.discard(broken=broken)
 
     def close(self) -> None:
         """Give the waiting connections back to their pools."""
@@ -402,12 +404,14 @@ class Database:
                 yield session
                 session.commit()
             except BaseException:
-                session.rollback()
-                session.info.pop(_CALLBACKS, None)
-                if held is None:
-                    session.close()
-                else:
-                    held.give_back(engine, session, failed=True)
+                try:
+                    session.rollback()
+                finally:  # even if the rollback failed: the connection is not left taken
+                    session.info.pop(_CALLBACKS, None)
+                    if held is None:
+                        session.close()
+                    else:
+                        held.give_back(engine, session, failed=True)
                 raise
             callbacks = session.info.pop(_CALLBACKS, [])
             if held is None:

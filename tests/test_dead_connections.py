@@ -17,6 +17,7 @@ import pytest
 from flask import Flask
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
 
 from services.api.app import create_app
 from shared import accounts
@@ -181,3 +182,21 @@ def test_transactions_at_once_each_have_a_connection_of_their_own(held: Database
         thread.join(timeout=15)
     assert len(set(backends)) == 2
     assert {_backend(held) for _ in range(4)} <= set(backends)
+
+
+def test_a_rollback_that_fails_leaves_the_next_transaction_clean(
+    held: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failed block whose rollback fails too (a connection lost mid-rollback) does not leave
+    its connection taken: the thread's next transaction is a new one, not the broken one's."""
+
+    def rollback_fails(session: Session) -> None:
+        raise OperationalError("ROLLBACK", None, Exception("connection lost"))
+
+    with pytest.raises(OperationalError), held.transaction() as session:
+        session.execute(text("CREATE TABLE half (name text)"))
+        monkeypatch.setattr(Session, "rollback", rollback_fails)
+        raise RuntimeError("the block fails")
+    monkeypatch.undo()
+    with held.transaction() as session:
+        assert session.execute(text("SELECT to_regclass('half')")).scalar_one() is None
