@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
+from psycopg.types.json import Json
 from sqlalchemy import JSON, DateTime, MetaData, TypeDecorator, Uuid, create_engine, event, text
 from sqlalchemy.engine import Connection, Dialect, Engine
 from sqlalchemy.exc import DisconnectionError
@@ -55,6 +56,24 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is not None and value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value
+
+
+def _as_is(text: str) -> str:
+    return text
+
+
+class JSONText(TypeDecorator[str]):
+    """A JSON column's value given as JSON text already (pydantic's `model_dump_json`,
+    rendered in Rust): written as it is, where a dict would be built and serialized again
+    in Python. Read back, the column's own type parses it."""
+
+    impl = JSON
+    cache_ok = True
+
+    def bind_processor(self, dialect: Dialect) -> Callable[[Any], Any] | None:
+        if dialect.driver == "psycopg":  # sent with the JSON type's OID, not serialized
+            return lambda text: Json(text, _as_is)
+        return None  # SQLite keeps JSON as text
 
 
 class Base(DeclarativeBase):

@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import BindParameter, bindparam, insert, select
 from sqlalchemy.orm import Session
 
-from shared.db import Prepared, utcnow
+from shared.db import JSONText, Prepared, utcnow
 from shared.jobs.models import Job, JobEvent
 from shared.jobs.schemas import Job as JobView
 from shared.jobs.status import JobStatus
@@ -49,10 +49,13 @@ VISIBLE = frozenset(
 
 def _insert(rows: int) -> Prepared:
     """One statement writing a move's `rows` events (a completed job writes two), which
-    share the job, the time and the view."""
+    share the job, the time and the view. The view comes as JSON text, as pydantic renders
+    it (in Rust): the database reads it into the column, where a dict would be built in
+    Python and serialized again by the driver."""
     shared: dict[str, BindParameter[Any]] = {
-        name: bindparam(name) for name in ("job_id", "account_id", "created_at", "data")
+        name: bindparam(name) for name in ("job_id", "account_id", "created_at")
     }
+    shared["data"] = bindparam("data", type_=JSONText())
     values = [
         {**shared, "seq": bindparam(f"seq{i}"), "type": bindparam(f"type{i}")} for i in range(rows)
     ]
@@ -97,7 +100,7 @@ def emit(session: Session, job: Job) -> None:
         "job_id": job.id,
         "account_id": job.account_id,
         "created_at": utcnow(),
-        "data": JobView.of(job, None).model_dump(mode="json"),
+        "data": JobView.of(job, None).model_dump_json(),
     }
     for i, kind in enumerate(types):
         params[f"seq{i}"], params[f"type{i}"] = first + i, kind
