@@ -2,7 +2,8 @@
 the worker share. Each slice's tables are in its own `models.py` (jobs, ledger, media, …).
 
 Domain functions take the session, flush and never commit; the request or the task
-owns the transaction through `Database.transaction()`. Work that must only happen
+owns the transaction through `Database.transaction()` (a claim, one statement atomic on
+its own, takes the connection of `Database.statement()`). Work that must only happen
 once the rows are visible to others (sending a Celery task) is registered with
 `after_commit` and runs after the commit, never for a rollback.
 """
@@ -319,6 +320,29 @@ class _HeldConnections:
         held.session = held.session or Session(held.connection, expire_on_commit=False)
         return held.session
 
+    @contextmanager
+    def connection(self, engine: Engine) -> Iterator[Connection]:
+        """The thread's connection for a block without a session (one statement in
+        autocommit), given back after it; inside another block on the same engine, that
+        one's."""
+        taken = self._taken_here()
+        if engine in taken:
+            yield taken[engine].connection
+            return
+        held = taken[engine] = self._take(engine)
+        connection = held.connection
+        try:
+            yield connection
+            if connection.in_transaction():  # SQLAlchemy's own, begun by an execute
+                connection.commit()
+        except BaseException:
+            if connection.in_transaction():
+                connection.rollback()
+            raise
+        finally:  # even if the rollback failed (then it is not kept)
+            del taken[engine]
+            self._keep_or_discard(engine, held)
+
     def _take(self, engine: Engine) -> _Held:
         while True:
             with self._lock:
@@ -349,6 +373,9 @@ class _HeldConnections:
             held.session = None
         elif session.identity_map:
             session.expunge_all()
+        self._keep_or_discard(engine, held)
+
+    def _keep_or_discard(self, engine: Engine, held: _Held) -> None:
         # A connection whose transaction did not end (its rollback failed) is not kept.
         broken = held.connection.invalidated or held.connection.in_transaction()
         with self._lock:
@@ -404,17 +431,10 @@ class Database:
     def is_postgres(self) -> bool:
         return self.engine.dialect.name == "postgresql"
 
-    def _engine(self, one_statement: bool) -> Engine:
-        return self._autocommit if one_statement else self.engine
-
     @contextmanager
-    def transaction(self, *, one_statement: bool = False) -> Iterator[Session]:
-        """A session whose work commits at the end of the block, or rolls back on error.
-
-        `one_statement`: the block runs a single statement (a claim's conditional update),
-        which PostgreSQL makes atomic on its own, so it runs in autocommit; a block that
-        must make several changes at once must not set it."""
-        engine, held = self._engine(one_statement), self._held
+    def transaction(self) -> Iterator[Session]:
+        """A session whose work commits at the end of the block, or rolls back on error."""
+        engine, held = self.engine, self._held
         with self._turn:
             session = (
                 Session(engine, expire_on_commit=False) if held is None else held.session(engine)
@@ -439,6 +459,20 @@ class Database:
                 held.give_back(engine, session)
         for callback in callbacks:
             callback()
+
+    @contextmanager
+    def statement(self) -> Iterator[Connection]:
+        """A connection for one statement that is atomic on its own (a claim's conditional
+        update): on PostgreSQL in autocommit, with no BEGIN and COMMIT (two of a claim's
+        three round trips) and no ORM session around it, the connection kept between
+        blocks; on SQLite a transaction of its own, which takes the write lock."""
+        with self._turn:
+            if self._held is None:
+                with self.engine.begin() as connection:
+                    yield connection
+                return
+            with self._held.connection(self._autocommit) as connection:
+                yield connection
 
     def ping(self) -> None:
         with self._turn, self.engine.connect() as connection:

@@ -136,7 +136,7 @@ def stalled_renders(
         started = json.loads(record.read_text())
         record.write_text(json.dumps({**started, "submitted_at": time.time() - 1000}))
         with runtime.db.transaction() as session:
-            assert jobs.claim_submit(session=session, job_id=job.id)
+            assert jobs.claim_submit(connection=session.connection(), job_id=job.id)
             assert jobs.record_submitted(
                 session=session,
                 job_id=job.id,

@@ -84,7 +84,7 @@ def delivered_job(
         ).job
     video = ProviderResult("https://example.com/v.mp4", "video/mp4", 9, billable_units=units)
     with db.transaction() as session:
-        assert jobs.claim_submit(session=session, job_id=job.id)
+        assert jobs.claim_submit(connection=session.connection(), job_id=job.id)
         assert jobs.record_submitted(
             session=session,
             job_id=job.id,

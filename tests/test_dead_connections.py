@@ -89,10 +89,15 @@ def held() -> Iterator[Database]:
 def _backend(db: Database, *, one_statement: bool = False) -> int:
     """The server process of the connection a transaction ran on; a claim's (one statement)
     runs in autocommit, without BEGIN and COMMIT."""
-    with db.transaction(one_statement=one_statement) as session:
+    pid = text("SELECT pg_backend_pid()")
+    if one_statement:
+        with db.statement() as connection:
+            assert connection.connection.dbapi_connection.autocommit
+            return int(connection.execute(pid).scalar_one())
+    with db.transaction() as session:
         connection = session.connection()
-        assert connection.connection.dbapi_connection.autocommit is one_statement
-        return int(connection.execute(text("SELECT pg_backend_pid()")).scalar_one())
+        assert not connection.connection.dbapi_connection.autocommit
+        return int(connection.execute(pid).scalar_one())
 
 
 def test_a_worker_keeps_its_connections_between_transactions(held: Database) -> None:

@@ -43,7 +43,7 @@ def _types(runtime: Runtime, job_id: uuid.UUID) -> list[str]:
 
 
 def claim_submit(session: Session, job: Job) -> object:
-    return jobs.claim_submit(session=session, job_id=job.id)
+    return jobs.claim_submit(connection=session.connection(), job_id=job.id)
 
 
 def submitted(session: Session, job: Job) -> object:
@@ -58,7 +58,7 @@ def report(state: ProviderState, progress: int | None, queue_position: int | Non
 
     def poll(session: Session, job: Job) -> object:
         [claimed] = jobs.claim_polls(
-            session=session,
+            connection=session.connection(),
             job_ids=[job.id],
             token=job.poll_token or "",
             new_token=uuid.uuid4().hex,
@@ -79,7 +79,7 @@ def settle(session: Session, job: Job) -> object:
 
 
 def claim_ingest(session: Session, job: Job) -> object:
-    return jobs.claim_ingest(session=session, job_id=job.id)
+    return jobs.claim_ingest(connection=session.connection(), job_id=job.id)
 
 
 def complete(session: Session, job: Job) -> object:

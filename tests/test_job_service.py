@@ -29,8 +29,10 @@ def _delivered(runtime: Runtime, settings: Settings, account_id: uuid.UUID) -> u
     """A job the provider has delivered (settling), moved there by the service alone."""
     job = queued_job(runtime, settings, account_id)
     with runtime.db.transaction() as session:
-        assert jobs.claim_submit(session=session, job_id=job.id) is not None
-        assert jobs.claim_submit(session=session, job_id=job.id) is None  # a duplicate
+        assert jobs.claim_submit(connection=session.connection(), job_id=job.id) is not None
+        assert (
+            jobs.claim_submit(connection=session.connection(), job_id=job.id) is None
+        )  # a duplicate
         assert jobs.record_submitted(
             session=session,
             job_id=job.id,
@@ -39,9 +41,16 @@ def _delivered(runtime: Runtime, settings: Settings, account_id: uuid.UUID) -> u
             poll_in=1,
             expected_seconds=2,
         )
-        [claimed] = jobs.claim_polls(session=session, job_ids=[job.id], token="t", new_token="u")
+        [claimed] = jobs.claim_polls(
+            connection=session.connection(), job_ids=[job.id], token="t", new_token="u"
+        )
         assert claimed.poll_count == 1
-        assert jobs.claim_polls(session=session, job_ids=[job.id], token="t", new_token="v") == []
+        assert (
+            jobs.claim_polls(
+                connection=session.connection(), job_ids=[job.id], token="t", new_token="v"
+            )
+            == []
+        )
         assert jobs.record_delivered(session=session, job_id=job.id, result=VIDEO)
         assert not jobs.record_delivered(session=session, job_id=job.id, result=VIDEO)
     return job.id
@@ -93,7 +102,7 @@ def test_every_state_change_writes_when_the_next_step_is_due(
     job = queued_job(runtime, settings, make_account().id)
     assert job.due_at == job.created_at  # its submit message is sent after the commit
     with runtime.db.transaction() as session:
-        claimed = jobs.claim_submit(session=session, job_id=job.id)
+        claimed = jobs.claim_submit(connection=session.connection(), job_id=job.id)
         assert claimed is not None and claimed.due_at is not None
         assert claimed.due_at - utcnow() > machine.SUBMIT_BUDGET - timedelta(seconds=5)
         submitted = jobs.record_submitted(
@@ -110,7 +119,9 @@ def test_every_state_change_writes_when_the_next_step_is_due(
         session.execute(
             update(Job).where(Job.id == job.id).values(deadline_at=utcnow() + timedelta(seconds=2))
         )
-        [polled] = jobs.claim_polls(session=session, job_ids=[job.id], token="t", new_token="u")
+        [polled] = jobs.claim_polls(
+            connection=session.connection(), job_ids=[job.id], token="t", new_token="u"
+        )
         assert polled.due_at == polled.deadline_at
         failed = jobs.fail(session=session, job_id=job.id, failure=machine.TIMED_OUT)
         assert failed is not None and failed.due_at is None
@@ -172,7 +183,7 @@ def test_a_parked_poll_has_no_valid_message_until_the_dispatcher_claims_it_once(
 ) -> None:
     job = queued_job(runtime, settings, make_account().id)
     with runtime.db.transaction() as session:
-        assert jobs.claim_submit(session=session, job_id=job.id) is not None
+        assert jobs.claim_submit(connection=session.connection(), job_id=job.id) is not None
         submitted = jobs.record_submitted(
             session=session,
             job_id=job.id,
@@ -195,6 +206,13 @@ def test_a_parked_poll_has_no_valid_message_until_the_dispatcher_claims_it_once(
     assert claim(timedelta(seconds=60))[job.id] == due  # sent once, for its own due time
     assert job.id not in claim(timedelta(seconds=60))
     with runtime.db.transaction() as session:
-        assert jobs.claim_polls(session=session, job_ids=[job.id], token="t", new_token="u") == []
-        [polled] = jobs.claim_polls(session=session, job_ids=[job.id], token="p", new_token="u")
+        assert (
+            jobs.claim_polls(
+                connection=session.connection(), job_ids=[job.id], token="t", new_token="u"
+            )
+            == []
+        )
+        [polled] = jobs.claim_polls(
+            connection=session.connection(), job_ids=[job.id], token="p", new_token="u"
+        )
         assert polled.poll_count == 1

@@ -14,7 +14,7 @@ from sqlalchemy import bindparam, event, exc, insert, select, update
 from shared import accounts, catalog
 from shared.accounts.models import Account, ApiKey
 from shared.config import Settings
-from shared.db import Database, Prepared, after_commit, utcnow
+from shared.db import Database, Prepared, utcnow
 from shared.jobs import service as jobs
 from shared.jobs.models import Job
 from shared.jobs.schemas import JobCreate
@@ -102,14 +102,22 @@ def test_an_expanding_in_is_rendered_for_its_list(db: Database) -> None:
     assert sorted(name for (name,) in rows) == ["one", "two"]
 
 
-def test_a_one_statement_block_commits_and_runs_its_callbacks(db: Database) -> None:
-    account_id, ran = uuid.uuid4(), []
-    with db.transaction(one_statement=True) as session:
-        _INSERT_ACCOUNT.rows(session.connection(), _row(account_id))
-        after_commit(session, lambda: ran.append(True))
-    assert ran == [True]
+def test_a_one_statement_block_commits_on_its_own(db: Database) -> None:
+    account_id = uuid.uuid4()
+    with db.statement() as connection:
+        _INSERT_ACCOUNT.rows(connection, _row(account_id))
     with db.transaction() as session:
         assert session.get(Account, account_id) is not None
+
+
+def test_a_failed_statement_leaves_the_next_block_clean(db: Database) -> None:
+    account_id = uuid.uuid4()
+    with db.statement() as connection:
+        _INSERT_ACCOUNT.rows(connection, _row(account_id))
+    with pytest.raises(exc.IntegrityError), db.statement() as connection:
+        _INSERT_ACCOUNT.rows(connection, _row(account_id))  # the same id again
+    with db.statement() as connection:
+        assert _NAMES.rows(connection, {"ids": [account_id]}) == [("prepared",)]
 
 
 def _row(account_id: uuid.UUID) -> dict[str, Any]:

@@ -150,9 +150,9 @@ def _claim(task: DbTask, token: str, job_ids: Sequence[uuid.UUID]) -> list[Job]:
     transaction of their own (one that never comes leaves its job claimed, due again
     `POLL_BUDGET` later and still overdue)."""
     now = utcnow()
-    with task.runtime.db.transaction(one_statement=True) as session:
+    with task.runtime.db.statement() as connection:
         claimed = jobs.claim_polls(
-            session=session, job_ids=job_ids, token=token, new_token=jobs.new_poll_token()
+            connection=connection, job_ids=job_ids, token=token, new_token=jobs.new_poll_token()
         )
     overdue = [job for job in claimed if machine.is_overdue(job, now)]
     if overdue:

@@ -265,8 +265,8 @@ class DbTask(Task):
 def submit_job(self: DbTask, job_id: str) -> None:
     """The one provider call that is not idempotent: the attempt is recorded before it."""
     key = uuid.UUID(job_id)
-    with self.runtime.db.transaction(one_statement=True) as session:
-        job = self.claimed(jobs.claim_submit(session=session, job_id=key))
+    with self.runtime.db.statement() as connection:
+        job = self.claimed(jobs.claim_submit(connection=connection, job_id=key))
     if job is None:
         return  # another delivery of this message has it, or the job moved on
     model = catalog.get_model(job.model)
@@ -343,8 +343,8 @@ def settle_credits(self: DbTask, job_id: str) -> None:
 def ingest_media(self: DbTask, job_id: str) -> None:
     """Copy the video into the library; after the last attempt the job fails, refunded."""
     key = uuid.UUID(job_id)
-    with self.runtime.db.transaction(one_statement=True) as session:
-        job = self.claimed(jobs.claim_ingest(session=session, job_id=key))
+    with self.runtime.db.statement() as connection:
+        job = self.claimed(jobs.claim_ingest(connection=connection, job_id=key))
     if job is None:
         return
     try:

@@ -32,6 +32,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from shared import accounts, metrics, pagination
@@ -121,23 +122,30 @@ class _Transition:
         )
 
     def __call__(self, session: Session, job_id: uuid.UUID, **params: Any) -> Job | None:
-        bound = {"job_id": job_id, "now": utcnow(), **params}
-        rows = self.statement.rows(session.connection(), bound)
-        if not rows:
+        job = self._job(session.connection(), job_id, params)
+        if job is None:
             return None
-        job = _job_of(rows[0])
         if self.events:
             events.emit(session, job)
         if self.target is not None:
             _log_moved(job, self.target)
         return job
 
-    def all(self, session: Session, **params: Any) -> list[Job]:
-        """Every job the key selects, as it is after the update (a claim: it writes nothing a
-        customer sees, so no events)."""
+    def claim(self, connection: Connection, job_id: uuid.UUID, **params: Any) -> Job | None:
+        """The job as it is after the update, if it matched: a claim, which writes nothing a
+        customer sees (no events, no log line), on a connection of its own."""
         assert not self.events and self.target is None
-        rows = self.statement.rows(session.connection(), {"now": utcnow(), **params})
+        return self._job(connection, job_id, params)
+
+    def all(self, connection: Connection, **params: Any) -> list[Job]:
+        """Every job the key selects, as it is after the update (a claim, as `claim`)."""
+        assert not self.events and self.target is None
+        rows = self.statement.rows(connection, {"now": utcnow(), **params})
         return [_job_of(row) for row in rows]
+
+    def _job(self, connection: Connection, job_id: uuid.UUID, params: dict[str, Any]) -> Job | None:
+        rows = self.statement.rows(connection, {"job_id": job_id, "now": utcnow(), **params})
+        return _job_of(rows[0]) if rows else None
 
 
 def _log_moved(job: Job, target: JobStatus) -> None:
@@ -528,9 +536,9 @@ def _move(
     return job
 
 
-def claim_submit(*, session: Session, job_id: uuid.UUID) -> Job | None:
+def claim_submit(*, connection: Connection, job_id: uuid.UUID) -> Job | None:
     """Record the submit attempt before calling the provider; None if someone else has."""
-    return _CLAIM_SUBMIT(session, job_id, due=utcnow() + machine.SUBMIT_BUDGET)
+    return _CLAIM_SUBMIT.claim(connection, job_id, due=utcnow() + machine.SUBMIT_BUDGET)
 
 
 def forget_submit_attempt(*, session: Session, job_id: uuid.UUID, retry_in: float) -> None:
@@ -567,7 +575,7 @@ def record_submitted(
 
 
 def claim_polls(
-    *, session: Session, job_ids: Sequence[uuid.UUID], token: str, new_token: str
+    *, connection: Connection, job_ids: Sequence[uuid.UUID], token: str, new_token: str
 ) -> list[Job]:
     """Take the poll loop's turn for each of the jobs still at the provider whose token is
     `token` (one statement): each gets `new_token`, one more poll counted, and is due again
@@ -576,10 +584,12 @@ def claim_polls(
     same job."""
     due = utcnow() + machine.POLL_BUDGET
     if len(job_ids) == 1:  # a single poll: the statement compiled once
-        claimed = _CLAIM_POLL(session, job_ids[0], token=token, new_token=new_token, due=due)
+        claimed = _CLAIM_POLL.claim(
+            connection, job_ids[0], token=token, new_token=new_token, due=due
+        )
         return [] if claimed is None else [claimed]
     return _CLAIM_POLLS.all(
-        session, job_ids=list(job_ids), token=token, new_token=new_token, due=due
+        connection, job_ids=list(job_ids), token=token, new_token=new_token, due=due
     )
 
 
@@ -894,14 +904,16 @@ def settle(*, session: Session, job_id: uuid.UUID) -> Job | None:
     return job
 
 
-def claim_ingest(*, session: Session, job_id: uuid.UUID) -> Job | None:
+def claim_ingest(*, connection: Connection, job_id: uuid.UUID) -> Job | None:
     """The job, if it waits for its video to be stored and no other ingest holds its lease:
     one download at a time per job, however many messages (duplicates, the dispatcher's)
     ask for it. The lease and the due time run `INGEST_BUDGET`; a worker that dies
     mid-ingest leaves a lease that runs out, and the dispatcher sends the step again."""
     now = utcnow()
     lease = machine.INGEST_BUDGET
-    return _CLAIM_INGEST(session, job_id, now=now, lease_ended=now - lease, due=now + lease)
+    return _CLAIM_INGEST.claim(
+        connection, job_id, now=now, lease_ended=now - lease, due=now + lease
+    )
 
 
 def retry_ingest(*, session: Session, job_id: uuid.UUID, retry_in: float) -> None:
