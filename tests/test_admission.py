@@ -8,7 +8,7 @@ from collections import Counter
 from datetime import timedelta
 from decimal import Decimal
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from shared import accounts
 from shared.catalog import BUILTIN
@@ -18,6 +18,7 @@ from shared.jobs import admission, machine
 from shared.jobs import service as jobs
 from shared.jobs.models import Job
 from shared.jobs.schemas import JobCreate
+from shared.jobs.status import JobStatus
 from tests.helpers import KLING_T2V
 
 OTHER_MODEL = "fal-ai/wan/v2.7/text-to-video"
@@ -79,6 +80,22 @@ def test_free_slots_go_by_weight_not_by_arrival(db: Database) -> None:
     admitted = admit(db, settings, provider)
     assert owners(db, admitted) == {heavy: 4, light: 2}
     assert admit(db, settings, provider) == []  # no slot left: nothing more
+
+
+def test_a_newcomer_goes_before_an_account_whose_running_jobs_came_before_the_backlog(
+    db: Database,
+) -> None:
+    """Neither account was admitted since the oldest waiting job arrived: the one holding
+    no slot takes the next, whichever sorts first by id."""
+    settings, provider = limited(4), f"p-{uuid.uuid4().hex[:6]}"
+    big, small = sorted((new_account(db), new_account(db)), key=str)  # big wins an id tie
+    running = submit(db, settings, provider, big, 4)
+    assert sorted(admit(db, settings, provider)) == sorted(running)  # before any backlog
+    submit(db, settings, provider, big, 4)
+    newcomer = submit(db, settings, provider, small, 4)
+    with db.transaction() as session:  # one of the big account's renders ends
+        session.execute(update(Job).where(Job.id == running[0]).values(status=JobStatus.COMPLETED))
+    assert admit(db, settings, provider) == [newcomer[0]]
 
 
 def test_an_account_cap_and_a_model_capacity_hold(db: Database) -> None:

@@ -9,7 +9,9 @@ provider (delivered, failed or cancelled).
 The order is weighted round robin across accounts: while jobs wait, each free slot goes to
 the waiting account that has been admitted the fewest jobs per unit of weight since the
 oldest waiting job arrived (`served / weight`; ties: the account admitted least recently,
-so a newcomer goes first and turns alternate); within an account, oldest first. An
+then the one holding fewer slots, so a newcomer goes first even before an account whose
+running jobs were all admitted before the backlog began, and turns alternate); within an
+account, oldest first. An
 account that submits 1,000 jobs therefore takes turns with one that submits 4, whatever
 the arrival order: the second's k-th job starts before the first's (k + its head start)-th.
 An account at its cap, or a job whose model is at capacity, is passed over for that round.
@@ -189,9 +191,10 @@ def _pick(
     last = dict(served.last)
     picks = itertools.count()  # orders this round's picks after every earlier admission
 
-    def turn(account_id: uuid.UUID) -> tuple[float, datetime, int, str]:
+    def turn(account_id: uuid.UUID) -> tuple[float, datetime, int, int, str]:
         share = served.count[account_id] / shares.weights.get(account_id, 1)
-        return share, last.get(account_id, never), 0, str(account_id)
+        holding = accounts_in_use[account_id]
+        return share, last.get(account_id, never), holding, 0, str(account_id)
 
     heap = [(*turn(account_id), account_id) for account_id in queues]
     heapq.heapify(heap)
@@ -214,10 +217,10 @@ def _pick(
         models_in_use[job.model] += 1
         served.count[account_id] += 1
         if pending:
-            share, _, _, name = turn(account_id)
+            share, _, _, _, name = turn(account_id)
             # served just now: after every account admitted before this round
             heapq.heappush(
-                heap, (share, datetime.max.replace(tzinfo=UTC), next(picks), name, account_id)
+                heap, (share, datetime.max.replace(tzinfo=UTC), 0, next(picks), name, account_id)
             )
     return chosen
 
