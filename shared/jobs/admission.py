@@ -11,10 +11,10 @@ the waiting account that has been admitted the fewest jobs per unit of weight si
 oldest waiting job arrived (`served / weight`; ties: the account admitted least recently,
 then the one holding fewer slots, so a newcomer goes first even before an account whose
 running jobs were all admitted before the backlog began, and turns alternate); within an
-account, oldest first. An
-account that submits 1,000 jobs therefore takes turns with one that submits 4, whatever
-the arrival order: the second's k-th job starts before the first's (k + its head start)-th.
-An account at its cap, or a job whose model is at capacity, is passed over for that round.
+account, oldest first. An account that submits 1,000 jobs therefore takes turns with one
+that submits 4, whatever the arrival order: the second's k-th job gets a slot no later
+than the first's (k + its head start)-th (in the same round at the latest). An account at
+its cap, or a job whose model is at capacity, is passed over for that round.
 
 A round (`admit`) runs under a per-provider lock, so two rounds never hand out the same
 slot: after every submit that has to wait, after a poll frees a slot, and on every
