@@ -49,18 +49,17 @@ def test_one_ingest_runs_at_a_time_per_job(
     download alone; a failed attempt frees it; a dead worker's lease runs out."""
     job_id = _ingesting(runtime, settings, make_account())
     with runtime.db.transaction() as session:
-        assert jobs.claim_ingest(connection=session.connection(), job_id=job_id) is not None
-        assert jobs.claim_ingest(connection=session.connection(), job_id=job_id) is None  # leased
+        connection = session.connection()
+        assert jobs.claim_ingest(connection=connection, job_id=job_id) is not None
+        assert jobs.claim_ingest(connection=connection, job_id=job_id) is None  # leased
         jobs.retry_ingest(session=session, job_id=job_id, retry_in=1)
-        assert (
-            jobs.claim_ingest(connection=session.connection(), job_id=job_id) is not None
-        )  # freed
+        assert jobs.claim_ingest(connection=connection, job_id=job_id) is not None  # freed
         session.execute(  # the worker holding it died a lease ago
             update(Job)
             .where(Job.id == job_id)
             .values(ingest_started_at=utcnow() - machine.INGEST_BUDGET)
         )
-        assert jobs.claim_ingest(connection=session.connection(), job_id=job_id) is not None
+        assert jobs.claim_ingest(connection=connection, job_id=job_id) is not None
 
 
 def test_a_video_not_stored_within_the_ingest_deadline_fails_and_is_refunded(

@@ -29,10 +29,9 @@ def _delivered(runtime: Runtime, settings: Settings, account_id: uuid.UUID) -> u
     """A job the provider has delivered (settling), moved there by the service alone."""
     job = queued_job(runtime, settings, account_id)
     with runtime.db.transaction() as session:
-        assert jobs.claim_submit(connection=session.connection(), job_id=job.id) is not None
-        assert (
-            jobs.claim_submit(connection=session.connection(), job_id=job.id) is None
-        )  # a duplicate
+        connection = session.connection()
+        assert jobs.claim_submit(connection=connection, job_id=job.id) is not None
+        assert jobs.claim_submit(connection=connection, job_id=job.id) is None  # a duplicate
         assert jobs.record_submitted(
             session=session,
             job_id=job.id,
@@ -42,13 +41,11 @@ def _delivered(runtime: Runtime, settings: Settings, account_id: uuid.UUID) -> u
             expected_seconds=2,
         )
         [claimed] = jobs.claim_polls(
-            connection=session.connection(), job_ids=[job.id], token="t", new_token="u"
+            connection=connection, job_ids=[job.id], token="t", new_token="u"
         )
         assert claimed.poll_count == 1
         assert (
-            jobs.claim_polls(
-                connection=session.connection(), job_ids=[job.id], token="t", new_token="v"
-            )
+            jobs.claim_polls(connection=connection, job_ids=[job.id], token="t", new_token="v")
             == []
         )
         assert jobs.record_delivered(session=session, job_id=job.id, result=VIDEO)
@@ -206,13 +203,12 @@ def test_a_parked_poll_has_no_valid_message_until_the_dispatcher_claims_it_once(
     assert claim(timedelta(seconds=60))[job.id] == due  # sent once, for its own due time
     assert job.id not in claim(timedelta(seconds=60))
     with runtime.db.transaction() as session:
+        connection = session.connection()
         assert (
-            jobs.claim_polls(
-                connection=session.connection(), job_ids=[job.id], token="t", new_token="u"
-            )
+            jobs.claim_polls(connection=connection, job_ids=[job.id], token="t", new_token="u")
             == []
         )
         [polled] = jobs.claim_polls(
-            connection=session.connection(), job_ids=[job.id], token="p", new_token="u"
+            connection=connection, job_ids=[job.id], token="p", new_token="u"
         )
         assert polled.poll_count == 1
