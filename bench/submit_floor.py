@@ -6,7 +6,9 @@ POST /v1/video/generate does the least a submit must do to be durable, and nothi
 parse the JSON body, look up the hashed API key, then one transaction that locks the
 account, inserts the job, its `job.queued` event (the outbox every visible change writes
 in its transaction: the job's columns as JSON) and its credit hold if the account can
-afford it (the same conditional INSERT … SELECT as the product), commit, one LPUSH of a
+afford it (the same conditional INSERT … SELECT as the product), the three in one statement
+(the job and the event in its WITH clause, as the product writes them; with
+FLOOR_WRITES=apart, each alone: the floor as issue 10 first set it), commit, one LPUSH of a
 Celery message for the job, and a small JSON 202. Plain psycopg with statements it prepares on the
 server, a pool of connections, one Redis client: no ORM, no validation against the
 model's schema, no pricing, no rate limit, no idempotency, no logs, no metrics.
@@ -43,12 +45,12 @@ INSERT_JOB = (
     "INSERT INTO jobs (id, account_id, type, model, input, metadata, status, progress,"
     " provider_logs, provider, poll_count, estimated_seconds, estimated_credits, created_at,"
     " updated_at, deadline_at, due_at, event_seq)"
-    " VALUES (%s, %s, 'video_generation', %s, %s, '{}', 'queued', 0, '[]', 'simulator', 0,"
-    " 60, %s, %s, %s, %s, %s, 1)"
+    " VALUES (%(job)s, %(account)s, 'video_generation', %(model)s, %(input)s, '{}', 'queued', 0,"
+    " '[]', 'simulator', 0, 60, %(amount)s, %(at)s, %(at)s, %(deadline)s, %(at)s, 1)"
 )
 INSERT_EVENT = (
     "INSERT INTO job_events (job_id, account_id, seq, type, created_at, data)"
-    " VALUES (%s, %s, 1, 'job.queued', %s, %s)"
+    " VALUES (%(job)s, %(account)s, 1, 'job.queued', %(at)s, %(view)s)"
 )
 INSERT_HOLD = (
     "INSERT INTO ledger_entries (id, account_id, job_id, kind, amount, created_at)"
@@ -57,6 +59,8 @@ INSERT_HOLD = (
     " ELSE amount END), 0) FROM ledger_entries WHERE account_id = %(account)s) >= %(amount)s"
     " RETURNING id"
 )
+WRITE_ALL = f"WITH job AS ({INSERT_JOB}), event AS ({INSERT_EVENT}) {INSERT_HOLD}"
+APART = os.environ.get("FLOOR_WRITES") == "apart"
 
 app = Flask(__name__)
 
@@ -109,11 +113,6 @@ def generate() -> tuple[Response, int]:
         account = found[0]
         conn.execute(LOCK_ACCOUNT, (account,))
         model, model_input = body.get("model"), body.get("input") or {}
-        conn.execute(
-            INSERT_JOB,
-            (job_id, account, model, Jsonb(model_input),
-             ESTIMATE_UNITS, now, now, now + DEADLINE, now),
-        )  # fmt: skip
         view = {
             "id": str(job_id),
             "status": "queued",
@@ -122,9 +121,13 @@ def generate() -> tuple[Response, int]:
             "estimated_credits": ESTIMATE_UNITS / 100,
             "created_at": now.isoformat(),
         }
-        conn.execute(INSERT_EVENT, (job_id, account, now, Jsonb(view)))  # fmt: skip
-        hold = {"id": uuid.uuid4(), "account": account, "job": job_id, "amount": ESTIMATE_UNITS}
-        held = conn.execute(INSERT_HOLD, {**hold, "at": now}).fetchone() is not None
+        write = {"job": job_id, "account": account, "model": model, "input": Jsonb(model_input),
+                 "amount": ESTIMATE_UNITS, "at": now, "deadline": now + DEADLINE,
+                 "view": Jsonb(view), "id": uuid.uuid4()}  # fmt: skip
+        if APART:
+            conn.execute(INSERT_JOB, write)
+            conn.execute(INSERT_EVENT, write)
+        held = conn.execute(INSERT_HOLD if APART else WRITE_ALL, write).fetchone() is not None
         if not held:
             raise psycopg.Rollback()
     if not held:

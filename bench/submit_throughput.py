@@ -11,8 +11,9 @@ Self-contained. Starts, on this machine and in the same run:
     every submit is a real job with its credit hold and its message, and nothing renders;
   * `bench/submit_floor.py`, the durable-submit floor, under the same gunicorn command
     line, database and broker: the hashed key looked up, one transaction that locks the
-    account and inserts the job, its `job.queued` event and its hold, one LPUSH, nothing
-    else;
+    account and inserts the job, its `job.queued` event and its hold (one statement, as
+    the product writes them), one LPUSH, nothing else; and the same floor with the three
+    inserts sent apart (`FLOOR_WRITES=apart`: the floor issue 10 first set), a context row;
   * `bench/bare_flask.py` (POST /echo: parse JSON, answer small JSON) under the same
     gunicorn command line: Flask + gunicorn alone, a context row.
 
@@ -79,17 +80,26 @@ def main() -> None:
                 "bench.submit_floor:app", env, work / "floor.log", workers=args.workers
             )
         )
+        apart = stack.enter_context(
+            harness.gunicorn(
+                "bench.submit_floor:app",
+                {**env, "FLOOR_WRITES": "apart"},
+                work / "floor-apart.log",
+                workers=args.workers,
+            )
+        )
         bare = stack.enter_context(
             harness.gunicorn("bench.bare_flask:app", env, work / "bare.log", workers=args.workers)
         )
-        # Warm all three (imports, first connections, prepared statements) before timing.
+        # Warm them all (imports, first connections, prepared statements) before timing.
         warm = harness.create_accounts(database_url, 1)
-        for server, path in ((api, PATH), (floor, PATH), (bare, "/echo")):
+        for server, path in ((api, PATH), (floor, PATH), (apart, PATH), (bare, "/echo")):
             harness.load(args.client, server.url, path, BODY, warm, 2, 1)
 
         cells = [
             ("bare Flask", bare, "/echo", 0),
             ("durable floor", floor, PATH, args.accounts),
+            ("floor, inserts apart", apart, PATH, args.accounts),
             ("API submit", api, PATH, 1),
             ("API submit", api, PATH, args.accounts),
         ]

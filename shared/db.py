@@ -13,7 +13,7 @@ from __future__ import annotations
 import select
 import threading
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -167,6 +167,20 @@ class Prepared:
         )
         self._compiled: dict[tuple[str, ...] | None, _Compiled] = {}
         self._dialect: Dialect | None = None
+        self._carrying: dict[tuple[Prepared, ...], Prepared] = {}
+
+    def carrying(self, *inserts: Prepared) -> Prepared:
+        """This statement with `inserts` (each with its values given) in its WITH clause:
+        PostgreSQL runs them as parts of the one statement, a round trip where each alone
+        costs one more (and the client's and the server's work per statement). They see
+        none of each other's rows, and a foreign key between them holds: it is checked at
+        the statement's end. Their parameters and this statement's are given together.
+        Prepared once per combination."""
+        found = self._carrying.get(inserts)
+        if found is None:
+            ctes = (insert.statement.cte(f"carried_{i}") for i, insert in enumerate(inserts))
+            found = self._carrying[inserts] = Prepared(self.statement.add_cte(*ctes))
+        return found
 
     def _compile(self, dialect: Dialect, keys: tuple[str, ...] | None) -> _Compiled:
         compiled = self.statement.compile(
@@ -231,6 +245,27 @@ class Prepared:
         finally:
             if cursor is not None:
                 cursor.close()
+
+    def rows_with(
+        self,
+        connection: Connection,
+        params: Mapping[str, Any],
+        carried: Sequence[tuple[Prepared, Mapping[str, Any]]],
+    ) -> list[Any]:
+        """`rows`, with the `carried` inserts (each a statement and its values) written as
+        well: on PostgreSQL in this statement (`carrying`), elsewhere (SQLite has no INSERT
+        in a WITH clause) each alone, before it. A parameter name the statements share
+        must have one value."""
+        merged = dict(params)
+        for _, values in carried:
+            for name, value in values.items():
+                if merged.setdefault(name, value) != value:
+                    raise ValueError(f"{name!r} has two values in one statement")
+        if connection.dialect.name != "postgresql":
+            for insert, values in carried:
+                insert.rows(connection, values)
+            return self.rows(connection, params)
+        return self.carrying(*(insert for insert, _ in carried)).rows(connection, merged)
 
     def _through_sqlalchemy(self, connection: Connection, params: Mapping[str, Any]) -> list[Any]:
         result = connection.execute(self.statement, dict(params))

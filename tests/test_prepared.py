@@ -120,5 +120,53 @@ def test_a_failed_statement_leaves_the_next_block_clean(db: Database) -> None:
         assert _NAMES.rows(connection, {"ids": [account_id]}) == [("prepared",)]
 
 
+# A key and (carried) its account, each insert's values named: one statement on PostgreSQL.
+_INSERT_KEY = Prepared(
+    insert(ApiKey).values(
+        id=bindparam("key_id"),
+        account_id=bindparam("account"),
+        key_hash=bindparam("key_hash"),
+        display_prefix=bindparam("prefix"),
+        created_at=bindparam("created_at"),
+    )
+)
+_INSERT_NAMED_ACCOUNT = Prepared(
+    insert(Account).values(
+        id=bindparam("account"), name=bindparam("name"), created_at=bindparam("created_at")
+    )
+)
+
+
+def test_carried_inserts_are_written_with_the_statement_in_one_on_postgresql(
+    db: Database, statements: Callable[[], list[str]]
+) -> None:
+    """A submit writes its job, the job's event and its credit hold this way: on PostgreSQL
+    one round trip (a foreign key between the rows holds at the statement's end); SQLite
+    has no INSERT in a WITH clause, so each insert runs alone, first."""
+    account_id, now = uuid.uuid4(), utcnow()
+    key = {"key_id": uuid.uuid4(), "account": account_id, "key_hash": uuid.uuid4().hex,
+           "prefix": "nv_sk_carry", "created_at": now}  # fmt: skip
+    account = {"account": account_id, "name": "carried", "created_at": now}
+    with db.transaction() as session:
+        _INSERT_KEY.rows_with(session.connection(), key, [(_INSERT_NAMED_ACCOUNT, account)])
+    written = [sql for sql in statements() if not sql.startswith("BEGIN")]
+    assert len(written) == (1 if db.is_postgres else 2)
+    with db.transaction() as session:
+        assert _KEY_PREFIX.rows(session.connection(), {"account_id": account_id}) == [
+            ("nv_sk_carry",)
+        ]
+        carried = session.get_one(Account, account_id)
+        assert (carried.name, carried.scheduling_weight) == ("carried", 1)  # its default too
+
+
+def test_carried_inserts_may_not_give_one_name_two_values(db: Database) -> None:
+    account_id, now = uuid.uuid4(), utcnow()
+    key = {"key_id": uuid.uuid4(), "account": account_id, "key_hash": uuid.uuid4().hex,
+           "prefix": "nv_sk_twice", "created_at": now}  # fmt: skip
+    other = {"account": uuid.uuid4(), "name": "other", "created_at": now}
+    with pytest.raises(ValueError, match="'account' has two values"), db.transaction() as s:
+        _INSERT_KEY.rows_with(s.connection(), key, [(_INSERT_NAMED_ACCOUNT, other)])
+
+
 def _row(account_id: uuid.UUID) -> dict[str, Any]:
     return {"id": account_id, "name": "prepared", "created_at": utcnow()}

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import BindParameter, bindparam, insert, select
@@ -94,17 +95,24 @@ def count(expected: Sequence[JobStatus], values: Mapping[str, Any]) -> int:
 def emit(session: Session, job: Job) -> None:
     """Write the events of the move that left `job` as it is (its `event_seq` already
     bumped by `len(types_for(job.status))`), each with the job's public view."""
+    insert, values = insert_for(job, utcnow())
+    insert.rows(session.connection(), values)
+
+
+def insert_for(job: Job, at: datetime) -> tuple[Prepared, dict[str, Any]]:
+    """The statement and its values that write `emit`'s events, made at `at` (for a
+    statement that writes them with others: a new job's, with the job and its hold)."""
     types = types_for(job.status)
     first = job.event_seq - len(types) + 1
-    params: dict[str, Any] = {
+    values: dict[str, Any] = {
         "job_id": job.id,
         "account_id": job.account_id,
-        "created_at": utcnow(),
+        "created_at": at,
         "data": JobView.of(job, None).model_dump_json(),
     }
     for i, kind in enumerate(types):
-        params[f"seq{i}"], params[f"type{i}"] = first + i, kind
-    _INSERTS[len(types)].rows(session.connection(), params)
+        values[f"seq{i}"], values[f"type{i}"] = first + i, kind
+    return _INSERTS[len(types)], values
 
 
 def events_after(

@@ -8,6 +8,7 @@ whoever loses the race gets `None` and stops. What a transition may do is decide
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -74,6 +75,7 @@ def _not_past_deadline(at: ColumnElement[datetime]) -> ColumnElement[datetime]:
 _JOBS = Job.__table__
 # The `Job` attribute of each column, in the table's order (what a transition returns).
 _JOB_ATTRIBUTES = tuple(Job.__mapper__.get_property_by_column(c).key for c in _JOBS.c)
+_JOB_COLUMNS = tuple(column.name for column in _JOBS.c)
 _NEW_JOB = Job.__mapper__.class_manager.new_instance
 
 
@@ -270,7 +272,15 @@ _EARLIER_JOB = Prepared(
         _IDEMPOTENCY_KEYS.c.key == bindparam("key"),
     )
 )
-_INSERT_JOB = Prepared(insert(Job))  # the row's keys are its columns
+
+
+@functools.cache
+def _insert_job(keys: tuple[str, ...]) -> Prepared:
+    """The INSERT of a new job's row with `keys` (`job_row`'s), the values named: it can go
+    in another statement (`Prepared.carrying`), as a keyed `insert(Job)` cannot."""
+    return Prepared(insert(Job).values({key: bindparam(key) for key in keys}))
+
+
 _INSERT_KEY = Prepared(insert(IdempotencyKey))
 
 
@@ -380,10 +390,15 @@ def job_row(
 def insert_job(session: Session, row: dict[str, Any]) -> Job:
     """Write a new job's row and its `job.queued` event; the answer's view of the row (not
     in the session)."""
-    _INSERT_JOB.rows(session.connection(), row)
-    job = _job_of(tuple(row.get(column.name) for column in _JOBS.c))  # the rest are NULL
+    _insert_job(tuple(row)).rows(session.connection(), row)
+    job = new_job(row)
     events.emit(session, job)
     return job
+
+
+def new_job(row: dict[str, Any]) -> Job:
+    """The view of a job about to be written from `row` (`job_row`'s): the rest are NULL."""
+    return _job_of(tuple(map(row.get, _JOB_COLUMNS)))
 
 
 def create_job(
@@ -432,20 +447,24 @@ def create_job(
             session=session, account_id=account_id, key_id=api_key_id, amount=priced.units
         )
     now = utcnow()
-    job = insert_job(
-        session,
-        job_row(
-            settings=settings,
-            priced=priced,
-            provider_name=provider_name,
-            account_id=account_id,
-            api_key_id=api_key_id,
-            account=account,
-            metadata=request.metadata,
-            now=now,
-        ),
+    row = job_row(
+        settings=settings,
+        priced=priced,
+        provider_name=provider_name,
+        account_id=account_id,
+        api_key_id=api_key_id,
+        account=account,
+        metadata=request.metadata,
+        now=now,
     )
-    ledger.place_hold(session=session, account_id=account_id, job_id=job.id, amount=priced.units)
+    job = new_job(row)
+    ledger.place_hold(  # with the job and its `job.queued` event: one statement
+        session=session,
+        account_id=account_id,
+        job_id=job.id,
+        amount=priced.units,
+        written_with=((_insert_job(tuple(row)), row), events.insert_for(job, now)),
+    )
     secret = None
     if request.webhook_url is not None:
         secret = webhooks.create_for_job(

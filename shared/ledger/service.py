@@ -12,8 +12,10 @@ ledger stays append-only.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -185,14 +187,17 @@ def place_hold(
     amount: int,
     job_id: uuid.UUID | None = None,
     batch_id: uuid.UUID | None = None,
+    written_with: Sequence[tuple[Prepared, Mapping[str, Any]]] = (),
 ) -> None:
     """Hold `amount` for a job, or for all the jobs of a batch at once (each item's capture
     and release then carry its job), or raise `InsufficientCredits`.
 
     The caller holds `lock_account`, so concurrent submits for one account check and
-    hold one after the other and can never overdraw.
+    hold one after the other and can never overdraw. `written_with`: inserts that go
+    with the hold (a new job and its first event), written in the hold's statement on
+    PostgreSQL (`Prepared.rows_with`); refused, the caller's rollback takes them too.
     """
-    placed = _INSERT_HOLD.rows(
+    placed = _INSERT_HOLD.rows_with(
         session.connection(),
         {
             "hold_id": uuid.uuid4(),
@@ -202,6 +207,7 @@ def place_hold(
             "hold_amount": amount,
             "hold_at": utcnow(),
         },
+        written_with,
     )
     if not placed:
         available = balance(session=session, account_id=account_id).available
