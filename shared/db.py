@@ -256,6 +256,8 @@ class Prepared:
         well: on PostgreSQL in this statement (`carrying`), elsewhere (SQLite has no INSERT
         in a WITH clause) each alone, before it. A parameter name the statements share
         must have one value."""
+        if not carried:
+            return self.rows(connection, params)
         merged = dict(params)
         for _, values in carried:
             for name, value in values.items():
