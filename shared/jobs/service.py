@@ -390,15 +390,20 @@ def job_row(
 def insert_job(session: Session, row: dict[str, Any]) -> Job:
     """Write a new job's row and its `job.queued` event; the answer's view of the row (not
     in the session)."""
-    _insert_job(tuple(row)).rows(session.connection(), row)
-    job = new_job(row)
-    events.emit(session, job)
+    job, writes = _new_job(row, utcnow())
+    connection = session.connection()
+    for statement, values in writes:
+        statement.rows(connection, values)
     return job
 
 
-def new_job(row: dict[str, Any]) -> Job:
-    """The view of a job about to be written from `row` (`job_row`'s): the rest are NULL."""
-    return _job_of(tuple(map(row.get, _JOB_COLUMNS)))
+def _new_job(
+    row: dict[str, Any], at: datetime
+) -> tuple[Job, tuple[tuple[Prepared, dict[str, Any]], ...]]:
+    """The view of a job about to be written from `row` (`job_row`'s; the rest are NULL),
+    and what writes it: its row, then its `job.queued` event made at `at`."""
+    job = _job_of(tuple(map(row.get, _JOB_COLUMNS)))
+    return job, ((_insert_job(tuple(row)), row), events.insert_for(job, at))
 
 
 def create_job(
@@ -457,13 +462,13 @@ def create_job(
         metadata=request.metadata,
         now=now,
     )
-    job = new_job(row)
+    job, writes = _new_job(row, now)
     ledger.place_hold(  # with the job and its `job.queued` event: one statement
         session=session,
         account_id=account_id,
         job_id=job.id,
         amount=priced.units,
-        written_with=((_insert_job(tuple(row)), row), events.insert_for(job, now)),
+        written_with=writes,
     )
     secret = None
     if request.webhook_url is not None:
