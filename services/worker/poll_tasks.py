@@ -197,7 +197,7 @@ def _ask_all(task: DbTask, claimed: list[Job]) -> list[Answer]:
     futures = [_pool(parallel).submit(_ask, task, job, results=False) for job in claimed]
     done, late = concurrent.futures.wait(futures, timeout=max(0.0, deadline - time.monotonic()))
     for future in late:
-        future.cancel()  # not started yet; one already running ends on its own time limit
+        future.cancel()  # not started yet; one already running ends by its call's deadline
     return [
         future.result() if future in done else Answer(job, error=unanswered)
         for future, job in zip(futures, claimed, strict=True)

@@ -70,7 +70,8 @@ class VideoProvider(Protocol):
     webhooks_enabled: bool
     # How many status calls a batch of polls makes at once: 1, one after another in the
     # task's own thread (a local provider); more, on a small thread pool (a remote one,
-    # whose calls mostly wait on the network).
+    # whose calls mostly wait on the network; each of them must end by a deadline of its
+    # own, as a pool thread cannot be interrupted).
     parallel_calls: int
 
     def submit(self, model: VideoModel, arguments: dict[str, Any]) -> str:

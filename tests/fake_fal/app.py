@@ -22,6 +22,7 @@ from tests.fake_fal.faults import DirectiveError, Directives, parse_directives
 from tests.fake_fal.platform import Platform, PlatformError, split_ids
 from tests.fake_fal.queue import FakeQueue, FalRequest
 from tests.fake_fal.responses import (
+    dripped,
     fault_response,
     json_error,
     json_response,
@@ -167,23 +168,24 @@ def _queue_routes(app: Flask, queue: FakeQueue, refusal: Refusal) -> None:
             return json_error(404, "Request not found")
         if (faulted := fault(found.directives, "status", found.count("status"))) is not None:
             return faulted
+        time.sleep(found.directives.status_delay)
         snapshot = queue.snapshot(found)
         with_logs = request.args.get("logs", "0").lower() in ("1", "true")
         logs = list(snapshot.logs) if with_logs else None
         body: dict[str, Any] = {"request_id": found.request_id, **_urls(queue, found)}
         if snapshot.state == "queued":
             body.update(status="IN_QUEUE", queue_position=snapshot.queue_position)
-            return json_response(202, body)
+            return dripped(json_response(202, body), found.directives.status_drip)
         if snapshot.outcome is None:
             body.update(status="IN_PROGRESS", logs=logs)
-            return json_response(202, body)
+            return dripped(json_response(202, body), found.directives.status_drip)
         outcome = snapshot.outcome
         body.update(status="COMPLETED", logs=logs)
         if outcome.inference_time is not None:
             body["metrics"] = {"inference_time": outcome.inference_time}
         if outcome.error is not None:
             body.update(error=outcome.error, error_type=outcome.error_type)
-        return json_response(200, body)
+        return dripped(json_response(200, body), found.directives.status_drip)
 
     @app.get("/<path:app_id>/requests/<request_id>")
     def result(app_id: str, request_id: str) -> Response:

@@ -14,6 +14,8 @@ Tokens, e.g. `"A beach [fal submit=429x2 status=502-ingressx1 queue=5]"`:
                           (fal's 422 shape: [{"loc": ["body", F], "msg", "type"}])
     submit_delay=S        the submit answer is held S seconds (the request runs meanwhile, so
                           its callback can come before the submitter knows the request id)
+    status_delay=S        each status answer is held S seconds before anything is sent
+    status_drip=S         each status answer's body is sent a byte at a time, S seconds apart
     cancel=ignore         cancelling it while running answers 202, but it completes anyway
     webhook=twice|none|delay=S   deliver the callback twice, never, or S seconds late
     webhook=unserializable       an OK callback with `payload: null` and a `payload_error`
@@ -64,6 +66,8 @@ class Directives:
     error_status: int = 500
     error_field: str | None = None
     submit_delay: float = 0.0
+    status_delay: float = 0.0
+    status_drip: float = 0.0
     ignore_cancel: bool = False
     webhook_copies: int = 1
     webhook_delay: float = 0.0
@@ -113,8 +117,8 @@ def _option(token: str, key: str, value: str) -> dict[str, Any]:
             return {"error_status": int(value)}
         if key == "error_field" and value:
             return {"error_field": value}
-        if key == "submit_delay":
-            return {"submit_delay": float(value)}
+        if key in ("submit_delay", "status_delay", "status_drip"):
+            return {key: float(value)}
         if token == "cancel=ignore":
             return {"ignore_cancel": True}
         if token == "webhook=unserializable":

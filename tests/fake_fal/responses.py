@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
 from http import HTTPStatus
 from typing import Any
 
@@ -32,6 +34,21 @@ def json_response(status: int, body: Any, headers: dict[str, str] | None = None)
     response.status_code = status
     response.headers.update(headers or {})
     return response
+
+
+def dripped(response: Response, seconds: float) -> Response:
+    """`response` with its body sent a byte at a time, `seconds` apart (a link that stalls
+    without ever going quiet for long); as it is when `seconds` is 0."""
+    if not seconds:
+        return response
+    body = response.get_data()
+
+    def trickle() -> Iterator[bytes]:
+        for byte in body:
+            time.sleep(seconds)
+            yield bytes([byte])
+
+    return Response(trickle(), status=response.status_code, headers=response.headers)
 
 
 def json_error(status: int, detail: Any = None, error_type: str | None = None) -> Response:
