@@ -8,19 +8,22 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
+from shared import catalog
 from shared.config import Settings
 from shared.db import utcnow
-from shared.jobs import machine
+from shared.jobs import machine, pacing
 from shared.jobs import service as jobs
 from shared.jobs.models import Job
+from shared.jobs.schemas import JobCreate
 from shared.jobs.status import JobStatus
 from shared.ledger import service as ledger
 from shared.providers.base import ProviderResult
 from shared.runtime import Runtime
-from tests.helpers import job_entries, queued_job
+from tests.helpers import KLING_T2V, job_entries, queued_job
 
 VIDEO = ProviderResult(video_url="https://example.com/v.mp4", content_type="video/mp4", file_size=9)
 
@@ -212,3 +215,45 @@ def test_a_parked_poll_has_no_valid_message_until_the_dispatcher_claims_it_once(
             connection=connection, job_ids=[job.id], token="p", new_token="u"
         )
         assert polled.poll_count == 1
+
+
+class _Undone(Exception):
+    """Raised to roll a test's transaction back: the renders it made up stay its own."""
+
+
+def test_a_new_job_is_estimated_by_its_models_recent_renders(
+    runtime: Runtime,
+    settings: Settings,
+    make_account: Callable[..., Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`estimated_seconds` from the 202 on: the median of the model's latest 20 renders, not
+    the catalog's guess (60 s for this model), read at most once a minute per process."""
+    account = make_account()
+    monkeypatch.setattr(pacing, "_recent_renders", {})  # nothing read yet in this process
+    later = utcnow() + timedelta(hours=1)  # newer than every render other tests delivered
+
+    def render(session: Session, seconds: float) -> None:
+        job = jobs.create_job(
+            session=session,
+            settings=settings,
+            catalog=catalog.BUILTIN,
+            provider_name="simulator",
+            account_id=account.id,
+            request=JobCreate(model=KLING_T2V, input={"prompt": "A kite"}),
+            idempotency_key=None,
+        ).job
+        session.execute(
+            update(Job)
+            .where(Job.id == job.id)
+            .values(started_at=later, provider_completed_at=later + timedelta(seconds=seconds))
+        )
+
+    with pytest.raises(_Undone), runtime.db.transaction() as session:
+        for seconds in [4.0] * 10 + [5.0] * 10:  # the latest 20: a median of 4.5 s
+            render(session, seconds)
+        pacing._recent_renders.clear()
+        assert jobs.expected_seconds(session=session, model=catalog.get_model(KLING_T2V)) == 5
+        render(session, 90.0)  # read again only after a minute
+        assert jobs.expected_seconds(session=session, model=catalog.get_model(KLING_T2V)) == 5
+        raise _Undone

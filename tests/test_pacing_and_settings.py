@@ -10,6 +10,7 @@ from shared.config import ConfigError, load_settings
 from shared.jobs.pacing import (
     BATCH_SPREAD,
     backoff_seconds,
+    estimated_seconds,
     measured_render_seconds,
     pacing_seconds,
     poll_batches,
@@ -93,6 +94,12 @@ def test_the_render_time_is_the_providers_word_then_recent_renders_then_a_capped
     assert pacing_seconds(5.0, catalog_seconds=60, settings=settings) == 5
     assert pacing_seconds(None, catalog_seconds=60, settings=settings) == settings.poll_max_seconds
     assert pacing_seconds(None, catalog_seconds=8, settings=settings) == 8
+
+
+def test_customers_see_a_measured_render_time_rounded_up_else_the_catalogs() -> None:
+    assert estimated_seconds(4.2, estimate=60) == 5
+    assert estimated_seconds(0.3, estimate=60) == 1
+    assert estimated_seconds(None, estimate=60) == 60
 
 
 def test_polls_are_batched_by_size_and_due_time_and_sent_for_the_last_of_each():

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
-import time
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
@@ -37,7 +35,14 @@ from shared.jobs import machine
 from shared.jobs import service as jobs
 from shared.jobs.machine import Failure
 from shared.jobs.models import Job
-from shared.jobs.pacing import backoff_seconds, measured_render_seconds, pacing_seconds, poll_wait
+from shared.jobs.pacing import (
+    backoff_seconds,
+    estimated_seconds,
+    measured_render_seconds,
+    pacing_seconds,
+    poll_wait,
+    recent_renders,
+)
 from shared.media import library
 from shared.media.ingest import IngestedVideo, IngestError, ingest_video
 from shared.providers.base import (
@@ -76,11 +81,6 @@ def time_limits(soft: timedelta) -> dict[str, float]:
         "soft_time_limit": soft.total_seconds(),
         "time_limit": (soft + HARD_AFTER_SOFT).total_seconds(),
     }
-
-
-# Recent render times per model, this process's cache: {model: (read at, seconds)}.
-RECENT_RENDERS_TTL = 60.0
-_RECENT_RENDERS: dict[str, tuple[float, list[float]]] = {}
 
 
 @functools.cache
@@ -244,13 +244,12 @@ class DbTask(Task):
         """How long the job's render should take, by the provider's word or recent renders of
         the model (read at most once a minute per process); None if nothing says yet."""
         says = self.runtime.provider.render_seconds(model, provider_arguments(model, job.input))
-        recent: list[float] = []
-        if says is None:
-            read_at, recent = _RECENT_RENDERS.get(job.model, (-RECENT_RENDERS_TTL, []))
-            if time.monotonic() - read_at >= RECENT_RENDERS_TTL:
-                with self.runtime.db.transaction() as session:
-                    recent = jobs.recent_render_seconds(session=session, model=job.model)
-                _RECENT_RENDERS[job.model] = (time.monotonic(), recent)
+
+        def read() -> list[float]:
+            with self.runtime.db.transaction() as session:
+                return jobs.recent_render_seconds(session=session, model=job.model)
+
+        recent = recent_renders(job.model, read) if says is None else []
         return measured_render_seconds(provider_says=says, recent=recent)
 
 
@@ -304,8 +303,7 @@ def submit_job(self: DbTask, job_id: str) -> None:
             request_id=request_id,
             poll_token=token,
             poll_in=wait,
-            # what customers see as `estimated_seconds`: a measured figure beats the catalog's
-            expected_seconds=max(1, math.ceil(measured)) if measured else job.estimated_seconds,
+            expected_seconds=estimated_seconds(measured, estimate=job.estimated_seconds),
         )
         if submitted is not None:  # its "job is now submitted" line carries the request id
             self.send_poll(session, job_id, token, wait)

@@ -79,6 +79,10 @@ def create_batch(
     """Check and price every item, then (under the account's lock) check budgets, hold the
     sum and write the batch and its jobs, in the caller's transaction."""
     priced = _price_items(settings, catalog, request)
+    models = {item.model.id: item.model for item in priced}
+    seconds = {
+        m: jobs.expected_seconds(session=session, model=model) for m, model in models.items()
+    }
     account = ledger.lock_account(session=session, account_id=account_id)
     request_hash = _request_hash(request)
     if idempotency_key is not None:
@@ -124,6 +128,7 @@ def create_batch(
                 # a microsecond apart: the items keep the request's order (in listings and
                 # in the fair queue)
                 now=now + timedelta(microseconds=index),
+                estimated_seconds=seconds[item.model.id],
                 batch_id=batch.id,
             ),
         )

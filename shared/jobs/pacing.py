@@ -1,7 +1,9 @@
 """When to ask the provider again: when the render is likely done, then in short steps.
 
 The first poll waits for the render's expected time (what the provider says it takes, else
-what recent jobs of the model took), with jitter around it rather than below it. The
+what recent jobs of the model took, read at most once a minute per process), with jitter
+around it rather than below it. The same measure is what customers see as a job's
+`estimated_seconds`, from its 202 on. The
 catalog's estimate alone is a guess, not a measurement: it is trusted up to the poll cap.
 Past the expected time, steps start short and grow to a cap. A job still in the
 provider's queue waits a step per job ahead of it. With provider webhooks on, the
@@ -11,9 +13,11 @@ which the settings check). Polls sent together (a batch) are those due within
 `BATCH_SPREAD` of each other, sent for the last of them.
 """
 
+import math
 import random
 import statistics
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from shared.config import WEBHOOK_POLL_SLOWDOWN, Settings
@@ -29,6 +33,10 @@ JITTER = (1.0, 1.1)
 # message waits for the last of them, so none is polled before its time and none is late
 # by more than this (and a first poll still lands at or after the expected render time).
 BATCH_SPREAD = 0.25
+
+# Recent render times are read at most this often per model and process.
+RECENT_RENDERS_TTL = 60.0
+_recent_renders: dict[str, tuple[float, list[float]]] = {}  # model → (read at, seconds)
 
 T = TypeVar("T")
 
@@ -72,6 +80,22 @@ def measured_render_seconds(
     if len(recent) >= 3:
         return statistics.median(recent)
     return None
+
+
+def recent_renders(model: str, read: Callable[[], list[float]]) -> list[float]:
+    """How long the model's recent renders took, as `read` returns it: at most once per
+    `RECENT_RENDERS_TTL` in this process, else as last read."""
+    read_at, seconds = _recent_renders.get(model, (-RECENT_RENDERS_TTL, []))
+    if time.monotonic() - read_at >= RECENT_RENDERS_TTL:
+        seconds = read()
+        _recent_renders[model] = (time.monotonic(), seconds)
+    return seconds
+
+
+def estimated_seconds(measured: float | None, *, estimate: int) -> int:
+    """What customers see as a job's `estimated_seconds`: a measured render time, rounded
+    up, beats an estimate (the catalog's, or the one the job was given)."""
+    return max(1, math.ceil(measured)) if measured else estimate
 
 
 def pacing_seconds(measured: float | None, *, catalog_seconds: float, settings: Settings) -> float:

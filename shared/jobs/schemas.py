@@ -162,6 +162,13 @@ class JobCreate(Closed):
         }
 
 
+ESTIMATED_SECONDS = (
+    "Seconds the render is expected to take: the median of the model's latest 20 renders "
+    "once there are three, else the catalog's estimate; refined by the provider's word once "
+    "the job is submitted."
+)
+
+
 class JobAccepted(Open):
     """202 to a submit: the job is queued; poll it."""
 
@@ -169,7 +176,7 @@ class JobAccepted(Open):
     status: PublicStatus
     type: str
     model: str
-    estimated_seconds: int
+    estimated_seconds: int = Field(description=ESTIMATED_SECONDS)
     estimated_credits: float = Field(description="Credits, to two decimals.")
     hint: str
     webhook_secret: str | None = Field(
@@ -271,7 +278,7 @@ class Job(Open):
     error: JobError | None
     credits_used: float | None = Field(description="Credits charged, once settled.")
     estimated_credits: float = Field(description="Credits, to two decimals.")
-    estimated_seconds: int
+    estimated_seconds: int = Field(description=ESTIMATED_SECONDS)
     provider_request_id: str | None
     cancel_requested_at: datetime | None
     logs: list[dict[str, Any]]

@@ -46,6 +46,7 @@ from shared.errors import IdempotencyConflict, InvalidInput, NotCancellable
 from shared.jobs import admission, events, machine
 from shared.jobs.machine import Failure
 from shared.jobs.models import EarlyCallback, IdempotencyKey, Job
+from shared.jobs.pacing import estimated_seconds, measured_render_seconds, recent_renders
 from shared.jobs.schemas import JobCreate
 from shared.jobs.status import ACTIVE_AT_PROVIDER, CANCELLABLE, JobStatus, PublicStatus
 from shared.ledger import service as ledger
@@ -351,6 +352,7 @@ def job_row(
     account: ledger.LockedAccount,
     metadata: dict[str, Any],
     now: datetime,
+    estimated_seconds: int,
     batch_id: uuid.UUID | None = None,
 ) -> dict[str, Any]:
     """A new job's row (keys are its columns). A job no capacity limits is admitted at
@@ -374,7 +376,7 @@ def job_row(
         "provider_logs": [],
         "provider": provider_name,
         "poll_count": 0,
-        "estimated_seconds": model.estimated_seconds,
+        "estimated_seconds": estimated_seconds,
         "estimated_credits": priced.units,
         "created_at": now,
         "updated_at": now,
@@ -424,6 +426,7 @@ def create_job(
     budgets are checked, and the hold placed, under the account's lock.
     """
     priced = price_request(settings=settings, catalog=catalog, request=request)
+    seconds = expected_seconds(session=session, model=priced.model)
 
     # Lock the account before looking at idempotency keys and credits: concurrent submits
     # of one account run this section one at a time, so neither a key nor a credit races.
@@ -461,6 +464,7 @@ def create_job(
         account=account,
         metadata=request.metadata,
         now=now,
+        estimated_seconds=seconds,
     )
     job, writes = _new_job(row, now)
     ledger.place_hold(  # with the job and its `job.queued` event: one statement
@@ -987,6 +991,17 @@ def fail_ingest(*, session: Session, job_id: uuid.UUID, reason: str) -> bool:
     )
     after_commit(session, lambda: metrics.observe_finished(failed))
     return True
+
+
+def expected_seconds(*, session: Session, model: VideoModel) -> int:
+    """A new job's `estimated_seconds`: the median of its model's recent renders, read at
+    most once a minute per process (`pacing.recent_renders`), else the catalog's estimate.
+    Once the job is at the provider, the worker refines it with what the provider says."""
+    recent = recent_renders(
+        model.id, lambda: recent_render_seconds(session=session, model=model.id)
+    )
+    measured = measured_render_seconds(provider_says=None, recent=recent)
+    return estimated_seconds(measured, estimate=model.estimated_seconds)
 
 
 def recent_render_seconds(*, session: Session, model: str, limit: int = 20) -> list[float]:
