@@ -14,7 +14,11 @@ or a dropped connection, each time a new render billed to us. So two httpx hooks
 fal-client's client (`_Call`) cap each attempt's timeouts at what is left of the call's
 deadline, cut a body that trickles past it, and refuse to send a submit again once an
 attempt went out without a complete answer: that submit's outcome is unknown (one
-refused before it went out, or answered 429 or by fal's ingress, is still retried).
+refused before it went out, or answered 429 or by fal's ingress, is still retried). A
+call can outlast its deadline by one of fal-client's pauses between attempts (the pause
+before an attempt the hook then refuses): a few tenths of a second after a timeout, which
+comes at the deadline; when every attempt fails at once, up to one and a half times what
+the call took so far (fal-client doubles its pause each time, with jitter, to 30 s).
 """
 
 from __future__ import annotations
