@@ -9,16 +9,17 @@ is unknown, `SubmitOutcomeUnknown`.
 Every call ends by its deadline. httpx's timeouts bound each read, not a call, and
 fal-client tries a call up to ten times (timeouts and dropped connections included, with
 sleeps growing to 30 s): a stalled fal could hold a call for twenty minutes, a batch's
-thread with it. And a submit is not idempotent: fal-client sends it again after a timeout
-or a dropped connection, each time a new render billed to us. So two httpx hooks on
-fal-client's client (`_Call`) cap each attempt's timeouts at what is left of the call's
-deadline, cut a body that trickles past it, and refuse to send a submit again once an
-attempt went out without a complete answer: that submit's outcome is unknown (one
-refused before it went out, or answered 429 or by fal's ingress, is still retried). A
-call can outlast its deadline by one of fal-client's pauses between attempts (the pause
-before an attempt the hook then refuses): a few tenths of a second after a timeout, which
-comes at the deadline; when every attempt fails at once, up to one and a half times what
-the call took so far (fal-client doubles its pause each time, with jitter, to 30 s).
+thread with it. And a submit is not idempotent: fal-client sends it again after a
+timeout or a dropped connection, each time a new render billed to us. So two httpx hooks
+on fal-client's client (`_Call`) cap each attempt's timeouts at what is left of the
+call's deadline, cut a body that trickles past it, and refuse to send a submit again
+once an attempt went out without a complete answer: that submit's outcome is unknown
+(one refused before it went out, or answered 429 or by fal's ingress, is still retried;
+the upstream report is docs/upstream-fal-client-submit-retries.md). A call can outlast
+its deadline by one of fal-client's pauses between attempts (the pause before an attempt
+the hook then refuses): a few tenths of a second after a timeout, which comes at the
+deadline; when every attempt fails at once, up to one and a half times what the call
+took so far (fal-client doubles its pause each time, with jitter, to 30 s).
 """
 
 from __future__ import annotations
