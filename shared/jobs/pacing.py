@@ -1,16 +1,15 @@
 """When to ask the provider again: when the render is likely done, then in short steps.
 
-The first poll waits for the render's expected time (what the provider says it takes, else
-what recent jobs of the model took, read at most once a minute per process), with jitter
-around it rather than below it. The same measure is what customers see as a job's
-`estimated_seconds`, from its 202 on. The
-catalog's estimate alone is a guess, not a measurement: it is trusted up to the poll cap.
-Past the expected time, steps start short and grow to a cap. A job still in the
-provider's queue waits a step per job ahead of it. With provider webhooks on, the
-callback is the fast path and polling only the safety net: every wait is
-`WEBHOOK_POLL_SLOWDOWN` times longer (still far below the broker's visibility timeout,
-which the settings check). Polls sent together (a batch) are those due within
-`BATCH_SPREAD` of each other, sent for the last of them.
+The first poll waits for the render's expected time (what the provider says it takes,
+else what recent jobs of the model took, read at most once a minute per process), with
+jitter around it rather than below it. The same measure is what customers see as a job's
+`estimated_seconds`, from its 202 on. The catalog's estimate alone is a guess, not a
+measurement: it is trusted up to the poll cap. Past the expected time, steps start short
+and grow to a cap. A job still in the provider's queue waits a step per job ahead of it.
+With provider webhooks on, the callback is the fast path and polling only the safety
+net: every wait is `WEBHOOK_POLL_SLOWDOWN` times longer (still far below the broker's
+visibility timeout, which the settings check). Polls sent together (a batch) are those
+due within `BATCH_SPREAD` of each other, sent for the last of them.
 """
 
 import math
