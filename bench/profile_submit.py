@@ -4,6 +4,7 @@
                                    [--ledger-sizes 0,10000,100000] [--no-py-spy]
     python -m bench.profile_submit --in-process [--submits 250] [--rounds 8] [--cprofile]
     python -m bench.profile_submit --ablate [--submits 250] [--rounds 8]
+    python -m bench.profile_submit --instructions [--submits 250]
 
 Three parts, all on this machine against a scratch PostgreSQL database and Redis db 8
 (a queue no worker reads, so nothing renders):
@@ -29,21 +30,33 @@ off in this process (the `job.queued` event, the input's JSON Schema check, the 
 limiter, the HTTP metrics, the log lines, the publish), and all of them off at once
 beside the floor: what is left is the cost of the framework (Flask's dispatch and the
 contract, the ORM session, pydantic) against the floor's plain psycopg.
+
+`--instructions` counts instructions per submit with valgrind's callgrind, the unit least
+moved by other work on the machine: the API in full, the API with every part `--ablate`
+switches off, and the floor, each in a process of its own through Flask's test client
+(`PYTHONHASHSEED=0`, the heap frozen after 100 warm-up submits), run once with 100 more
+submits and once with 100 + `--submits`: the difference, divided by `--submits`, leaves
+start-up and warm-up out. Needs `valgrind` (`apt-get install valgrind`); ≈ 5 minutes.
 """
 
 from __future__ import annotations
 
 import argparse
 import cProfile
+import gc
 import json
 import logging
 import os
+import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
@@ -299,15 +312,10 @@ def _quiet_logs() -> Callable[[], None]:
     return lambda: root.setLevel(level)
 
 
-def ablation(app: Any, keys: list[str], submits: int, rounds: int) -> None:
-    """CPU per submit with one part off at a time, against the API in full (rounds
-    alternating), then with every part off against the floor."""
-    import importlib  # the floor reads DATABASE_URL and its queue when imported
-
-    floor = importlib.import_module("bench.submit_floor").app.test_client()
-    api = app.test_client()
-    body = json.dumps(BODY)
-    parts: dict[str, Callable[[], Callable[[], None]]] = {
+def _parts(app: Any) -> dict[str, Callable[[], Callable[[], None]]]:
+    """The parts of the submit the floor does not have, each a switch that turns it off in
+    this process and returns its undo."""
+    return {
         "the job.queued event (outbox row, the job's view as JSON)": _without_event,
         "the input's JSON Schema check": _patched(
             shared.jobs.service, "normalize_input", lambda model, given: dict(given)
@@ -319,6 +327,17 @@ def ablation(app: Any, keys: list[str], submits: int, rounds: int) -> None:
             services.worker.celery_app, "after_commit", lambda session, send: None
         ),
     }
+
+
+def ablation(app: Any, keys: list[str], submits: int, rounds: int) -> None:
+    """CPU per submit with one part off at a time, against the API in full (rounds
+    alternating), then with every part off against the floor."""
+    import importlib  # the floor reads DATABASE_URL and its queue when imported
+
+    floor = importlib.import_module("bench.submit_floor").app.test_client()
+    api = app.test_client()
+    body = json.dumps(BODY)
+    parts = _parts(app)
 
     def cpu(client: Any, switches: list[Callable[[], Callable[[], None]]]) -> float:
         undo = [switch() for switch in switches]
@@ -356,6 +375,79 @@ def ablation(app: Any, keys: list[str], submits: int, rounds: int) -> None:
     all_off = min(without)
     print(f"the durable floor: {floor_ms:.2f} ms; the API with every part off vs the floor: "
           f"{all_off / floor_ms:.2f}x, in full: {min(full) / floor_ms:.2f}x")  # fmt: skip
+
+
+# ---- instructions per submit ---------------------------------------------------------
+
+WARM_UP = 100  # submits before the heap is frozen and the counted ones begin
+# What each counted process serves: the API in full, the API with every part the floor
+# lacks switched off, the floor.
+COUNTED = {
+    "API in full": "full",
+    "API, every part the floor lacks off": "parts-off",
+    "durable floor": "floor",
+}
+
+
+def instructions_child(app: Any, which: str, keys: list[str], submits: int) -> None:
+    """The submits one counted process makes (under callgrind, started by `instructions`):
+    the warm-up, a frozen heap, then `submits` more."""
+    import importlib  # the floor reads DATABASE_URL and its queue when imported
+
+    if which == "floor":
+        client = importlib.import_module("bench.submit_floor").app.test_client()
+    else:
+        client = app.test_client()
+    if which == "parts-off":
+        for switch in _parts(app).values():
+            switch()
+    body = json.dumps(BODY)
+    for i in range(WARM_UP + submits):
+        if i == WARM_UP:
+            gc.collect()
+            gc.freeze()
+        headers = {"Authorization": f"Bearer {keys[i % len(keys)]}"}
+        answer = client.post(PATH, data=body, content_type="application/json", headers=headers)
+        assert answer.status_code == 202, answer.get_data(True)
+
+
+def instructions(env: dict[str, str], database_url: str, work: Path, submits: int) -> None:
+    """Instructions per submit of each app in `COUNTED`: callgrind's totals of a process
+    making `WARM_UP` more submits and of one making `WARM_UP + submits` more, the
+    difference over `submits`. Three processes at a time, each with accounts of its own
+    (no process waits on another's account lock)."""
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        print("\n(instructions skipped: valgrind not found; `apt-get install valgrind`)")
+        return
+
+    def total(which: str, count: int) -> int:
+        keys = json.dumps(harness.create_accounts(database_url, 32))
+        child_env = {**os.environ, **env, "PYTHONHASHSEED": "0", "BENCH_KEYS": keys}
+        out = work / f"callgrind-{which}-{count}.out"
+        command = [valgrind, "--tool=callgrind", f"--callgrind-out-file={out}"]
+        command += [sys.executable, "-m", "bench.profile_submit"]
+        command += ["--callgrind-child", which, "--submits", str(count)]
+        with open(work / f"callgrind-{which}-{count}.log", "w") as log:
+            subprocess.run(command, env=child_env, stdout=log, stderr=log, check=True)
+        for line in out.read_text().splitlines():
+            if line.startswith(("summary:", "totals:")):
+                return int(line.split()[1])
+        raise SystemExit(f"no totals in {out}")
+
+    runs = [(which, count) for which in COUNTED.values() for count in (WARM_UP, WARM_UP + submits)]
+    with ThreadPoolExecutor(3) as pool:
+        totals = dict(zip(runs, pool.map(lambda run: total(*run), runs), strict=True))
+    per_submit = {
+        name: (totals[(which, WARM_UP + submits)] - totals[(which, WARM_UP)]) / submits
+        for name, which in COUNTED.items()
+    }
+    floor = per_submit["durable floor"]
+    print(f"\ninstructions per submit (callgrind; {WARM_UP + submits} - {WARM_UP} submits)")
+    harness.print_table(
+        ["app", "instructions per submit", "vs the floor"],
+        [[name, f"{n / 1e6:.2f}M", f"{n / floor:.2f}x"] for name, n in per_submit.items()],
+    )
 
 
 # ---- 3. the ledger -------------------------------------------------------------------
@@ -424,17 +516,37 @@ def main() -> None:
     parser.add_argument(
         "--ablate", action="store_true", help="only what each part of the submit costs"
     )
-    parser.add_argument("--submits", type=int, default=250, help="per in-process round")
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="only instructions per submit (callgrind): the API, the API without the parts "
+        "the floor lacks, the floor",
+    )
+    parser.add_argument("--callgrind-child", help=argparse.SUPPRESS)  # see `instructions`
+    parser.add_argument(
+        "--submits", type=int, default=250, help="per in-process round; counted instructions"
+    )
     parser.add_argument("--rounds", type=int, default=8, help="in-process rounds")
     parser.add_argument("--cprofile", action="store_true", help="and cProfile the API after")
     args = parser.parse_args()
+    if args.callgrind_child:  # a counted process: the environment is the parent's
+        logs.configure(json_format=True)  # JSON lines at INFO, formatted, unread
+        handler = logging.getLogger().handlers[0]
+        assert isinstance(handler, logging.StreamHandler)
+        with open(os.devnull, "w") as devnull:
+            handler.setStream(devnull)
+            app = create_app(load_settings(dict(os.environ)))
+            keys = json.loads(os.environ["BENCH_KEYS"])
+            instructions_child(app, args.callgrind_child, keys, args.submits)
+            app.extensions["naive"].db.dispose()
+        return
     started = time.monotonic()
     harness.print_machine()
 
     with ExitStack() as stack:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-profile-")))
         database_url, env = harness.sink_env(stack, "profile", work, REDIS_DB)
-        if args.in_process or args.ablate:
+        if args.in_process or args.ablate or args.instructions:
             os.environ.update(env)  # the floor's module reads its settings when imported
             Path(env["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
             logs.configure(json_format=True)  # JSON lines at INFO, as under gunicorn
@@ -443,7 +555,9 @@ def main() -> None:
             handler.setStream(stack.enter_context(open(os.devnull, "w")))  # formatted, unread
             app = create_app(load_settings({**os.environ, **env}))
             keys = harness.create_accounts(database_url, 32)
-            if args.ablate:
+            if args.instructions:
+                instructions(env, database_url, work, args.submits)
+            elif args.ablate:
                 ablation(app, keys, args.submits, args.rounds)
             else:
                 profile = work / "cprofile" if args.cprofile else None
