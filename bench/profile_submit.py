@@ -59,7 +59,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import psycopg
 import redis
@@ -502,6 +502,14 @@ def ledger_scaling(app: Any, database_url: str, sizes: list[int], n: int = 40) -
     )
 
 
+def _json_logs_to(stream: TextIO) -> None:
+    """JSON lines at INFO, as under gunicorn, formatted and written to `stream`."""
+    logs.configure(json_format=True)
+    handler = logging.getLogger().handlers[0]
+    assert isinstance(handler, logging.StreamHandler)
+    handler.setStream(stream)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=10, help="wrk load per py-spy pass")
@@ -530,11 +538,8 @@ def main() -> None:
     parser.add_argument("--cprofile", action="store_true", help="and cProfile the API after")
     args = parser.parse_args()
     if args.callgrind_child:  # a counted process: the environment is the parent's
-        logs.configure(json_format=True)  # JSON lines at INFO, formatted, unread
-        handler = logging.getLogger().handlers[0]
-        assert isinstance(handler, logging.StreamHandler)
-        with open(os.devnull, "w") as devnull:
-            handler.setStream(devnull)
+        with ExitStack() as stack:
+            _json_logs_to(stack.enter_context(open(os.devnull, "w")))  # unread
             app = create_app(load_settings(dict(os.environ)))
             keys = json.loads(os.environ["BENCH_KEYS"])
             instructions_child(app, args.callgrind_child, keys, args.submits)
@@ -546,18 +551,18 @@ def main() -> None:
     with ExitStack() as stack:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-profile-")))
         database_url, env = harness.sink_env(stack, "profile", work, REDIS_DB)
-        if args.in_process or args.ablate or args.instructions:
+        if args.instructions:  # the counted processes make their app and accounts
+            Path(env["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
+            instructions(env, database_url, work, args.submits)
+            print(f"\n{harness.load_average()}")
+            return
+        if args.in_process or args.ablate:
             os.environ.update(env)  # the floor's module reads its settings when imported
             Path(env["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
-            logs.configure(json_format=True)  # JSON lines at INFO, as under gunicorn
-            handler = logging.getLogger().handlers[0]
-            assert isinstance(handler, logging.StreamHandler)
-            handler.setStream(stack.enter_context(open(os.devnull, "w")))  # formatted, unread
+            _json_logs_to(stack.enter_context(open(os.devnull, "w")))  # unread
             app = create_app(load_settings({**os.environ, **env}))
             keys = harness.create_accounts(database_url, 32)
-            if args.instructions:
-                instructions(env, database_url, work, args.submits)
-            elif args.ablate:
+            if args.ablate:
                 ablation(app, keys, args.submits, args.rounds)
             else:
                 profile = work / "cprofile" if args.cprofile else None

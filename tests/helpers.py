@@ -99,20 +99,28 @@ def wait_for_job(
     return wait_for(reached, timeout=timeout, interval=0.1, message=lambda: str(last))
 
 
+def new_job(
+    session: Session, settings: Settings, account_id: uuid.UUID, prompt: str = "A lighthouse in fog"
+) -> Job:
+    """A job created by the service alone (no API, no worker) in the caller's transaction,
+    as a submit leaves it."""
+    return jobs.create_job(
+        session=session,
+        settings=settings,
+        catalog=catalog.BUILTIN,
+        provider_name="simulator",
+        account_id=account_id,
+        request=JobCreate(model=KLING_T2V, input={"prompt": prompt}),
+        idempotency_key=None,
+    ).job
+
+
 def queued_job(
     runtime: Runtime, settings: Settings, account_id: uuid.UUID, prompt: str = "A lighthouse in fog"
 ) -> Job:
-    """A job created by the service alone (no API, no worker), as a submit leaves it."""
+    """`new_job` in a transaction of its own."""
     with runtime.db.transaction() as session:
-        return jobs.create_job(
-            session=session,
-            settings=settings,
-            catalog=catalog.BUILTIN,
-            provider_name="simulator",
-            account_id=account_id,
-            request=JobCreate(model=KLING_T2V, input={"prompt": prompt}),
-            idempotency_key=None,
-        ).job
+        return new_job(session, settings, account_id, prompt)
 
 
 # What the simulator reports of a stalled render long under way (`[sim stall]`).

@@ -33,7 +33,7 @@ def drive(fake: FakeFalServer, env: dict[str, str], steps: list[dict[str, Any]])
     done = subprocess.run(
         [sys.executable, "-m", DRIVER, command],
         cwd=ROOT,
-        env={**env, **fal_env(fake), "PATH": ""},
+        env={**env, **fal_env(fake)},
         capture_output=True,
         text=True,
         timeout=60,

@@ -18,12 +18,11 @@ from shared.db import utcnow
 from shared.jobs import machine, pacing
 from shared.jobs import service as jobs
 from shared.jobs.models import Job
-from shared.jobs.schemas import JobCreate
 from shared.jobs.status import JobStatus
 from shared.ledger import service as ledger
 from shared.providers.base import ProviderResult
 from shared.runtime import Runtime
-from tests.helpers import KLING_T2V, job_entries, queued_job
+from tests.helpers import KLING_T2V, job_entries, new_job, queued_job
 
 VIDEO = ProviderResult(video_url="https://example.com/v.mp4", content_type="video/mp4", file_size=9)
 
@@ -234,15 +233,7 @@ def test_a_new_job_is_estimated_by_its_models_recent_renders(
     later = utcnow() + timedelta(hours=1)  # newer than every render other tests delivered
 
     def render(session: Session, seconds: float) -> None:
-        job = jobs.create_job(
-            session=session,
-            settings=settings,
-            catalog=catalog.BUILTIN,
-            provider_name="simulator",
-            account_id=account.id,
-            request=JobCreate(model=KLING_T2V, input={"prompt": "A kite"}),
-            idempotency_key=None,
-        ).job
+        job = new_job(session, settings, account.id, "A kite")
         session.execute(
             update(Job)
             .where(Job.id == job.id)

@@ -11,14 +11,13 @@ from typing import Any
 import pytest
 from sqlalchemy import bindparam, event, exc, insert, select, update
 
-from shared import accounts, catalog
+from shared import accounts
 from shared.accounts.models import Account, ApiKey
 from shared.config import Settings
 from shared.db import Database, Prepared, utcnow
-from shared.jobs import service as jobs
 from shared.jobs.models import Job
-from shared.jobs.schemas import JobCreate
 from shared.jobs.status import JobStatus
+from tests.helpers import new_job
 
 _INSERT_ACCOUNT = Prepared(insert(Account))  # no values: the row's keys are its columns
 _KEY_PREFIX = Prepared(
@@ -75,17 +74,7 @@ def test_an_update_returns_its_rows_as_their_column_types_read_them(
 ) -> None:
     with db.transaction() as session:
         account = accounts.create_account(session=session, name="prepared", credits=Decimal(10))
-        job = jobs.create_job(
-            session=session,
-            settings=settings,
-            catalog=catalog.BUILTIN,
-            provider_name="simulator",
-            account_id=account.account_id,
-            request=JobCreate.model_validate(
-                {"model": "fal-ai/kling-video/v3/pro/text-to-video", "input": {"prompt": "x"}}
-            ),
-            idempotency_key=None,
-        ).job
+        job = new_job(session, settings, account.account_id, "x")
         assert job.due_at is not None
         rows = _CANCEL.rows(session.connection(), {"job_id": job.id})
     assert [tuple(row) for row in rows] == [(JobStatus.CANCELLED, None)]
