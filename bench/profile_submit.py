@@ -4,6 +4,7 @@
                                    [--ledger-sizes 0,10000,100000] [--no-py-spy]
     python -m bench.profile_submit --in-process [--submits 250] [--rounds 8] [--cprofile]
     python -m bench.profile_submit --ablate [--submits 250] [--rounds 8]
+    python -m bench.profile_submit --breakdown [--submits 250] [--rounds 8]
     python -m bench.profile_submit --instructions [--submits 250]
 
 Three parts, all on this machine against a scratch PostgreSQL database and Redis db 8
@@ -31,6 +32,11 @@ limiter, the HTTP metrics, the log lines, the publish), and all of them off at o
 beside the floor: what is left is the cost of the framework (Flask's dispatch and the
 contract, the ORM session, pydantic) against the floor's plain psycopg.
 
+`--breakdown` shows where the API's CPU per submit goes, part by part: each part's
+function timed (CPU, inclusive) around its calls in rounds alternating with the floor's,
+the floor's statements and Redis command timed the same way beside them, and what is left
+for Flask, the hooks and the session (the total from rounds without the timers).
+
 `--instructions` counts instructions per submit with valgrind's callgrind, the unit least
 moved by other work on the machine: the API in full, the API with every part `--ablate`
 switches off, and the floor, each in a process of its own through Flask's test client
@@ -44,6 +50,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import gc
+import importlib
 import json
 import logging
 import os
@@ -211,8 +218,6 @@ def in_process_cpu(
     Flask's test client in this process on the same database and Redis: no server, no load
     generator, no other process in the figure. Rounds alternate; the minimum is the figure
     least disturbed by other work on the machine, the median is shown beside it."""
-    import importlib  # the floor reads DATABASE_URL and its queue when imported
-
     floor = importlib.import_module("bench.submit_floor").app.test_client()
     api = app.test_client()
     body = json.dumps(BODY)
@@ -332,8 +337,6 @@ def _parts(app: Any) -> dict[str, Callable[[], Callable[[], None]]]:
 def ablation(app: Any, keys: list[str], submits: int, rounds: int) -> None:
     """CPU per submit with one part off at a time, against the API in full (rounds
     alternating), then with every part off against the floor."""
-    import importlib  # the floor reads DATABASE_URL and its queue when imported
-
     floor = importlib.import_module("bench.submit_floor").app.test_client()
     api = app.test_client()
     body = json.dumps(BODY)
@@ -377,6 +380,130 @@ def ablation(app: Any, keys: list[str], submits: int, rounds: int) -> None:
           f"{all_off / floor_ms:.2f}x, in full: {min(full) / floor_ms:.2f}x")  # fmt: skip
 
 
+# ---- where the API's CPU goes, part by part ---------------------------------------------
+
+# What `--breakdown` times in the API's submit: (depth, label, module, attribute). Depth 1
+# runs inside the depth-0 row above it; depth 9 rows are every call of that kind, in
+# whichever part it runs (the floor makes them too).
+BREAKDOWN = [
+    (0, "the rate limiter's Redis round trip", "services.api.ratelimit", "RedisCounters.hit"),
+    (0, "the key's lookup (the session, BEGIN, one SELECT)", "services.api.context",
+     "authenticated_account"),
+    (0, "the body's model (pydantic)", "services.api.routes.video", "parse_body"),
+    (0, "create_job", "shared.jobs.service", "create_job"),
+    (1, "the price and the input's JSON Schema", "shared.jobs.service", "price_request"),
+    (1, "the account's lock (one SELECT … FOR UPDATE)", "shared.ledger.service", "lock_account"),
+    (1, "the job's row", "shared.jobs.service", "job_row"),
+    (1, "the job's object and its event's view", "shared.jobs.service", "_new_job"),
+    (1, "the job, its event and its hold (one statement)", "shared.ledger.service",
+     "place_hold"),
+    (0, "the log line", "logging", "Logger.info"),
+    (0, "COMMIT (the ORM session's)", "sqlalchemy.orm.session", "Session.commit"),
+    (0, "the publish (one LPUSH)", "services.worker.redis_publish", "RedisPublisher.send"),
+    (0, "the 202's view", "shared.jobs.schemas", "JobAccepted.of"),
+    (0, "the 202's body (JSON)", "services.api.routes.video", "render"),
+    (9, "every psycopg execute", "psycopg", "Cursor.execute"),
+    (9, "every redis-py command", "redis", "Redis.execute_command"),
+]  # fmt: skip
+
+
+@contextmanager
+def _timing(spent: Counter[str], calls: Counter[str]) -> Iterator[None]:
+    """Every function in `BREAKDOWN` adds its CPU time (inclusive) and its calls to
+    `spent` and `calls` under its attribute's name, until the block ends."""
+    undo = []
+    for _, _, module, attribute in BREAKDOWN:
+        *path, name = attribute.split(".")
+        owner: Any = importlib.import_module(module)
+        for step in path:
+            owner = getattr(owner, step)
+        original = getattr(owner, name)
+
+        def timed(*args: Any, __f: Any = original, __k: str = attribute, **kwargs: Any) -> Any:
+            started = time.process_time()
+            try:
+                return __f(*args, **kwargs)
+            finally:
+                spent[__k] += time.process_time() - started
+                calls[__k] += 1
+
+        setattr(owner, name, timed)
+        undo.append((owner, name, original))
+    try:
+        yield
+    finally:
+        for owner, name, original in reversed(undo):
+            setattr(owner, name, original)
+
+
+def breakdown(app: Any, keys: list[str], submits: int, rounds: int) -> None:
+    """The API's CPU per submit, part by part (`BREAKDOWN`, each timed around its calls),
+    beside the floor's statements and Redis command timed the same way. Rounds with the
+    timers alternate with rounds without: what the timers cost themselves is shown, and
+    the shares are of the timed rounds' total."""
+    floor = importlib.import_module("bench.submit_floor").app.test_client()
+    api = app.test_client()
+    body = json.dumps(BODY)
+
+    def run(client: Any) -> float:
+        started = time.process_time()
+        for i in range(submits):
+            headers = {"Authorization": f"Bearer {keys[i % len(keys)]}"}
+            answer = client.post(PATH, data=body, content_type="application/json", headers=headers)
+            assert answer.status_code == 202, answer.get_data(True)
+        return (time.process_time() - started) * 1e6 / submits
+
+    run(api), run(floor)
+    untimed: dict[str, list[float]] = {"api": [], "floor": []}
+    timed: dict[str, float] = {"api": 0.0, "floor": 0.0}
+    spent: dict[str, Counter[str]] = {"api": Counter(), "floor": Counter()}
+    calls: dict[str, Counter[str]] = {"api": Counter(), "floor": Counter()}
+    for _ in range(rounds):
+        for name, client in (("api", api), ("floor", floor)):
+            untimed[name].append(run(client))
+            with _timing(spent[name], calls[name]):
+                timed[name] += run(client) / rounds
+    n = submits * rounds
+    total = timed["api"]
+    rows = []
+    for depth, label, _, attribute in BREAKDOWN:
+        us, floor_us = spent["api"][attribute] * 1e6 / n, spent["floor"][attribute] * 1e6 / n
+        shown = ("  " * depth if depth < 9 else "") + label
+        rows.append(
+            [
+                shown,
+                f"{calls['api'][attribute] / n:g}",
+                f"{us:.0f}",
+                f"{100 * us / total:.1f}%",
+                f"{floor_us:.0f}" if floor_us else "-",
+            ]
+        )
+    rest = total - sum(spent["api"][a] for d, _, _, a in BREAKDOWN if d == 0) * 1e6 / n
+    rows.append(
+        [
+            "the rest: Flask, the test client, the hooks, the session's set-up",
+            "",
+            f"{rest:.0f}",
+            f"{100 * rest / total:.1f}%",
+            "",
+        ]
+    )
+    rows.append(["the submit, timed", "", f"{total:.0f}", "100%", f"{timed['floor']:.0f}"])
+    api_bare, floor_bare = min(untimed["api"]), min(untimed["floor"])
+    rows.append(
+        [
+            "the submit, without the timers (minimum of the rounds)",
+            "",
+            f"{api_bare:.0f}",
+            "",
+            f"{floor_bare:.0f}",
+        ]
+    )
+    print(f"\nCPU per submit, part by part ({rounds} rounds of {submits} each way, alternating)")
+    harness.print_table(["part", "calls", "API µs", "share", "floor µs"], rows)
+    print(f"API vs floor, without the timers: {api_bare / floor_bare:.2f}x")
+
+
 # ---- instructions per submit ---------------------------------------------------------
 
 WARM_UP = 100  # submits before the heap is frozen and the counted ones begin
@@ -392,8 +519,6 @@ COUNTED = {
 def instructions_child(app: Any, which: str, keys: list[str], submits: int) -> None:
     """The submits one counted process makes (under callgrind, started by `instructions`):
     the warm-up, a frozen heap, then `submits` more."""
-    import importlib  # the floor reads DATABASE_URL and its queue when imported
-
     if which == "floor":
         client = importlib.import_module("bench.submit_floor").app.test_client()
     else:
@@ -525,6 +650,11 @@ def main() -> None:
         "--ablate", action="store_true", help="only what each part of the submit costs"
     )
     parser.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="only the API's CPU per submit part by part, beside the floor's",
+    )
+    parser.add_argument(
         "--instructions",
         action="store_true",
         help="only instructions per submit (callgrind): the API, the API without the parts "
@@ -556,7 +686,7 @@ def main() -> None:
             instructions(env, database_url, work, args.submits)
             print(f"\n{harness.load_average()}")
             return
-        if args.in_process or args.ablate:
+        if args.in_process or args.ablate or args.breakdown:
             os.environ.update(env)  # the floor's module reads its settings when imported
             Path(env["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
             _json_logs_to(stack.enter_context(open(os.devnull, "w")))  # unread
@@ -564,6 +694,8 @@ def main() -> None:
             keys = harness.create_accounts(database_url, 32)
             if args.ablate:
                 ablation(app, keys, args.submits, args.rounds)
+            elif args.breakdown:
+                breakdown(app, keys, args.submits, args.rounds)
             else:
                 profile = work / "cprofile" if args.cprofile else None
                 in_process_cpu(app, keys, args.submits, args.rounds, profile)
