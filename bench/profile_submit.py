@@ -34,15 +34,15 @@ contract, the ORM session, pydantic) against the floor's plain psycopg.
 
 `--breakdown` shows where the API's CPU per submit goes, part by part: each part's
 function timed (CPU, inclusive) around its calls in rounds alternating with the floor's,
-the floor's statements and Redis command timed the same way beside them, and what is left
-for Flask, the hooks and the session (the total from rounds without the timers).
+the floor's statements and Redis command timed the same way beside them, what is left for
+Flask, the hooks and the session, and each app's total with and without the timers.
 
 `--instructions` counts instructions per submit with valgrind's callgrind, the unit least
 moved by other work on the machine: the API in full, the API with every part `--ablate`
 switches off, and the floor, each in a process of its own through Flask's test client
 (`PYTHONHASHSEED=0`, the heap frozen after 100 warm-up submits), run once with 100 more
 submits and once with 100 + `--submits`: the difference, divided by `--submits`, leaves
-start-up and warm-up out. Needs `valgrind` (`apt-get install valgrind`); ≈ 5 minutes.
+start-up and warm-up out. Needs `valgrind` (`apt-get install valgrind`); ≈ 8 minutes.
 """
 
 from __future__ import annotations
@@ -84,6 +84,7 @@ from shared.db import Prepared
 
 PATH = "/v1/video/generate"
 BODY = {"model": harness.MODEL, "input": {"prompt": "bench [sim latency=1]", "duration": "5"}}
+BODY_JSON = json.dumps(BODY)
 REDIS_DB = 8
 
 
@@ -101,7 +102,7 @@ def spy_on_server(
         "wrk" if harness.wrk_available() else "httpx",
         api.url,
         PATH,
-        json.dumps(BODY),
+        BODY_JSON,
         keys,
         args.concurrency,
         args.seconds,
@@ -120,7 +121,7 @@ def profile_server(database_url: str, env: dict[str, str], work: Path, args: Any
     keys = harness.create_accounts(database_url, 32)
     with harness.gunicorn("services.api.wsgi:app", env, work / "api.log") as api:
         harness.load("wrk" if harness.wrk_available() else "httpx", api.url, PATH,
-                     json.dumps(BODY), keys, 2, 1)  # fmt: skip
+                     BODY_JSON, keys, 2, 1)  # fmt: skip
         for gil, title in ((True, "CPU (py-spy --gil)"), (False, "wall (py-spy, active threads)")):
             raw, rate, requests = spy_on_server(api, keys, work, args, gil=gil)
             harness.summarize_py_spy(raw, rate, requests, title)
@@ -182,9 +183,21 @@ def submit(client: Any, key: str, idempotency_key: str | None = None) -> None:
     headers = {"Authorization": f"Bearer {key}"}
     if idempotency_key:
         headers["Idempotency-Key"] = idempotency_key
-    response = client.post(PATH, json=BODY, headers=headers)
+    response = client.post(PATH, data=BODY_JSON, content_type="application/json", headers=headers)
     if response.status_code != 202:
         raise SystemExit(f"submit failed: {response.status_code} {response.get_data(True)}")
+
+
+def submit_many(client: Any, keys: list[str], count: int) -> None:
+    """`count` submits through `client`, its accounts' keys taken in turn."""
+    for i in range(count):
+        submit(client, keys[i % len(keys)])
+
+
+def floor_client() -> Any:
+    """The durable floor (bench/submit_floor.py) through Flask's test client. Imported only
+    now: the module reads DATABASE_URL and its queue when imported."""
+    return importlib.import_module("bench.submit_floor").app.test_client()
 
 
 def round_trips(app: Any, key: str, n: int = 100) -> None:
@@ -218,24 +231,14 @@ def in_process_cpu(
     Flask's test client in this process on the same database and Redis: no server, no load
     generator, no other process in the figure. Rounds alternate; the minimum is the figure
     least disturbed by other work on the machine, the median is shown beside it."""
-    floor = importlib.import_module("bench.submit_floor").app.test_client()
-    api = app.test_client()
-    body = json.dumps(BODY)
-
-    def run(client: Any, count: int) -> None:
-        for i in range(count):
-            headers = {"Authorization": f"Bearer {keys[i % len(keys)]}"}
-            answer = client.post(PATH, data=body, content_type="application/json", headers=headers)
-            if answer.status_code != 202:
-                raise SystemExit(f"submit failed: {answer.status_code} {answer.get_data(True)}")
-
-    run(api, 50)
-    run(floor, 50)
+    floor, api = floor_client(), app.test_client()
+    submit_many(api, keys, 50)
+    submit_many(floor, keys, 50)
     cpu: dict[str, list[float]] = {"API submit": [], "durable floor": []}
     for _ in range(rounds):
         for name, client in (("API submit", api), ("durable floor", floor)):
             started = time.process_time()
-            run(client, submits)
+            submit_many(client, keys, submits)
             cpu[name].append((time.process_time() - started) * 1000 / submits)
     print(f"\nCPU per submit in process ({rounds} rounds of {submits}, alternating)")
     rows = [
@@ -248,7 +251,7 @@ def in_process_cpu(
     if profile is not None:
         profiler = cProfile.Profile(time.process_time)
         profiler.enable()
-        run(api, submits)
+        submit_many(api, keys, submits)
         profiler.disable()
         profile.mkdir(parents=True, exist_ok=True)
         profiler.dump_stats(profile / "main-api.prof")
@@ -337,18 +340,13 @@ def _parts(app: Any) -> dict[str, Callable[[], Callable[[], None]]]:
 def ablation(app: Any, keys: list[str], submits: int, rounds: int) -> None:
     """CPU per submit with one part off at a time, against the API in full (rounds
     alternating), then with every part off against the floor."""
-    floor = importlib.import_module("bench.submit_floor").app.test_client()
-    api = app.test_client()
-    body = json.dumps(BODY)
+    floor, api = floor_client(), app.test_client()
     parts = _parts(app)
 
     def cpu(client: Any, switches: list[Callable[[], Callable[[], None]]]) -> float:
         undo = [switch() for switch in switches]
         started = time.process_time()
-        for i in range(submits):
-            headers = {"Authorization": f"Bearer {keys[i % len(keys)]}"}
-            answer = client.post(PATH, data=body, content_type="application/json", headers=headers)
-            assert answer.status_code == 202, answer.get_data(True)
+        submit_many(client, keys, submits)
         for step in reversed(undo):
             step()
         return (time.process_time() - started) * 1000 / submits
@@ -383,9 +381,9 @@ def ablation(app: Any, keys: list[str], submits: int, rounds: int) -> None:
 # ---- where the API's CPU goes, part by part ---------------------------------------------
 
 # What `--breakdown` times in the API's submit: (depth, label, module, attribute). Depth 1
-# runs inside the depth-0 row above it; depth 9 rows are every call of that kind, in
+# runs inside the depth-0 row above it; depth None is every call of that kind, in
 # whichever part it runs (the floor makes them too).
-BREAKDOWN = [
+BREAKDOWN: list[tuple[int | None, str, str, str]] = [
     (0, "the rate limiter's Redis round trip", "services.api.ratelimit", "RedisCounters.hit"),
     (0, "the key's lookup (the session, BEGIN, one SELECT)", "services.api.context",
      "authenticated_account"),
@@ -402,8 +400,8 @@ BREAKDOWN = [
     (0, "the publish (one LPUSH)", "services.worker.redis_publish", "RedisPublisher.send"),
     (0, "the 202's view", "shared.jobs.schemas", "JobAccepted.of"),
     (0, "the 202's body (JSON)", "services.api.routes.video", "render"),
-    (9, "every psycopg execute", "psycopg", "Cursor.execute"),
-    (9, "every redis-py command", "redis", "Redis.execute_command"),
+    (None, "every psycopg execute", "psycopg", "Cursor.execute"),
+    (None, "every redis-py command", "redis", "Redis.execute_command"),
 ]  # fmt: skip
 
 
@@ -441,19 +439,15 @@ def breakdown(app: Any, keys: list[str], submits: int, rounds: int) -> None:
     beside the floor's statements and Redis command timed the same way. Rounds with the
     timers alternate with rounds without: what the timers cost themselves is shown, and
     the shares are of the timed rounds' total."""
-    floor = importlib.import_module("bench.submit_floor").app.test_client()
-    api = app.test_client()
-    body = json.dumps(BODY)
+    floor, api = floor_client(), app.test_client()
 
     def run(client: Any) -> float:
         started = time.process_time()
-        for i in range(submits):
-            headers = {"Authorization": f"Bearer {keys[i % len(keys)]}"}
-            answer = client.post(PATH, data=body, content_type="application/json", headers=headers)
-            assert answer.status_code == 202, answer.get_data(True)
+        submit_many(client, keys, submits)
         return (time.process_time() - started) * 1e6 / submits
 
-    run(api), run(floor)
+    run(api)  # warm-up
+    run(floor)
     untimed: dict[str, list[float]] = {"api": [], "floor": []}
     timed: dict[str, float] = {"api": 0.0, "floor": 0.0}
     spent: dict[str, Counter[str]] = {"api": Counter(), "floor": Counter()}
@@ -468,7 +462,7 @@ def breakdown(app: Any, keys: list[str], submits: int, rounds: int) -> None:
     rows = []
     for depth, label, _, attribute in BREAKDOWN:
         us, floor_us = spent["api"][attribute] * 1e6 / n, spent["floor"][attribute] * 1e6 / n
-        shown = ("  " * depth if depth < 9 else "") + label
+        shown = ("  " * depth if depth is not None else "") + label
         rows.append(
             [
                 shown,
@@ -519,21 +513,14 @@ COUNTED = {
 def instructions_child(app: Any, which: str, keys: list[str], submits: int) -> None:
     """The submits one counted process makes (under callgrind, started by `instructions`):
     the warm-up, a frozen heap, then `submits` more."""
-    if which == "floor":
-        client = importlib.import_module("bench.submit_floor").app.test_client()
-    else:
-        client = app.test_client()
+    client = floor_client() if which == "floor" else app.test_client()
     if which == "parts-off":
         for switch in _parts(app).values():
             switch()
-    body = json.dumps(BODY)
-    for i in range(WARM_UP + submits):
-        if i == WARM_UP:
-            gc.collect()
-            gc.freeze()
-        headers = {"Authorization": f"Bearer {keys[i % len(keys)]}"}
-        answer = client.post(PATH, data=body, content_type="application/json", headers=headers)
-        assert answer.status_code == 202, answer.get_data(True)
+    submit_many(client, keys, WARM_UP)
+    gc.collect()
+    gc.freeze()
+    submit_many(client, keys, submits)
 
 
 def instructions(env: dict[str, str], database_url: str, work: Path, submits: int) -> None:

@@ -79,9 +79,8 @@ def create_batch(
     """Check and price every item, then (under the account's lock) check budgets, hold the
     sum and write the batch and its jobs, in the caller's transaction."""
     priced = _price_items(settings, catalog, request)
-    models = {item.model.id: item.model for item in priced}
-    seconds = {
-        m: jobs.expected_seconds(session=session, model=model) for m, model in models.items()
+    seconds = {  # read once a minute per model and process: a call per item is cheap
+        item.model.id: jobs.expected_seconds(session=session, model=item.model) for item in priced
     }
     account = ledger.lock_account(session=session, account_id=account_id)
     request_hash = _request_hash(request)
